@@ -1,0 +1,239 @@
+"""Checkpoints: dunemap's self-describing files, the published MADS ``state_dict`` layout, and Predictor.
+
+A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True``::
+
+    format        "dunemap-checkpoint", version 1
+    model_config  ModelConfig.to_dict()
+    state_dict    the model's parameters (the MADS key layout)
+    text          {"embeddings": (K, D) float32 tensor or None, "source": provenance dict}
+    classes       {"names": [...], "colors": [[r, g, b], ...]}
+    train_state   optimizer/scheduler/RNG/epoch counters for --resume (None in exported weights)
+    metrics       the validation metrics of the epoch it was saved at
+
+A published MADS file is a bare ``state_dict``; its sizes are inferred from tensor shapes and its
+text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dunemap.errors import CheckpointError
+from dunemap.io.atomic import atomic_path
+from dunemap.models.segformer import MODEL_VARIANTS, ModelConfig, TextFusedSegFormer
+
+FORMAT = "dunemap-checkpoint"
+VERSION = 1
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model rebuilt from a checkpoint, in eval mode, with its classes and text attached."""
+
+    model: TextFusedSegFormer
+    config: ModelConfig
+    class_names: list[str]
+    colors: list[tuple[int, int, int]]
+    text_source: dict = field(default_factory=dict)
+    train_state: dict | None = None
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: TextFusedSegFormer,
+    class_names: list[str],
+    colors: list[tuple[int, int, int]],
+    text_source: dict | None = None,
+    train_state: dict | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write a self-describing checkpoint atomically (temp file + rename). The model's text buffer is saved too."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    if len(class_names) != model.config.num_classes or len(colors) != model.config.num_classes:
+        raise CheckpointError(
+            f"{path}: {len(class_names)} class names / {len(colors)} colours for a {model.config.num_classes}-class model"
+        )
+    text = model.text_embeddings
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "text": {"embeddings": None if text is None else text.detach().cpu(), "source": dict(text_source or {})},
+        "classes": {"names": list(class_names), "colors": [list(map(int, c)) for c in colors]},
+        "train_state": train_state,
+        "metrics": dict(metrics or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign pickles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
+    return obj
+
+
+def infer_mads_config(state_dict: dict, source: str = "state_dict") -> ModelConfig:
+    """Infer a ModelConfig from a MADS-layout ``state_dict`` from tensor shapes alone.
+
+    Stage widths, depths, input bands, spatial-reduction ratios, decoder width, classes and text
+    width come from shapes; heads follow the MiT rule of one head of width ``embed_dims[0]`` in
+    stage 1 (so ``heads[i] = embed_dims[i] // embed_dims[0]``); the fusion stage is the stage whose
+    width matches the cross-attention's query projection.
+    """
+    try:
+        dims = tuple(int(state_dict[f"patch_embeds.{i}.proj.weight"].shape[0]) for i in range(4))
+        in_channels = int(state_dict["patch_embeds.0.proj.weight"].shape[1])
+        pred = state_dict["decode_head.linear_pred.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: not a SegFormer checkpoint in the MADS layout (missing {exc})") from None
+    depths = tuple(
+        len({m.group(1) for k in state_dict if (m := re.match(rf"blocks\.{i}\.(\d+)\.", k))}) for i in range(4)
+    )
+    sr = tuple(
+        int(state_dict[f"blocks.{i}.0.attn.sr.weight"].shape[-1]) if f"blocks.{i}.0.attn.sr.weight" in state_dict else 1
+        for i in range(4)
+    )
+    heads = tuple(max(1, d // dims[0]) for d in dims)
+    fusion, stage, text_dim = "none", 3, 512
+    if "alignment_module.vis_proj_q.weight" in state_dict:
+        fusion = "cross_attn"
+        q_dim = int(state_dict["alignment_module.vis_proj_q.weight"].shape[0])
+        stage = max(i for i, d in enumerate(dims) if d == q_dim)
+        text_dim = int(state_dict["alignment_module.text_proj_k.weight"].shape[1])
+    name = next(
+        (n for n, v in MODEL_VARIANTS.items() if v.embed_dims == dims and v.depths == depths), "custom"
+    )
+    hidden = int(state_dict["blocks.0.0.mlp.fc1.weight"].shape[0]) // dims[0]
+    return ModelConfig(
+        name=name, embed_dims=dims, depths=depths, heads=heads, sr_ratios=sr, mlp_ratio=hidden,
+        decoder_dim=int(pred.shape[1]), in_channels=in_channels, num_classes=int(pred.shape[0]),
+        fusion=fusion, fusion_stage=stage, text_dim=text_dim,
+    )
+
+
+def _load_state(model: TextFusedSegFormer, state_dict: dict, source: str) -> None:
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{source}: weights do not fit the model: missing {result.missing_keys[:5]}"
+            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
+            f"{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+
+
+def _default_classes(num_classes: int) -> tuple[list[str], list[tuple[int, int, int]]]:
+    from dunemap.knowledge.catalog import load_catalog
+
+    catalog = load_catalog()
+    if catalog.num_classes == num_classes:
+        return list(catalog.names), [tuple(c) for c in catalog.colors]
+    rng = np.random.default_rng(0)
+    return [f"class_{i}" for i in range(num_classes)], [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(num_classes)]
+
+
+def load_checkpoint(path: str | Path, text_embeddings: np.ndarray | torch.Tensor | None = None) -> LoadedCheckpoint:
+    """Rebuild the model of a dunemap checkpoint or a published MADS ``state_dict`` (eval mode).
+
+    ``text_embeddings`` (K, D) replaces the stored text; it is required for a MADS file of a fused model.
+    """
+    path = Path(path)
+    obj = _read(path)
+    if obj.get("format") == FORMAT:
+        config = ModelConfig.from_dict(obj["model_config"])
+        state_dict = obj["state_dict"]
+        text = obj["text"]["embeddings"]
+        names = list(obj["classes"]["names"])
+        colors = [tuple(c) for c in obj["classes"]["colors"]]
+        text_source = dict(obj["text"].get("source") or {})
+        train_state, metrics = obj.get("train_state"), dict(obj.get("metrics") or {})
+    else:
+        state_dict = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
+        if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise CheckpointError(f"{path}: neither a dunemap checkpoint nor a plain state_dict of tensors")
+        config = infer_mads_config(state_dict, str(path))
+        names, colors = _default_classes(config.num_classes)
+        text, text_source, train_state, metrics = None, {"mode": "external"}, None, {}
+    model = TextFusedSegFormer(config)
+    _load_state(model, state_dict, str(path))
+    if text_embeddings is not None:
+        text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
+        if model.uses_text and text.shape[0] != config.num_classes and not text_source.get("open_vocab"):
+            raise CheckpointError(f"{path}: {text.shape[0]} text embeddings for a {config.num_classes}-class model")
+    if model.uses_text:
+        if text is None:
+            raise CheckpointError(f"{path}: the model fuses text but the checkpoint has none; pass --text-embeddings FILE.npy")
+        model.set_text(text)
+    model.eval()
+    return LoadedCheckpoint(model, config, names, colors, text_source, train_state, metrics, path)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+class Predictor:
+    """Inference wrapper: device placement, channels-last, bf16 autocast, float32 logits out."""
+
+    def __init__(self, loaded: LoadedCheckpoint, device: str | torch.device = "cpu", precision: str = "auto"):
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = loaded.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.config = loaded.config
+        self.class_names = loaded.class_names
+        self.colors = loaded.colors
+        self.text_source = loaded.text_source
+        self.in_channels = loaded.config.in_channels
+        self.num_classes = loaded.config.num_classes
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) float32 for x (B, in_channels, H, W)."""
+        x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.model(x)
+        return logits.float()
+
+
+def load_predictor(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    text_embeddings: np.ndarray | None = None,
+) -> Predictor:
+    """Load a checkpoint (dunemap or MADS layout) ready for mapping."""
+    return Predictor(load_checkpoint(path, text_embeddings), device, precision)

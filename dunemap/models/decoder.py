@@ -1,0 +1,47 @@
+"""SegFormer's all-MLP decoder: per-stage 1x1 projections, upsample, concatenate, fuse, classify."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StageProjection(nn.Module):
+    """1x1 conv from one stage's width to the decoder width (the "MLP" of the all-MLP decoder)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear = nn.Conv2d(in_dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class SegFormerHead(nn.Module):
+    """Projects the four stage maps to ``dim``, upsamples to stage-1 size, fuses and predicts classes.
+
+    The concatenation order is shallowest stage first (c1, c2, c3, c4), as in the published weights
+    (the original SegFormer concatenates deepest first).
+    ``forward_features`` returns the fused (B, dim, H/4, W/4) map that a text-classifier head can use.
+    """
+
+    def __init__(self, in_dims: tuple[int, ...], dim: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.linear_layers = nn.ModuleList(StageProjection(d, dim) for d in in_dims)
+        self.linear_fuse = nn.Conv2d(dim * len(in_dims), dim, 1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(dim)
+        self.dropout = nn.Dropout2d(dropout)
+        self.linear_pred = nn.Conv2d(dim, num_classes, 1)
+
+    def forward_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        projected = [
+            F.interpolate(layer(f), size=size, mode="bilinear", align_corners=False) if i else layer(f)
+            for i, (layer, f) in enumerate(zip(self.linear_layers, feats))
+        ]
+        fused = self.linear_fuse(torch.cat(projected, dim=1))  # (B, dim, H/4, W/4)
+        return self.dropout(F.relu(self.batch_norm(fused)))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear_pred(self.forward_features(feats))  # (B, K, H/4, W/4)
