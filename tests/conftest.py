@@ -1,12 +1,16 @@
-"""Shared fixtures: the location of ../shared and torch threads kept small."""
+"""Shared fixtures: the location of ../shared, torch threads kept small, and a tiny learnable dataset."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
+
+from dunemap.data.seed_layout import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DUNEMAP_SHARED", REPO.parent / "shared"))
@@ -19,3 +23,48 @@ def mads_dir() -> Path:
     path = SHARED / "fixtures" / "mads"
     assert path.is_dir(), f"checkpoint fixtures not found at {path} (set DUNEMAP_SHARED)"
     return path
+
+BANDS = 16
+
+
+def make_tile(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    field = gaussian_filter(rng.standard_normal((4, size, size)), (0, 6, 6))
+    label = field.argmax(0).astype(np.uint8)  # smooth blobs of ids 0..3
+    means = np.random.default_rng(123).standard_normal((4, BANDS))
+    image = means[label].transpose(2, 0, 1) + 0.2 * rng.standard_normal((BANDS, size, size))
+    image /= np.linalg.norm(image, axis=0, keepdims=True)
+    return image.astype(np.float32), label
+
+
+CATALOG = """\
+version: 1
+name: four-blobs
+classes:
+""" + "".join(
+    f"  - {{id: {i}, name: blob_{i}, label: Blob {i}, color: [{40 * i}, 90, 200], description: Blob number {i}.}}\n"
+    for i in range(4)
+)
+
+
+def write_dataset(root: Path, n_train: int = 16, n_val: int = 2, n_test: int = 2, seed: int = 0) -> Path:
+    """Tiles of 4 classes plus ``catalog.yaml`` describing them."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "catalog.yaml").write_text(CATALOG)
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        for i in range(n):
+            image, label = make_tile(rng)
+            write_sample(root, split, f"{split}_{i:02d}", image, label)
+    return root
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path: Path) -> Path:
+    """16 train, 2 val and 2 test tiles of 64x64 px, 16 bands, 4 classes, with their catalog."""
+    return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture()
+def make_tiny_dataset():
+    """The factory behind ``tiny_dataset``: ``make_tiny_dataset(root, n_train=..., n_val=..., n_test=...)``."""
+    return write_dataset

@@ -15,6 +15,9 @@ from dunemap import __version__
 from dunemap.errors import DunemapError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "dunemap.cli.train",
+    "dunemap.cli.evaluate",
+    "dunemap.cli.text",
 )
 
 

@@ -1,0 +1,20 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def csv_list(value: str) -> list[str]:
+    """Parse ``a,b,c`` into ``["a", "b", "c"]``."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_precision_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 autocast where the CPU/GPU supports it natively, else fp32")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")

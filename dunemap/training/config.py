@@ -1,0 +1,52 @@
+"""Training configuration: the seed's recipe as defaults, one typed dataclass saved in every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``dunemap train``; defaults reproduce the published recipe (AdamW, poly-1 decay, 50 epochs)."""
+
+    data_root: Path  # seed layout: img_dir/{train,val}/*.npy, ann_dir/{train,val}/*.png
+    save_dir: Path  # best_model.pth, last.pth, metrics.csv, metrics.json, config.json
+    model: str = "mit_b2"  # registered variant (dunemap.models.MODEL_VARIANTS)
+    in_channels: int = 64  # bands every image must have (AEF: 64)
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 6e-5  # AdamW learning rate at epoch 0
+    weight_decay: float = 0.01
+    poly_power: float = 1.0  # lr_e = lr * (1 - e / epochs) ** poly_power, stepped once per epoch
+    seed: int = 0  # seeds weights, shuffling, augmentation and dropout; same seed => same weights on CPU
+    text: str = "catalog"  # catalog | random | shuffled | none (none = plain SegFormer)
+    text_embeddings: Path | None = None  # a (K, D) .npy used instead of encoding the catalog
+    catalog: Path | None = None  # class catalog (YAML/TOML); None = the packaged 10 dune classes
+    encoder: str = "minilm"  # text encoder for the catalog descriptions
+    fusion_stage: int = 3  # stage whose tokens cross-attend to the texts
+    head: str = "linear"  # linear (1x1 conv classifier) | text (open-vocabulary cosine head)
+    augment: str = "flip_rot90"  # none | flip_rot90
+    precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 0  # DataLoader worker processes
+    regions: list[str] | None = None  # keep only tiles of these regions (manifest.csv)
+    holdout_regions: list[str] | None = None  # drop these regions from train and val (leave-one-region-out)
+    max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+    resume: bool = False  # continue from save_dir/last.pth
+    stop_after_epochs: int | None = None  # end this invocation after N epochs (e.g. a batch job's time slice); --resume continues
+    check_data: bool = True  # read every sample once before training and fail on the first bad file
+    progress: bool = True
+    model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (e.g. drop_path)
+
+    def __post_init__(self) -> None:
+        self.data_root = Path(self.data_root)
+        self.save_dir = Path(self.save_dir)
+        if self.text_embeddings is not None:
+            self.text_embeddings = Path(self.text_embeddings)
+        if self.catalog is not None:
+            self.catalog = Path(self.catalog)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

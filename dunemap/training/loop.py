@@ -1,0 +1,246 @@
+"""The training loop, readable top to bottom: data, text, model, AdamW + poly decay, epochs, checkpoints.
+
+Determinism: every epoch reseeds the global torch RNG from (seed, epoch) and shuffles with a
+generator seeded the same way, so a run resumed from ``last.pth`` at an epoch boundary draws the
+same batches, augmentations and dropout masks as an uninterrupted one and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+from dunemap.data.dataset import SeedLayoutDataset
+from dunemap.data.seed_layout import IGNORE_INDEX
+from dunemap.data.transforms import build_augmentation
+from dunemap.errors import CheckpointError, ConfigError
+from dunemap.io.atomic import atomic_path
+from dunemap.knowledge.catalog import Catalog, load_catalog
+from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
+from dunemap.models import TextFusedSegFormer, model_config
+from dunemap.models.checkpoint import load_checkpoint, resolve_precision, save_checkpoint
+from dunemap.training.config import TrainConfig
+from dunemap.training.distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
+from dunemap.training.text import resolve_text
+
+log = logging.getLogger(__name__)
+
+BEST, LAST = "best_model.pth", "last.pth"
+
+
+@dataclass
+class TrainResult:
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_val_miou: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def poly_factor(epoch: int, epochs: int, power: float) -> float:
+    """Learning-rate multiplier at ``epoch`` of ``epochs`` under poly decay (power 1 = linear to zero)."""
+    return max(0.0, 1.0 - epoch / epochs) ** power
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype, enabled=precision != "fp32")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def build_datasets(config: TrainConfig, num_classes: int, in_channels: int) -> tuple[SeedLayoutDataset, SeedLayoutDataset]:
+    kw = dict(num_classes=num_classes, in_channels=in_channels, regions=config.regions,
+              exclude_regions=config.holdout_regions)
+    train = SeedLayoutDataset(config.data_root, "train", transform=build_augmentation(config.augment), **kw)
+    val = SeedLayoutDataset(config.data_root, "val", **kw)
+    return train, val
+
+
+def confusion_over(
+    model: TextFusedSegFormer,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    precision: str,
+    ctx: DistContext | None = None,
+    progress: bool = False,
+    desc: str = "val",
+) -> np.ndarray:
+    """The (K, K) confusion matrix of ``model`` over ``loader`` (summed over ranks when distributed)."""
+    cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
+    model.eval()
+    with torch.inference_mode():
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            with _autocast(device, precision):
+                logits = model(x.to(device))
+            cm.update(logits.argmax(1).cpu(), y)
+    return all_reduce_sum(cm.matrix, ctx) if ctx is not None else cm.matrix
+
+
+def _write_history(save_dir: Path, history: list[dict]) -> None:
+    with atomic_path(save_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(history, indent=2))
+    keys = list(history[0]) if history else []
+    with atomic_path(save_dir / "metrics.csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a (text-fused) SegFormer on a seed-layout dataset and keep the best checkpoint by val mIoU."""
+    ctx = init_distributed(config.device)
+    try:
+        return _train(config, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ConfigError(f"epochs and batch size must be positive, got {config.epochs}, {config.batch_size}")
+    device = ctx.device
+    precision = resolve_precision(config.precision, device)
+    save_dir = config.save_dir
+    if ctx.is_main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    catalog: Catalog = load_catalog(config.catalog)
+    num_classes = catalog.num_classes
+    in_channels = config.in_channels
+    train_set, val_set = build_datasets(config, num_classes, in_channels)
+    if config.check_data:
+        for ds in (train_set, val_set):
+            ds.check_all(progress=config.progress and ctx.is_main)
+
+    text, text_source = resolve_text(config, catalog)
+    _seed_everything(config.seed)
+    overrides = dict(config.model_overrides)
+    overrides.update(in_channels=in_channels, num_classes=num_classes, fusion_stage=config.fusion_stage,
+                     fusion="none" if text is None else "cross_attn")
+    if text is not None:
+        overrides["text_dim"] = int(text.shape[1])
+    model = TextFusedSegFormer(model_config(config.model, **overrides))
+    if text is not None:
+        model.set_text(torch.from_numpy(text))
+    model.to(device)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: poly_factor(e, config.epochs, config.poly_power))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
+                                  and not torch.cuda.is_bf16_supported())
+    start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
+    if config.resume:
+        start_epoch, best_miou, best_epoch, history = _restore(save_dir / LAST, model, optimizer, scheduler, config)
+
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    val_sampler = DistributedSampler(val_set, ctx.world_size, ctx.rank, shuffle=False) if ctx.distributed else None
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=val_sampler, num_workers=config.num_workers)
+    names, colors = catalog.names, catalog.colors
+
+    end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
+    for epoch in range(start_epoch, end_epoch):
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+        if ctx.distributed:
+            sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(train_set, generator=gen)
+        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                            num_workers=config.num_workers, drop_last=False)
+        net.train()
+        train_cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
+        loss_sum, n_batches = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
+                   leave=False)
+        for step, (x, y) in enumerate(bar):
+            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
+                break
+            x, y = x.to(device), y.to(device)
+            with _autocast(device, precision):
+                logits = net(x)  # (B, K, H, W)
+                loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            train_cm.update(logits.detach().argmax(1).cpu(), y.cpu())
+            loss_sum += float(loss.detach())
+            n_batches += 1
+            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
+        lr_used = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+
+        loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
+        train_matrix = all_reduce_sum(train_cm.matrix, ctx)
+        train_metrics = metrics_from_matrix(train_matrix)
+        val_metrics = metrics_from_matrix(confusion_over(model, val_loader, num_classes, device, precision, ctx))
+        row = {
+            "epoch": epoch + 1, "lr": float(lr_used), "train_loss": float(loss_tot[0] / max(loss_tot[1], 1)),
+            "train_oa": float(train_metrics.oa), "train_miou": float(train_metrics.miou),
+            "val_oa": float(val_metrics.oa), "val_miou": float(val_metrics.miou),
+            "val_kappa": float(val_metrics.kappa), "val_mf1": float(val_metrics.mf1),
+        }
+        history.append(row)
+        improved = val_metrics.miou > best_miou
+        if improved:
+            best_miou, best_epoch = float(val_metrics.miou), epoch + 1
+        if ctx.is_main:
+            summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names)}
+            if improved:
+                save_checkpoint(save_dir / BEST, model, names, colors, text_source, metrics=summary)
+            state = {
+                "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "best_miou": best_miou, "best_epoch": best_epoch, "history": history,
+                "config": config.to_dict(),
+            }
+            save_checkpoint(save_dir / LAST, model, names, colors, text_source, train_state=state, metrics=summary)
+            _write_history(save_dir, history)
+            log.info("epoch %d/%d loss %.4f train mIoU %.4f val mIoU %.4f%s", epoch + 1, config.epochs,
+                     row["train_loss"], row["train_miou"], row["val_miou"], " (best)" if improved else "")
+        barrier(ctx)
+    return TrainResult(save_dir / BEST, save_dir / LAST, best_miou, best_epoch, history)
+
+
+def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, float, int, list[dict]]:
+    if not path.exists():
+        raise CheckpointError(f"{path}: --resume given but there is no last checkpoint to resume from")
+    loaded = load_checkpoint(path)
+    state = loaded.train_state
+    if not state:
+        raise CheckpointError(f"{path}: checkpoint has no training state to resume from")
+    if loaded.config != model.config:
+        raise CheckpointError(f"{path}: saved model config differs from this run's ({loaded.config.name} vs {model.config.name})")
+    model.load_state_dict(loaded.model.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.info("resuming from %s after epoch %d", path, state["epoch"])
+    return int(state["epoch"]), float(state["best_miou"]), int(state["best_epoch"]), list(state["history"])
