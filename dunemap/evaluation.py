@@ -28,6 +28,7 @@ class EvalConfig:
     out_dir: Path | None = None  # default: beside the weights, eval_<split>/
     batch_size: int = 4
     text_embeddings: Path | None = None  # required only for a published MADS state_dict
+    catalog: Path | None = None  # checked against the checkpoint's; a new class set for open-vocabulary models
     regions: list[str] | None = None
     precision: str = "auto"
     device: str = "auto"
@@ -51,14 +52,15 @@ def evaluate(config: EvalConfig) -> EvalResult:
     text = None
     if config.text_embeddings is not None:
         text = load_text_npy(config.text_embeddings)
-    loaded = load_checkpoint(config.weights, text_embeddings=text)
+    loaded = load_checkpoint(config.weights, text_embeddings=text, catalog=config.catalog)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    dataset = SeedLayoutDataset(config.data_root, config.split, num_classes=loaded.config.num_classes,
+    num_classes = len(loaded.class_names)
+    dataset = SeedLayoutDataset(config.data_root, config.split, num_classes=num_classes,
                                 in_channels=loaded.config.in_channels, regions=config.regions)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     model = loaded.model.to(device)
-    matrix = confusion_over(model, loader, loaded.config.num_classes, device, precision,
+    matrix = confusion_over(model, loader, num_classes, device, precision,
                             progress=config.progress, desc=config.split)
     metrics = metrics_from_matrix(matrix)
     out_dir = Path(config.out_dir) if config.out_dir else Path(config.weights).parent / f"eval_{config.split}"

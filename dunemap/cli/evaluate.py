@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", type=Path, help="default: WEIGHTS_DIR/eval_SPLIT")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
+    p.add_argument("--catalog", type=Path,
+                   help="class catalog: must match the checkpoint's, or (open-vocabulary models) defines new classes")
     p.add_argument("--regions", type=csv_list, help="evaluate only tiles of these regions (manifest.csv)")
     add_precision_device(p)
     add_no_progress(p)

@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--catalog", type=Path, help="class catalog YAML/TOML (default: the packaged 10 dune classes)")
     p.add_argument("--encoder", default="minilm", help="text encoder: minilm, st:DIR or npy:FILE")
     p.add_argument("--fusion-stage", type=int, default=3, choices=(0, 1, 2, 3), help="0-based stage fused with text")
+    p.add_argument("--head", default="linear", choices=("linear", "text"),
+                   help="linear classifier (published) or text: open-vocabulary cosine head over class texts")
     p.add_argument("--augment", default="flip_rot90", choices=sorted(AUGMENTATIONS))
     p.add_argument("--regions", type=csv_list, help="train/validate only on these regions (manifest.csv)")
     p.add_argument("--holdout-region", dest="holdout_regions", type=csv_list,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch
 from dunemap.errors import CheckpointError
 from dunemap.io.atomic import atomic_path
 from dunemap.models.segformer import MODEL_VARIANTS, ModelConfig, TextFusedSegFormer
+
+if TYPE_CHECKING:
+    from dunemap.knowledge.catalog import Catalog
 
 FORMAT = "dunemap-checkpoint"
 VERSION = 1
@@ -149,10 +153,17 @@ def _default_classes(num_classes: int) -> tuple[list[str], list[tuple[int, int, 
     return [f"class_{i}" for i in range(num_classes)], [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(num_classes)]
 
 
-def load_checkpoint(path: str | Path, text_embeddings: np.ndarray | torch.Tensor | None = None) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path,
+    text_embeddings: np.ndarray | torch.Tensor | None = None,
+    catalog: "str | Path | Catalog | None" = None,
+) -> LoadedCheckpoint:
     """Rebuild the model of a dunemap checkpoint or a published MADS ``state_dict`` (eval mode).
 
     ``text_embeddings`` (K, D) replaces the stored text; it is required for a MADS file of a fused model.
+    ``catalog`` is checked against the catalog the checkpoint was trained with (a mismatch is a
+    CheckpointError); for an open-vocabulary model (``head="text"``) a different catalog is allowed:
+    its descriptions are encoded with the checkpoint's encoder and become the classes, any number of them.
     """
     path = Path(path)
     obj = _read(path)
@@ -170,19 +181,40 @@ def load_checkpoint(path: str | Path, text_embeddings: np.ndarray | torch.Tensor
             raise CheckpointError(f"{path}: neither a dunemap checkpoint nor a plain state_dict of tensors")
         config = infer_mads_config(state_dict, str(path))
         names, colors = _default_classes(config.num_classes)
-        text, text_source, train_state, metrics = None, {"mode": "external"}, None, {}
+        text, text_source, train_state, metrics = None, {}, None, {}
     model = TextFusedSegFormer(config)
     _load_state(model, state_dict, str(path))
+    if catalog is not None:
+        text, names, colors = _apply_catalog(path, model, text_source, catalog, text)
     if text_embeddings is not None:
         text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
-        if model.uses_text and text.shape[0] != config.num_classes and not text_source.get("open_vocab"):
-            raise CheckpointError(f"{path}: {text.shape[0]} text embeddings for a {config.num_classes}-class model")
     if model.uses_text:
         if text is None:
             raise CheckpointError(f"{path}: the model fuses text but the checkpoint has none; pass --text-embeddings FILE.npy")
-        model.set_text(text)
+        if text.shape[0] != len(names):
+            raise CheckpointError(f"{path}: {text.shape[0]} text embeddings for {len(names)} classes")
+        model.set_text(torch.as_tensor(text))
     model.eval()
     return LoadedCheckpoint(model, config, names, colors, text_source, train_state, metrics, path)
+
+
+def _apply_catalog(path: Path, model: TextFusedSegFormer, text_source: dict, catalog, text):
+    """Check ``catalog`` against the checkpoint, or (open vocabulary) encode it as the new class set."""
+    from dunemap.knowledge.catalog import Catalog, load_catalog
+    from dunemap.knowledge.text import check_text_source, make_text_embeddings
+
+    catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+    if not text_source:
+        raise CheckpointError(f"{path}: the checkpoint records no text source to check catalog {catalog.source} against")
+    names, colors = list(catalog.names), [tuple(c) for c in catalog.colors]
+    if model.open_vocabulary and text_source.get("catalog_sha256") != catalog.sha256:
+        if text_source.get("mode") != "catalog" or not text_source.get("encoder_spec"):
+            raise CheckpointError(f"{path}: open-vocabulary mapping needs a model trained with catalog text "
+                                  f"(this one used {text_source.get('mode')!r})")
+        new_text, _ = make_text_embeddings("catalog", catalog, encoder=text_source["encoder_spec"])
+        return torch.from_numpy(new_text), names, colors
+    check_text_source(text_source, catalog)
+    return text, names, colors
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -218,7 +250,7 @@ class Predictor:
         self.colors = loaded.colors
         self.text_source = loaded.text_source
         self.in_channels = loaded.config.in_channels
-        self.num_classes = loaded.config.num_classes
+        self.num_classes = len(loaded.class_names)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,6 +266,7 @@ def load_predictor(
     device: str | torch.device = "cpu",
     precision: str = "auto",
     text_embeddings: np.ndarray | None = None,
+    catalog: "str | Path | Catalog | None" = None,
 ) -> Predictor:
-    """Load a checkpoint (dunemap or MADS layout) ready for mapping."""
-    return Predictor(load_checkpoint(path, text_embeddings), device, precision)
+    """Load a checkpoint (dunemap or MADS layout) ready for mapping; see ``load_checkpoint``."""
+    return Predictor(load_checkpoint(path, text_embeddings, catalog), device, precision)

@@ -26,13 +26,15 @@ class SegFormerHead(nn.Module):
     ``forward_features`` returns the fused (B, dim, H/4, W/4) map that a text-classifier head can use.
     """
 
-    def __init__(self, in_dims: tuple[int, ...], dim: int, num_classes: int, dropout: float = 0.1):
+    def __init__(self, in_dims: tuple[int, ...], dim: int, num_classes: int | None, dropout: float = 0.1):
+        """``num_classes=None`` builds no classifier: an external head (the text head) scores the features."""
         super().__init__()
         self.linear_layers = nn.ModuleList(StageProjection(d, dim) for d in in_dims)
         self.linear_fuse = nn.Conv2d(dim * len(in_dims), dim, 1, bias=False)
         self.batch_norm = nn.BatchNorm2d(dim)
         self.dropout = nn.Dropout2d(dropout)
-        self.linear_pred = nn.Conv2d(dim, num_classes, 1)
+        if num_classes is not None:
+            self.linear_pred = nn.Conv2d(dim, num_classes, 1)
 
     def forward_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]

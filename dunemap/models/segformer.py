@@ -16,10 +16,12 @@ from dunemap.errors import ConfigError
 from dunemap.models.decoder import SegFormerHead
 from dunemap.models.fusion import TextCrossAttention
 from dunemap.models.mit import BLOCK_EPS, MiTBlock, OverlapPatchEmbed, init_weights
+from dunemap.models.openvocab import TextClassifierHead
 from dunemap.registry import choose
 
 PAD_MULTIPLE = 32  # total downsampling of the backbone
 FUSIONS = ("cross_attn", "none")
+HEADS = ("linear", "text")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ModelConfig:
     fusion_stage: int = 3  # 0-based stage whose output tokens attend to the texts (3 = deepest)
     fusion_heads: int = 8
     text_dim: int = 512  # width of the text embeddings (any encoder: the projections adapt)
+    head: str = "linear"  # "linear": 1x1 conv classifier (published); "text": open-vocabulary cosine head
     drop_path: float = 0.1  # stochastic depth, linearly increasing over blocks
     dropout: float = 0.1  # decoder dropout before the classifier
 
@@ -99,13 +102,21 @@ class TextFusedSegFormer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(d, eps=BLOCK_EPS) for d in dims)
         if config.fusion == "cross_attn":
             self.alignment_module = TextCrossAttention(dims[config.fusion_stage], config.text_dim, config.fusion_heads)
-        self.decode_head = SegFormerHead(dims, config.decoder_dim, config.num_classes, config.dropout)
+        linear = config.head == "linear"
+        self.decode_head = SegFormerHead(dims, config.decoder_dim, config.num_classes if linear else None, config.dropout)
+        if not linear:
+            self.text_head = TextClassifierHead(config.decoder_dim, config.text_dim, embed_dim=config.decoder_dim)
         self.register_buffer("text_embeddings", None, persistent=False)
         self.apply(init_weights)
 
     @property
     def uses_text(self) -> bool:
-        return self.config.fusion != "none"
+        return self.config.fusion != "none" or self.config.head == "text"
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """True when classes are scored against their texts, so K may change after training."""
+        return self.config.head == "text"
 
     def set_text(self, text: torch.Tensor | None) -> None:
         """Attach the (K, text_dim) class text embeddings used when ``forward`` gets no text."""
@@ -117,19 +128,24 @@ class TextFusedSegFormer(nn.Module):
             text = text.detach().to(torch.float32)
         self.text_embeddings = text
 
+    def _text(self, text: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.uses_text:
+            return None
+        text = self.text_embeddings if text is None else text
+        if text is None:
+            raise ConfigError("this model uses class texts but no text embeddings were given (set_text or text=)")
+        return text
+
     def forward_features(self, x: torch.Tensor, text: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The four stage maps (B, C_i, H/2^(i+2), W/2^(i+2)), the fusion stage's after cross-attention."""
-        if self.uses_text:
-            text = self.text_embeddings if text is None else text
-            if text is None:
-                raise ConfigError("this model fuses text but no text embeddings were given (set_text or text=)")
+        text = self._text(text)
         feats = []
         for i in range(4):
             x, h, w = self.patch_embeds[i](x)  # (B, N, C_i)
             for block in self.blocks[i]:
                 x = block(x, h, w)
             x = self.norms[i](x)
-            if self.uses_text and i == self.config.fusion_stage:
+            if self.config.fusion != "none" and i == self.config.fusion_stage:
                 x = self.alignment_module(x, text)
             x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # (B, C_i, h, w)
             feats.append(x)
@@ -145,7 +161,12 @@ class TextFusedSegFormer(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = self.decode_head(self.forward_features(x, text))  # (B, K, H'/4, W'/4)
+        text = self._text(text)
+        feats = self.forward_features(x, text)
+        if self.open_vocabulary:
+            logits = self.text_head(self.decode_head.forward_features(feats), text)  # (B, K, H'/4, W'/4)
+        else:
+            logits = self.decode_head(feats)  # (B, K, H'/4, W'/4)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :h, :w]
 
@@ -153,6 +174,8 @@ class TextFusedSegFormer(nn.Module):
 def _validate(config: ModelConfig) -> None:
     if config.fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {config.fusion!r}; valid: {', '.join(FUSIONS)}")
+    if config.head not in HEADS:
+        raise ConfigError(f"unknown head {config.head!r}; valid: {', '.join(HEADS)}")
     if not 0 <= config.fusion_stage <= 3:
         raise ConfigError(f"fusion_stage must be 0..3, got {config.fusion_stage}")
     for key in ("embed_dims", "depths", "heads", "sr_ratios"):

@@ -139,7 +139,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     _seed_everything(config.seed)
     overrides = dict(config.model_overrides)
     overrides.update(in_channels=in_channels, num_classes=num_classes, fusion_stage=config.fusion_stage,
-                     fusion="none" if text is None else "cross_attn")
+                     fusion="none" if text is None else "cross_attn", head=config.head)
     if text is not None:
         overrides["text_dim"] = int(text.shape[1])
     model = TextFusedSegFormer(model_config(config.model, **overrides))

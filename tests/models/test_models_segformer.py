@@ -10,10 +10,10 @@ from dunemap.models import MODEL_VARIANTS, create_model
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_VARIANTS))
-@pytest.mark.parametrize("fusion", ["cross_attn", "none"])
-def test_variant_shapes_and_gradients(name: str, fusion: str) -> None:
+@pytest.mark.parametrize("fusion,head", [("cross_attn", "linear"), ("none", "linear"), ("cross_attn", "text")])
+def test_variant_shapes_and_gradients(name: str, fusion: str, head: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=5, in_channels=8, text_dim=24, fusion=fusion)
+    model = create_model(name, num_classes=5, in_channels=8, text_dim=24, fusion=fusion, head=head)
     model.train()
     text = torch.randn(5, 24)
     x = torch.randn(2, 8, 37, 50)  # not a multiple of 32: padded inside, cropped back
@@ -44,6 +44,17 @@ def test_batched_text_and_buffer_text_agree() -> None:
     model.set_text(text)
     with torch.no_grad():
         assert torch.allclose(model(x), model(x, text.expand(2, -1, -1)), atol=1e-6)
+
+
+def test_text_head_scores_any_number_of_classes() -> None:
+    torch.manual_seed(0)
+    model = create_model("mit_tiny", num_classes=3, in_channels=4, text_dim=16, head="text").eval()
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        three = model(x, torch.randn(3, 16))
+        four = model(x, torch.randn(4, 16))
+    assert three.shape[1] == 3 and four.shape[1] == 4
+    assert not hasattr(model.decode_head, "linear_pred")
 
 
 def test_fusion_after_an_earlier_stage() -> None:

@@ -1,0 +1,45 @@
+"""Open vocabulary end to end: train with catalog text, then map with a catalog of one more class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dunemap.errors import CheckpointError
+from dunemap.models.checkpoint import load_checkpoint, load_predictor
+from dunemap.training import TrainConfig, train
+
+
+def _grow_catalog(src: Path, dst: Path) -> Path:
+    data = yaml.safe_load(src.read_text())
+    data["classes"].append({"id": len(data["classes"]), "name": "star_dune", "label": "Star dune",
+                            "color": [200, 30, 30],
+                            "description": "Pyramidal dune with three or more sinuous arms radiating from a peak."})
+    dst.write_text(yaml.safe_dump(data))
+    return dst
+
+
+@pytest.mark.parametrize("head", ["text", "linear"])
+def test_catalog_with_a_new_class(head: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    catalog = tiny_dataset / "catalog.yaml"
+    result = train(TrainConfig(tiny_dataset, tmp_path / "run", model="mit_tiny", in_channels=16, epochs=1,
+                               lr=5e-3, text="catalog", head=head, catalog=catalog, precision="fp32", device="cpu",
+                               progress=False))
+    bigger = _grow_catalog(catalog, tmp_path / "five.yaml")
+    same = load_checkpoint(result.last_checkpoint, catalog=catalog)  # the training catalog always matches
+    assert same.class_names == [f"blob_{i}" for i in range(4)]
+    if head == "linear":
+        with pytest.raises(CheckpointError, match="catalog"):
+            load_checkpoint(result.last_checkpoint, catalog=bigger)
+        return
+    grown = load_checkpoint(result.last_checkpoint, catalog=bigger)
+    assert grown.class_names[-1] == "star_dune" and grown.model.text_embeddings.shape[0] == 5
+    trained = same.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in grown.model.state_dict().items())  # no retraining
+    predictor = load_predictor(result.last_checkpoint, precision="fp32", catalog=bigger)
+    logits = predictor.predict(torch.randn(1, 16, 64, 64))
+    assert predictor.num_classes == 5 and logits.shape == (1, 5, 64, 64)
+    assert torch.isfinite(logits).all()
