@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.train",
     "dunemap.cli.evaluate",
     "dunemap.cli.text",
+    "dunemap.cli.prepare",
+    "dunemap.cli.acquire",
 )
 
 

@@ -11,14 +11,14 @@ from dunemap.cli.options import add_no_progress, add_precision_device, csv_list
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.data.transforms import AUGMENTATIONS
     from dunemap.knowledge.text import TEXT_MODES
-    from dunemap.models import MODEL_VARIANTS
+    from dunemap.models import ARCHITECTURES
 
     p = subparsers.add_parser("train", help="train on img_dir/ann_dir tiles (the seed's recipe by default)",
                               description="Train a text-fused SegFormer. Defaults: AdamW lr 6e-5 wd 0.01, linear "
                               "decay per epoch, batch 4, 50 epochs, best checkpoint by validation mIoU.")
     p.add_argument("--data-root", type=Path, required=True, help="dataset with img_dir/{train,val} and ann_dir/{train,val}")
     p.add_argument("--save-dir", type=Path, required=True, help="where checkpoints and metrics go")
-    p.add_argument("--model", default="mit_b2", choices=sorted(MODEL_VARIANTS))
+    p.add_argument("--model", default="mit_b2", choices=sorted(ARCHITECTURES))
     p.add_argument("--bands", dest="in_channels", type=int, default=64, help="bands of every image (AEF: 64)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=4)

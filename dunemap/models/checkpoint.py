@@ -26,6 +26,7 @@ import torch
 
 from dunemap.errors import CheckpointError
 from dunemap.io.atomic import atomic_path
+from dunemap.models.registry import build_model, config_from_dict
 from dunemap.models.segformer import MODEL_VARIANTS, ModelConfig, TextFusedSegFormer
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def load_checkpoint(
     path = Path(path)
     obj = _read(path)
     if obj.get("format") == FORMAT:
-        config = ModelConfig.from_dict(obj["model_config"])
+        config = config_from_dict(obj["model_config"])
         state_dict = obj["state_dict"]
         text = obj["text"]["embeddings"]
         names = list(obj["classes"]["names"])
@@ -182,7 +183,7 @@ def load_checkpoint(
         config = infer_mads_config(state_dict, str(path))
         names, colors = _default_classes(config.num_classes)
         text, text_source, train_state, metrics = None, {}, None, {}
-    model = TextFusedSegFormer(config)
+    model = build_model(config)
     _load_state(model, state_dict, str(path))
     if catalog is not None:
         text, names, colors = _apply_catalog(path, model, text_source, catalog, text)

@@ -1,12 +1,12 @@
 """The text-fused SegFormer: MiT backbone, cross-attention to class texts after one stage, all-MLP decoder.
 
-Build models through ``create_model(name, **overrides)``; ``MODEL_VARIANTS`` holds the registered
-sizes. The parameter layout equals the published MADS checkpoint, so its ``state_dict`` loads as is.
+Build models through ``dunemap.models.create_model(name, **overrides)``; ``MODEL_VARIANTS`` holds
+the registered sizes. The parameter layout equals the published MADS checkpoint, so its ``state_dict`` loads as is.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,6 @@ from dunemap.models.decoder import SegFormerHead
 from dunemap.models.fusion import TextCrossAttention
 from dunemap.models.mit import BLOCK_EPS, MiTBlock, OverlapPatchEmbed, init_weights
 from dunemap.models.openvocab import TextClassifierHead
-from dunemap.registry import choose
 
 PAD_MULTIPLE = 32  # total downsampling of the backbone
 FUSIONS = ("cross_attn", "none")
@@ -29,6 +28,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored in every dunemap checkpoint."""
 
     name: str = "mit_b2"  # registered variant the sizes came from
+    family: str = "segformer"  # architecture family (dunemap.models.registry)
     embed_dims: tuple[int, ...] = (64, 128, 256, 512)  # width of each of the 4 stages
     depths: tuple[int, ...] = (3, 4, 6, 3)  # transformer blocks per stage
     heads: tuple[int, ...] = (1, 2, 4, 8)  # self-attention heads per stage
@@ -185,22 +185,4 @@ def _validate(config: ModelConfig) -> None:
         raise ConfigError(f"in_channels and num_classes must be positive, got {config.in_channels}, {config.num_classes}")
 
 
-def model_config(name: str, **overrides) -> ModelConfig:
-    """The registered variant ``name`` with fields replaced by ``overrides``."""
-    base = choose(MODEL_VARIANTS, name, "model")
-    unknown = set(overrides) - set(ModelConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown model option(s) {sorted(unknown)}")
-    return replace(base, **overrides)
-
-
-def create_model(name: str = "mit_b2", **overrides) -> TextFusedSegFormer:
-    """Build a registered variant, e.g. ``create_model("mit_b0", num_classes=10, text_dim=384)``."""
-    return TextFusedSegFormer(model_config(name, **overrides))
-
-
-def build_model(config: ModelConfig) -> TextFusedSegFormer:
-    return TextFusedSegFormer(config)
-
-
-__all__ = ["ModelConfig", "MODEL_VARIANTS", "TextFusedSegFormer", "create_model", "build_model", "model_config"]
+__all__ = ["ModelConfig", "MODEL_VARIANTS", "TextFusedSegFormer"]

@@ -34,6 +34,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # one GPU per torchrun rank, not every rank on GPU 0
     return device
 
 
@@ -59,6 +61,28 @@ def all_reduce_sum(array: np.ndarray, ctx: DistContext) -> np.ndarray:
         ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().numpy().astype(array.dtype)
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """Indices ``rank, rank + world_size, ...`` below ``n``: every item on exactly one rank, none repeated.
+
+    Unlike ``DistributedSampler`` this does not pad the shards to equal length, so metrics summed over
+    ranks count each item once; ranks may get one item fewer (or none when ``n < world_size``).
+    """
+    return list(range(rank, n, world_size))
+
+
+def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank (a no-op in one process).
+
+    DDP syncs buffers at the start of each training forward, so after the last step each rank holds
+    its own update; broadcasting before evaluation makes every rank score the model rank 0 saves.
+    """
+    if not ctx.distributed:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from dunemap.data.dataset import SeedLayoutDataset
@@ -27,10 +27,12 @@ from dunemap.errors import CheckpointError, ConfigError
 from dunemap.io.atomic import atomic_path
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
-from dunemap.models import TextFusedSegFormer, model_config
+from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
+from dunemap.registry import choose
 from dunemap.models.checkpoint import load_checkpoint, resolve_precision, save_checkpoint
 from dunemap.training.config import TrainConfig
-from dunemap.training.distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
+from dunemap.training.distributed import (
+    DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shard_indices, shutdown)
 from dunemap.training.text import resolve_text
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def build_datasets(config: TrainConfig, num_classes: int, in_channels: int) -> t
 
 
 def confusion_over(
-    model: TextFusedSegFormer,
+    model: torch.nn.Module,
     loader: DataLoader,
     num_classes: int,
     device: torch.device,
@@ -138,11 +140,16 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     text, text_source = resolve_text(config, catalog)
     _seed_everything(config.seed)
     overrides = dict(config.model_overrides)
-    overrides.update(in_channels=in_channels, num_classes=num_classes, fusion_stage=config.fusion_stage,
-                     fusion="none" if text is None else "cross_attn", head=config.head)
-    if text is not None:
-        overrides["text_dim"] = int(text.shape[1])
-    model = TextFusedSegFormer(model_config(config.model, **overrides))
+    overrides.update(in_channels=in_channels, num_classes=num_classes)
+    if isinstance(choose(ARCHITECTURES, config.model, "model"), UNetConfig):
+        if text is not None:
+            raise ConfigError(f"model {config.model!r} uses no class texts; train it with --text none")
+    else:
+        overrides.update(fusion_stage=config.fusion_stage, head=config.head,
+                         fusion="none" if text is None else "cross_attn")
+        if text is not None:
+            overrides["text_dim"] = int(text.shape[1])
+    model = build_model(model_config(config.model, **overrides))
     if text is not None:
         model.set_text(torch.from_numpy(text))
     model.to(device)
@@ -161,13 +168,15 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    val_sampler = DistributedSampler(val_set, ctx.world_size, ctx.rank, shuffle=False) if ctx.distributed else None
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, sampler=val_sampler, num_workers=config.num_workers)
+    # Unpadded shards (not DistributedSampler, which repeats samples): each val pixel is counted once.
+    val_shard = Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)) if ctx.distributed else val_set
+    val_loader = DataLoader(val_shard, batch_size=config.batch_size, num_workers=config.num_workers)
     names, colors = catalog.names, catalog.colors
 
     end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
     for epoch in range(start_epoch, end_epoch):
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        # Per-rank stream (unchanged in one process) so ranks draw different augmentations and drop masks.
+        torch.manual_seed(_epoch_seed(config.seed, epoch) * ctx.world_size + ctx.rank)
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
         if ctx.distributed:
             sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
@@ -202,6 +211,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
         train_matrix = all_reduce_sum(train_cm.matrix, ctx)
         train_metrics = metrics_from_matrix(train_matrix)
+        broadcast_buffers(model, ctx)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
         val_metrics = metrics_from_matrix(confusion_over(model, val_loader, num_classes, device, precision, ctx))
         row = {
             "epoch": epoch + 1, "lr": float(lr_used), "train_loss": float(loss_tot[0] / max(loss_tot[1], 1)),

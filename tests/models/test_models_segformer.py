@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dunemap.errors import ConfigError
-from dunemap.models import MODEL_VARIANTS, create_model
+from dunemap.models import ARCHITECTURES, MODEL_VARIANTS, create_model
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_VARIANTS))
@@ -44,6 +44,15 @@ def test_batched_text_and_buffer_text_agree() -> None:
     model.set_text(text)
     with torch.no_grad():
         assert torch.allclose(model(x), model(x, text.expand(2, -1, -1)), atol=1e-6)
+
+
+def test_unet_baseline_shapes_and_gradients() -> None:
+    model = create_model("unet", num_classes=4, in_channels=8, base_width=8, depth=3).train()
+    logits = model(torch.randn(2, 8, 37, 50))
+    assert logits.shape == (2, 4, 37, 50)
+    logits.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert set(MODEL_VARIANTS) < set(ARCHITECTURES)
 
 
 def test_text_head_scores_any_number_of_classes() -> None:

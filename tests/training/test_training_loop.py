@@ -50,3 +50,10 @@ def test_plain_segformer_and_bf16_train_a_step(tiny_dataset: Path, tmp_path: Pat
     result = train(_config(tiny_dataset, tmp_path / "plain", epochs=1, text="none", precision="bf16"))
     loaded = load_checkpoint(result.last_checkpoint)
     assert loaded.config.fusion == "none" and not hasattr(loaded.model, "alignment_module")
+
+
+def test_unet_baseline_trains_through_the_same_loop(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(_config(tiny_dataset, tmp_path / "unet", model="unet", epochs=1, text="none",
+                           model_overrides={"base_width": 8, "depth": 2}))
+    loaded = load_checkpoint(result.last_checkpoint)
+    assert loaded.config.family == "unet" and loaded.config.base_width == 8
