@@ -1,0 +1,1 @@
+"""Acquiring AlphaEarth Foundations embeddings: Earth Engine exports and windowed reads of the public COGs."""

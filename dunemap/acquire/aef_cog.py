@@ -1,0 +1,331 @@
+"""Windowed reads of the public AEF COGs into one float32 GeoTIFF mosaic over a bbox, across tiles and UTM zones.
+
+Only the windows a bbox needs are read (GDAL range requests through ``/vsicurl/`` for URLs), never
+whole 8192 x 8192 tiles. The int8 values are de-quantised with :func:`dunemap.io.aef.dequantize`,
+bottom-up tiles are flipped north-up, and the output is built chunk by chunk (``chunk`` pixels square)
+so memory stays bounded: each chunk is filled from the tiles it touches, tiles in the output CRS
+first (copied exactly when their grid is aligned), tiles of other UTM zones reprojected with
+:func:`rasterio.warp.reproject`. **Nodata is written as NaN** (all bands), and the GeoTIFF's nodata
+value is set to NaN. With bilinear resampling each vector is renormalised to unit length, as the
+embedding's own overviews are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dunemap.acquire.index import (
+    BBox,
+    AefTile,
+    bbox_center,
+    check_bbox,
+    check_year,
+    read_index,
+    select_tiles,
+    utm_epsg,
+)
+from dunemap.data.prepare import north_up_transform, source_rows, tile_transform
+from dunemap.errors import ConfigError, InputError, RasterIOError
+from dunemap.io.aef import dequantize
+from dunemap.io.atomic import atomic_path
+from dunemap.registry import choose
+
+log = logging.getLogger(__name__)
+
+RESAMPLING: dict[str, str] = {  # option name -> rasterio.enums.Resampling member
+    "nearest": "nearest",  # exact source vectors; the default
+    "bilinear": "bilinear",  # smoother across zone seams; vectors renormalised to unit length
+}
+# GDAL settings for cloud reads; a variable already set in the environment wins.
+HTTP_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "VSI_CACHE": "TRUE",
+}
+
+
+@dataclass
+class FetchConfig:
+    """Options of :func:`fetch_aef`."""
+
+    bbox: BBox  # west, south, east, north (degrees, WGS84)
+    year: int
+    index: str  # aef_index.parquet: local path or http(s) URL
+    out: Path  # output GeoTIFF
+    crs: str | None = None  # output CRS; None = the UTM zone of the bbox centre
+    resolution: float = 10.0  # output pixel size in CRS units
+    resampling: str = "nearest"  # for tiles not on the output grid: nearest or bilinear
+    rewrites: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path prefixes applied to the index
+    chunk: int = 512  # output chunk side in pixels (memory: chunk^2 * bands * 4 bytes per tile read)
+
+
+@dataclass
+class FetchResult:
+    """What :func:`fetch_aef` wrote."""
+
+    out: str
+    crs: str
+    width: int
+    height: int
+    transform: tuple[float, ...]
+    tiles: list[str]
+    valid_fraction: float  # share of output pixels with data
+
+
+# --------------------------------------------------------------------------- pure grid geometry
+
+
+def target_grid(bounds: tuple[float, float, float, float], res: float,
+                anchor: tuple[float, float] | None = None) -> tuple[Any, int, int]:
+    """North-up (transform, width, height) covering ``bounds`` (minx, miny, maxx, maxy), snapped to ``anchor``'s grid.
+
+    Pixel edges fall on ``anchor + k * res`` (the origin of a source tile, so its pixels are copied
+    without resampling); without an anchor they fall on multiples of ``res``.
+    """
+    from affine import Affine
+
+    if not res > 0:
+        raise ConfigError(f"resolution {res!r} must be positive")
+    ax, ay = anchor if anchor is not None else (0.0, 0.0)
+    minx, miny, maxx, maxy = bounds
+    x0 = ax + math.floor((minx - ax) / res + 1e-9) * res
+    x1 = ax + math.ceil((maxx - ax) / res - 1e-9) * res
+    y_top = ay - math.floor((ay - maxy) / res + 1e-9) * res
+    y_bot = ay - math.ceil((ay - miny) / res - 1e-9) * res
+    width = max(1, int(round((x1 - x0) / res)))
+    height = max(1, int(round((y_top - y_bot) / res)))
+    return Affine(res, 0.0, x0, 0.0, -res, y_top), width, height
+
+
+def chunk_windows(height: int, width: int, chunk: int) -> list[tuple[int, int, int, int]]:
+    """Row-major ``(row_off, col_off, height, width)`` chunks tiling a ``height`` x ``width`` grid."""
+    if chunk <= 0:
+        raise ConfigError(f"chunk {chunk} must be a positive number of pixels")
+    return [(r, c, min(chunk, height - r), min(chunk, width - c))
+            for r in range(0, height, chunk) for c in range(0, width, chunk)]
+
+
+def aligned_offset(src: Any, dst: Any, tol: float = 1e-6) -> tuple[int, int] | None:
+    """(row, col) of ``dst``'s origin on ``src``'s north-up pixel grid when both grids coincide, else None."""
+    if not (math.isclose(src.a, dst.a, rel_tol=1e-9) and math.isclose(src.e, dst.e, rel_tol=1e-9)):
+        return None
+    if src.b or src.d or dst.b or dst.d:
+        return None
+    col = (dst.c - src.c) / src.a
+    row = (dst.f - src.f) / src.e
+    if abs(col - round(col)) > tol or abs(row - round(row)) > tol:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _chunk_bounds(transform: Any, row: int, col: int, h: int, w: int) -> tuple[float, float, float, float]:
+    x0 = transform.c + col * transform.a
+    y0 = transform.f + row * transform.e
+    return x0, y0 + h * transform.e, x0 + w * transform.a, y0
+
+
+# --------------------------------------------------------------------------- tile reading
+
+
+class _Tile:
+    """An open AEF COG (header only until a window is read)."""
+
+    def __init__(self, info: AefTile):
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        self.info = info
+        try:
+            self.ds = rasterio.open(info.gdal_path)
+        except RasterioIOError as exc:
+            raise RasterIOError(f"{info.path}: cannot open AEF tile {info.gdal_path} ({' '.join(str(exc).split())})") \
+                from None
+        ds = self.ds
+        if set(ds.dtypes) != {"int8"}:
+            ds.close()
+            raise InputError(f"{info.path}: AEF tile has dtype {ds.dtypes[0]}; expected int8 quantised embeddings")
+        if ds.crs is None:
+            ds.close()
+            raise InputError(f"{info.path}: AEF tile has no CRS")
+        self.crs, self.height, self.width, self.count = ds.crs, ds.height, ds.width, ds.count
+        self.bottom_up = ds.transform.e > 0
+        self.nu = north_up_transform(ds.transform, ds.height, where=info.path)
+        self.descriptions = ds.descriptions
+
+    def footprint(self, dst_crs: Any) -> tuple[float, float, float, float]:
+        from rasterio.warp import transform_bounds
+
+        b = _chunk_bounds(self.nu, 0, 0, self.height, self.width)
+        return b if self.crs == dst_crs else tuple(transform_bounds(self.crs, dst_crs, *b, densify_pts=21))
+
+    def read_north_up(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """De-quantised float32 (bands, r1 - r0, c1 - c0) of north-up rows/cols, NaN at nodata."""
+        from rasterio.windows import Window
+
+        raw = self.ds.read(window=Window(c0, source_rows(r0, r1 - r0, self.height, self.bottom_up), c1 - c0, r1 - r0))
+        if self.bottom_up:
+            raw = raw[:, ::-1, :]
+        values, valid = dequantize(raw)
+        values[:, ~valid] = np.nan
+        return values
+
+    def read_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:
+        """This tile's data on the ``h`` x ``w`` grid at ``dst_transform`` (NaN elsewhere), or None if it misses it."""
+        offset = aligned_offset(self.nu, dst_transform) if self.crs == dst_crs else None
+        if offset is not None:
+            row, col = offset
+            r0, r1 = max(row, 0), min(row + h, self.height)
+            c0, c1 = max(col, 0), min(col + w, self.width)
+            if r0 >= r1 or c0 >= c1:
+                return None
+            out = np.full((self.count, h, w), np.nan, dtype=np.float32)
+            out[:, r0 - row:r1 - row, c0 - col:c1 - col] = self.read_north_up(r0, r1, c0, c1)
+            return out
+        return self._reproject_for(dst_transform, h, w, dst_crs, resampling)
+
+    def _reproject_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject, transform_bounds
+
+        bounds = _chunk_bounds(dst_transform, 0, 0, h, w)
+        if self.crs != dst_crs:
+            bounds = transform_bounds(dst_crs, self.crs, *bounds, densify_pts=21)
+        cols = [(x - self.nu.c) / self.nu.a for x in (bounds[0], bounds[2])]  # axis-aligned: no inverse matrix needed
+        rows = [(y - self.nu.f) / self.nu.e for y in (bounds[1], bounds[3])]
+        margin = 2  # source pixels beyond the chunk for the resampling kernel
+        r0, r1 = max(int(math.floor(min(rows))) - margin, 0), min(int(math.ceil(max(rows))) + margin, self.height)
+        c0, c1 = max(int(math.floor(min(cols))) - margin, 0), min(int(math.ceil(max(cols))) + margin, self.width)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        src = self.read_north_up(r0, r1, c0, c1)
+        if np.isnan(src[0]).all():
+            return None
+        out = np.full((self.count, h, w), np.nan, dtype=np.float32)
+        reproject(source=src, destination=out, src_transform=tile_transform(self.nu, r0, c0), src_crs=self.crs,
+                  dst_transform=dst_transform, dst_crs=dst_crs, src_nodata=np.nan, dst_nodata=np.nan,
+                  resampling=Resampling[resampling])
+        if resampling != "nearest":
+            norm = np.sqrt(np.nansum(np.square(out), axis=0))
+            ok = np.isfinite(out).all(axis=0) & (norm > 0)
+            out[:, ok] /= norm[ok]
+            out[:, ~ok] = np.nan
+        return out
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _env_options() -> dict[str, str]:
+    return {k: v for k, v in HTTP_OPTIONS.items() if k not in os.environ}
+
+
+def fetch_aef(config: FetchConfig) -> FetchResult:
+    """Read the AEF windows covering ``config.bbox`` for ``config.year`` into one float32 GeoTIFF (NaN = nodata)."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window
+    from tqdm.auto import tqdm
+
+    bbox = check_bbox(config.bbox)
+    year = check_year(config.year)
+    resampling = choose(RESAMPLING, config.resampling, "resampling")
+    try:
+        dst_crs = CRS.from_user_input(config.crs) if config.crs else CRS.from_epsg(utm_epsg(*bbox_center(bbox)))
+    except CRSError as exc:
+        raise ConfigError(f"CRS {config.crs!r} is not understood ({exc}); expected e.g. EPSG:32633") from None
+    infos = select_tiles(read_index(config.index), bbox, year, config.rewrites)
+    out = Path(config.out)
+
+    with rasterio.Env(**_env_options()):
+        tiles: list[_Tile] = []
+        try:
+            for info in infos:
+                tiles.append(_Tile(info))
+            counts = {t.count for t in tiles}
+            if len(counts) != 1:
+                raise InputError(f"AEF tiles differ in band count {sorted(counts)}; expected one embedding size")
+            count = counts.pop()
+            tiles.sort(key=lambda t: t.crs != dst_crs)  # tiles already in the output CRS first; stable otherwise
+            anchor_tile = next((t for t in tiles if t.crs == dst_crs), None)
+            anchor = (anchor_tile.nu.c, anchor_tile.nu.f) if anchor_tile is not None else None
+            bounds = transform_bounds("EPSG:4326", dst_crs, *bbox, densify_pts=21)
+            transform, width, height = target_grid(bounds, config.resolution, anchor)
+            log.info("AEF %d mosaic %dx%d px x %d bands (%.2f GB float32) in %s from %d tile(s)", year, width, height,
+                     count, width * height * count * 4 / 1e9, dst_crs.to_string(), len(tiles))
+            footprints = [t.footprint(dst_crs) for t in tiles]
+            chunks = chunk_windows(height, width, config.chunk)
+            owners: list[list[int]] = [[] for _ in tiles]
+            chunk_tiles: list[list[int]] = []
+            orphan: list[int] = []
+            for k, (r, c, h, w) in enumerate(chunks):
+                cb = _chunk_bounds(transform, r, c, h, w)
+                hits = [i for i, fp in enumerate(footprints) if _overlaps(cb, fp)]
+                chunk_tiles.append(hits)
+                (owners[hits[0]] if hits else orphan).append(k)
+
+            descriptions = tiles[0].descriptions
+            if not any(descriptions):
+                descriptions = tuple(f"A{i:02d}" for i in range(count))
+            profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="float32", crs=dst_crs,
+                           transform=transform, nodata=float("nan"), tiled=True, blockxsize=256, blockysize=256,
+                           compress="deflate", predictor=3, interleave="band", BIGTIFF="IF_SAFER")
+            valid_pixels = 0
+            with atomic_path(out) as tmp:
+                with rasterio.open(tmp, "w", **profile) as dst:
+                    for i, desc in enumerate(descriptions, start=1):
+                        if desc:
+                            dst.set_band_description(i, desc)
+                    dst.update_tags(aef_year=str(year), aef_index=str(config.index),
+                                    bbox_wgs84=" ".join(f"{v:g}" for v in bbox), nodata="NaN in all bands",
+                                    resampling=resampling)
+                    for ti, tile in enumerate(tiles):
+                        for k in tqdm(owners[ti], desc=tile.info.name, unit="chunk", disable=None):
+                            r, c, h, w = chunks[k]
+                            block = _mosaic_chunk([tiles[j] for j in chunk_tiles[k]], transform, r, c, h, w,
+                                                  count, dst_crs, resampling)
+                            valid_pixels += int(np.count_nonzero(~np.isnan(block[0])))
+                            dst.write(block, window=Window(c, r, w, h))
+                    for k in orphan:
+                        r, c, h, w = chunks[k]
+                        dst.write(np.full((count, h, w), np.nan, dtype=np.float32), window=Window(c, r, w, h))
+        finally:
+            for t in tiles:
+                t.close()
+
+    fraction = valid_pixels / float(width * height)
+    if valid_pixels == 0:
+        log.warning("%s: no AEF data inside bbox %s for %d (all NaN)", out, bbox, year)
+    return FetchResult(out=str(out), crs=dst_crs.to_string(), width=width, height=height,
+                       transform=tuple(transform)[:6], tiles=[t.info.path for t in tiles], valid_fraction=fraction)
+
+
+def _mosaic_chunk(tiles: list[_Tile], transform: Any, r: int, c: int, h: int, w: int, count: int, dst_crs: Any,
+                  resampling: str) -> np.ndarray:
+    """One output chunk: the first tile with data wins each pixel; NaN where none has data."""
+    chunk_transform = tile_transform(transform, r, c)
+    block = np.full((count, h, w), np.nan, dtype=np.float32)
+    for tile in tiles:
+        data = tile.read_for(chunk_transform, h, w, dst_crs, resampling)
+        if data is None:
+            continue
+        fill = np.isnan(block[0]) & ~np.isnan(data[0])
+        block[:, fill] = data[:, fill]
+        if not np.isnan(block[0]).any():
+            break
+    return block

@@ -1,0 +1,124 @@
+"""Earth Engine export of the AEF annual embedding over a region preset or bbox: a Code Editor script or a Python task.
+
+Both build the same export: ``GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL`` filtered to the year and the
+area, mosaicked, bands A00..A63 as float32, written to Google Drive as GeoTIFF at 10 m in the area's
+UTM CRS. Earth Engine splits large exports into several files sharing the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from dunemap.acquire.index import BBox, check_year, resolve_area
+from dunemap.errors import ConfigError
+
+COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+BANDS: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(64))
+SCALE_M = 10
+MAX_PIXELS = 1e13
+
+
+@dataclass(frozen=True)
+class GeeExport:
+    """One Export.image.toDrive job."""
+
+    name: str  # region preset or bbox label
+    bbox: BBox  # west, south, east, north (degrees)
+    year: int
+    crs: str  # e.g. EPSG:32733
+    description: str  # task name shown in Earth Engine
+    file_prefix: str  # Drive file name prefix
+    folder: str | None = None  # Drive folder; None = Drive root
+    scale: float = SCALE_M
+    max_pixels: float = MAX_PIXELS
+
+    @property
+    def start_date(self) -> str:
+        return f"{self.year}-01-01"
+
+    @property
+    def end_date(self) -> str:  # exclusive
+        return f"{self.year + 1}-01-01"
+
+
+def plan_export(year: int, region: str | None = None, bbox: tuple[float, ...] | None = None, crs: str | None = None,
+                out_prefix: str | None = None, folder: str | None = None) -> GeeExport:
+    """The export for a region preset (its UTM zone) or a bbox (UTM zone of its centre unless ``crs``)."""
+    year = check_year(year)
+    name, box, epsg = resolve_area(region, bbox)
+    crs = crs or f"EPSG:{epsg}"
+    if not re.fullmatch(r"EPSG:\d{4,6}", crs):
+        raise ConfigError(f"crs {crs!r} must look like EPSG:32733 for an Earth Engine export")
+    prefix = out_prefix or f"aef_{name}_{year}"
+    if not re.fullmatch(r"[A-Za-z0-9_.,:;\-]{1,100}", prefix):
+        raise ConfigError(f"output prefix {prefix!r} must be 1-100 letters, digits or _ . , : ; - (Earth Engine rule)")
+    return GeeExport(name=name, bbox=box, year=year, crs=crs, description=prefix, file_prefix=prefix, folder=folder)
+
+
+def gee_script(export: GeeExport) -> str:
+    """JavaScript for the Earth Engine Code Editor that starts ``export`` (paste it, run, then start the task)."""
+    w, s, e, n = export.bbox
+    bands = ", ".join(f"'{b}'" for b in BANDS)
+    folder = f"\n  folder: {json.dumps(export.folder)}," if export.folder else ""
+    return f"""// dunemap: AlphaEarth Foundations annual satellite embedding, {export.name}, {export.year}
+// bbox (W, S, E, N, degrees): {w:g}, {s:g}, {e:g}, {n:g}; written at {export.scale:g} m in {export.crs}
+var region = ee.Geometry.Rectangle([{w!r}, {s!r}, {e!r}, {n!r}], 'EPSG:4326', false);
+var bands = [{bands}];
+var embedding = ee.ImageCollection('{COLLECTION}')
+  .filterDate('{export.start_date}', '{export.end_date}')
+  .filterBounds(region)
+  .mosaic()
+  .select(bands)
+  .toFloat();
+Map.centerObject(region, 9);
+Map.addLayer(embedding, {{bands: ['A01', 'A16', 'A09'], min: -0.3, max: 0.3}}, 'AEF {export.year}');
+Export.image.toDrive({{
+  image: embedding,
+  description: {json.dumps(export.description)},
+  fileNamePrefix: {json.dumps(export.file_prefix)},{folder}
+  region: region,
+  scale: {export.scale:g},
+  crs: '{export.crs}',
+  fileFormat: 'GeoTIFF',
+  maxPixels: {export.max_pixels:.0e}
+}});
+"""
+
+
+def start_export(export: GeeExport, project: str | None = None) -> str:
+    """Start ``export`` through earthengine-api and return the task id; needs ``ee`` installed and authenticated."""
+    try:
+        import ee
+    except ImportError:
+        raise ConfigError("earthengine-api is not installed; install it with pip install 'dunemap[gee]' "
+                          "(or use `dunemap gee-script` in the Code Editor)") from None
+    try:
+        if project:
+            ee.Initialize(project=project)
+        else:
+            ee.Initialize()
+    except Exception as exc:  # ee raises EEException, google.auth errors and others
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"Earth Engine is not authenticated or initialised ({reason}); "
+                          "run `earthengine authenticate` and pass --project YOUR_CLOUD_PROJECT") from None
+    w, s, e, n = export.bbox
+    region = ee.Geometry.Rectangle([w, s, e, n], "EPSG:4326", False)
+    image = (ee.ImageCollection(COLLECTION)
+             .filterDate(export.start_date, export.end_date)
+             .filterBounds(region)
+             .mosaic()
+             .select(list(BANDS))
+             .toFloat())
+    kwargs = dict(image=image, description=export.description, fileNamePrefix=export.file_prefix, region=region,
+                  scale=export.scale, crs=export.crs, fileFormat="GeoTIFF", maxPixels=export.max_pixels)
+    if export.folder:
+        kwargs["folder"] = export.folder
+    try:
+        task = ee.batch.Export.image.toDrive(**kwargs)
+        task.start()
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"Earth Engine refused the export {export.description!r} ({reason})") from None
+    return str(task.id)

@@ -1,0 +1,169 @@
+"""Spatial-block train/val/test splitting of map tiles: whole blocks of adjacent tiles go to one split.
+
+Tiles are axis-aligned boxes ``(minx, miny, maxx, maxy)`` in one map coordinate system. Each tile
+belongs to the square block of side ``block_extent`` (map units) holding its centre; blocks, not
+tiles, are shuffled with a fixed seed and dealt to the splits so that each split's tile count
+approaches its fraction. Tiles of different splits that would still share pixels (overlapping
+strides, tiles shifted to a raster's edge, overlapping scenes) or lie within ``gap`` map units of
+each other are resolved by dropping the tile of the lower-priority split (train before val before
+test), so kept tiles of different splits never overlap. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dunemap.errors import ConfigError
+
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+_PRIORITY = {name: i for i, name in enumerate(SPLITS)}  # a conflict drops the tile whose split ranks lower
+
+BlockKey = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Per-tile outcome of :func:`split_tiles`, aligned with the input boxes."""
+
+    splits: list[str | None]  # split name per tile; None when dropped to keep splits apart
+    blocks: list[BlockKey]  # block (column, row) index of each tile
+    block_splits: dict[BlockKey, str]  # split dealt to each block
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(s is None for s in self.splits)
+
+    def counts(self) -> dict[str, int]:
+        """Kept tiles per split, every split listed."""
+        return {name: sum(s == name for s in self.splits) for name in SPLITS}
+
+
+def parse_fractions(text: str | tuple[float, ...] | list[float]) -> tuple[float, float, float]:
+    """Parse ``"0.7,0.15,0.15"`` (or a 3-sequence) into train/val/test fractions normalised to sum 1."""
+    if isinstance(text, str):
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"split {text!r} is not three comma-separated numbers like 0.7,0.15,0.15") from None
+    else:
+        values = [float(v) for v in text]
+    if len(values) != 3 or any(not np.isfinite(v) or v < 0 for v in values) or values[0] <= 0:
+        raise ConfigError(f"split {text!r}: expected three non-negative fractions train,val,test "
+                          "with train > 0, like 0.7,0.15,0.15")
+    total = sum(values)
+    if abs(total - 1.0) > 1e-3:
+        raise ConfigError(f"split {text!r}: fractions sum to {total:g}; expected 1")
+    return values[0] / total, values[1] / total, values[2] / total
+
+
+def block_keys(boxes: np.ndarray, block_extent: float) -> list[BlockKey]:
+    """The block (column, row) of each box: the square of side ``block_extent`` holding its centre."""
+    if not block_extent > 0:
+        raise ConfigError(f"block extent {block_extent!r} must be positive (map units)")
+    boxes = _as_boxes(boxes)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2.0
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2.0
+    bx = np.floor(cx / block_extent).astype(np.int64)
+    by = np.floor(cy / block_extent).astype(np.int64)
+    return [(int(x), int(y)) for x, y in zip(bx, by)]
+
+
+def assign_blocks(
+    block_sizes: dict[BlockKey, int], fractions: tuple[float, float, float], seed: int
+) -> dict[BlockKey, str]:
+    """Deal blocks to splits: shuffle them with ``seed``, then give each to the split furthest below its target.
+
+    A split's target is its fraction of all tiles; splits with fraction 0 get nothing. The result
+    depends only on the block keys, their sizes, the fractions and the seed.
+    """
+    keys = sorted(block_sizes)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    total = float(sum(block_sizes.values()))
+    targets = [f * total for f in fractions]
+    counts = [0.0, 0.0, 0.0]
+    active = [i for i, f in enumerate(fractions) if f > 0]
+    out: dict[BlockKey, str] = {}
+    for k in order:
+        key = keys[int(k)]
+        best = max(active, key=lambda i: (targets[i] - counts[i], -i))
+        out[key] = SPLITS[best]
+        counts[best] += block_sizes[key]
+    return out
+
+
+def conflicting_pairs(boxes: np.ndarray, gap: float = 0.0, tol: float = 0.0) -> np.ndarray:
+    """Index pairs ``(i, j)``, ``i < j``, of boxes closer than ``gap``: their interiors overlap once grown by ``gap``.
+
+    Boxes that only touch along an edge do not conflict when ``gap == 0``; ``tol`` (map units, e.g.
+    half a pixel) absorbs floating-point noise in coordinates. Returns an (M, 2) int array.
+    """
+    boxes = _as_boxes(boxes)
+    n = len(boxes)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    margin = gap - tol
+    # Sweep along x: after sorting by minx, box i can only meet boxes j whose minx < maxx_i + margin.
+    order = np.argsort(boxes[:, 0], kind="stable")
+    b = boxes[order]
+    ends = np.searchsorted(b[:, 0], b[:, 2] + margin, side="left")
+    pairs: list[np.ndarray] = []
+    for a in range(n):
+        cand = np.arange(a + 1, ends[a])
+        if cand.size == 0:
+            continue
+        c = b[cand]
+        hit = (
+            (c[:, 0] < b[a, 2] + margin) & (b[a, 0] < c[:, 2] + margin)
+            & (c[:, 1] < b[a, 3] + margin) & (b[a, 1] < c[:, 3] + margin)
+        )
+        if hit.any():
+            i = np.full(int(hit.sum()), order[a])
+            j = order[cand[hit]]
+            pairs.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate(pairs).astype(np.int64)
+
+
+def split_tiles(
+    boxes: np.ndarray,
+    fractions: tuple[float, float, float],
+    block_extent: float,
+    seed: int = 0,
+    gap: float = 0.0,
+    tol: float = 0.0,
+) -> SplitResult:
+    """Split tiles by spatial blocks and drop the lower-priority tile of every cross-split pair closer than ``gap``.
+
+    ``boxes`` is an (N, 4) array of ``minx, miny, maxx, maxy`` in one map CRS; ``block_extent``
+    and ``gap`` are in its units. After dropping, no two kept tiles of different splits share a
+    block, overlap, or come within ``gap`` of each other.
+    """
+    boxes = _as_boxes(boxes)
+    keys = block_keys(boxes, block_extent)
+    sizes: dict[BlockKey, int] = {}
+    for k in keys:
+        sizes[k] = sizes.get(k, 0) + 1
+    block_splits = assign_blocks(sizes, fractions, seed)
+    splits: list[str | None] = [block_splits[k] for k in keys]
+    for i, j in conflicting_pairs(boxes, gap=gap, tol=tol):
+        si, sj = splits[i], splits[j]
+        if si is None or sj is None or si == sj:
+            continue
+        # Drop the lower-priority side; a tile already dropped no longer conflicts with anything.
+        if _PRIORITY[si] < _PRIORITY[sj]:
+            splits[i] = None
+        else:
+            splits[j] = None
+    return SplitResult(splits=splits, blocks=keys, block_splits=block_splits)
+
+
+def _as_boxes(boxes: np.ndarray) -> np.ndarray:
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ConfigError(f"tile boxes have shape {arr.shape}; expected (N, 4) minx, miny, maxx, maxy")
+    return arr

@@ -1,0 +1,83 @@
+"""``dunemap prepare`` end to end: several scenes and regions into one dataset, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from affine import Affine
+
+from dunemap.cli import main
+from dunemap.data.manifest import read_manifest
+from dunemap.io.aef import quantize
+
+UTM = "EPSG:32733"
+
+
+def write_scenes(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A float scene and an AEF int8 scene 2 km apart, one GeoPackage labelling parts of both."""
+    rng = np.random.default_rng(7)
+    float_tif, aef_tif = tmp_path / "scene_a.tif", tmp_path / "scene_b.tif"
+    with rasterio.open(float_tif, "w", driver="GTiff", width=48, height=32, count=4, dtype="float32", crs=UTM,
+                       transform=Affine(10, 0, 500000, 0, -10, 7000000)) as ds:
+        ds.write(rng.normal(size=(4, 32, 48)).astype(np.float32))
+    vec = rng.normal(size=(4, 32, 32)).astype(np.float32)
+    with rasterio.open(aef_tif, "w", driver="GTiff", width=32, height=32, count=4, dtype="int8", nodata=-128,
+                       crs=UTM, transform=Affine(10, 0, 502000, 0, 10, 6999680)) as ds:  # bottom-up
+        ds.write(quantize(vec / np.linalg.norm(vec, axis=0)))
+    polys = [shapely.box(500000, 6999680, 500480, 7000000), shapely.box(502000, 6999680, 502320, 6999840)]
+    gpkg = tmp_path / "labels.gpkg"
+    pyogrio.raw.write(gpkg, np.array(shapely.to_wkb(polys), dtype=object), [np.array(["linear", "star"], dtype=object)],
+                      ["landform"], geometry_type="Polygon", crs=UTM, driver="GPKG")
+    return float_tif, aef_tif, gpkg
+
+
+def test_cli_prepare_two_regions(tmp_path, capsys):
+    float_tif, aef_tif, gpkg = write_scenes(tmp_path)
+    out = tmp_path / "ds"
+    argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
+            "--class-field", "landform", "--region", "namib", "--region", "mojave", "--out", str(out),
+            "--tile", "16", "--block-size", "1", "--max-nodata", "0.25", "--split", "0.5,0.25,0.25", "--seed", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("wrote 8 tiles") and "linear" in printed and "star" in printed
+    records = read_manifest(out)
+    # scene a: 6 tiles, all labelled; scene b: the labelled southern half (stored rows 0..15 = north-up rows 16..31)
+    assert sorted((r.region, r.row_off, r.col_off) for r in records) == sorted(
+        [("namib", r, c) for r in (0, 16) for c in (0, 16, 32)] + [("mojave", 0, 0), ("mojave", 0, 16)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["tiles"].values()) == 8 and summary["skipped_nodata"] == 2
+    assert sum(sum(v.values()) for v in summary["regions"].values()) == 8
+    linear, star = summary["class_names"].index("linear"), summary["class_names"].index("star")
+    assert sum(summary["class_pixels"][s][linear] for s in summary["tiles"]) == 6 * 256
+    assert sum(summary["class_pixels"][s][star] for s in summary["tiles"]) == 2 * 256
+    for rec in records:
+        assert (out / "img_dir" / rec.split / f"{rec.name}.npy").exists()
+
+    assert main(argv) == 1  # the dataset exists: refuse, keep it
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert main(argv + ["--overwrite", "--seed", "2"]) == 0
+    assert len(read_manifest(out)) == 8
+    assert sorted(p.name for p in out.iterdir()) == ["ann_dir", "img_dir", "manifest.csv", "summary.json"]
+
+
+def test_cli_prepare_bad_labels_exit_one_line(tmp_path):
+    float_tif, _, _ = write_scenes(tmp_path)
+    labels = tmp_path / "labels_utm34.tif"
+    with rasterio.open(labels, "w", driver="GTiff", width=48, height=32, count=1, dtype="uint8", crs="EPSG:32734",
+                       transform=Affine(10, 0, 500000, 0, -10, 7000000)) as ds:
+        ds.write(np.zeros((1, 32, 48), dtype=np.uint8))
+    out = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-m", "dunemap", "prepare", "--image", str(float_tif), "--labels",
+                           str(labels), "--out", str(out), "--tile", "16"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert err.startswith("dunemap: error: label raster") and "\n" not in err
+    assert "EPSG:32734" in err and "EPSG:32733" in err and str(float_tif) in err
+    assert not out.exists()
