@@ -20,6 +20,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.text",
     "dunemap.cli.prepare",
     "dunemap.cli.acquire",
+    "dunemap.cli.map",
+    "dunemap.cli.products",
+    "dunemap.cli.synth",
+    "dunemap.cli.benchmark",
+    "dunemap.cli.demo",
 )
 
 

@@ -1,0 +1,81 @@
+"""``dunemap stats``, ``quicklook`` and ``vectorize``: products made from a finished class map."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dunemap.errors import ConfigError
+
+
+def _class_ids(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 1,2,3; got {value!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "stats", help="area in km2 of each class (per zone) of a class map, to CSV and JSON",
+        description="Sum the true (ellipsoidal) area of each class of a class map, over the whole map or inside "
+        "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
+    )
+    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("--out", type=Path, required=True, help="CSV to write; the JSON goes beside it")
+    p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within")
+    p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
+    p.set_defaults(func=run_stats)
+
+    p = subparsers.add_parser(
+        "quicklook", help="PNG of a class map with legend, scale bar and north arrow",
+        description="Render a class map to a PNG: class colours, legend with class shares, scale bar, north "
+        "arrow and, optionally, hillshading from an elevation raster.",
+    )
+    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--hillshade-from", type=Path, metavar="DEM", help="elevation raster to shade the colours with")
+    p.add_argument("--max-size", type=int, default=1600, help="longest side of the drawn map in pixels (default 1600)")
+    p.add_argument("--title", help="title (default: the map's file name)")
+    p.add_argument("--dpi", type=int, default=150)
+    p.set_defaults(func=run_quicklook)
+
+    p = subparsers.add_parser(
+        "vectorize", help="polygons of each class patch to a GeoPackage",
+        description="Trace every 4-connected patch of each class into a polygon with class_id, class_name and "
+        "area_m2 (true area) attributes; patches under --min-area are dropped.",
+    )
+    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("--out", type=Path, required=True, help="GeoPackage to write")
+    p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop patches smaller than this (m2)")
+    p.add_argument("--classes", type=_class_ids, help="only these class ids, e.g. 1,2,3 (default: all)")
+    p.add_argument("--layer", default="landforms", help="layer name (default landforms)")
+    p.set_defaults(func=run_vectorize)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from dunemap.products.stats import map_statistics
+
+    stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
+    print(stats.table())
+    print(f"wrote {stats.csv_path} and {stats.json_path}")
+    return 0
+
+
+def run_quicklook(args: argparse.Namespace) -> int:
+    from dunemap.products.quicklook import render_quicklook
+
+    if args.dpi < 10:
+        raise ConfigError(f"--dpi {args.dpi} is too small; use at least 10")
+    path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
+                            title=args.title, dpi=args.dpi)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_vectorize(args: argparse.Namespace) -> int:
+    from dunemap.products.vectorize import vectorize_map
+
+    result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer)
+    print(f"wrote {result.polygons} polygons to {result.path} ({result.dropped_small} below {args.min_area:g} m2 dropped)")
+    return 0

@@ -1,0 +1,83 @@
+"""Mapping settings: the ``MapConfig`` dataclass and the storage encodings of probability products.
+
+Kept free of torch and GDAL so the command line can build its options (and their choices) from
+here without heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dunemap.errors import ConfigError
+from dunemap.mapping.windows import BLEND_MODES
+from dunemap.registry import choose
+
+UINT8_FRACTION_SCALE = 254  # fractions in [0, 1] are stored as round(p * 254); 255 is nodata
+AUTO_BLOCK_READ_BYTES = 128 * 1024 * 1024  # input bytes of one block (with halo) when block_size is 0
+
+
+@dataclass(frozen=True)
+class FractionEncoding:
+    """How a [0, 1] product (confidence, probabilities) is stored."""
+
+    dtype: str
+    nodata: float
+    scale: float  # stored value * scale = fraction
+
+    def encode(self, p: np.ndarray) -> np.ndarray:
+        """Encode float fractions, NaN = nodata."""
+        if self.dtype == "float32":
+            return p.astype(np.float32, copy=False)
+        q = np.rint(np.nan_to_num(p, nan=0.0) * UINT8_FRACTION_SCALE)
+        q = np.clip(q, 0, UINT8_FRACTION_SCALE).astype(np.uint8)
+        q[np.isnan(p)] = 255
+        return q
+
+
+FRACTION_ENCODINGS: dict[str, FractionEncoding | None] = {
+    "none": None,
+    "uint8": FractionEncoding("uint8", 255, 1.0 / UINT8_FRACTION_SCALE),
+    "float32": FractionEncoding("float32", float("nan"), 1.0),
+}
+
+
+@dataclass
+class MapConfig:
+    """Settings of a mapping run; the defaults were chosen with ``benchmarks/bench_mapping.py``."""
+
+    window: int = 512  # side of the square windows the model sees, pixels
+    stride: int = 448  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
+    batch_size: int = 2  # windows per forward pass (mit_b2 at 512 px: ~0.5 GB of activations per window)
+    blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
+    block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
+    confidence: str = "none"  # also write MAP_confidence.tif (max probability): none, uint8 or float32
+    probabilities: str = "none"  # also write MAP_probabilities.tif (one band per class): none, uint8 or float32
+    cog_tile: int = 512  # tile side of the output COGs, pixels
+    resume: bool = True  # continue a killed run from its journal
+    prefetch: bool = True  # read the next block in a background thread
+    progress: bool = True  # show a progress bar over blocks
+
+    def validate(self) -> None:
+        if self.window < 32:
+            raise ConfigError(f"window {self.window} is too small; use at least 32 pixels")
+        if not 0 < self.stride <= self.window:
+            raise ConfigError(f"stride {self.stride} must be in 1..window ({self.window})")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size {self.batch_size} must be positive")
+        if self.block_size < 0 or self.block_size % 16:
+            raise ConfigError(f"block size {self.block_size} must be 0 (auto) or a positive multiple of 16")
+        if self.cog_tile < 128 or self.cog_tile % 16:
+            raise ConfigError(f"COG tile {self.cog_tile} must be a multiple of 16, at least 128")
+        choose(BLEND_MODES, self.blend, "blend mode")
+        choose(FRACTION_ENCODINGS, self.confidence, "confidence encoding")
+        choose(FRACTION_ENCODINGS, self.probabilities, "probabilities encoding")
+
+    def resolved_block_size(self, bytes_per_pixel: int) -> int:
+        """The block size to use: the configured one, or the largest multiple of 512 within the read budget."""
+        if self.block_size:
+            return self.block_size
+        halo = 2 * (self.window - self.stride)
+        side = int((AUTO_BLOCK_READ_BYTES / bytes_per_pixel) ** 0.5) - halo
+        return max(512, side // 512 * 512)

@@ -1,0 +1,238 @@
+"""Streaming sliding-window mapping of a whole embedding raster into a class-map COG.
+
+The work is split into three independent steps so they can also run apart (e.g. blocks as Dask
+tasks on workers):
+
+1. :func:`plan_map` (pure geometry, :func:`dunemap.mapping.windows.plan_blocks`): blocks, the
+   windows each owns, its extent (core plus halo) and which blocks it contributes to;
+2. :func:`dunemap.mapping.predict.predict_block`: read one block's extent, run the model on its
+   windows in batches and blend their softmax with smooth weights into a contribution;
+3. :class:`dunemap.mapping.assemble.MapAssembler`: take contributions in any order, finish each
+   block (classes, confidence, probabilities) once its contributors are in, write it into tiled
+   intermediates, and convert them to validated COGs at the end.
+
+:func:`map_raster` chains them in one process, reading the next block in a background thread
+while the model works on the current one, with a journal so that a killed run resumes. Memory is
+bounded by the block size (one block of input, one prefetched, one accumulator), never by the
+raster size; contributions waiting for a later block wait on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import rasterio
+import torch
+from tqdm import tqdm
+
+from dunemap.errors import InputError
+from dunemap.mapping.assemble import MapAssembler
+from dunemap.mapping.config import MapConfig
+from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
+from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, predict_block_data
+from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
+from dunemap.mapping.windows import Block, plan_blocks
+from dunemap.mapping.writer import GridSpec, partial_dir
+from dunemap.models.checkpoint import Predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MapResult:
+    """What :func:`map_raster` wrote and how the run went."""
+
+    path: Path
+    products: dict[str, Path]
+    height: int
+    width: int
+    crs: str | None
+    blocks: int
+    blocks_resumed: int  # blocks found already predicted in the journal of an earlier run
+    windows_predicted: int
+    windows_skipped: int
+    valid_pixels: int
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.height * self.width / max(self.seconds, 1e-9) / 1e4  # km2/s at 10 m pixels
+        lines = [f"wrote {self.path} ({self.height}x{self.width} px, {self.valid_pixels} mapped)"]
+        lines += [f"wrote {p}" for k, p in self.products.items() if k != "classes"]
+        lines.append(
+            f"{self.blocks} blocks ({self.blocks_resumed} resumed), {self.windows_predicted} windows predicted, "
+            f"{self.windows_skipped} skipped as nodata, {self.seconds:.1f} s ({rate:.2f} km2/s at 10 m)"
+        )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """Everything about a map that does not need the model: its grid, block size and blocks."""
+
+    grid: GridSpec
+    block_size: int
+    blocks: list[Block]
+
+
+def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
+    """The block plan of mapping ``reader``'s raster with ``config``."""
+    config.validate()
+    block_size = config.resolved_block_size(reader.bands * (1 if reader.is_aef else 4))
+    blocks = plan_blocks(reader.height, reader.width, config.window, config.stride, block_size)
+    return MapPlan(GridSpec(reader.height, reader.width, reader.crs, reader.transform), block_size, blocks)
+
+
+def predictor_legend(predictor: Predictor) -> ClassLegend:
+    return ClassLegend.build(predictor.class_names, predictor.colors)
+
+
+def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor, config: MapConfig) -> dict:
+    """Everything that determines a map's pixels: a resumed run must match it exactly."""
+    g = plan.grid
+    return {
+        "input": [_input_fingerprint(s) for s in sources],
+        "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
+        "model": predictor_fingerprint(predictor),
+        "config": {k: v for k, v in asdict(config).items() if k not in ("resume", "prefetch", "progress", "cog_tile")},
+        "block_size": plan.block_size,
+        "blocks": len(plan.blocks),
+    }
+
+
+def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
+                   fingerprint: dict) -> MapAssembler:
+    """The assembler (single writer) of a planned map."""
+    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint)
+
+
+def predictor_fingerprint(predictor: Predictor) -> str:
+    """A digest of the model's weights, text, classes, precision and device: a resumed run must use the same."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(predictor.model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    text = getattr(predictor.model, "text_embeddings", None)
+    if text is not None:
+        h.update(text.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(repr((predictor.precision, str(getattr(predictor, "device", "cpu")), list(predictor.class_names),
+                   [tuple(c) for c in predictor.colors])).encode())
+    return h.hexdigest()
+
+
+def _input_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool) -> Iterator[tuple[Block, BlockData]]:
+    """Yield each block with its input, reading the next one in a background thread when ``prefetch``."""
+
+    def read(block: Block) -> BlockData:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
+            return reader.read(block.extent)
+
+    if not prefetch or len(blocks) < 2:
+        for block in blocks:
+            yield block, read(block)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dunemap-read") as pool:
+        future = pool.submit(read, blocks[0])
+        for i, block in enumerate(blocks):
+            data = future.result()
+            if i + 1 < len(blocks):
+                future = pool.submit(read, blocks[i + 1])
+            yield block, data
+            del data
+
+
+def map_raster(
+    input: str | os.PathLike | Sequence[str | os.PathLike],
+    predictor: Predictor,
+    out: str | os.PathLike,
+    config: MapConfig | None = None,
+) -> MapResult:
+    """Map an embedding raster (or a list of tiles, mosaicked through a VRT) to a class-map COG at ``out``.
+
+    Blocks are predicted in row-major order, each finished and written as soon as it is predicted
+    into ``OUT.partial/``; a journal there records progress so that a killed run, started again
+    with the same arguments, continues where it stopped. The finished COG(s) appear at ``out`` by
+    atomic rename.
+    """
+    config = config or MapConfig()
+    config.validate()
+    t0 = time.perf_counter()
+    out = Path(out)
+    sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
+    if not sources:
+        raise InputError("no input raster given")
+    for src in sources:
+        if src.resolve() == out.resolve():
+            raise InputError(f"{out}: the output would overwrite its input")
+    if len(sources) > 1:
+        path = build_vrt(sources, partial_dir(out) / "mosaic.vrt")
+    else:
+        path = sources[0]
+
+    with EmbeddingReader(path, bands=predictor.in_channels) as reader:
+        plan = plan_map(reader, config)
+        assembler = make_assembler(out, plan, predictor_legend(predictor), config,
+                                   map_fingerprint(sources, plan, predictor, config))
+        resumed = assembler.open(config.resume)
+        todo = assembler.pending()
+        total = resumed + len(todo)
+        predicted = skipped = 0
+        with tqdm(total=total, initial=resumed, unit="block", desc=out.name, disable=not config.progress) as bar:
+            for block, data in _read_ahead(reader, todo, config.prefetch):
+                contribution = predict_block_data(data, predictor, block, config)
+                del data
+                assembler.add(contribution)
+                predicted += contribution.windows_predicted
+                skipped += contribution.windows_skipped
+                bar.update(1)
+        products = assembler.finalize()
+
+    grid = plan.grid
+    result = MapResult(
+        path=out, products=products, height=grid.height, width=grid.width,
+        crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(plan.blocks), blocks_resumed=resumed,
+        windows_predicted=predicted, windows_skipped=skipped, valid_pixels=_count_valid(products["classes"]),
+        seconds=time.perf_counter() - t0, config=asdict(config),
+    )
+    log.debug(result.summary().replace("\n", "; "))
+    return result
+
+
+def _count_valid(path: Path) -> int:
+    with rasterio.open(path) as src:
+        total = 0
+        for _, window in src.block_windows(1):
+            total += int((src.read(1, window=window) != NODATA_CLASS).sum())
+    return total
+
+
+def map_checkpoint(
+    input: str | os.PathLike | Sequence[str | os.PathLike],
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    config: MapConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+) -> MapResult:
+    """Load a checkpoint (dunemap or published MADS layout) and :func:`map_raster` with it."""
+    from dunemap.knowledge.text import load_text_npy
+    from dunemap.models.checkpoint import load_predictor
+    from dunemap.training.distributed import resolve_device
+
+    text = None if text_embeddings is None else load_text_npy(text_embeddings)
+    predictor = load_predictor(weights, device=resolve_device(device), precision=precision, text_embeddings=text)
+    return map_raster(input, predictor, out, config)

@@ -1,0 +1,234 @@
+"""Map output: blocks written into tiled intermediate GeoTIFFs, then converted to validated COGs.
+
+An in-progress map lives in a directory beside its target (``MAP.tif.partial/``) holding one
+tiled GeoTIFF per product (classes, optional confidence, optional class probabilities) and the
+resume journal. Blocks may be written in any order; :meth:`PartialMap.finalize` converts each
+intermediate to a Cloud-Optimized GeoTIFF with GDAL's COG driver (deterministic settings, so the
+same pixels always give the same bytes), validates it with ``rio_cogeo`` and renames it into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from dunemap.errors import ConfigError, RasterIOError
+from dunemap.io.atomic import atomic_path
+from dunemap.mapping.config import FRACTION_ENCODINGS
+from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
+from dunemap.mapping.windows import Box
+from dunemap.registry import choose
+
+log = logging.getLogger(__name__)
+
+GDAL_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while writing: part of the mapping memory budget
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The georeferenced pixel grid of a map (always north-up)."""
+
+    height: int
+    width: int
+    crs: CRS | None
+    transform: Affine
+
+
+def product_paths(out: str | Path) -> dict[str, Path]:
+    """Final paths of a map's products: the class map itself and its optional companions."""
+    out = Path(out)
+    return {
+        "classes": out,
+        "confidence": out.with_name(f"{out.stem}_confidence{out.suffix}"),
+        "probabilities": out.with_name(f"{out.stem}_probabilities{out.suffix}"),
+    }
+
+
+def partial_dir(out: str | Path) -> Path:
+    """The directory holding an in-progress map's intermediates and journal."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.partial")
+
+
+def _intermediate_tile(block_size: int) -> int:
+    # tiles must be multiples of 16; blocks cover whole tiles so a rewritten block replaces whole tiles
+    for tile in (512, 256, 128, 64, 32, 16):
+        if block_size % tile == 0:
+            return tile
+    raise ConfigError(f"block size {block_size} must be a multiple of 16 (GeoTIFF tile size)")
+
+
+class PartialMap:
+    """The tiled intermediate GeoTIFFs of one map, written block by block."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        grid: GridSpec,
+        legend: ClassLegend,
+        block_size: int,
+        confidence: str = "none",
+        probabilities: str = "none",
+    ) -> None:
+        self.out = Path(out)
+        self.grid = grid
+        self.legend = legend
+        self.tile = _intermediate_tile(block_size)
+        self.confidence = choose(FRACTION_ENCODINGS, confidence, "confidence encoding")
+        self.probabilities = choose(FRACTION_ENCODINGS, probabilities, "probabilities encoding")
+        self.directory = partial_dir(out)
+
+    def intermediate(self, product: str) -> Path:
+        return self.directory / f"{product}.tif"
+
+    @property
+    def products(self) -> list[str]:
+        names = ["classes"]
+        if self.confidence is not None:
+            names.append("confidence")
+        if self.probabilities is not None:
+            names.append("probabilities")
+        return names
+
+    def _profile(self, product: str) -> dict:
+        g = self.grid
+        profile = dict(
+            driver="GTiff", height=g.height, width=g.width, crs=g.crs, transform=g.transform,
+            tiled=True, blockxsize=self.tile, blockysize=self.tile, compress="deflate", zlevel=1,
+            sparse_ok=True, bigtiff="if_safer",
+        )
+        if product == "classes":
+            return {**profile, "count": 1, "dtype": "uint8", "nodata": NODATA_CLASS}
+        enc = self.confidence if product == "confidence" else self.probabilities
+        count = 1 if product == "confidence" else self.legend.num_classes
+        return {**profile, "count": count, "dtype": enc.dtype, "nodata": enc.nodata, "interleave": "band"}
+
+    def create(self) -> None:
+        """Create empty intermediates (replacing any left from an earlier run)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for product in self.products:
+            try:
+                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(
+                    self.intermediate(product), "w", **self._profile(product)
+                ) as dst:
+                    self._describe(dst, product)
+            except RasterioError as exc:
+                raise RasterIOError(f"{self.intermediate(product)}: cannot create ({exc})") from None
+
+    def _describe(self, dst, product: str) -> None:
+        names = self.legend.names
+        if product == "classes":
+            dst.update_tags(**self.legend.tags(), PRODUCT="dune class map")
+            dst.update_tags(1, CLASS_NAMES=", ".join(names))
+            dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
+            dst.write_colormap(1, self.legend.colormap())
+            return
+        enc = self.confidence if product == "confidence" else self.probabilities
+        dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)")
+        if product == "confidence":
+            dst.set_band_description(1, "confidence: maximum class probability")
+            bands = [1]
+        else:
+            bands = list(range(1, len(names) + 1))
+            for b, name in zip(bands, names):
+                dst.set_band_description(b, f"probability: {name}")
+        dst.scales = [enc.scale] * len(bands)
+        dst.offsets = [0.0] * len(bands)
+
+    def is_usable(self) -> bool:
+        """Whether the intermediates exist and match this map's grid (so a run can resume into them)."""
+        for product in self.products:
+            path = self.intermediate(product)
+            if not path.exists():
+                return False
+            try:
+                with rasterio.open(path) as src:
+                    want = self._profile(product)
+                    if (src.height, src.width, src.count, src.dtypes[0]) != (
+                        self.grid.height, self.grid.width, want["count"], want["dtype"]
+                    ):
+                        return False
+            except RasterioError:
+                return False
+        return True
+
+    def write_block(
+        self,
+        core: Box,
+        classes: np.ndarray,
+        confidence: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """Write one block's products into the intermediates; files are closed (flushed) on return."""
+        window = Window(core.col, core.row, core.width, core.height)
+        arrays: dict[str, np.ndarray] = {"classes": classes[np.newaxis]}
+        if self.confidence is not None:
+            if confidence is None:
+                raise ConfigError("this map stores confidence but the block came without it")
+            arrays["confidence"] = self.confidence.encode(confidence)[np.newaxis]
+        if self.probabilities is not None:
+            if probabilities is None:
+                raise ConfigError("this map stores probabilities but the block came without them")
+            arrays["probabilities"] = self.probabilities.encode(probabilities)
+        for product, data in arrays.items():
+            path = self.intermediate(product)
+            try:
+                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(path, "r+") as dst:
+                    dst.write(data, window=window)
+            except RasterioError as exc:
+                raise RasterIOError(f"{path}: cannot write block at row {core.row}, col {core.col} ({exc})") from None
+
+    def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
+        """Convert every intermediate to a validated COG at its final path; remove the partial directory."""
+        finals = product_paths(self.out)
+        # companions first, the class map last: its appearance means the whole map is complete
+        order = [p for p in self.products if p != "classes"] + ["classes"]
+        written: dict[str, Path] = {}
+        for product in order:
+            resampling = "MODE" if product == "classes" else "AVERAGE"
+            write_cog(self.intermediate(product), finals[product], resampling, cog_tile)
+            written[product] = finals[product]
+        shutil.rmtree(self.directory)
+        return {p: written[p] for p in self.products}
+
+
+def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int = 512) -> Path:
+    """Copy ``src`` to a Cloud-Optimized GeoTIFF at ``dst`` (atomically) and validate it.
+
+    Compression, overview resampling and a single thread are fixed so the bytes depend only on the
+    pixels: a resumed map is byte-identical to an uninterrupted one.
+    """
+    if tile < 128 or tile % 16:
+        raise ConfigError(f"COG tile size {tile} must be a multiple of 16, at least 128")
+    with atomic_path(dst) as tmp:
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="1"):
+                rasterio.shutil.copy(
+                    src, tmp, driver="COG", COMPRESS="DEFLATE", LEVEL="6", PREDICTOR="YES",
+                    BLOCKSIZE=str(tile), OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=overview_resampling,
+                    NUM_THREADS="1", BIGTIFF="IF_SAFER", STATISTICS="NO",
+                )
+        except RasterioError as exc:
+            raise RasterIOError(f"{dst}: cannot write the Cloud-Optimized GeoTIFF ({exc})") from None
+        validate_cog(tmp, name=dst)
+    log.info("wrote %s", dst)
+    return dst
+
+
+def validate_cog(path: Path, name: Path | None = None) -> None:
+    """Raise RasterIOError unless ``path`` is a valid Cloud-Optimized GeoTIFF."""
+    from rio_cogeo.cogeo import cog_validate
+
+    ok, errors, _warnings = cog_validate(str(path), quiet=True)
+    if not ok:
+        raise RasterIOError(f"{name or path}: not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}")

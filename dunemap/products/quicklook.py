@@ -1,0 +1,180 @@
+"""Quicklook PNG of a class map: class colours, optional hillshade, legend, scale bar and north arrow."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import reproject
+
+from dunemap.errors import InputError, RasterIOError
+from dunemap.io.atomic import atomic_path
+from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+
+log = logging.getLogger(__name__)
+
+NICE_STEPS = (1, 2, 5)
+
+
+def nice_length(target: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten not above ``target`` (a scale-bar length)."""
+    if target <= 0 or not math.isfinite(target):
+        raise InputError(f"scale bar target length must be positive, got {target}")
+    power = 10 ** math.floor(math.log10(target))
+    return max(s * power for s in NICE_STEPS if s * power <= target)
+
+
+def format_length(metres: float) -> str:
+    return f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
+
+
+def hillshade(dem: np.ndarray, dx: float, dy: float, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:
+    """Lambertian hillshade in [0, 1] of a (H, W) elevation grid with pixel sizes ``dx``, ``dy`` in metres."""
+    gy, gx = np.gradient(dem.astype(np.float64), dy, dx)
+    slope = np.arctan(np.hypot(gx, gy))
+    aspect = np.arctan2(-gx, gy)
+    az, alt = math.radians(360.0 - azimuth + 90.0), math.radians(altitude)
+    shade = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+    return np.clip(np.nan_to_num(shade, nan=1.0), 0.0, 1.0)
+
+
+def _metres_per_unit(crs: rasterio.crs.CRS, lon: float, lat: float) -> float:
+    if crs.is_geographic:
+        geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod()
+        _, _, dist = geod.inv(lon, lat, lon + 0.01, lat)
+        return dist / 0.01
+    return float(crs.linear_units_factor[1])
+
+
+def _north_angle(crs: rasterio.crs.CRS, x: float, y: float) -> tuple[float, float, float]:
+    """(lon, lat, angle) at map point (x, y): angle of true north from grid up, radians, clockwise."""
+    p = pyproj.CRS.from_user_input(crs.to_wkt())
+    to_geo = pyproj.Transformer.from_crs(p, p.geodetic_crs, always_xy=True)
+    lon, lat = to_geo.transform(x, y)
+    if crs.is_geographic:
+        return lon, lat, 0.0
+    x2, y2 = to_geo.transform(lon, min(lat + 0.01, 89.99), direction="INVERSE")
+    return lon, lat, math.atan2(x2 - x, y2 - y)
+
+
+def render_quicklook(
+    map_path: str | os.PathLike,
+    out: str | os.PathLike,
+    hillshade_from: str | os.PathLike | None = None,
+    max_size: int = 1600,
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Draw a class map to a PNG with a legend of the classes present, a scale bar and a north arrow.
+
+    The map is read decimated (mode resampling) to at most ``max_size`` pixels a side. With
+    ``hillshade_from`` (any elevation raster GDAL reads) the colours are shaded by its relief.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrow, Patch
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    map_path, out = Path(map_path), Path(out)
+    if max_size < 16:
+        raise InputError(f"quicklook size {max_size} is too small; use at least 16 pixels")
+    if not map_path.exists():
+        raise InputError(f"{map_path}: class map not found")
+    try:
+        src = rasterio.open(map_path)
+    except RasterioError as exc:
+        raise RasterIOError(f"{map_path}: cannot open ({exc})") from None
+    with src:
+        if src.dtypes[0] != "uint8":
+            raise InputError(f"{map_path}: expected a uint8 class map, found {src.dtypes[0]}")
+        if src.crs is None:
+            raise InputError(f"{map_path}: the map has no CRS; a scale bar and north arrow need one")
+        scale = max(1, math.ceil(max(src.height, src.width) / max_size))
+        h, w = max(1, src.height // scale), max(1, src.width // scale)
+        classes = src.read(1, out_shape=(h, w), resampling=Resampling.mode)
+        legend = read_legend(src)
+        crs = src.crs
+        transform = src.transform @ Affine.scale(src.width / w, src.height / h)
+        bounds = src.bounds
+    if legend is None:
+        present = np.unique(classes[classes != NODATA_CLASS])
+        legend = ClassLegend.fallback(int(present.max()) + 1 if present.size else 1)
+
+    palette = np.zeros((256, 4), dtype=np.float64)
+    palette[:, :3] = 1.0  # nodata: white
+    palette[: legend.num_classes, :3] = np.asarray(legend.colors, dtype=np.float64) / 255.0
+    palette[: legend.num_classes, 3] = 1.0
+    rgba = palette[classes]
+    if hillshade_from is not None:
+        shade = _hillshade_on_grid(Path(hillshade_from), crs, transform, (h, w))
+        rgba[..., :3] *= (0.35 + 0.65 * shade)[..., np.newaxis]
+
+    cx, cy = (bounds.left + bounds.right) / 2, (bounds.bottom + bounds.top) / 2
+    lon, lat, north = _north_angle(crs, cx, cy)
+    m_per_unit = _metres_per_unit(crs, lon, lat)
+    width_m = (bounds.right - bounds.left) * m_per_unit
+
+    fig = Figure(figsize=(9, 7), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(rgba, extent=(bounds.left, bounds.right, bounds.bottom, bounds.top), interpolation="nearest")
+    if crs.is_geographic:
+        ax.set_aspect(1.0 / max(math.cos(math.radians(lat)), 1e-6))
+    ax.set_title(title or map_path.name)
+    ax.tick_params(labelsize=7)
+    ax.ticklabel_format(useOffset=False, style="plain")
+
+    bar_m = nice_length(width_m / 4)
+    ax.add_artist(AnchoredSizeBar(ax.transData, bar_m / m_per_unit, format_length(bar_m), "lower left",
+                                  pad=0.6, sep=4, frameon=True, size_vertical=(bounds.top - bounds.bottom) / 150))
+    length = (bounds.top - bounds.bottom) * 0.09
+    ax_x, ax_y = bounds.right - (bounds.right - bounds.left) * 0.07, bounds.top - (bounds.top - bounds.bottom) * 0.2
+    dx, dy = length * math.sin(north), length * math.cos(north)
+    ax.add_patch(FancyArrow(ax_x, ax_y, dx, dy, width=length * 0.12, length_includes_head=True,
+                            head_width=length * 0.4, head_length=length * 0.4, color="black"))
+    ax.text(ax_x + dx * 1.25, ax_y + dy * 1.25, "N", ha="center", va="center", fontsize=11, fontweight="bold")
+
+    ids, counts = np.unique(classes[classes != NODATA_CLASS], return_counts=True)
+    share = counts / max(counts.sum(), 1)
+    shown = ids if ids.size else np.arange(legend.num_classes)
+    handles = [
+        Patch(facecolor=np.asarray(legend.colors[i]) / 255.0 if i < legend.num_classes else "grey", edgecolor="black",
+              label=f"{i} {legend.name_of(int(i))}" + (f" ({share[j] * 100:.1f} %)" if ids.size else ""))
+        for j, i in enumerate(shown)
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="class", frameon=False)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.2)
+    log.info("wrote %s (%dx%d, 1:%d decimation)", out, w, h, scale)
+    return out
+
+
+def _hillshade_on_grid(dem_path: Path, crs, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Shade in [0, 1] of an elevation raster resampled onto the quicklook grid."""
+    if not dem_path.exists():
+        raise InputError(f"{dem_path}: elevation raster for the hillshade not found")
+    try:
+        with rasterio.open(dem_path) as dem:
+            grid = np.full(shape, np.nan, dtype=np.float32)
+            reproject(rasterio.band(dem, 1), grid, dst_transform=transform, dst_crs=crs,
+                      dst_nodata=np.nan, resampling=Resampling.bilinear)
+    except RasterioError as exc:
+        raise RasterIOError(f"{dem_path}: cannot read the elevation raster ({exc})") from None
+    if np.isnan(grid).all():
+        raise InputError(f"{dem_path}: the elevation raster does not overlap the map")
+    grid = np.where(np.isnan(grid), np.nanmean(grid), grid)
+    cx = transform.c + transform.a * shape[1] / 2
+    cy = transform.f + transform.e * shape[0] / 2
+    lon, lat, _ = _north_angle(crs, cx, cy)
+    m = _metres_per_unit(crs, lon, lat)
+    dy_m = abs(transform.e) * (m if not crs.is_geographic else 111_320.0)
+    return hillshade(grid, abs(transform.a) * m, dy_m)

@@ -1,0 +1,278 @@
+"""Area statistics of a class map: km2 per class (optionally per zone polygon), on the ellipsoid.
+
+Pixel areas are never taken from the map's nominal pixel size. For a geographic CRS each pixel row
+is a quadrangle whose area is computed on the CRS's ellipsoid (``pyproj.Geod``); for a projected
+CRS every pixel's corners are projected to a Lambert azimuthal equal-area projection centred on the
+map (same datum), where the planar area of each cell is its true area.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+import shapely
+from affine import Affine
+from pyproj.crs import ProjectedCRS
+from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
+from rasterio.errors import RasterioError
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from dunemap.errors import InputError, RasterIOError
+from dunemap.io.atomic import atomic_path
+from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+
+log = logging.getLogger(__name__)
+
+STATS_BLOCK = 1024  # pixels per side of the blocks the map is read in
+ALL_ZONE = "all"
+
+
+class PixelAreas:
+    """True pixel areas (m2) of a raster grid, computed for any window of it."""
+
+    def __init__(self, crs: rasterio.crs.CRS, transform: Affine, height: int, width: int) -> None:
+        self.crs = pyproj.CRS.from_user_input(crs.to_wkt())
+        self.transform = transform
+        self.height, self.width = height, width
+        self._row_areas: np.ndarray | None = None
+        unrotated = transform.b == 0 and transform.d == 0
+        if self.crs.is_geographic and unrotated:
+            self.method = "geodesic rows on " + (self.crs.ellipsoid.name if self.crs.ellipsoid else "the ellipsoid")
+            self._geod = self.crs.get_geod()
+            self._to_laea = None
+        else:
+            lon0, lat0 = self._centre_lonlat()
+            laea = ProjectedCRS(
+                conversion=LambertAzimuthalEqualAreaConversion(lat0, lon0), geodetic_crs=self.crs.geodetic_crs
+            )
+            self.method = f"Lambert azimuthal equal-area centred on ({lat0:.4f}, {lon0:.4f})"
+            self._geod = None
+            self._to_laea = pyproj.Transformer.from_crs(self.crs, laea, always_xy=True)
+
+    def _centre_lonlat(self) -> tuple[float, float]:
+        x, y = self.transform @ (self.width / 2.0, self.height / 2.0)
+        to_geo = pyproj.Transformer.from_crs(self.crs, self.crs.geodetic_crs, always_xy=True)
+        lon, lat = to_geo.transform(x, y)
+        if not (np.isfinite(lon) and np.isfinite(lat)):
+            raise InputError(f"the map centre ({x}, {y}) cannot be located on the ellipsoid")
+        return float(lon), float(lat)
+
+    def window(self, window: Window) -> np.ndarray:
+        """(h, w) float64 areas in m2 of the pixels of ``window``."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        if self._geod is not None:
+            rows = self._geodesic_rows()[r0 : r0 + h]
+            return np.repeat(rows[:, np.newaxis], w, axis=1)
+        cols, rows = np.meshgrid(np.arange(c0, c0 + w + 1, dtype=np.float64), np.arange(r0, r0 + h + 1, dtype=np.float64))
+        t = self.transform
+        xs, ys = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+        x, y = self._to_laea.transform(xs, ys)
+        x = np.asarray(x) - x[0, 0]  # shift to the block corner: same areas, smaller numbers
+        y = np.asarray(y) - y[0, 0]
+        # shoelace over each cell's corners: top-left, top-right, bottom-right, bottom-left
+        x00, x01, x11, x10 = x[:-1, :-1], x[:-1, 1:], x[1:, 1:], x[1:, :-1]
+        y00, y01, y11, y10 = y[:-1, :-1], y[:-1, 1:], y[1:, 1:], y[1:, :-1]
+        twice = (x00 * y01 - x01 * y00) + (x01 * y11 - x11 * y01) + (x11 * y10 - x10 * y11) + (x10 * y00 - x00 * y10)
+        return np.abs(twice) / 2.0
+
+    def _geodesic_rows(self) -> np.ndarray:
+        if self._row_areas is None:
+            t = self.transform
+            lons = [t.c, t.c + t.a, t.c + t.a, t.c]  # one pixel's width: every pixel of a row has the same area
+            areas = np.empty(self.height, dtype=np.float64)
+            for r in range(self.height):
+                top, bottom = t.f + r * t.e, t.f + (r + 1) * t.e
+                area, _ = self._geod.polygon_area_perimeter(lons, [top, top, bottom, bottom])
+                areas[r] = abs(area)
+            self._row_areas = areas
+        return self._row_areas
+
+
+@dataclass
+class Zone:
+    name: str
+    geometry: shapely.Geometry  # in the map's CRS
+
+
+def read_zones(path: str | os.PathLike, map_crs: rasterio.crs.CRS, field_name: str | None = None) -> list[Zone]:
+    """Read zone polygons (any OGR vector file) reprojected to the map's CRS; names from ``field_name``."""
+    import pyogrio.raw
+    from pyogrio.errors import DataSourceError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: zones file not found")
+    try:
+        meta, _, wkb, values = pyogrio.raw.read(path, columns=[field_name] if field_name else [])
+    except DataSourceError as exc:
+        raise InputError(f"{path}: cannot read zones ({exc})") from None
+    fields = list(meta.get("fields", []))
+    if field_name and field_name not in fields:
+        raise InputError(f"{path}: no field {field_name!r}; fields are {fields}")
+    geoms = shapely.from_wkb(wkb)
+    if meta.get("crs") and map_crs is not None:
+        src = pyproj.CRS.from_user_input(meta["crs"])
+        dst = pyproj.CRS.from_user_input(map_crs.to_wkt())
+        if not src.equals(dst):
+            tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    zones = []
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            continue
+        if g.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InputError(f"{path}: feature {i} is a {g.geom_type}; zones must be polygons")
+        name = str(values[0][i]) if field_name else f"zone_{i}"
+        zones.append(Zone(name, g))
+    if not zones:
+        raise InputError(f"{path}: no polygon zones found")
+    return zones
+
+
+@dataclass
+class ClassArea:
+    zone: str
+    class_id: int
+    class_name: str
+    pixels: int
+    area_km2: float
+    fraction: float  # of the zone's mapped (non-nodata) area
+
+
+@dataclass
+class AreaStats:
+    """Per-zone, per-class areas of a class map and where they were written."""
+
+    map_path: Path
+    rows: list[ClassArea]
+    method: str
+    csv_path: Path | None = None
+    json_path: Path | None = None
+    zones: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [f"{'zone':<16} {'class':<28} {'area_km2':>12} {'fraction':>9}"]
+        for r in self.rows:
+            if r.pixels:
+                lines.append(f"{r.zone[:16]:<16} {f'{r.class_id} {r.class_name}'[:28]:<28} {r.area_km2:>12.4f} {r.fraction:>9.4f}")
+        return "\n".join(lines)
+
+
+def class_areas(
+    map_path: str | os.PathLike, zones: str | os.PathLike | None = None, zone_field: str | None = None
+) -> AreaStats:
+    """Area in km2 of each class of a class map, over the whole map or inside each zone polygon."""
+    map_path = Path(map_path)
+    if not map_path.exists():
+        raise InputError(f"{map_path}: class map not found")
+    try:
+        src = rasterio.open(map_path)
+    except RasterioError as exc:
+        raise RasterIOError(f"{map_path}: cannot open ({exc})") from None
+    with src:
+        if src.count < 1 or src.dtypes[0] != "uint8":
+            raise InputError(f"{map_path}: expected a uint8 class map, found {src.count} band(s) of {src.dtypes[0]}")
+        if src.crs is None:
+            raise InputError(f"{map_path}: the map has no CRS, so its pixel areas are unknown")
+        legend = read_legend(src)
+        areas = PixelAreas(src.crs, src.transform, src.height, src.width)
+        zone_list = read_zones(zones, src.crs, zone_field) if zones else None
+        names = [z.name for z in zone_list] if zone_list else [ALL_ZONE]
+        area_sum = np.zeros((len(names), 256), dtype=np.float64)  # m2
+        counts = np.zeros((len(names), 256), dtype=np.int64)
+        for r0 in range(0, src.height, STATS_BLOCK):
+            for c0 in range(0, src.width, STATS_BLOCK):
+                win = Window(c0, r0, min(STATS_BLOCK, src.width - c0), min(STATS_BLOCK, src.height - r0))
+                classes = src.read(1, window=win)
+                pix = areas.window(win)
+                if zone_list is None:
+                    masks = [np.ones(classes.shape, dtype=bool)]
+                else:
+                    masks = _zone_masks(zone_list, src.transform @ Affine.translation(c0, r0), classes.shape)
+                for z, mask in enumerate(masks):
+                    if mask is None:
+                        continue
+                    c = classes[mask]
+                    area_sum[z] += np.bincount(c, weights=pix[mask], minlength=256)
+                    counts[z] += np.bincount(c, minlength=256)
+    used = np.nonzero(counts[:, :NODATA_CLASS].sum(axis=0))[0]
+    num = max(legend.num_classes if legend else 0, int(used.max()) + 1 if used.size else 0)
+    legend = legend or ClassLegend.fallback(max(num, 1))
+    rows = []
+    for z, name in enumerate(names):
+        total = area_sum[z, :NODATA_CLASS].sum()
+        for k in range(num):
+            a = area_sum[z, k]
+            rows.append(ClassArea(name, k, legend.name_of(k), int(counts[z, k]), float(a / 1e6), float(a / total) if total else 0.0))
+    return AreaStats(map_path, rows, areas.method, zones=names)
+
+
+def _zone_masks(zones: list[Zone], transform: Affine, shape: tuple[int, int]) -> list[np.ndarray | None]:
+    h, w = shape
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (w, h)
+    box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    masks: list[np.ndarray | None] = []
+    for z in zones:
+        if not z.geometry.intersects(box):
+            masks.append(None)
+            continue
+        masks.append(rasterize([(z.geometry, 1)], out_shape=shape, transform=transform, fill=0, dtype="uint8").astype(bool))
+    return masks
+
+
+def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
+    """Write ``stats`` to ``out`` (CSV) and the same name with ``.json``; returns them with the paths set."""
+    out = Path(out)
+    json_path = out.with_suffix(".json")
+    columns = ["zone", "class_id", "class_name", "pixels", "area_km2", "fraction"]
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for r in stats.rows:
+                writer.writerow({**asdict(r), "area_km2": f"{r.area_km2:.6f}", "fraction": f"{r.fraction:.6f}"})
+    payload = {
+        "map": str(stats.map_path),
+        "area_method": stats.method,
+        "zones": [
+            {
+                "zone": z,
+                "mapped_km2": sum(r.area_km2 for r in stats.rows if r.zone == z),
+                "classes": [
+                    {"id": r.class_id, "name": r.class_name, "pixels": r.pixels, "area_km2": r.area_km2, "fraction": r.fraction}
+                    for r in stats.rows
+                    if r.zone == z
+                ],
+            }
+            for z in stats.zones
+        ],
+    }
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    stats.csv_path, stats.json_path = out, json_path
+    return stats
+
+
+def map_statistics(
+    map_path: str | os.PathLike,
+    out: str | os.PathLike,
+    zones: str | os.PathLike | None = None,
+    zone_field: str | None = None,
+) -> AreaStats:
+    """Compute :func:`class_areas` and write them to ``out`` (CSV) and its ``.json`` twin."""
+    if zone_field and not zones:
+        raise InputError(f"--zone-field {zone_field!r} given without --zones")
+    stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
+    log.info("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
+    return stats

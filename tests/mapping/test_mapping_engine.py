@@ -1,0 +1,171 @@
+"""Whole-raster mapping with real mit_tiny checkpoints: blending, georeferencing, nodata, paths, CLI."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
+from rio_cogeo.cogeo import cog_validate
+
+from dunemap.cli import main
+from dunemap.io.aef import dequantize, quantize
+from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
+from dunemap.mapping.predict import predict_block
+from dunemap.mapping.reader import EmbeddingReader
+from dunemap.mapping.windows import Box, window_starts
+from dunemap.models.checkpoint import load_predictor
+
+QUIET = dict(progress=False)
+
+
+def _one_pass(predictor, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of the model over the whole raster at once, and the valid mask."""
+    with EmbeddingReader(path) as reader:
+        box = Box(0, 0, reader.height, reader.width)
+        data = reader.read(box)
+        x = torch.from_numpy(data.embeddings(box))[None]
+    return torch.softmax(predictor.predict(x), dim=1)[0].numpy(), data.valid
+
+
+def test_map_equals_one_pass_of_the_model_away_from_edges(tmp_path: Path, aef_raster, local_checkpoint: Path) -> None:
+    path = aef_raster(192, 160)
+    predictor = load_predictor(local_checkpoint, precision="fp32")
+    full, _ = _one_pass(predictor, path)
+    inner = np.s_[:, 32:-32, 32:-32]
+    errors = {}
+    for blend in ("gaussian", "uniform"):
+        config = MapConfig(window=64, stride=32, block_size=64, blend=blend, probabilities="float32", **QUIET)
+        result = map_raster(path, predictor, tmp_path / f"{blend}.tif", config)
+        with rasterio.open(result.products["probabilities"]) as src:
+            probs = src.read()
+        with rasterio.open(result.path) as src:
+            classes = src.read(1)
+        errors[blend] = np.abs(probs - full)[inner]
+        if blend == "gaussian":
+            assert errors[blend].max() < 0.02
+            assert (classes[32:-32, 32:-32] == full.argmax(axis=0)[32:-32, 32:-32]).mean() > 0.999
+    # window edges see zero padding: plain averaging lets that through, the Gaussian blend suppresses it
+    assert errors["gaussian"].mean() * 5 < errors["uniform"].mean()
+
+
+def test_raster_smaller_than_a_window_is_one_pass_exactly(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:
+    path = aef_raster(48, 40)
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    full, _ = _one_pass(predictor, path)
+    result = map_raster(path, predictor, tmp_path / "map.tif", MapConfig(window=64, stride=32, **QUIET))
+    assert result.windows_predicted == 1
+    with rasterio.open(result.path) as src:
+        np.testing.assert_array_equal(src.read(1), full.argmax(axis=0))
+
+
+def test_grid_nodata_and_skipped_windows(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:
+    invalid = np.zeros((96, 80), dtype=bool)
+    invalid[:70, :] = True  # the top 70 rows are nodata: windows there never reach the model
+    invalid[80, 5] = True
+    path = aef_raster(96, 80, invalid=invalid)
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    result = map_raster(path, predictor, tmp_path / "map.tif",
+                        MapConfig(window=32, stride=16, block_size=32, confidence="float32", **QUIET))
+    rows, cols = window_starts(96, 32, 16), window_starts(80, 32, 16)
+    with_data = sum(1 for r in rows for c in cols if not invalid[r : r + 32, c : c + 32].all())
+    assert result.windows_predicted == with_data
+    assert result.windows_skipped == len(rows) * len(cols) - with_data > 0
+    assert result.valid_pixels == (~invalid).sum()
+    with rasterio.open(result.path) as src:
+        assert src.crs.to_epsg() == 32733 and src.transform == UTM_TRANSFORM
+        assert src.nodata == 255
+        classes = src.read(1)
+    np.testing.assert_array_equal(classes == 255, invalid)
+    assert classes[~invalid].max() < 10
+    with rasterio.open(result.products["confidence"]) as src:
+        conf = src.read(1)
+    assert np.isnan(conf[invalid]).all() and (conf[~invalid] >= 0.1).all() and (conf[~invalid] <= 1).all()
+    ok, errors, _ = cog_validate(str(result.path), quiet=True)
+    assert ok, errors
+    assert not (tmp_path / "map.tif.partial").exists()
+
+
+def test_bottom_up_input_maps_like_its_top_down_twin(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:
+    top = aef_raster(96, 80, name="top.tif")
+    bottom = aef_raster(96, 80, name="bottom.tif", bottom_up=True)
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    config = MapConfig(window=64, stride=32, block_size=48, **QUIET)
+    a = map_raster(top, predictor, tmp_path / "a.tif", config)
+    b = map_raster(bottom, predictor, tmp_path / "b.tif", config)
+    with rasterio.open(a.path) as sa, rasterio.open(b.path) as sb:
+        assert sb.transform == sa.transform == UTM_TRANSFORM
+        np.testing.assert_array_equal(sa.read(1), sb.read(1))
+    assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def test_per_block_then_assemble_is_byte_identical(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:
+    path = aef_raster(96, 80)
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    config = MapConfig(window=32, stride=24, block_size=32, confidence="uint8", **QUIET)
+    streamed = map_raster(path, predictor, tmp_path / "streamed.tif", config)
+
+    # the distributed shape of the same work: independent block tasks in any order, one assembler
+    with EmbeddingReader(path) as reader:
+        plan = plan_map(reader, config)
+        out = tmp_path / "assembled.tif"
+        assembler = make_assembler(out, plan, predictor_legend(predictor), config,
+                                   map_fingerprint([path], plan, predictor, config))
+        assembler.open(resume=False)
+        tasks = assembler.pending()
+        assert len(plan.blocks) == 9 and len(tasks) == 6  # the last block column owns no window start
+        assert sum(len(b.windows) for b in tasks) == len(window_starts(96, 32, 24)) * len(window_starts(80, 32, 24))
+        random.Random(0).shuffle(tasks)
+        written = []
+        for block in tasks:
+            written.extend(assembler.add(predict_block(reader, predictor, block, config)))
+        assert sorted(written) == list(range(len(plan.blocks)))
+        products = assembler.finalize()
+    assert products["classes"].read_bytes() == streamed.path.read_bytes()
+    assert products["confidence"].read_bytes() == streamed.products["confidence"].read_bytes()
+
+
+def test_float_input_and_tile_mosaic_map_like_aef(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    q = quantize(smooth_unit_vectors(64, 96, seed=7))
+    aef = write_raster(tmp_path / "aef.tif", q, nodata=-128)
+    floats = write_raster(tmp_path / "float.tif", dequantize(q)[0])  # Earth Engine style float export
+    left = write_raster(tmp_path / "left.tif", np.ascontiguousarray(q[:, :, :40]), nodata=-128)
+    right = write_raster(tmp_path / "right.tif", np.ascontiguousarray(q[:, :, 40:]), nodata=-128,
+                         transform=UTM_TRANSFORM @ rasterio.Affine.translation(40, 0))
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    config = MapConfig(window=32, stride=32, **QUIET)
+    ref = map_raster(aef, predictor, tmp_path / "ref.tif", config)
+    for name, source in (("float", floats), ("mosaic", [left, right])):
+        got = map_raster(source, predictor, tmp_path / f"map_{name}.tif", config)
+        assert got.path.read_bytes() == ref.path.read_bytes(), name
+    assert not (tmp_path / "map_mosaic.tif.partial").exists()
+
+
+def test_cli_maps_and_reports(tmp_path: Path, aef_raster, tiny_checkpoint: Path, capsys) -> None:
+    path = aef_raster(64, 64)
+    out = tmp_path / "maps" / "desert.tif"
+    code = main(["map", str(path), "--weights", str(tiny_checkpoint), "--out", str(out), "--window", "32",
+                 "--stride", "32", "--precision", "fp32", "--confidence", "uint8", "--no-progress", "--threads", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "desert_confidence.tif" in printed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["desert.tif", "desert_confidence.tif"]
+
+
+@pytest.mark.parametrize(("make_input", "message"), [
+    (lambda d: write_raster(d / "rgb.tif", np.zeros((3, 16, 16), dtype=np.uint8)), "rgb.tif: has 3 band(s); the model expects 64"),
+    (lambda d: d / "absent.tif", "absent.tif: input raster not found"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_checkpoint: Path, capsys,
+                                                      make_input, message) -> None:
+    src = make_input(tmp_path)
+    out = tmp_path / "out" / "map.tif"
+    code = main(["map", str(src), "--weights", str(tiny_checkpoint), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("dunemap: error:") and message in err and len(err.splitlines()) == 1
+    assert not out.parent.exists() or not any(out.parent.iterdir())

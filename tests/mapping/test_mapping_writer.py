@@ -1,0 +1,108 @@
+"""Map output: partial GeoTIFFs written by block, COG conversion, colour table, legend tags, overviews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from mapping_helpers import UTM_CRS, UTM_TRANSFORM
+from rasterio.crs import CRS
+from rio_cogeo.cogeo import cog_validate
+
+from dunemap.errors import RasterIOError
+from dunemap.mapping.legend import ClassLegend, read_legend
+from dunemap.mapping.windows import Box
+from dunemap.mapping.writer import GridSpec, PartialMap, validate_cog
+
+LEGEND = ClassLegend.build(["interdune", "barchan / crescentic", "linear"], [(200, 200, 200), (230, 120, 0), (20, 90, 200)])
+GRID = GridSpec(96, 80, CRS.from_string(UTM_CRS), UTM_TRANSFORM)
+
+
+def _blocks(grid: GridSpec, size: int) -> list[Box]:
+    return [Box(r, c, min(size, grid.height - r), min(size, grid.width - c))
+            for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
+
+
+def _write_map(out: Path, order: list[int] | None, classes: np.ndarray, probs: np.ndarray, cog_tile: int = 512) -> dict:
+    grid = GridSpec(classes.shape[0], classes.shape[1], GRID.crs, GRID.transform)
+    partial = PartialMap(out, grid, LEGEND, 32, confidence="uint8", probabilities="float32")
+    partial.create()
+    boxes = _blocks(grid, 32)
+    for i in order or range(len(boxes)):
+        b = boxes[i]
+        rows, cols = slice(b.row, b.row_stop), slice(b.col, b.col_stop)
+        partial.write_block(b, classes[rows, cols], probs.max(axis=0)[rows, cols], probs[:, rows, cols])
+    return partial.finalize(cog_tile)
+
+
+@pytest.fixture
+def class_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(96, 80)).transpose(2, 0, 1).astype(np.float32)
+    classes = probs.argmax(axis=0).astype(np.uint8)
+    classes[:10, :10] = 255
+    probs[:, :10, :10] = np.nan
+    return classes, probs
+
+
+def test_cog_products_carry_grid_legend_and_colours(tmp_path: Path, class_data) -> None:
+    classes, probs = class_data
+    products = _write_map(tmp_path / "map.tif", list(range(9)), classes, probs)
+    assert set(products) == {"classes", "confidence", "probabilities"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "map_confidence.tif", "map_probabilities.tif"]
+    for path in products.values():
+        ok, errors, _ = cog_validate(str(path), quiet=True)
+        assert ok, errors
+    with rasterio.open(products["classes"]) as src:
+        assert src.crs == GRID.crs and src.transform == GRID.transform
+        assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.block_shapes[0] == (512, 512)
+        assert src.compression is not None
+        np.testing.assert_array_equal(src.read(1), classes)
+        cmap = src.colormap(1)
+        assert cmap[1] == (230, 120, 0, 255) and cmap[255][3] == 0
+        assert read_legend(src) == LEGEND
+        assert src.tags()["CLASS_1"] == "barchan / crescentic"
+        assert "1=barchan / crescentic" in src.descriptions[0]
+    with rasterio.open(products["confidence"]) as src:
+        conf = src.read(1)
+        assert src.nodata == 255 and np.isclose(src.scales[0], 1 / 254)
+        assert (conf[:10, :10] == 255).all()
+        np.testing.assert_allclose(conf[10:] * src.scales[0], probs.max(axis=0)[10:], atol=0.5 / 254 + 1e-6)
+    with rasterio.open(products["probabilities"]) as src:
+        assert src.count == 3 and src.dtypes[0] == "float32"
+        np.testing.assert_array_equal(src.read(), probs)
+        assert src.descriptions[2] == "probability: linear"
+
+
+def test_block_order_does_not_change_a_byte(tmp_path: Path, class_data) -> None:
+    classes, probs = class_data
+    a = _write_map(tmp_path / "a" / "map.tif", list(range(9)), classes, probs)
+    b = _write_map(tmp_path / "b" / "map.tif", [8, 3, 5, 0, 7, 1, 2, 6, 4], classes, probs)
+    for key in a:
+        assert a[key].read_bytes() == b[key].read_bytes()
+
+
+def test_overviews_use_the_mode(tmp_path: Path) -> None:
+    # 2x2 cells with three pixels of class 1 and one (top-left) of class 2: the mode is 1, nearest would be 2
+    classes = np.ones((256, 200), dtype=np.uint8)
+    classes[::2, ::2] = 2
+    probs = np.full((3, 256, 200), 1 / 3, dtype=np.float32)
+    products = _write_map(tmp_path / "map.tif", None, classes, probs, cog_tile=128)
+    with rasterio.open(products["classes"]) as src:
+        assert src.overviews(1) == [2]
+    with rasterio.open(products["classes"], overview_level=0) as ovr:
+        assert ovr.shape == (128, 100)
+        assert (ovr.read(1) == 1).all()
+    ok, errors, _ = cog_validate(str(products["classes"]), quiet=True)
+    assert ok, errors
+
+
+def test_validation_rejects_a_plain_geotiff(tmp_path: Path) -> None:
+    path = tmp_path / "striped.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=600, width=600, count=1, dtype="uint8",
+                       crs=UTM_CRS, transform=UTM_TRANSFORM) as dst:
+        dst.write(np.zeros((1, 600, 600), dtype=np.uint8))
+    with pytest.raises(RasterIOError, match=r"striped\.tif: not a valid Cloud-Optimized GeoTIFF"):
+        validate_cog(path)
