@@ -14,11 +14,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.neighbors import KNeighborsClassifier
 from tqdm.auto import tqdm
 
 from dunemap.data.dataset import SeedLayoutDataset, label_histogram, read_label
@@ -26,6 +24,9 @@ from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
 from dunemap.metrics import ConfusionMatrix
 from dunemap.registry import choose
+
+if TYPE_CHECKING:  # sklearn is imported when a baseline is built, keeping `dunemap --help` fast
+    from sklearn.base import ClassifierMixin
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,20 @@ class PixelConfig:
                 raise ConfigError(f"pixel baseline {name}={getattr(self, name)}; expected a positive integer")
 
 
-def _random_forest(config: PixelConfig) -> ClassifierMixin:
+def _random_forest(config: PixelConfig) -> "ClassifierMixin":
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(n_estimators=config.n_estimators, random_state=config.seed, n_jobs=config.n_jobs)
 
 
-def _knn(config: PixelConfig) -> ClassifierMixin:
+def _knn(config: PixelConfig) -> "ClassifierMixin":
+    from sklearn.neighbors import KNeighborsClassifier
+
     # Embeddings are unit vectors, so Euclidean neighbours are the cosine-similarity neighbours.
     return KNeighborsClassifier(n_neighbors=config.n_neighbors, n_jobs=config.n_jobs)
 
 
-PIXEL_METHODS: dict[str, Callable[[PixelConfig], ClassifierMixin]] = {
+PIXEL_METHODS: dict[str, Callable[[PixelConfig], "ClassifierMixin"]] = {
     "rf": _random_forest,
     "knn": _knn,
 }
@@ -132,7 +137,7 @@ class PixelClassifier:
     """A fitted per-pixel baseline and what it was fitted on."""
 
     config: PixelConfig
-    estimator: ClassifierMixin
+    estimator: "ClassifierMixin"
     sample_counts: np.ndarray  # (K,) pixels per class it learned from
     fit_seconds: float
 
@@ -142,7 +147,7 @@ def fit_pixel_classifier(dataset: SeedLayoutDataset, config: PixelConfig, progre
     start = time.perf_counter()
     sample = stratified_pixel_sample(dataset, config.pixels_per_class, config.seed, progress=progress)
     estimator = choose(PIXEL_METHODS, config.method, "pixel method")(config)
-    if isinstance(estimator, KNeighborsClassifier):
+    if "n_neighbors" in estimator.get_params():
         estimator.set_params(n_neighbors=min(config.n_neighbors, len(sample.labels)))
     estimator.fit(sample.features, sample.labels)
     seconds = time.perf_counter() - start
@@ -152,7 +157,7 @@ def fit_pixel_classifier(dataset: SeedLayoutDataset, config: PixelConfig, progre
 
 
 def pixel_confusion(
-    classifier: PixelClassifier | ClassifierMixin,
+    classifier: "PixelClassifier | ClassifierMixin",
     datasets: Sequence[SeedLayoutDataset],
     num_classes: int,
     chunk: int = 65536,
