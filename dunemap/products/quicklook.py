@@ -18,6 +18,7 @@ from rasterio.warp import reproject
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.atomic import atomic_path
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.products.classmap import open_class_map
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +87,7 @@ def render_quicklook(
     map_path, out = Path(map_path), Path(out)
     if max_size < 16:
         raise InputError(f"quicklook size {max_size} is too small; use at least 16 pixels")
-    if not map_path.exists():
-        raise InputError(f"{map_path}: class map not found")
-    try:
-        src = rasterio.open(map_path)
-    except RasterioError as exc:
-        raise RasterIOError(f"{map_path}: cannot open ({exc})") from None
-    with src:
-        if src.dtypes[0] != "uint8":
-            raise InputError(f"{map_path}: expected a uint8 class map, found {src.dtypes[0]}")
-        if src.crs is None:
-            raise InputError(f"{map_path}: the map has no CRS; a scale bar and north arrow need one")
+    with open_class_map(map_path, "a scale bar and north arrow need one") as src:
         scale = max(1, math.ceil(max(src.height, src.width) / max_size))
         h, w = max(1, src.height // scale), max(1, src.width // scale)
         classes = src.read(1, out_shape=(h, w), resampling=Resampling.mode)

@@ -22,13 +22,13 @@ import shapely
 from affine import Affine
 from pyproj.crs import ProjectedCRS
 from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
-from rasterio.errors import RasterioError
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from dunemap.errors import InputError, RasterIOError
+from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.products.classmap import open_class_map
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +173,7 @@ def class_areas(
 ) -> AreaStats:
     """Area in km2 of each class of a class map, over the whole map or inside each zone polygon."""
     map_path = Path(map_path)
-    if not map_path.exists():
-        raise InputError(f"{map_path}: class map not found")
-    try:
-        src = rasterio.open(map_path)
-    except RasterioError as exc:
-        raise RasterIOError(f"{map_path}: cannot open ({exc})") from None
-    with src:
-        if src.count < 1 or src.dtypes[0] != "uint8":
-            raise InputError(f"{map_path}: expected a uint8 class map, found {src.count} band(s) of {src.dtypes[0]}")
-        if src.crs is None:
-            raise InputError(f"{map_path}: the map has no CRS, so its pixel areas are unknown")
+    with open_class_map(map_path, "its pixel areas are unknown") as src:
         legend = read_legend(src)
         areas = PixelAreas(src.crs, src.transform, src.height, src.width)
         zone_list = read_zones(zones, src.crs, zone_field) if zones else None

@@ -23,13 +23,13 @@ import shapely.geometry
 from affine import Affine
 from pyproj.crs import ProjectedCRS
 from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
-from rasterio.errors import RasterioError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
-from dunemap.errors import InputError, RasterIOError
+from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.products.classmap import open_class_map
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,7 @@ def vectorize_map(
         raise InputError(f"minimum area must be >= 0 m2, got {min_area_m2}")
     if classes is not None and any(not 0 <= c < NODATA_CLASS for c in classes):
         raise InputError(f"class ids must be in 0..{NODATA_CLASS - 1}; got {list(classes)}")
-    if not map_path.exists():
-        raise InputError(f"{map_path}: class map not found")
-    try:
-        src = rasterio.open(map_path)
-    except RasterioError as exc:
-        raise RasterIOError(f"{map_path}: cannot open ({exc})") from None
-    with src:
-        if src.dtypes[0] != "uint8":
-            raise InputError(f"{map_path}: expected a uint8 class map, found {src.dtypes[0]}")
-        if src.crs is None:
-            raise InputError(f"{map_path}: the map has no CRS; polygon areas would be meaningless")
+    with open_class_map(map_path, "polygon areas would be meaningless") as src:
         legend = read_legend(src) or ClassLegend.fallback(NODATA_CLASS - 1)
         transform, crs = src.transform, src.crs
         b = src.bounds
