@@ -1,4 +1,4 @@
-"""``dunemap map``: turn an embedding raster (or a set of tiles) into a class-map Cloud-Optimized GeoTIFF."""
+"""``dunemap map``: embedding rasters (one, tiles of one grid, or many scenes) to class-map COGs, here or on Dask."""
 
 from __future__ import annotations
 
@@ -20,9 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tiles mosaicked on the fly) with overlapping windows blended smoothly, streaming block by block. "
         "Writes a colour-tabled uint8 COG (255 = nodata); a killed run started again resumes.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="embedding raster(s) with the model's band count")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="embedding raster(s) with the model's band count; quoted patterns such as 'scenes/*.tif' "
+                        "are expanded")
     p.add_argument("--weights", type=Path, required=True, help="a dunemap checkpoint or a published MADS state_dict")
-    p.add_argument("--out", type=Path, required=True, help="output class map (COG); companions go beside it")
+    outputs = p.add_mutually_exclusive_group(required=True)
+    outputs.add_argument("--out", type=Path,
+                         help="one output class map (COG) of all inputs (tiles of one grid); companions go beside it")
+    outputs.add_argument("--out-dir", type=Path,
+                         help="one map per input, OUT_DIR/<stem>_classes.tif, all in one job")
     p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
     p.add_argument("--window", type=int, default=d.window, help=f"window side in pixels (default {d.window})")
     p.add_argument("--stride", type=int, default=d.stride,
@@ -42,16 +48,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ignore the journal of an earlier, interrupted run and start over")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="read blocks in the main thread instead of ahead in the background")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads, per worker with a cluster (default: torch's choice)")
+    dask = p.add_argument_group("Dask cluster (see docs/scale_out.md)")
+    dask.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="start a local Dask cluster of N worker processes, one thread and one model each")
+    dask.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. tcp://HOST:8786")
+    dask.add_argument("--max-in-flight", type=int, default=0, metavar="N",
+                      help="block tasks submitted at a time (default 0 = 2 per worker thread, at least 4)")
+    dask.add_argument("--dashboard-address", metavar="ADDRESS",
+                      help="dashboard of a local cluster: [HOST]:PORT or ':0' for any free port (default :8787)")
+    dask.add_argument("--allowed-failures", type=int,
+                      help="worker deaths a block task may be part of before the run fails, for clusters started "
+                           "here (default 2; a running scheduler keeps its own setting)")
     add_precision_device(p)
     add_no_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     import torch
 
-    from dunemap.mapping.engine import MapConfig, map_checkpoint
+    from dunemap.mapping.distributed import ClusterConfig, map_inputs
+    from dunemap.mapping.engine import MapConfig
 
     if args.threads is not None:
         if args.threads < 1:
@@ -59,8 +79,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     fields = MapConfig.__dataclass_fields__
     config = MapConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    result = map_checkpoint(inputs, args.weights, args.out, config, device=args.device, precision=args.precision,
-                            text_embeddings=args.text_embeddings)
+    cluster = ClusterConfig(workers=args.workers, scheduler=args.scheduler, max_in_flight=args.max_in_flight,
+                            torch_threads=args.threads)
+    if args.allowed_failures is not None:
+        cluster.allowed_failures = args.allowed_failures
+    if args.dashboard_address is not None:
+        cluster.dashboard_address = args.dashboard_address
+    if cluster.enabled and not args.verbose:
+        import distributed  # noqa: F401  (configures its loggers when imported; a local scheduler logs here)
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    result = map_inputs(args.inputs, args.weights, out=args.out, out_dir=args.out_dir, config=config,
+                        cluster=cluster, device=args.device, precision=args.precision,
+                        text_embeddings=args.text_embeddings)
     print(result.summary())
     return 0

@@ -94,13 +94,16 @@ def predictor_legend(predictor: Predictor) -> ClassLegend:
     return ClassLegend.build(predictor.class_names, predictor.colors)
 
 
-def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor, config: MapConfig) -> dict:
-    """Everything that determines a map's pixels: a resumed run must match it exactly."""
+def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor | str, config: MapConfig) -> dict:
+    """Everything that determines a map's pixels: a resumed run must match it exactly.
+
+    ``predictor`` may be given as its :func:`predictor_fingerprint` (computed where the model runs).
+    """
     g = plan.grid
     return {
         "input": [_input_fingerprint(s) for s in sources],
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
-        "model": predictor_fingerprint(predictor),
+        "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
         "config": {k: v for k, v in asdict(config).items() if k not in ("resume", "prefetch", "progress", "cog_tile")},
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
@@ -154,6 +157,20 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
             del data
 
 
+def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], Path]:
+    """The source rasters of the map at ``out`` and the raster to read: the one source, or a VRT mosaic
+    of several (written into ``OUT.partial/``)."""
+    sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
+    if not sources:
+        raise InputError("no input raster given")
+    for src in sources:
+        if src.resolve() == out.resolve():
+            raise InputError(f"{out}: the output would overwrite its input")
+    if len(sources) > 1:
+        return sources, build_vrt(sources, partial_dir(out) / "mosaic.vrt")
+    return sources, sources[0]
+
+
 def map_raster(
     input: str | os.PathLike | Sequence[str | os.PathLike],
     predictor: Predictor,
@@ -171,16 +188,7 @@ def map_raster(
     config.validate()
     t0 = time.perf_counter()
     out = Path(out)
-    sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
-    if not sources:
-        raise InputError("no input raster given")
-    for src in sources:
-        if src.resolve() == out.resolve():
-            raise InputError(f"{out}: the output would overwrite its input")
-    if len(sources) > 1:
-        path = build_vrt(sources, partial_dir(out) / "mosaic.vrt")
-    else:
-        path = sources[0]
+    sources, path = resolve_input(input, out)
 
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
@@ -204,14 +212,15 @@ def map_raster(
     result = MapResult(
         path=out, products=products, height=grid.height, width=grid.width,
         crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(plan.blocks), blocks_resumed=resumed,
-        windows_predicted=predicted, windows_skipped=skipped, valid_pixels=_count_valid(products["classes"]),
+        windows_predicted=predicted, windows_skipped=skipped, valid_pixels=count_valid(products["classes"]),
         seconds=time.perf_counter() - t0, config=asdict(config),
     )
     log.debug(result.summary().replace("\n", "; "))
     return result
 
 
-def _count_valid(path: Path) -> int:
+def count_valid(path: Path) -> int:
+    """Mapped (not nodata) pixels of a finished class map."""
     with rasterio.open(path) as src:
         total = 0
         for _, window in src.block_windows(1):
@@ -229,10 +238,21 @@ def map_checkpoint(
     text_embeddings: str | os.PathLike | None = None,
 ) -> MapResult:
     """Load a checkpoint (dunemap or published MADS layout) and :func:`map_raster` with it."""
+    predictor = load_map_predictor(weights, device, precision, text_embeddings)
+    return map_raster(input, predictor, out, config)
+
+
+def load_map_predictor(
+    weights: str | os.PathLike,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+    gpu_index: int = 0,
+) -> Predictor:
+    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means."""
     from dunemap.knowledge.text import load_text_npy
     from dunemap.models.checkpoint import load_predictor
     from dunemap.training.distributed import resolve_device
 
     text = None if text_embeddings is None else load_text_npy(text_embeddings)
-    predictor = load_predictor(weights, device=resolve_device(device), precision=precision, text_embeddings=text)
-    return map_raster(input, predictor, out, config)
+    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision, text_embeddings=text)

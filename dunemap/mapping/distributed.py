@@ -1,0 +1,531 @@
+"""Scale-out mapping on a Dask cluster: block tasks on workers, one writer on the client, many maps per job.
+
+The unit of work is one block (:func:`dunemap.mapping.predict.predict_block`): a worker reads the
+block's extent, runs the model on the windows the block owns and returns the block's contribution.
+Each worker process loads the model once and keeps it. The client is the single writer: it submits
+block tasks through a sliding window (at most ``max_in_flight`` tasks at a time, so memory stays
+bounded on both sides), takes results as they complete and feeds each map's
+:class:`~dunemap.mapping.assemble.MapAssembler`. The assembler finishes blocks in a fixed order, so
+the maps are byte-identical to the single-process path whatever order tasks complete in. The journal
+works as in the single-process path: blocks a map has already recorded are not submitted again.
+
+Tasks are pure (the same block always gives the same bytes) and idempotent (they write nothing).
+When a worker dies, the scheduler runs its tasks again on other workers. A task that was running on
+more than ``allowed_failures`` dying workers (a poison block, usually one that does not fit in a
+worker's memory) fails the run with a clear message.
+
+Several inputs make one job. Each input (one raster, or the tiles of one grid mosaicked through a
+VRT) becomes its own map. The blocks of all maps go through the same window, so the next map starts
+while the last blocks of the previous one are still running and no worker waits between maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import torch
+from tqdm import tqdm
+
+from dunemap.errors import CheckpointError, ConfigError, InputError
+from dunemap.mapping.assemble import MapAssembler
+from dunemap.mapping.config import MapConfig
+from dunemap.mapping.engine import (
+    MapPlan,
+    MapResult,
+    count_valid,
+    load_map_predictor,
+    make_assembler,
+    map_fingerprint,
+    map_raster,
+    plan_map,
+    predictor_fingerprint,
+    resolve_input,
+)
+from dunemap.mapping.legend import ClassLegend
+from dunemap.mapping.predict import Contribution, predict_block
+from dunemap.mapping.reader import EmbeddingReader
+from dunemap.mapping.windows import Block
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from dunemap.models.checkpoint import Predictor
+
+log = logging.getLogger(__name__)
+
+GLOB_CHARACTERS = "*?["
+LIMIT_REFRESH_SECONDS = 5.0  # how often the in-flight bound follows the cluster's size (workers come and go)
+
+
+@dataclass
+class ClusterConfig:
+    """Where block tasks run: a LocalCluster that we start and close, or an existing Dask scheduler."""
+
+    workers: int = 0  # start a LocalCluster of this many worker processes, one thread each; 0 = none
+    scheduler: str | None = None  # instead, connect to this running scheduler (tcp://HOST:PORT)
+    max_in_flight: int = 0  # block tasks submitted and not yet assembled; 0 = 2 per worker thread, at least 4
+    allowed_failures: int = 2  # worker deaths a task may be part of before the run fails (clusters we start)
+    torch_threads: int | None = None  # torch CPU threads per worker; None = the worker's default (1 under Dask)
+    dashboard_address: str = ":8787"  # LocalCluster dashboard (needs bokeh for its pages); ":0" = any free port
+    memory_limit: str | int = "auto"  # per LocalCluster worker: "6GiB", bytes, or "auto" (RAM / workers)
+    connect_timeout: float = 30.0  # seconds to wait for the scheduler at ``scheduler``
+
+    @property
+    def enabled(self) -> bool:
+        """Whether blocks run on a Dask cluster (else in this process)."""
+        return self.workers > 0 or self.scheduler is not None
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"--workers {self.workers} must be 0 (no cluster) or a positive number of processes")
+        if self.workers and self.scheduler:
+            raise ConfigError(f"give either --workers {self.workers} (start a local cluster) or --scheduler "
+                              f"{self.scheduler} (use a running one), not both")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"--scheduler {self.scheduler!r} is not a scheduler address; expected e.g. tcp://HOST:8786")
+        if self.max_in_flight < 0:
+            raise ConfigError(f"--max-in-flight {self.max_in_flight} must be 0 (automatic) or positive")
+        if self.allowed_failures < 0:
+            raise ConfigError(f"--allowed-failures {self.allowed_failures} must be 0 or more")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch threads per worker {self.torch_threads} must be at least 1")
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """How a worker loads the model. Files carry their mtimes, so a worker reloads a changed file."""
+
+    weights: str  # absolute path, the same on every worker (shared storage)
+    weights_mtime_ns: int
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N", resolved on the worker
+    precision: str = "auto"
+    text_embeddings: str | None = None
+    text_mtime_ns: int | None = None
+    torch_threads: int | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        weights: str | os.PathLike,
+        device: str = "auto",
+        precision: str = "auto",
+        text_embeddings: str | os.PathLike | None = None,
+        torch_threads: int | None = None,
+    ) -> PredictorSpec:
+        w = Path(weights).absolute()
+        if not w.is_file():
+            raise CheckpointError(f"{weights}: checkpoint not found")
+        text, text_mtime = None, None
+        if text_embeddings is not None:
+            t = Path(text_embeddings).absolute()
+            if not t.is_file():
+                raise InputError(f"text embeddings {text_embeddings}: file not found")
+            text, text_mtime = str(t), t.stat().st_mtime_ns
+        return cls(str(w), w.stat().st_mtime_ns, device, precision, text, text_mtime, torch_threads)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the client needs to know about the workers' model. The client never loads the model."""
+
+    fingerprint: str  # :func:`dunemap.mapping.engine.predictor_fingerprint` on the worker
+    in_channels: int
+    class_names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    device: str
+
+
+# ---- worker side -------------------------------------------------------------------------------
+
+_WORKER_MODELS: dict[PredictorSpec, Predictor] = {}  # one model per worker process, keyed by its spec
+_WORKER_LOCK = threading.Lock()
+
+
+def gpu_slot(worker_name: object, gpus: int) -> int:
+    """The GPU a worker uses for device "auto" or "cuda" when it sees ``gpus`` of them.
+
+    Workers named 0, 1, 2, ... (as LocalCluster names them) take the GPUs round-robin. Any other
+    name, or a worker that sees at most one GPU (dask-cuda and batch schedulers set
+    CUDA_VISIBLE_DEVICES to one GPU per worker), uses GPU 0.
+    """
+    if gpus < 2 or isinstance(worker_name, bool):
+        return 0
+    try:
+        return int(str(worker_name)) % gpus
+    except ValueError:
+        return 0
+
+
+def _worker_name() -> object:
+    from distributed import get_worker
+
+    try:
+        return get_worker().name
+    except ValueError:  # not inside a Dask worker (called directly)
+        return None
+
+
+def worker_predictor(spec: PredictorSpec) -> Predictor:
+    """This process's model for ``spec``: loaded on first use, then kept. A new spec replaces the old model."""
+    with _WORKER_LOCK:
+        predictor = _WORKER_MODELS.get(spec)
+        if predictor is None:
+            _WORKER_MODELS.clear()
+            if spec.torch_threads is not None:
+                torch.set_num_threads(spec.torch_threads)
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            predictor = load_map_predictor(spec.weights, spec.device, spec.precision, spec.text_embeddings,
+                                           gpu_index=gpu_slot(_worker_name(), gpus))
+            _WORKER_MODELS[spec] = predictor
+            log.info("loaded %s on %s (%s)", spec.weights, predictor.device, predictor.precision)
+        return predictor
+
+
+def describe_model(spec: PredictorSpec) -> ModelInfo:
+    """Task: load the model on a worker and report what the client needs (fingerprint, bands, legend)."""
+    p = worker_predictor(spec)
+    return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
+                     tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device))
+
+
+def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
+    """Task: one block on a worker. It is pure (the same block gives the same bytes) and writes nothing."""
+    predictor = worker_predictor(spec)
+    try:
+        return predict_block(reader, predictor, block, config)
+    finally:
+        reader.close()
+
+
+# ---- jobs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """One output map: a single raster, or tiles of one grid that are mosaicked through a VRT."""
+
+    sources: tuple[Path, ...]
+    out: Path
+
+
+def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand the input paths and patterns, in order and without duplicates.
+
+    A pattern is quoted on the command line so that the shell leaves it alone, for example
+    ``'scenes/*.tif'``. Matches of a pattern come in sorted order. A path that exists is used as
+    given.
+    """
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if Path(text).exists() or not any(ch in text for ch in GLOB_CHARACTERS):
+            paths.append(Path(text))
+            continue
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputError(f"{text}: no file matches this pattern")
+        paths.extend(Path(m) for m in matches)
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def plan_jobs(inputs: Sequence[Path], out: str | os.PathLike | None = None,
+              out_dir: str | os.PathLike | None = None) -> list[MapJob]:
+    """With ``out``, one map of all ``inputs`` (tiles of one grid). With ``out_dir``, one map per input at
+    ``OUT_DIR/<stem>_classes.tif``."""
+    if (out is None) == (out_dir is None):
+        raise ConfigError("give exactly one of --out (one map; several inputs are tiles of one mosaic) "
+                          "or --out-dir (one map per input)")
+    if not inputs:
+        raise InputError("no input raster given")
+    if out is not None:
+        return [MapJob(tuple(Path(p) for p in inputs), Path(out))]
+    jobs = [MapJob((Path(p),), Path(out_dir) / f"{Path(p).stem}_classes.tif") for p in inputs]
+    _check_distinct_outputs(jobs)
+    return jobs
+
+
+def _check_distinct_outputs(jobs: Sequence[MapJob]) -> None:
+    owner: dict[Path, MapJob] = {}
+    for job in jobs:
+        key = job.out.absolute()
+        if key in owner:
+            raise InputError(f"{owner[key].sources[0]} and {job.sources[0]} would both be mapped to {job.out}; "
+                             "rename one of them or map them in separate runs")
+        owner[key] = job
+
+
+@dataclass
+class BatchMapResult:
+    """The maps of one job and how the job ran."""
+
+    maps: list[MapResult]
+    seconds: float
+    tasks: int = 0  # block tasks run on the cluster (blocks resumed from journals are not run again)
+    assemble_seconds: float = 0.0  # client time spent receiving and assembling results: the single writer's load
+    workers: int = 0  # Dask workers at the end of the job; 0 = mapped in this process
+    scheduler: str | None = None
+    dashboard: str | None = None
+
+    def summary(self) -> str:
+        lines = [m.summary() for m in self.maps]
+        if self.scheduler is not None:
+            dash = f", dashboard {self.dashboard}" if self.dashboard else ""
+            lines.append(f"{len(self.maps)} map(s), {self.tasks} block tasks on {self.workers} Dask worker(s) in "
+                         f"{self.seconds:.1f} s, {self.assemble_seconds:.1f} s of it assembling on the client "
+                         f"(scheduler {self.scheduler}{dash})")
+        elif len(self.maps) > 1:
+            lines.append(f"{len(self.maps)} maps in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+# ---- client side -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_client(cluster: ClusterConfig) -> Iterator[Client]:
+    """A Dask client for ``cluster``. A LocalCluster is started for ``workers``, and both are closed on exit."""
+    from distributed import Client, LocalCluster
+
+    cluster.validate()
+    if not cluster.enabled:
+        raise ConfigError("no Dask cluster configured; set --workers N or --scheduler ADDRESS")
+    with contextlib.ExitStack() as stack:
+        if cluster.scheduler is not None:
+            try:
+                client = Client(cluster.scheduler, timeout=cluster.connect_timeout, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"--scheduler {cluster.scheduler}: cannot connect to a Dask scheduler "
+                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            stack.enter_context(client)
+        else:
+            local = stack.enter_context(LocalCluster(
+                n_workers=cluster.workers, threads_per_worker=1, processes=True,
+                dashboard_address=cluster.dashboard_address, memory_limit=cluster.memory_limit,
+                scheduler_kwargs={"allowed_failures": cluster.allowed_failures}, silence_logs=logging.WARNING,
+            ))
+            client = stack.enter_context(Client(local, set_as_default=False))
+        log.info("Dask scheduler %s, %d worker(s) now, dashboard %s", client.scheduler.address,
+                 len(client.nthreads()), dashboard_link(client) or "off")
+        yield client
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The scheduler's dashboard address, or None when it has no dashboard."""
+    if "dashboard" not in client.scheduler_info().get("services", {}):
+        return None
+    return client.dashboard_link
+
+
+@dataclass
+class _MapRun:
+    """One job's map on the client: its reader (shipped to workers), plan and assembler, and counters."""
+
+    job: MapJob
+    sources: list[Path]
+    reader: EmbeddingReader
+    plan: MapPlan
+    assembler: MapAssembler
+    token: str  # part of the task keys: unique to this map in this session
+    outstanding: int = 0  # blocks submitted or still to submit, not yet assembled
+    resumed: int = 0
+    predicted: int = 0
+    skipped: int = 0
+    started: float = 0.0
+    result: MapResult | None = None
+
+
+class _ClusterMapper:
+    """The client's loop: submit block tasks through a sliding window and assemble their results in order."""
+
+    def __init__(self, client: Client, spec: PredictorSpec, config: MapConfig, cluster: ClusterConfig) -> None:
+        self.client = client
+        self.spec = spec
+        self.config = config
+        self.cluster = cluster
+        self._threads = 0
+        self._threads_at = -float("inf")
+        self.tasks = 0
+        self.assemble_seconds = 0.0
+        self.session = uuid.uuid4().hex[:12]  # task keys never collide with an earlier (e.g. cancelled) session
+
+    def in_flight_limit(self) -> int:
+        if self.cluster.max_in_flight:
+            return self.cluster.max_in_flight
+        now = time.monotonic()
+        if now - self._threads_at > LIMIT_REFRESH_SECONDS:
+            self._threads = sum(self.client.nthreads().values())
+            self._threads_at = now
+        return max(4, 2 * self._threads)
+
+    def describe(self) -> ModelInfo:
+        future = self.client.submit(describe_model, self.spec, key=f"dunemap-describe-{self.session}")
+        try:
+            return future.result()
+        finally:
+            future.release()
+
+    def prepare(self, index: int, job: MapJob, info: ModelInfo) -> _MapRun:
+        """Check the inputs of job number ``index`` and plan its map. Nothing is written except a mosaic's VRT."""
+        sources, path = resolve_input(list(job.sources), job.out)
+        reader = EmbeddingReader(Path(path).absolute(), bands=info.in_channels)  # workers need absolute paths
+        plan = plan_map(reader, self.config)
+        fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
+        legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
+        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint)
+        return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
+
+    def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:
+        """Blocks to submit, map after map. A map is opened (or resumed) when its first block is due."""
+        for run in runs:
+            run.started = time.perf_counter()
+            run.resumed = run.assembler.open(self.config.resume)
+            bar.update(run.resumed)
+            todo = run.assembler.pending()
+            run.outstanding = len(todo)
+            if not todo:
+                self._finish(run)
+            yield from ((run, block) for block in todo)
+
+    def _finish(self, run: _MapRun) -> None:
+        products = run.assembler.finalize()
+        run.reader.close()
+        grid = run.plan.grid
+        run.result = MapResult(
+            path=run.job.out, products=products, height=grid.height, width=grid.width,
+            crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(run.plan.blocks),
+            blocks_resumed=run.resumed, windows_predicted=run.predicted, windows_skipped=run.skipped,
+            valid_pixels=count_valid(products["classes"]), seconds=time.perf_counter() - run.started,
+            config=asdict(self.config),
+        )
+        log.debug("finished %s in %.1f s", run.job.out, run.result.seconds)
+
+    def run(self, runs: Sequence[_MapRun]) -> None:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        total = sum(1 for run in runs for b in run.plan.blocks if b.windows)
+        futures: dict[str, tuple[Future, _MapRun, Block]] = {}
+        done = as_completed(loop=self.client.loop)
+        with tqdm(total=total, unit="block", desc="map", disable=not self.config.progress) as bar:
+            queue = self._blocks(runs, bar)
+
+            def fill() -> None:
+                while len(futures) < self.in_flight_limit():
+                    item = next(queue, None)
+                    if item is None:
+                        return
+                    run, block = item
+                    future = self.client.submit(predict_block_task, self.spec, run.reader, block, self.config,
+                                                key=f"dunemap-block-{run.token}-{block.index}")
+                    futures[future.key] = (future, run, block)
+                    done.add(future)
+
+            try:
+                fill()
+                for future in done:
+                    _, run, block = futures.pop(future.key)
+                    t0 = time.perf_counter()
+                    try:
+                        contribution = future.result()
+                    except KilledWorker:
+                        raise ConfigError(
+                            f"{run.job.out}: the task of block {block.index} was running on workers that died "
+                            "too often (Dask allowed-failures); a block probably does not fit in a worker's "
+                            "memory: lower --block-size or give the workers more memory"
+                        ) from None
+                    future.release()
+                    run.assembler.add(contribution)
+                    self.assemble_seconds += time.perf_counter() - t0
+                    run.predicted += contribution.windows_predicted
+                    run.skipped += contribution.windows_skipped
+                    run.outstanding -= 1
+                    self.tasks += 1
+                    del contribution
+                    bar.update(1)
+                    if run.outstanding == 0:
+                        self._finish(run)
+                    fill()
+            finally:
+                if futures:  # a failure: stop the remaining tasks; journals keep what was assembled
+                    self.client.cancel([f for f, _, _ in futures.values()])
+
+
+def map_many(
+    jobs: Sequence[MapJob],
+    weights: str | os.PathLike,
+    config: MapConfig | None = None,
+    cluster: ClusterConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+    client: Client | None = None,
+) -> BatchMapResult:
+    """Map every job on a Dask cluster, or one after another in this process.
+
+    The blocks run on ``client`` when one is given (it stays open), else on the cluster that
+    ``cluster`` describes. Without either, the jobs run in this process. On a cluster, the inputs are
+    checked and every map is planned before any output is written. A job that is run again with the
+    same arguments resumes each map from its journal.
+    """
+    config = config or MapConfig()
+    config.validate()
+    cluster = cluster or ClusterConfig()
+    cluster.validate()
+    if not jobs:
+        raise InputError("no input raster given")
+    _check_distinct_outputs(jobs)
+    t0 = time.perf_counter()
+    if client is None and not cluster.enabled:
+        predictor = load_map_predictor(weights, device, precision, text_embeddings)
+        maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
+        return BatchMapResult(maps, time.perf_counter() - t0)
+
+    spec = PredictorSpec.from_files(weights, device, precision, text_embeddings, cluster.torch_threads)
+    session = contextlib.nullcontext(client) if client is not None else open_client(cluster)
+    with session as client:
+        mapper = _ClusterMapper(client, spec, config, cluster)
+        info = mapper.describe()
+        log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names), info.device)
+        runs = [mapper.prepare(i, job, info) for i, job in enumerate(jobs)]
+        try:
+            mapper.run(runs)
+        finally:
+            for run in runs:
+                run.reader.close()
+        return BatchMapResult(
+            maps=[run.result for run in runs if run.result is not None], seconds=time.perf_counter() - t0,
+            tasks=mapper.tasks, assemble_seconds=mapper.assemble_seconds, workers=len(client.nthreads()),
+            scheduler=client.scheduler.address, dashboard=dashboard_link(client),
+        )
+
+
+def map_inputs(
+    inputs: Sequence[str | os.PathLike],
+    weights: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    config: MapConfig | None = None,
+    cluster: ClusterConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+) -> BatchMapResult:
+    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them."""
+    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), weights, config, cluster, device, precision,
+                    text_embeddings)
