@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 import yaml
+from affine import Affine
 
 from dunemap.errors import CheckpointError
+from dunemap.mapping.config import MapConfig
+from dunemap.mapping.engine import map_raster
 from dunemap.models.checkpoint import load_checkpoint, load_predictor
 from dunemap.training import TrainConfig, train
 
@@ -43,3 +48,14 @@ def test_catalog_with_a_new_class(head: str, tiny_dataset: Path, tmp_path: Path)
     logits = predictor.predict(torch.randn(1, 16, 64, 64))
     assert predictor.num_classes == 5 and logits.shape == (1, 5, 64, 64)
     assert torch.isfinite(logits).all()
+
+    # ...and maps a georeferenced raster with the five-class legend, no retraining.
+    image = tmp_path / "scene.tif"
+    with rasterio.open(image, "w", driver="GTiff", width=96, height=80, count=16, dtype="float32",
+                       crs="EPSG:32733", transform=Affine(10, 0, 500000, 0, -10, 7300000)) as dst:
+        dst.write(torch.nn.functional.normalize(torch.randn(16, 80, 96), dim=0).numpy())
+    result = map_raster(image, predictor, tmp_path / "map.tif", MapConfig(window=64, stride=32, progress=False))
+    with rasterio.open(result.path) as m:
+        assert json.loads(m.tags()["CLASS_NAMES"]) == [f"blob_{i}" for i in range(4)] + ["star_dune"]
+        assert m.tags()["CLASS_4"] == "star_dune" and len(m.colormap(1)) >= 5
+        assert m.read(1).max() < 5
