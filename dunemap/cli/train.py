@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dunemap.cli.options import add_no_progress, add_precision_device, csv_list
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     result = train(config)
-    if result.history:
+    if result.history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch}; "
               f"checkpoint {result.best_checkpoint}")
     return 0
