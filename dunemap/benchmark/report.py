@@ -7,6 +7,8 @@ person wrote around them) are kept when one of them is refreshed.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import platform
@@ -39,13 +41,11 @@ def machine_description(device: str = "cpu") -> dict[str, str]:
     from dunemap.models.checkpoint import bf16_supported
 
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc on this OS: keep platform's answer
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
