@@ -6,12 +6,15 @@ from torch's RNG (or a given ``torch.Generator``), so ``torch.manual_seed`` make
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
-from dunemap.errors import InputError
+from dunemap.errors import ConfigError, InputError
 from dunemap.registry import choose
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class NoAugment:
@@ -80,13 +83,83 @@ class RandomFlipRotate:
         )
 
 
-AUGMENTATIONS: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]] = {
+class RandomSpectralShift:
+    """Per-tile random rotation of the embedding space near identity plus a constant offset, then the old length again.
+
+    Every valid pixel vector ``v`` of a tile becomes ``|v| * normalise(R @ v + |v| b)`` (unit vectors for
+    AEF): ``R = exp(A)`` is a random rotation whose generator ``A`` is skew-symmetric with Gaussian
+    entries scaled so that a unit vector turns by about ``angle`` radians, and ``b`` is a Gaussian
+    offset of length about ``offset``, both shared by the whole tile. It imitates the modest regional shift of real
+    embeddings (sand colour, vegetation, climate), so a network must rely on spatial pattern more
+    than on exact per-pixel values. Pixels whose vector is all zero (AEF nodata) stay zero; the label
+    is returned unchanged. Each call draws exactly one ``(C, C)`` and one ``(C,)`` Gaussian sample.
+
+    Args:
+        angle: typical rotation of a pixel vector, radians (0 disables the rotation).
+        offset: typical length of the offset added before re-normalising (0 disables it).
+        generator: the torch RNG to draw from; None uses the global one.
+    """
+
+    def __init__(self, angle: float = 0.2, offset: float = 0.15, generator: torch.Generator | None = None) -> None:
+        for name, value in (("angle", angle), ("offset", offset)):
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"spectral shift {name}={value}; expected a number in [0, 1]")
+        self.angle = angle
+        self.offset = offset
+        self.generator = generator
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.dim() != 3:
+            raise InputError(f"image of shape {tuple(image.shape)}; expected (C, H, W)")
+        c = image.shape[0]
+        g = torch.randn((c, c), generator=self.generator, dtype=torch.float64)
+        b = torch.randn((c,), generator=self.generator, dtype=torch.float64)
+        if c < 2:
+            return image, label
+        # Skew-symmetric generator with N(0, s^2) entries: |A v| is about s * sqrt(C - 1) for a unit v.
+        skew = (g - g.T) * (self.angle / math.sqrt(2.0 * (c - 1)))
+        rot = torch.linalg.matrix_exp(skew).to(image.dtype)  # (C, C) orthogonal
+        shift = (b * (self.offset / math.sqrt(c))).to(image.dtype)  # (C,)
+        flat = image.reshape(c, -1)  # (C, H*W)
+        norm = flat.norm(dim=0, keepdim=True)  # (1, H*W)
+        valid = norm > 0
+        out = rot @ flat + shift[:, None] * norm  # the offset scales with the vector, so it stays relative
+        out = out / out.norm(dim=0, keepdim=True).clamp_min(1e-12) * norm
+        out = torch.where(valid, out, torch.zeros_like(out))
+        return out.reshape(image.shape).contiguous(), label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(angle={self.angle}, offset={self.offset})"
+
+
+class Compose:
+    """Apply joint transforms one after another."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for t in self.transforms:
+            image, label = t(image, label)
+        return image, label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms!r})"
+
+
+def flip_rot90_spectral() -> Compose:
+    """Flips and quarter turns (:class:`RandomFlipRotate`) followed by :class:`RandomSpectralShift`."""
+    return Compose([RandomFlipRotate(), RandomSpectralShift()])
+
+
+AUGMENTATIONS: dict[str, Callable[[], Transform]] = {
     "none": NoAugment,
     "flip_rot90": RandomFlipRotate,
+    "flip_rot90_spectral": flip_rot90_spectral,
 }
 """Augmentation factories by name; a CLI's ``--augment`` choices are these keys."""
 
 
-def build_augmentation(name: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def build_augmentation(name: str) -> Transform:
     """Build the augmentation registered as ``name``; a ConfigError lists the valid names."""
     return choose(AUGMENTATIONS, name, "augmentation")()

@@ -18,7 +18,14 @@ from typing import Callable
 
 import numpy as np
 
-from dunemap.synth.fields import PIXEL_SIZE_M, Window, noise_field, smoothstep, wind_frame, wrap_angle
+from dunemap.synth.fields import (
+    PIXEL_SIZE_M,
+    Window,
+    noise_field,
+    smoothstep,
+    wind_frame,
+    wrap_angle,
+)
 from dunemap.synth.scatter import jittered_grid, local_frame, render_max
 from dunemap.synth.wind import Wind
 

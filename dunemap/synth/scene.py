@@ -14,8 +14,21 @@ from scipy import ndimage
 from dunemap.errors import ConfigError
 from dunemap.regions import Region, get_region
 from dunemap.synth.embedding import embed_features, surface_features
-from dunemap.synth.fields import PIXEL_SIZE_M, Window, grow, noise_field, smoothstep, tile_windows
-from dunemap.synth.landforms import LANDFORMS, NODATA_LABEL, NUM_CLASSES, LandformStyle, Renderer
+from dunemap.synth.fields import (
+    PIXEL_SIZE_M,
+    Window,
+    grow,
+    noise_field,
+    smoothstep,
+    tile_windows,
+)
+from dunemap.synth.landforms import (
+    LANDFORMS,
+    NODATA_LABEL,
+    NUM_CLASSES,
+    LandformStyle,
+    Renderer,
+)
 from dunemap.synth.layout import class_layout
 from dunemap.synth.presets import get_preset
 from dunemap.synth.wind import Wind, draw_wind

@@ -26,7 +26,7 @@ class TrainConfig:
     encoder: str = "minilm"  # text encoder for the catalog descriptions
     fusion_stage: int = 3  # stage whose tokens cross-attend to the texts
     head: str = "linear"  # linear (1x1 conv classifier) | text (open-vocabulary cosine head)
-    augment: str = "flip_rot90"  # none | flip_rot90
+    augment: str = "flip_rot90"  # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust)
     precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader worker processes

@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dunemap.benchmark.quality import METHODS, QualityConfig, generator_fingerprint, plan_runs, run_quality
+from dunemap.benchmark.quality import (
+    METHODS,
+    PRESETS,
+    QualityConfig,
+    generator_fingerprint,
+    plan_runs,
+    run_quality,
+)
 from dunemap.cli import main
 from dunemap.data.manifest import TileRecord, write_manifest
 from dunemap.data.seed_layout import write_sample
+from dunemap.data.transforms import AUGMENTATIONS
 from dunemap.errors import ConfigError
+from dunemap.synth.dataset import read_summary
 
 MICRO_IDS = {f"{fold}__{m}__seed0" for fold in ("loro-atacama", "in_region") for m in METHODS}
 OTHER_SECTION = "<!-- speed:begin -->\nspeed numbers\n<!-- speed:end -->"
@@ -70,6 +79,19 @@ def test_micro_preset_writes_rows_tables_figures_and_section(micro: Path) -> Non
     assert section == "<!-- quality:begin -->\n" + (out / "quality.md").read_text().replace(
         "](quality_", "](out/quality_").replace("`runs/`", "`out/runs/`").replace(
         "`quality_summary.json`", "`out/quality_summary.json`")
+
+
+def test_preset_augmentation_and_landform_scale_reach_the_runs_and_the_data(micro: Path) -> None:
+    out = micro / "out"
+    preset = PRESETS["micro"]
+    for p in PRESETS.values():
+        assert p.augment in AUGMENTATIONS, p.name
+    assert preset.augment == "flip_rot90_spectral"  # the micro runs train through the spectral augmentation
+    row = json.loads((out / "runs" / "in_region__segformer__seed0.json").read_text())
+    assert row["settings"]["budget"]["augment"] == preset.augment
+    assert row["settings"]["budget"]["data"]["region_px"] == preset.data.region_px
+    (data,) = (out / "work").glob("data-*")
+    assert read_summary(data)["config"]["region_px"] == preset.data.region_px
 
 
 def test_second_call_reuses_every_stored_row(micro: Path, tmp_path: Path, monkeypatch) -> None:
@@ -147,8 +169,8 @@ def test_own_dataset_holds_out_every_region_and_region_errors_are_clear(
 ) -> None:
     data = _regional_dataset(tmp_path / "regional", make_tiny_tile)
     shutil.copy(tiny_dataset / "catalog.yaml", data / "catalog.yaml")
-    cfg = dict(out=tmp_path / "out", preset="micro", seeds=[0, 1], methods=["rf", "knn"], data_root=data,
-               catalog=data / "catalog.yaml", in_channels=16, progress=False)
+    cfg = {"out": tmp_path / "out", "preset": "micro", "seeds": [0, 1], "methods": ["rf", "knn"], "data_root": data,
+           "catalog": data / "catalog.yaml", "in_channels": 16, "progress": False}
     result = run_quality(QualityConfig(**cfg))
     assert {r["run_id"] for r in result.rows} == {f"{f}__{m}__seed{s}" for f in ("loro-east", "loro-west", "in_region")
                                                  for m in ("rf", "knn") for s in (0, 1)}

@@ -1,11 +1,18 @@
-"""Joint flip/rotate augmentation: image and label stay aligned, all symmetries occur, seeds repeat."""
+"""Augmentations: image and label stay aligned, all symmetries occur, spectral shifts keep length, seeds repeat."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dunemap.data.transforms import AUGMENTATIONS, NoAugment, RandomFlipRotate, build_augmentation
+from dunemap.data.transforms import (
+    AUGMENTATIONS,
+    Compose,
+    NoAugment,
+    RandomFlipRotate,
+    RandomSpectralShift,
+    build_augmentation,
+)
 from dunemap.errors import ConfigError, InputError
 
 
@@ -87,14 +94,98 @@ def test_disabled_operations() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert sorted(AUGMENTATIONS) == ["flip_rot90", "none"]
+    assert sorted(AUGMENTATIONS) == ["flip_rot90", "flip_rot90_spectral", "none"]
     assert isinstance(build_augmentation("flip_rot90"), RandomFlipRotate)
+    combo = build_augmentation("flip_rot90_spectral")
+    assert isinstance(combo, Compose)
+    assert [type(t) for t in combo.transforms] == [RandomFlipRotate, RandomSpectralShift]
     none = build_augmentation("none")
     assert isinstance(none, NoAugment)
     image, label = _pair(3, 4)
     x, y = none(image, label)
     assert x is image and y is label
-    with pytest.raises(ConfigError, match="unknown augmentation 'rot'; valid: flip_rot90, none"):
+    with pytest.raises(ConfigError, match="unknown augmentation 'rot'; valid: flip_rot90, flip_rot90_spectral, none"):
         build_augmentation("rot")
     with pytest.raises(InputError, match=r"image \(3, 4, 4\) and label \(4, 5\) differ"):
         RandomFlipRotate()(torch.zeros(3, 4, 4), torch.zeros(4, 5, dtype=torch.long))
+
+
+def _unit_tile(c: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C, H, W) tile of random unit vectors with a nodata (all-zero) first row; label marks each pixel."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn((c, h, w), generator=g)
+    image = image / image.norm(dim=0, keepdim=True)
+    image[:, 0, :] = 0.0
+    label = torch.arange(h * w).reshape(h, w) % 10
+    label[0, :] = 255
+    return image, label
+
+
+def test_spectral_shift_keeps_unit_length_nodata_and_stays_near_identity() -> None:
+    image, label = _unit_tile(64, 6, 7, seed=0)
+    torch.manual_seed(0)
+    x, y = RandomSpectralShift(angle=0.2, offset=0.15)(image, label)
+    assert x.shape == image.shape and x.dtype == image.dtype and x.is_contiguous()
+    assert torch.equal(y, label)
+    norms = x.norm(dim=0)
+    assert torch.equal(x[:, 0, :], torch.zeros(64, 7))  # nodata stays nodata
+    torch.testing.assert_close(norms[1:], torch.ones(5, 7))
+    cos = (x[:, 1:] * image[:, 1:]).sum(0)
+    assert 0.9 < cos.min() and cos.max() < 0.999  # moved, but not far
+    # The rotation alone is one orthogonal map for the whole tile: inner products between pixels are kept.
+    a = image[:, 1:].reshape(64, -1)
+    r = RandomSpectralShift(angle=0.2, offset=0.0)(image, label)[0][:, 1:].reshape(64, -1)
+    torch.testing.assert_close(r.T @ r, a.T @ a, atol=1e-5, rtol=0)
+    assert not torch.allclose(r, a, atol=1e-3)
+    # The offset is shared too: it pulls the tile's vectors together a little.
+    b = x[:, 1:].reshape(64, -1)
+    assert (b.T @ b).mean() > (a.T @ a).mean() + 0.005
+    x0, _ = RandomSpectralShift(angle=0.0, offset=0.0)(image, label)
+    torch.testing.assert_close(x0, image)
+
+
+def test_spectral_augmentation_keeps_alignment_and_repeats_under_a_seed() -> None:
+    image, label = _unit_tile(16, 5, 5, seed=1)
+    ids = torch.arange(25, dtype=torch.float32).reshape(5, 5)
+    aug = build_augmentation("flip_rot90_spectral")
+    torch.manual_seed(3)
+    seen = set()
+    for _ in range(30):
+        x, y = aug(image, label)
+        # Find where each output pixel came from: the label moved with exactly the same permutation.
+        moved = [t for t in _dihedral(ids, square=True) if torch.equal(y, _dihedral_label(label, ids, t))]
+        assert moved, "label is not a flip/rotation of the input label"
+        src = moved[0].long().flatten()
+        x_flat, img_flat = x.reshape(16, -1), image.reshape(16, -1)
+        valid = img_flat[:, src].norm(dim=0) > 0
+        cos = (x_flat * img_flat[:, src]).sum(0)
+        assert (cos[valid] > 0.8).all()  # each output pixel is its own source pixel, shifted slightly
+        assert torch.equal(x_flat[:, ~valid], torch.zeros(16, int((~valid).sum())))
+        seen.add(tuple(x.flatten().tolist()))
+    assert len(seen) == 30  # a new spectral shift for every tile
+
+    def run(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        return [aug(image, label)[0] for _ in range(5)]
+
+    assert all(torch.equal(p, q) for p, q in zip(run(5), run(5)))
+    assert not all(torch.equal(p, q) for p, q in zip(run(5), run(6)))
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    torch.manual_seed(0)
+    s1 = RandomSpectralShift(generator=g1)(image, label)[0]
+    torch.manual_seed(1)  # ignored when a generator is given
+    s2 = RandomSpectralShift(generator=g2)(image, label)[0]
+    assert torch.equal(s1, s2)
+
+
+def _dihedral_label(label: torch.Tensor, ids: torch.Tensor, moved_ids: torch.Tensor) -> torch.Tensor:
+    """The label rearranged the way ``moved_ids`` rearranges ``ids``."""
+    return label.flatten()[moved_ids.long().flatten()].reshape(label.shape)
+
+
+@pytest.mark.parametrize(("kw", "match"), [({"angle": -0.1}, "angle=-0.1"), ({"offset": float("nan")}, "offset=nan")])
+def test_spectral_shift_rejects_bad_strengths(kw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        RandomSpectralShift(**kw)
+    with pytest.raises(InputError, match=r"image of shape \(4, 4\); expected \(C, H, W\)"):
+        RandomSpectralShift()(torch.zeros(4, 4), torch.zeros(4, 4, dtype=torch.long))

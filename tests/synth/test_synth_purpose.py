@@ -22,7 +22,10 @@ def test_pixel_forest_scores_clearly_below_a_small_segformer(tmp_path: Path) -> 
     forest = fit_pixel_classifier(train_set, PixelConfig(method="rf", pixels_per_class=300, n_estimators=50))
     rf = metrics_from_matrix(pixel_confusion(forest, [test_set], 10))
 
-    result = train(TrainConfig(root, tmp_path / "run", model="mit_tiny", epochs=6, batch_size=4, lr=3e-3,
+    # 8 epochs, not 6: since the regions' materials were brought closer together (presets.py) the SegFormer
+    # can no longer tell the two regions' class sets apart from colour alone, and after 6 epochs its test mIoU
+    # spread over seeds 0-2 from 0.47 to 0.68 (forest 0.36), straddling the margin; after 8 it is 0.55-0.57.
+    result = train(TrainConfig(root, tmp_path / "run", model="mit_tiny", epochs=8, batch_size=4, lr=3e-3,
                                text="random", precision="bf16", device="cpu", progress=False, seed=0))
     seg = evaluate(EvalConfig(root, result.best_checkpoint, "test", precision="bf16", device="cpu",
                               progress=False)).metrics
