@@ -9,14 +9,17 @@ predicted in), normalises, and returns classes, confidence and probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from functools import cache
+from typing import Protocol
 
 import numpy as np
 import rasterio
 import torch
 
 from dunemap.errors import InputError
+from dunemap.io.aef import dequantize
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS
 from dunemap.mapping.reader import BlockData, EmbeddingReader
@@ -26,11 +29,53 @@ GDAL_READ_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while reading: par
 
 
 class SupportsPredict(Protocol):
-    """What mapping needs of a model: ``dunemap.models.checkpoint.Predictor`` provides it."""
+    """What mapping needs of a model: ``dunemap.models.checkpoint.Predictor`` provides it.
+
+    A predictor may also name the ``input_dtype`` its first layer consumes; windows are then
+    decoded straight into it (float32 otherwise).
+    """
 
     num_classes: int
 
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@cache
+def _aef_lut(dtype: torch.dtype) -> np.ndarray:
+    """The value of every AEF int8 code (index = code + 128) as float32, or as bf16 bit patterns (uint16)."""
+    codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 256, 1)
+    lut = dequantize(codes)[0][0, :, 0]  # (256,) float32, nodata (-128) -> 0
+    if dtype == torch.float32:
+        return lut
+    # round to nearest even as torch (and autocast) do, keep the bits: numpy has no bf16 type
+    return torch.from_numpy(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
+
+
+def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The model input of ``windows`` (all one shape, inside ``data.box``): (B, C, h, w), channels-last, ``dtype``.
+
+    AEF int8 codes are decoded by table look-up straight into the pixel-interleaved (channels-last)
+    layout in ``dtype`` (bf16 values rounded from the float32 decoding, as autocast would round
+    them), in one pass per window, so the predictor need not convert the batch again.
+    """
+    h, w = windows[0].shape
+    channels = data.data.shape[0]
+    if data.data.dtype == np.int8 and dtype in (torch.float32, torch.bfloat16):
+        lut = _aef_lut(dtype)
+        out = np.empty((len(windows), h, w, channels), dtype=lut.dtype)  # (B, h, w, C)
+        for i, win in enumerate(windows):
+            r = win.relative_to(data.box)
+            codes = data.data[:, r.row : r.row_stop, r.col : r.col_stop].transpose(1, 2, 0)  # (h, w, C) view
+            np.take(lut, codes.view(np.uint8) ^ np.uint8(0x80), out=out[i])  # index = code + 128
+        batch = torch.from_numpy(out)
+        if dtype != torch.float32:
+            batch = batch.view(dtype)
+    else:
+        out = np.empty((len(windows), h, w, channels), dtype=np.float32)  # (B, h, w, C)
+        for i, win in enumerate(windows):
+            out[i] = data.embeddings(win).transpose(1, 2, 0)
+        batch = torch.from_numpy(out).to(dtype)
+    return batch.permute(0, 3, 1, 2)  # (B, C, h, w) view of the (B, h, w, C) buffer: channels-last
 
 
 @dataclass
@@ -76,15 +121,16 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
     wsum = np.zeros((ext.height, ext.width), dtype=np.float32)
     windows = [w for w in block.windows if data.valid_in(w).any()]
     if windows:
-        weights = blend_weights(windows[0].shape, config.blend)
+        weights = torch.from_numpy(blend_weights(windows[0].shape, config.blend))  # (h, w)
+        acc_t, wsum_t = torch.from_numpy(acc), torch.from_numpy(wsum)  # views: accumulate in place
+        dtype = getattr(predictor, "input_dtype", torch.float32)
         for start in range(0, len(windows), config.batch_size):
             batch = windows[start : start + config.batch_size]
-            x = torch.from_numpy(np.stack([data.embeddings(w) for w in batch]))  # (B, C, h, w)
-            probs = torch.softmax(predictor.predict(x), dim=1).numpy()  # (B, K, h, w)
-            for win, p in zip(batch, probs):
+            probs = torch.softmax(predictor.predict(window_batch(data, batch, dtype)).float(), dim=1)  # (B, K, h, w)
+            for win, p in zip(batch, probs.cpu()):
                 r = win.relative_to(ext)
-                acc[:, r.row : r.row_stop, r.col : r.col_stop] += p * weights
-                wsum[r.row : r.row_stop, r.col : r.col_stop] += weights
+                acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
+                wsum_t[r.row : r.row_stop, r.col : r.col_stop] += weights
     valid = data.valid_in(ext).copy()
     return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows))
 

@@ -239,13 +239,43 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+# Modules whose ops autocast runs in bf16 anyway (matmuls and convolutions): their weights are cast once.
+_AUTOCAST_LOW_PRECISION = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                           torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+
+
+def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """Cast, in place, the weights of the layers autocast would cast to ``dtype`` on every call.
+
+    Under ``torch.autocast(dtype=bf16)`` linear and convolution layers compute in bf16 from weights
+    rounded afresh at each call; rounding them once gives the same numbers without the per-call
+    copies. Norms, the text buffer and everything autocast keeps in float32 stay float32, so the
+    model must still run under autocast.
+    """
+    for module in model.modules():
+        if isinstance(module, _AUTOCAST_LOW_PRECISION):
+            module.to(dtype)
+    return model
+
+
 class Predictor:
-    """Inference wrapper: device placement, channels-last, bf16 autocast, float32 logits out."""
+    """Inference wrapper: device placement, channels-last, bf16 autocast, float32 logits out.
+
+    With ``precision="bf16"`` the linear and convolution weights are rounded to bf16 once
+    (:func:`cast_autocast_weights`) and the model runs under bf16 autocast, which keeps norms,
+    softmax and the residual stream in float32: the logits equal those of per-call autocast on
+    float32 weights, a few per cent sooner. :attr:`input_dtype` is the dtype the first layer
+    consumes; an input already in that dtype, channels-last, on the device is used without a copy.
+    """
 
     def __init__(self, loaded: LoadedCheckpoint, device: str | torch.device = "cpu", precision: str = "auto"):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = loaded.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        model = loaded.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        if self.precision == "bf16":
+            cast_autocast_weights(model, torch.bfloat16)
+        self.model = model
+        self.input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.config = loaded.config
         self.class_names = loaded.class_names
         self.colors = loaded.colors
@@ -255,8 +285,8 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) float32 for x (B, in_channels, H, W)."""
-        x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        """Logits (B, K, H, W) float32 for x (B, in_channels, H, W) of any float dtype and layout."""
+        x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x)
         return logits.float()
