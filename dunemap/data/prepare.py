@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from dunemap.data.manifest import MANIFEST_NAME, TileRecord, write_manifest
-from dunemap.data.seed_layout import ANN_DIR, IGNORE_INDEX, IMG_DIR, image_path, label_path, write_sample
+from dunemap.data.seed_layout import (
+    ANN_DIR, IGNORE_INDEX, IMG_DIR, check_dataset_out, image_path, label_path, write_sample)
 from dunemap.data.splits import SPLITS, parse_fractions, split_tiles
 from dunemap.errors import ConfigError, InputError, RasterIOError
 from dunemap.io.aef import dequantize
@@ -473,13 +474,6 @@ def _validate(config: PrepareConfig) -> tuple[list[Path], list[str], int, tuple[
     return images, regions, stride, fractions
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file; expected a dataset folder")
-    existing = [n for n in (IMG_DIR, ANN_DIR, MANIFEST_NAME, SUMMARY_NAME) if (out / n).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"output {out} already holds a dataset ({', '.join(existing)}); "
-                          "choose a new folder or pass --overwrite")
 
 
 class _Cutter:
@@ -572,7 +566,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
 
     images, regions, stride, fractions = _validate(config)
     out = Path(config.out)
-    _check_out(out, config.overwrite)
+    check_dataset_out(out, config.overwrite, SUMMARY_NAME)
     catalog = load_catalog(config.catalog)
     names, num_classes = catalog.names, catalog.num_classes
     label_paths = [Path(p) for p in config.labels]

@@ -113,3 +113,17 @@ def list_samples(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     if not images:
         raise InputError(f"split {split!r} is empty: no *{IMG_SUFFIX} images in {img_dir}")
     return [(images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def check_dataset_out(out: str | Path, overwrite: bool, summary_name: str) -> None:
+    """Refuse to write a dataset into ``out`` when it is a file or already holds one (unless ``overwrite``)."""
+    from dunemap.data.manifest import MANIFEST_NAME
+    from dunemap.errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file; expected a dataset folder")
+    existing = [n for n in (IMG_DIR, ANN_DIR, MANIFEST_NAME, summary_name) if (out / n).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"output {out} already holds a dataset ({', '.join(existing)}); "
+                          "choose a new folder or pass --overwrite")
