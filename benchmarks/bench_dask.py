@@ -24,36 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_mapping import make_noise_raster  # the AEF-like int8 test raster, shared by both benchmarks
 
 PX_PER_KM2 = 10_000  # 10 m pixels
 NAMIB_KM2 = 34_000  # Namib Sand Sea, about 34,000 km2 (UNESCO World Heritage listing)
 GLOBAL_SAND_SEAS_KM2 = 5_000_000  # ASSUMPTION: active sand seas (ergs) worldwide, order of magnitude
 PUBLISHED_CPU_S_PER_TILE = 0.43  # published CPU inference time of one 512x512 tile (MADS)
-
-
-def make_raster(path: Path, size: int, seed: int, tile: int = 512) -> Path:
-    """A ``size x size`` int8 AEF-like GeoTIFF of smooth random unit vectors (each tile on its own)."""
-    import rasterio
-    from affine import Affine
-    from scipy import ndimage
-
-    from dunemap.io.aef import quantize
-
-    rng = np.random.default_rng(seed)
-    profile = dict(driver="GTiff", height=size, width=size, count=64, dtype="int8", nodata=-128, tiled=True,
-                   blockxsize=512, blockysize=512, compress="deflate", interleave="pixel", crs="EPSG:32733",
-                   transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_300_000.0))
-    tmp = path.with_suffix(".tmp.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for r0 in range(0, size, tile):
-            for c0 in range(0, size, tile):
-                h, w = min(tile, size - r0), min(tile, size - c0)
-                coarse = rng.standard_normal((64, h // 16 + 2, w // 16 + 2)).astype(np.float32)
-                x = ndimage.zoom(coarse, (1, 16, 16), order=1)[:, 8 : 8 + h, 8 : 8 + w]
-                x /= np.linalg.norm(x, axis=0, keepdims=True)
-                dst.write(quantize(x), window=rasterio.windows.Window(c0, r0, w, h))
-    tmp.rename(path)
-    return path
 
 
 def make_checkpoint(path: Path, model_name: str, seed: int) -> Path:
@@ -165,7 +141,7 @@ def main() -> None:
     raster = args.work / f"aef_{args.size}_s{args.seed}.tif"
     weights = args.work / f"{args.model}_s{args.seed}.pth"
     if not raster.exists():
-        make_raster(raster, args.size, args.seed)
+        make_noise_raster(raster, args.size, args.seed)
     if not weights.exists():
         make_checkpoint(weights, args.model, args.seed)
     config = MapConfig(block_size=args.block_size, resume=False, progress=False)
