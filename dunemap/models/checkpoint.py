@@ -9,6 +9,8 @@ A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weigh
     classes       {"names": [...], "colors": [[r, g, b], ...]}
     train_state   optimizer/scheduler/RNG/epoch counters for --resume (None in exported weights)
     metrics       the validation metrics of the epoch it was saved at
+    calibration   {"temperature": T, "split": ..., "ece_before": ..., "ece_after": ...} or {} (uncalibrated)
+    applicability the area-of-applicability record (``dunemap.trust.applicability``) or None
 
 A published MADS file is a bare ``state_dict``; its sizes are inferred from tensor shapes and its
 text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside.
@@ -49,6 +51,13 @@ class LoadedCheckpoint:
     train_state: dict | None = None
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
+    calibration: dict = field(default_factory=dict)  # {} for an uncalibrated model (a published MADS file)
+    applicability: dict | None = None
+
+    @property
+    def temperature(self) -> float:
+        """The fitted softmax temperature (1.0 when the model was never calibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
 
 
 def save_checkpoint(
@@ -59,6 +68,8 @@ def save_checkpoint(
     text_source: dict | None = None,
     train_state: dict | None = None,
     metrics: dict | None = None,
+    calibration: dict | None = None,
+    applicability: dict | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically (temp file + rename). The model's text buffer is saved too."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -76,6 +87,8 @@ def save_checkpoint(
         "classes": {"names": list(class_names), "colors": [list(map(int, c)) for c in colors]},
         "train_state": train_state,
         "metrics": dict(metrics or {}),
+        "calibration": dict(calibration or {}),
+        "applicability": applicability,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -176,6 +189,7 @@ def load_checkpoint(
         colors = [tuple(c) for c in obj["classes"]["colors"]]
         text_source = dict(obj["text"].get("source") or {})
         train_state, metrics = obj.get("train_state"), dict(obj.get("metrics") or {})
+        calibration, applicability = dict(obj.get("calibration") or {}), obj.get("applicability")
     else:
         state_dict = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
         if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
@@ -183,6 +197,7 @@ def load_checkpoint(
         config = infer_mads_config(state_dict, str(path))
         names, colors = _default_classes(config.num_classes)
         text, text_source, train_state, metrics = None, {}, None, {}
+        calibration, applicability = {}, None
     model = build_model(config)
     _load_state(model, state_dict, str(path))
     if catalog is not None:
@@ -196,7 +211,10 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: {text.shape[0]} text embeddings for {len(names)} classes")
         model.set_text(torch.as_tensor(text))
     model.eval()
-    return LoadedCheckpoint(model, config, names, colors, text_source, train_state, metrics, path)
+    if model.open_vocabulary and len(names) != model.config.num_classes:
+        calibration, applicability = {}, None  # fitted for another class set: not valid for this one
+    return LoadedCheckpoint(model, config, names, colors, text_source, train_state, metrics, path,
+                            calibration, applicability)
 
 
 def _apply_catalog(path: Path, model: TextFusedSegFormer, text_source: dict, catalog, text):
@@ -282,6 +300,7 @@ class Predictor:
         self.text_source = loaded.text_source
         self.in_channels = loaded.config.in_channels
         self.num_classes = len(loaded.class_names)
+        self.temperature = loaded.temperature
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
