@@ -300,15 +300,41 @@ class Predictor:
         self.text_source = loaded.text_source
         self.in_channels = loaded.config.in_channels
         self.num_classes = len(loaded.class_names)
-        self.temperature = loaded.temperature
+        self.temperature = loaded.temperature  # logits are divided by it: calibrated probabilities
+        self.applicability = None
+        if loaded.applicability is not None:
+            from dunemap.trust.applicability import Applicability
+
+            self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) float32 for x (B, in_channels, H, W) of any float dtype and layout."""
+        """Calibrated logits (B, K, H, W) float32 (divided by the temperature) for x (B, in_channels, H, W)."""
         x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x)
-        return logits.float()
+        return self._calibrated(logits)
+
+    @torch.inference_mode()
+    def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel.
+
+        The DI is computed on the decoder's features at 1/4 resolution and upsampled bilinearly.
+        """
+        if self.applicability is None:
+            raise CheckpointError("this checkpoint has no area of applicability; fit one with dunemap calibrate")
+        x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, features = self.model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
+        b, d, h, w = features.shape
+        flat = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy()  # (B*h*w, D)
+        di = torch.from_numpy(self.applicability.dissimilarity(flat)).reshape(b, 1, h, w)
+        di = torch.nn.functional.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)
+        return self._calibrated(logits), di[:, 0, : x.shape[-2], : x.shape[-1]].to(logits.device)
+
+    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 def load_predictor(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dunemap.data.seed_layout import write_sample
-from dunemap.models.checkpoint import load_checkpoint
+from dunemap.models.checkpoint import Predictor, load_checkpoint
 from dunemap.training import TrainConfig, train
 from dunemap.trust.applicability import Applicability
 
@@ -20,7 +21,7 @@ def _dunemap(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dunemap", *map(str, args)], capture_output=True, text=True)
 
 
-def test_training_stores_calibration_and_applicability(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_training_stores_calibration_and_applicability(tiny_dataset: Path, tmp_path: Path, make_tiny_tile) -> None:
     config = TrainConfig(data_root=tiny_dataset, save_dir=tmp_path / "run", model="mit_tiny", in_channels=16,
                          epochs=3, batch_size=4, lr=5e-3, text="random", precision="fp32", device="cpu",
                          progress=False, seed=3, catalog=tiny_dataset / "catalog.yaml")
@@ -33,6 +34,22 @@ def test_training_stores_calibration_and_applicability(tiny_dataset: Path, tmp_p
     assert aoa.samples.shape[0] <= 16 * 256 and aoa.threshold > 0
     assert aoa.feature_dim == best.config.decoder_dim
     assert load_checkpoint(result.last_checkpoint).calibration == {}  # only the finished best is calibrated
+
+    # familiar ground (new tiles of the training distribution) inside, unfamiliar ground outside
+    predictor = Predictor(best, precision="fp32")
+    rng = np.random.default_rng(11)
+    familiar = np.stack([make_tiny_tile(rng)[0] for _ in range(2)])  # (2, 16, 64, 64)
+    # unfamiliar: the same landforms with other spectral signatures (another sand colour)
+    labels = np.stack([make_tiny_tile(rng)[1] for _ in range(2)])  # (2, 64, 64)
+    other = np.random.default_rng(999).standard_normal((4, 16))
+    strange = other[labels].transpose(0, 3, 1, 2) + 0.2 * rng.standard_normal((2, 16, 64, 64))
+    strange = (strange / np.linalg.norm(strange, axis=1, keepdims=True)).astype(np.float32)
+    logits, di = predictor.predict_with_dissimilarity(torch.from_numpy(familiar))
+    assert di.shape == (2, 64, 64) and logits.shape == (2, 4, 64, 64)
+    assert torch.allclose(logits, predictor.predict(torch.from_numpy(familiar)))
+    assert float((di <= aoa.threshold).float().mean()) > 0.9
+    _, di_strange = predictor.predict_with_dissimilarity(torch.from_numpy(strange))
+    assert float((di_strange > aoa.threshold).float().mean()) > 0.9
 
 
 def _mads_dataset(root: Path) -> Path:
