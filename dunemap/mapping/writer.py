@@ -162,6 +162,11 @@ class PartialMap:
                         self.grid.height, self.grid.width, want["count"], want["dtype"]
                     ):
                         return False
+                    # georeferencing and description are written last: a damaged file may have lost them
+                    if (src.crs != self.grid.crs or src.transform != self.grid.transform
+                            or src.tags().get(PRODUCT_TAG) != product):
+                        log.warning("%s: damaged (its georeferencing or tags are gone)", path)
+                        return False
             except RasterioError as exc:
                 log.warning("%s: damaged (%s)", path, " ".join(str(exc).split()))
                 return False

@@ -1,4 +1,11 @@
-"""Helpers of the safety tests: run the real CLI in a subprocess, hash files, write small real inputs."""
+"""Helpers of the safety tests: run the real CLI in subprocesses, hash files, write small real inputs.
+
+Starting Python and importing torch costs seconds per process, which a matrix of dozens of cases
+cannot afford on two cores. :class:`CliServer` pays it once: a helper process imports dunemap's
+heavy dependencies (running nothing else) and, for each case, forks a fresh child that runs
+``python -m dunemap ARGV`` exactly as the interpreter would (``runpy``; an uncaught exception prints
+its traceback and exits 1), with its own stdout/stderr files and exit status.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,60 @@ def run_cli(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "dunemap", *map(str, argv)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
+
+
+SERVER = r"""
+import json, os, runpy, sys, traceback
+import numpy, rasterio, torch, pyogrio, dunemap.cli  # heavy imports once; no torch op runs before a fork
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        for fd, name in ((1, req["stdout"]), (2, req["stderr"])):
+            os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+        os.chdir(req["cwd"])
+        sys.argv = ["dunemap", *req["argv"]]
+        code = 0
+        try:
+            runpy.run_module("dunemap", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+class CliServer:
+    """Run ``python -m dunemap ARGV`` in forked children of one pre-imported helper process."""
+
+    def __init__(self, scratch: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.scratch = scratch
+        self.count = 0
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=REPO)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        import json
+
+        self.count += 1
+        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "stdout": str(out), "stderr": str(err),
+                                          "cwd": str(REPO)}) + "\n")
+        self.proc.stdin.flush()
+        code = json.loads(self.proc.stdout.readline())["code"]
+        return subprocess.CompletedProcess(argv, code, out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
 
 
 def hashes(*roots: Path) -> dict[Path, str]:

@@ -21,7 +21,7 @@ import rasterio
 import shapely
 import torch
 
-from safety_helpers import BANDS, assert_one_line_error, hashes, run_cli, unit_vectors, write_tif
+from safety_helpers import BANDS, CliServer, assert_one_line_error, hashes, unit_vectors, write_tif
 
 from dunemap.cli import main
 from dunemap.io.outputs import lock_path
@@ -48,13 +48,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     foreign = np.zeros((1, 40, 40), np.uint8)
     foreign[0, :, 20:] = 2
     write_tif(root / "foreign.tif", foreign, colormap={0: (200, 200, 150, 255), 2: (0, 90, 200, 255)})
-    zones = root / "zones_nocrs.geojson"
+    zones = root / "zones_nocrs.shp"  # a shapefile without its .prj: no CRS
     pyogrio.raw.write(zones, np.asarray(shapely.to_wkb([shapely.box(500_000, 6_999_700, 500_200, 7_000_000)]),
                                         dtype=object),
-                      [np.array(["a"], dtype=object)], ["name"], driver="GeoJSON", geometry_type="Polygon")
+                      [np.array(["a"], dtype=object)], ["name"], driver="ESRI Shapefile", geometry_type="Polygon")
     return {"root": root, "data": data, "run": run, "ckpt": run / "best_model.pth", "emb": emb,
             "map": maps / "m.tif", "conf": maps / "m_confidence.tif", "prob": maps / "m_probabilities.tif",
             "foreign": root / "foreign.tif", "zones_nocrs": zones}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory):
+    server = CliServer(tmp_path_factory.mktemp("cli"))
+    yield server.run
+    server.close()
 
 
 MAP = ["--window", "32", "--stride", "32", "--precision", "fp32", "--device", "cpu", "--no-progress"]
@@ -138,7 +145,7 @@ CASES = {
     "quicklook of a confidence raster": (lambda w, t: ["quicklook", w["conf"], "--out", t / "q.png"], 1,
                                          r"confidence raster"),
     "stats with zones without CRS": (lambda w, t: ["stats", w["map"], "--out", t / "s.csv", "--zones", w["zones_nocrs"]],
-                                     1, r"zones_nocrs\.geojson: the zones have no CRS"),
+                                     1, r"zones_nocrs\.shp: the zones have no CRS"),
     "stats of another tool's map": (lambda w, t: ["stats", w["foreign"], "--out", t / "s.csv"], 0, None),
     "stats over existing CSV": (lambda w, t: ["stats", w["map"], "--out", _file(t / "s.csv")], 1,
                                 r"s\.csv: already exists; pass --overwrite"),
@@ -149,7 +156,7 @@ CASES = {
     "train --num-workers -1": (lambda w, t: _train(w, t, "--num-workers", "-1"), 1, r"--num-workers -1 must be"),
     "train --resume with another lr and batch": (lambda w, t: _resume(w, t, "--epochs", "2", "--lr", "0.001",
                                                                       "--batch-size", "2"), 1,
-                                                 r"--lr 0\.001 \(saved run: 6e-05\), --batch-size 2 \(saved run: 4\)"),
+                                                 r"--batch-size 2 \(saved run: 4\), --lr 0\.001 \(saved run: 6e-05\)"),
     "train --lr 1e6 diverges": (lambda w, t: _train(w, t, "--lr", "1e6", "--epochs", "2"), 1,
                                 r"(training diverged.*epoch \d+ step \d+|refusing to save a checkpoint.*not finite)"),
     "text encode over its npy input": (_text_npy, 1, r"m\.npy: the output would overwrite the input"),
@@ -160,11 +167,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path) -> None:
+def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path, cli) -> None:
     build, code, pattern = CASES[case]
     argv = build(world, tmp_path)
     before = hashes(world["root"], tmp_path)
-    proc = run_cli(*argv)
+    proc = cli(*argv)
     if code == 0:
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
@@ -178,7 +185,7 @@ def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path) -> No
         assert not (tmp_path / "o.tif").exists() or (tmp_path / "o.tif") in before
 
 
-def test_second_map_run_on_the_same_output_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
+def test_second_map_run_on_the_same_output_is_refused(world: dict[str, Path], tmp_path: Path, cli) -> None:
     """A live process holding the output's lock: the second run is refused naming its pid; then taken over."""
     out = tmp_path / "o.tif"
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -188,34 +195,34 @@ def test_second_map_run_on_the_same_output_is_refused(world: dict[str, Path], tm
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert_one_line_error(run_cli(*_map(world, tmp_path, "--out", out)),
+        assert_one_line_error(cli(*_map(world, tmp_path, "--out", out)),
                               rf"o\.tif: another dunemap run \(pid {holder.pid}\) is writing this output")
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
     assert lock_path(out).exists()  # the dead holder's lock file stays behind: a stale lock
-    proc = run_cli(*_map(world, tmp_path, "--out", out))
+    proc = cli(*_map(world, tmp_path, "--out", out))
     assert proc.returncode == 0, proc.stderr
     assert "taking over the lock" in proc.stderr and out.exists() and not lock_path(out).exists()
 
 
-def test_map_overwrite_removes_stale_companions(world: dict[str, Path], tmp_path: Path) -> None:
+def test_map_overwrite_removes_stale_companions(world: dict[str, Path], tmp_path: Path, cli) -> None:
     out = tmp_path / "o.tif"
-    assert run_cli(*_map(world, tmp_path, "--out", out, "--confidence", "uint8")).returncode == 0
+    assert cli(*_map(world, tmp_path, "--out", out, "--confidence", "uint8")).returncode == 0
     assert (tmp_path / "o_confidence.tif").exists()
-    proc = run_cli(*_map(world, tmp_path, "--out", out, "--overwrite"))
+    proc = cli(*_map(world, tmp_path, "--out", out, "--overwrite"))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif"]
 
 
-def test_map_marks_inf_pixels_nodata(world: dict[str, Path], tmp_path: Path) -> None:
+def test_map_marks_inf_pixels_nodata(world: dict[str, Path], tmp_path: Path, cli) -> None:
     """A 12x12 block of +inf/-inf is nodata (255) in the map, exactly there; the rest is mapped."""
     data = unit_vectors(48, 48, seed=3)
     data[:, 10:22, 5:17] = np.inf
     data[3, 30, 30] = -np.inf
     write_tif(tmp_path / "inf.tif", data)
-    proc = run_cli("map", tmp_path / "inf.tif", "--weights", world["ckpt"], "--out", tmp_path / "o.tif", *MAP)
+    proc = cli("map", tmp_path / "inf.tif", "--weights", world["ckpt"], "--out", tmp_path / "o.tif", *MAP)
     assert proc.returncode == 0, proc.stderr
     with rasterio.open(tmp_path / "o.tif") as src:
         classes = src.read(1)
@@ -223,23 +230,23 @@ def test_map_marks_inf_pixels_nodata(world: dict[str, Path], tmp_path: Path) -> 
     assert np.array_equal(classes == 255, expected)
 
 
-def test_vectorize_keeps_other_layers(world: dict[str, Path], tmp_path: Path) -> None:
+def test_vectorize_keeps_other_layers(world: dict[str, Path], tmp_path: Path, cli) -> None:
     gpkg = tmp_path / "v.gpkg"
-    assert run_cli("vectorize", world["map"], "--out", gpkg, "--layer", "first").returncode == 0
+    assert cli("vectorize", world["map"], "--out", gpkg, "--layer", "first").returncode == 0
     first = pyogrio.read_info(gpkg, layer="first")["features"]
-    proc = run_cli("vectorize", world["map"], "--out", gpkg, "--layer", "second", "--classes", "0")
+    proc = cli("vectorize", world["map"], "--out", gpkg, "--layer", "second", "--classes", "0")
     assert proc.returncode == 0, proc.stderr
     assert sorted(str(n) for n, _ in pyogrio.list_layers(gpkg)) == ["first", "second"]
     assert pyogrio.read_info(gpkg, layer="first")["features"] == first
     before = hashes(gpkg)
-    assert_one_line_error(run_cli("vectorize", world["map"], "--out", gpkg, "--layer", "first"),
+    assert_one_line_error(cli("vectorize", world["map"], "--out", gpkg, "--layer", "first"),
                           r"v\.gpkg: already has a layer 'first'.*--overwrite")
     assert hashes(gpkg) == before
 
 
-def test_train_resume_with_more_epochs_recomputes_the_schedule(world: dict[str, Path], tmp_path: Path) -> None:
+def test_train_resume_with_more_epochs_recomputes_the_schedule(world: dict[str, Path], tmp_path: Path, cli) -> None:
     shutil.copytree(world["run"], tmp_path / "run")
-    proc = run_cli(*_train(world, tmp_path, "--resume", "--epochs", "2", "--max-steps-per-epoch", "1"))
+    proc = cli(*_train(world, tmp_path, "--resume", "--epochs", "2"))
     assert proc.returncode == 0, proc.stderr
     assert "schedule recomputed over 2 epochs" in proc.stderr
     import json
