@@ -126,3 +126,21 @@ def write_tif(path: Path, data: np.ndarray, crs: str | None = CRS, nodata: float
         if tags:
             dst.update_tags(**tags)
     return path
+
+
+def write_tiny_dataset(root: Path, tiles: dict[str, int], size: int = 32, classes: int = 3) -> Path:
+    """A seed-layout dataset of smooth class blobs with matching embeddings, plus its ``catalog.yaml``."""
+    from dunemap.data.seed_layout import write_sample
+
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((classes, BANDS))
+    for split, n in tiles.items():
+        for i in range(n):
+            label = ndimage.gaussian_filter(rng.standard_normal((classes, size, size)), (0, 4, 4)).argmax(0)
+            image = means[label].transpose(2, 0, 1) + 0.2 * rng.standard_normal((BANDS, size, size))
+            image /= np.linalg.norm(image, axis=0, keepdims=True)
+            write_sample(root, split, f"{split}_{i}", image.astype(np.float32), label.astype(np.uint8))
+    (root / "catalog.yaml").write_text("version: 1\nname: blobs\nclasses:\n" + "".join(
+        f"  - {{id: {k}, name: c{k}, label: C{k}, color: [{60 * k}, 80, 160], description: Class {k}.}}\n"
+        for k in range(classes)))
+    return root

@@ -8,6 +8,7 @@ every file that existed before are unchanged.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import rasterio
 import shapely
 import torch
 
-from safety_helpers import BANDS, CliServer, assert_one_line_error, hashes, unit_vectors, write_tif
+from safety_helpers import (BANDS, CliServer, assert_one_line_error, hashes, unit_vectors, write_tif,
+                            write_tiny_dataset)
 
 from dunemap.cli import main
 from dunemap.io.outputs import lock_path
@@ -32,10 +34,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Read-only inputs shared by every case: a trained mit_tiny run, an embedding raster and its map set."""
-    from conftest import write_dataset
-
     root = tmp_path_factory.mktemp("world")
-    data = write_dataset(root / "data", n_train=4, n_val=1, n_test=1)
+    data = write_tiny_dataset(root / "data", {"train": 4, "val": 1, "test": 1})
     run = root / "run"
     assert main(["train", "--data-root", str(data), "--save-dir", str(run), "--model", "mit_tiny", "--bands",
                  str(BANDS), "--epochs", "1", "--batch-size", "4", "--text", "random", "--catalog",
@@ -48,13 +48,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     foreign = np.zeros((1, 40, 40), np.uint8)
     foreign[0, :, 20:] = 2
     write_tif(root / "foreign.tif", foreign, colormap={0: (200, 200, 150, 255), 2: (0, 90, 200, 255)})
+    write_tif(root / "categories.tif", foreign)  # GDAL keeps category names in the .aux.xml beside it
+    (root / "categories.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><CategoryNames><Category>sand</Category><Category>-</Category>'
+        "<Category>dunes</Category></CategoryNames></PAMRasterBand></PAMDataset>\n")
+    write_tif(root / "bare.tif", foreign)
     zones = root / "zones_nocrs.shp"  # a shapefile without its .prj: no CRS
     pyogrio.raw.write(zones, np.asarray(shapely.to_wkb([shapely.box(500_000, 6_999_700, 500_200, 7_000_000)]),
                                         dtype=object),
                       [np.array(["a"], dtype=object)], ["name"], driver="ESRI Shapefile", geometry_type="Polygon")
     return {"root": root, "data": data, "run": run, "ckpt": run / "best_model.pth", "emb": emb,
             "map": maps / "m.tif", "conf": maps / "m_confidence.tif", "prob": maps / "m_probabilities.tif",
-            "foreign": root / "foreign.tif", "zones_nocrs": zones}
+            "foreign": root / "foreign.tif", "categories": root / "categories.tif", "bare": root / "bare.tif",
+            "zones_nocrs": zones}
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,9 @@ CASES = {
     "stats with zones without CRS": (lambda w, t: ["stats", w["map"], "--out", t / "s.csv", "--zones", w["zones_nocrs"]],
                                      1, r"zones_nocrs\.shp: the zones have no CRS"),
     "stats of another tool's map": (lambda w, t: ["stats", w["foreign"], "--out", t / "s.csv"], 0, None),
+    "stats of a map with GDAL category names": (lambda w, t: ["stats", w["categories"], "--out", t / "s.csv"], 0, None),
+    "quicklook of a bare uint8 band": (lambda w, t: ["quicklook", w["bare"], "--out", t / "q.png"], 1,
+                                       r"bare\.tif: a uint8 band without a colour table.*not known to be a class map"),
     "stats over existing CSV": (lambda w, t: ["stats", w["map"], "--out", _file(t / "s.csv")], 1,
                                 r"s\.csv: already exists; pass --overwrite"),
     "train into a folder holding a run": (lambda w, t: _train(w, t) if shutil.copytree(w["run"], t / "run") else None,
@@ -171,6 +180,7 @@ def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path, cli) 
     build, code, pattern = CASES[case]
     argv = build(world, tmp_path)
     before = hashes(world["root"], tmp_path)
+    entries = set(tmp_path.rglob("*"))
     proc = cli(*argv)
     if code == 0:
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -179,10 +189,23 @@ def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path, cli) 
         assert_one_line_error(proc, pattern)
     after = hashes(world["root"], tmp_path)
     assert {p: h for p, h in after.items() if p in before} == before, "a pre-existing file changed"
+    if code == 1 and "diverges" not in case:  # refused before writing anything: no file, lock or folder left
+        assert set(tmp_path.rglob("*")) == entries
     if case == "map symlinked work folder":
         assert not any((tmp_path / "elsewhere").iterdir()), "dunemap wrote through the symlink"
     if code == 1 and case.startswith("map"):
         assert not (tmp_path / "o.tif").exists() or (tmp_path / "o.tif") in before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_one_line(world: dict[str, Path], tmp_path: Path, cli) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_one_line_error(cli(*_map(world, tmp_path, "--out", folder / "o.tif")), r"o\.tif: cannot write in .*ro")
+    finally:
+        folder.chmod(0o755)
 
 
 def test_second_map_run_on_the_same_output_is_refused(world: dict[str, Path], tmp_path: Path, cli) -> None:
