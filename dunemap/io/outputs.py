@@ -127,6 +127,12 @@ def clean_temp_files(target: PathLike) -> list[Path]:
     return removed
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -145,7 +151,7 @@ class OutputLock:
     A second run on the same output is refused with a line naming the pid of the one that holds it.
     """
 
-    _held: dict[Path, list[int]] = {}  # lock file -> [fd, depth]: re-entrant within this process
+    _held: dict[Path, list] = {}  # lock file -> [fd, depth, folders it created]: re-entrant within this process
 
     def __init__(self, output: PathLike) -> None:
         self.output = Path(os.path.abspath(output))
@@ -158,12 +164,14 @@ class OutputLock:
             held[1] += 1
             self._fd = held[0]
             return self
-        self._take()
-        OutputLock._held[self.path] = [self._fd, 1]
+        made = self._take()
+        OutputLock._held[self.path] = [self._fd, 1, made]
         return self
 
-    def _take(self) -> None:
+    def _take(self) -> list[Path]:
+        """Lock, creating the output's folder if needed; returns the folders created (removed again if left empty)."""
         parent = self.path.parent
+        made = [p for p in (parent, *parent.parents) if not p.exists()]
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -172,6 +180,7 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as exc:
+                _remove_empty(made)
                 raise OutputWriteError(f"{self.output}: cannot write in {parent} ({_os_reason(exc)})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,6 +206,7 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        return made
 
     def release(self) -> None:
         if self._fd is None:
@@ -212,6 +222,7 @@ class OutputLock:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         os.close(held[0])
+        _remove_empty(held[2])  # a refused or failed run leaves no folder behind
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

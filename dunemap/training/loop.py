@@ -143,16 +143,17 @@ def check_train_options(config: TrainConfig) -> None:
             raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--num-workers' else 1}")
 
 
-def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int) -> int:
-    """The count of consecutive non-finite losses after this step; training stops when it reaches the limit.
+def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: int = MAX_NONFINITE_STEPS) -> int:
+    """The count of consecutive non-finite losses after this step; training stops when it reaches ``limit``.
 
     A step whose loss is NaN or inf is skipped (no weight update), so a rare bad batch does not
-    poison the weights; several in a row mean the run diverged.
+    poison the weights; several in a row mean the run diverged. Under DDP the limit is 1: one rank
+    skipping a step would pair its gradients with another rank's next step.
     """
     if bool(torch.isfinite(loss.detach())):
         return 0
     streak += 1
-    if streak >= MAX_NONFINITE_STEPS:
+    if streak >= limit:
         raise TrainingDivergedError(
             f"training diverged: the loss was not finite (NaN or inf) for {streak} steps in a row, last at epoch "
             f"{epoch + 1} step {step + 1}; lower --lr or check the data (no checkpoint of this epoch was written)")
@@ -239,7 +240,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             with _autocast(device, precision):
                 logits = net(x)  # (B, K, H, W)
                 loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
-            nonfinite = _guard_loss(loss, nonfinite, epoch, step)
+            nonfinite = _guard_loss(loss, nonfinite, epoch, step, 1 if ctx.distributed else MAX_NONFINITE_STEPS)
             if nonfinite:
                 continue
             optimizer.zero_grad(set_to_none=True)
