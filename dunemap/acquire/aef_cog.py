@@ -35,6 +35,7 @@ from dunemap.data.prepare import north_up_transform, source_rows, tile_transform
 from dunemap.errors import ConfigError, InputError, RasterIOError
 from dunemap.io.aef import dequantize
 from dunemap.io.atomic import atomic_path
+from dunemap.mapping.reader import valid_pixels
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ class _Tile:
         raw = self.ds.read(window=Window(c0, source_rows(r0, r1 - r0, self.height, self.bottom_up), c1 - c0, r1 - r0))
         if self.bottom_up:
             raw = raw[:, ::-1, :]
-        values, valid = dequantize(raw)
-        values[:, ~valid] = np.nan
+        values, _ = dequantize(raw)
+        values[:, ~valid_pixels(raw, self.ds.nodata)] = np.nan  # the one valid-pixel rule (mapping.reader)
         return values
 
     def read_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:

@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=float, default=10.0, metavar="M", help="output pixel size (default: 10)")
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default="nearest",
                    help="for tiles off the output grid, e.g. other UTM zones (default: nearest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing EMB.tif")
     p.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
                    help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable)")
     p.set_defaults(func=run_fetch_aef)
@@ -81,11 +82,15 @@ def run_fetch_aef(args: argparse.Namespace) -> int:
     from dunemap.acquire.aef_cog import FetchConfig, fetch_aef
     from dunemap.acquire.index import parse_rewrite, resolve_area
 
+    from dunemap.io.outputs import claim_outputs
+
     _, bbox, epsg = resolve_area(args.region, args.bbox)
     crs = args.crs or (f"EPSG:{epsg}" if args.region else None)  # a preset keeps its own UTM zone
-    result = fetch_aef(FetchConfig(bbox=bbox, year=args.year, index=args.index, out=args.out, crs=crs,
-                                   resolution=args.resolution, resampling=args.resampling,
-                                   rewrites=[parse_rewrite(r) for r in args.rewrite]))
+    index = None if "://" in args.index else args.index
+    with claim_outputs([args.out], [index], overwrite=args.overwrite):
+        result = fetch_aef(FetchConfig(bbox=bbox, year=args.year, index=args.index, out=args.out, crs=crs,
+                                       resolution=args.resolution, resampling=args.resampling,
+                                       rewrites=[parse_rewrite(r) for r in args.rewrite]))
     print(f"wrote {result.out}: {result.width}x{result.height} px, {result.crs}, from {len(result.tiles)} tile(s), "
           f"{result.valid_fraction:.1%} with data (nodata = NaN)")
     return 0

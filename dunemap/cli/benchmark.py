@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from dunemap.cli.options import add_no_progress, csv_list
+from dunemap.io.outputs import claim_outputs
 
 
 def _int_list(value: str) -> list[int]:
@@ -141,7 +142,10 @@ def run_quality(args: argparse.Namespace) -> int:
     fields = QualityConfig.__dataclass_fields__
     config = QualityConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "command"},
                            command=quality_command(args))
-    result = run(config)
+    # finished runs in OUT are reused and the BENCHMARKS.md section is replaced by design; one writer at a time
+    with claim_outputs([args.benchmarks_md], [args.data_root, args.catalog], resume=True,
+                       folders=[args.out, args.work_dir]):
+        result = run(config)
     print(f"{len(result.ran)} run(s) computed, {len(result.reused)} reused from {config.out / 'runs'}")
     for finding in result.findings:
         print(f"- {finding}")
@@ -156,7 +160,8 @@ def run_speed(args: argparse.Namespace) -> int:
     fields = SpeedConfig.__dataclass_fields__
     config = SpeedConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "command"},
                          command=speed_command(args))
-    result = run(config)
+    with claim_outputs([args.benchmarks_md], resume=True, folders=[args.out]):
+        result = run(config)
     print(speed_tables(result.rows))
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
     return 0

@@ -27,17 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dunemap.io.outputs import check_outputs
+    from dunemap.io.outputs import claim_outputs
     from dunemap.knowledge.text import load_text_npy
     from dunemap.training.distributed import resolve_device
     from dunemap.trust.fit import calibrate_checkpoint
 
-    check_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite)
-    text = None if args.text_embeddings is None else load_text_npy(args.text_embeddings)
     split = None if args.applicability_split.lower() == "none" else args.applicability_split
-    fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=text,
-                               calibration_split=args.split, applicability_split=split,
-                               device=resolve_device(args.device), seed=args.seed)
+    with claim_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite):
+        text = None if args.text_embeddings is None else load_text_npy(args.text_embeddings)
+        fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=text,
+                                   calibration_split=args.split, applicability_split=split,
+                                   device=resolve_device(args.device), seed=args.seed)
     print(fit.summary())
     print(f"wrote {args.out}")
     return 0

@@ -31,8 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dunemap.demo import DemoConfig, run_demo
 
+    from dunemap.io.outputs import claim_outputs
+
     fields = DemoConfig.__dataclass_fields__
-    result = run_demo(DemoConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+    with claim_outputs([], folders=[args.out], resume=True):  # the demo continues its own earlier run
+        result = run_demo(DemoConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     tm, mm = result.test_metrics, result.map_metrics
     print(f"test tiles:      OA {tm['oa']:.4f}  mIoU {tm['miou']:.4f}  Kappa {tm['kappa']:.4f}")
     print(f"held-out scene:  OA {mm['oa']:.4f}  mIoU {mm['miou']:.4f}  Kappa {mm['kappa']:.4f}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_precision_device
+from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device
 from dunemap.errors import ConfigError
 
 
@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cog-tile", type=int, default=d.cog_tile, help=f"COG tile side (default {d.cog_tile})")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore the journal of an earlier, interrupted run and start over")
+    add_overwrite(p, "an existing map and its companions (companions this run does not write are removed)")
+    p.add_argument("--allow-no-crs", action="store_true",
+                   help="map an input that has no CRS (its map cannot be measured, vectorised or overlaid)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="read blocks in the main thread instead of ahead in the background")
     p.add_argument("--threads", type=int, help="torch CPU threads, per worker with a cluster (default: torch's choice)")

@@ -16,5 +16,10 @@ def add_precision_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    """``--overwrite``: the one flag that lets a command replace what an earlier run wrote."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")

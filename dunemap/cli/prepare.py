@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 
@@ -51,7 +52,18 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size, buffer=args.buffer, max_nodata=args.max_nodata, seed=args.seed,
         catalog=args.catalog, overwrite=args.overwrite,
     )
-    summary = prepare_dataset(config)
+    from dunemap.data.manifest import MANIFEST_NAME
+    from dunemap.data.prepare import SUMMARY_NAME
+    from dunemap.data.seed_layout import ANN_DIR, IMG_DIR
+    from dunemap.io.outputs import check_outputs, locked_outputs
+
+    with locked_outputs([args.out]):
+        # prepare replaces only these; its own check refuses an existing dataset without --overwrite
+        check_outputs([args.out / MANIFEST_NAME, args.out / SUMMARY_NAME], [*args.images, *args.labels, args.catalog],
+                      resume=True, folders=[args.out / IMG_DIR, args.out / ANN_DIR])
+        for staging in args.out.glob(".prepare-*"):  # left by a killed run (we hold the lock: none is running)
+            shutil.rmtree(staging, ignore_errors=True)
+        summary = prepare_dataset(config)
     print(f"wrote {summary.total_tiles} tiles to {summary.out} "
           f"({summary.skipped_nodata} skipped for nodata, {summary.dropped_for_split} dropped between splits)")
     width = max(len(n) for n in summary.class_names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dunemap.cli.options import add_overwrite
 from dunemap.errors import ConfigError
 
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="CSV to write; the JSON goes beside it")
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
+    add_overwrite(p, "existing CSV and JSON files")
     p.set_defaults(func=run_stats)
 
     p = subparsers.add_parser(
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-size", type=int, default=1600, help="longest side of the drawn map in pixels (default 1600)")
     p.add_argument("--title", help="title (default: the map's file name)")
     p.add_argument("--dpi", type=int, default=150)
+    add_overwrite(p, "an existing PNG")
     p.set_defaults(func=run_quicklook)
 
     p = subparsers.add_parser(
@@ -50,13 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop patches smaller than this (m2)")
     p.add_argument("--classes", type=_class_ids, help="only these class ids, e.g. 1,2,3 (default: all)")
     p.add_argument("--layer", default="landforms", help="layer name (default landforms)")
+    add_overwrite(p, "the layer if the GeoPackage already has it (its other layers are kept), or a file that is "
+                     "not a GeoPackage")
     p.set_defaults(func=run_vectorize)
 
 
 def run_stats(args: argparse.Namespace) -> int:
     from dunemap.products.stats import map_statistics
 
-    stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
+    from dunemap.io.outputs import claim_outputs
+
+    outs = [args.out, args.out.with_suffix(".json")]
+    with claim_outputs(outs, [args.map, args.zones], overwrite=args.overwrite):
+        stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
     print(stats.table())
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
@@ -67,8 +76,11 @@ def run_quicklook(args: argparse.Namespace) -> int:
 
     if args.dpi < 10:
         raise ConfigError(f"--dpi {args.dpi} is too small; use at least 10")
-    path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
-                            title=args.title, dpi=args.dpi)
+    from dunemap.io.outputs import claim_outputs
+
+    with claim_outputs([args.out], [args.map, args.hillshade_from], overwrite=args.overwrite):
+        path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
+                                title=args.title, dpi=args.dpi)
     print(f"wrote {path}")
     return 0
 
@@ -76,6 +88,10 @@ def run_quicklook(args: argparse.Namespace) -> int:
 def run_vectorize(args: argparse.Namespace) -> int:
     from dunemap.products.vectorize import vectorize_map
 
-    result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer)
+    from dunemap.io.outputs import claim_outputs
+
+    with claim_outputs([args.out], [args.map], resume=True):  # an existing GeoPackage gets a new layer
+        result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer,
+                               overwrite=args.overwrite)
     print(f"wrote {result.polygons} polygons to {result.path} ({result.dropped_small} below {args.min_area:g} m2 dropped)")
     return 0

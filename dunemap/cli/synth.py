@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, csv_list
+from dunemap.cli.options import add_no_progress, add_overwrite, csv_list
 from dunemap.regions import REGIONS
 from dunemap.synth.encoding import ENCODINGS
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--nodata-holes", action="store_true", help="punch irregular nodata holes into the scene")
     s.add_argument("--region-px", type=float, default=320.0, metavar="PX",
                    help="typical width of one landform region in pixels (default: 320)")
+    add_overwrite(s, "scene files already in --out")
 
     d = sub.add_parser("dataset", help="a seed-layout training dataset split by spatial blocks",
                        description="Write OUT/img_dir/{train,val,test}/*.npy, OUT/ann_dir/{split}/*.png, "
@@ -63,23 +64,34 @@ def run(args: argparse.Namespace) -> int:
         from dunemap.synth.scene import SceneConfig
         from dunemap.synth.writers import write_scene_files
 
+        from dunemap.io.outputs import claim_outputs
+
         cfg = SceneConfig(size=(args.size, args.size), region=args.region, seed=args.seed,
                           nodata_holes=args.nodata_holes, region_px=args.region_px)
-        files = write_scene_files(cfg, args.out, dtype=args.dtype, bottom_up=args.bottom_up)
+        stem = f"{args.region}_{args.seed}"
+        outs = [args.out / f"{stem}{suffix}" for suffix in ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")]
+        with claim_outputs(outs, overwrite=args.overwrite):
+            files = write_scene_files(cfg, args.out, dtype=args.dtype, bottom_up=args.bottom_up)
         for path in files.paths():
             print(f"wrote {path}")
         return 0
 
+    from dunemap.io.outputs import locked_outputs
     from dunemap.synth.dataset import read_summary, write_dataset
 
-    root = write_dataset(
-        args.out, regions=args.regions, scenes_per_region=args.scenes_per_region, scene_size=args.scene_size,
-        tile=args.tile, seed=args.seed, block_tiles=args.block_tiles, split=args.split,
-        nodata_holes=args.nodata_holes, min_valid=args.min_valid, region_px=args.region_px,
-        overwrite=args.overwrite, progress=args.progress,
-    )
+    with locked_outputs([args.out]):
+        root = _write_dataset(args, write_dataset)
     tiles = read_summary(root)["tiles"]
     print(f"wrote {sum(tiles.values())} tiles to {root} (" + ", ".join(f"{s} {n}" for s, n in tiles.items()) + ")")
     for name in ("img_dir", "ann_dir", "manifest.csv", "synth.json"):
         print(f"wrote {root / name}")
     return 0
+
+
+def _write_dataset(args: argparse.Namespace, write_dataset) -> object:
+    return write_dataset(
+        args.out, regions=args.regions, scenes_per_region=args.scenes_per_region, scene_size=args.scene_size,
+        tile=args.tile, seed=args.seed, block_tiles=args.block_tiles, split=args.split,
+        nodata_holes=args.nodata_holes, min_valid=args.min_valid, region_px=args.region_px,
+        overwrite=args.overwrite, progress=args.progress,
+    )

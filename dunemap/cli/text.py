@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--cache-dir", metavar="DIR", default=None,
                      help="text embedding cache (default $DUNEMAP_CACHE/text or ~/.cache/dunemap/text)")
     enc.add_argument("--out", metavar="FILE.npy", required=True, help="output matrix; FILE.json gets its provenance")
+    enc.add_argument("--overwrite", action="store_true", help="replace an existing FILE.npy and FILE.json")
     enc.set_defaults(func=run_encode)
 
     show = sub.add_parser("show", help="list the classes of a catalog")
@@ -35,10 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from dunemap.knowledge.text import export_text_embeddings
+    from pathlib import Path
 
-    source = export_text_embeddings(args.out, catalog=args.catalog, encoder=args.encoder, mode=args.mode,
-                                    seed=args.seed, cache_dir=args.cache_dir)
+    from dunemap.io.outputs import claim_outputs
+    from dunemap.knowledge.text import export_text_embeddings, sidecar_path
+
+    npy_input = args.encoder[4:] if args.encoder.startswith("npy:") else None
+    with claim_outputs([args.out, sidecar_path(Path(args.out))], [args.catalog, npy_input], overwrite=args.overwrite):
+        source = export_text_embeddings(args.out, catalog=args.catalog, encoder=args.encoder, mode=args.mode,
+                                        seed=args.seed, cache_dir=args.cache_dir)
     print(f"wrote {args.out}: {source.num_classes} x {source.dim} ({source.mode}, encoder {source.encoder}, "
           f"catalog {source.catalog_sha256[:12]})")
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_precision_device, csv_list
+from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device, csv_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--resume", action="store_true", help="continue from SAVE_DIR/last.pth")
+    add_overwrite(p, "the run already in SAVE_DIR (its checkpoints and metrics)")
     p.add_argument("--stop-after-epochs", type=int, help="end this run after N epochs; continue later with --resume")
     p.add_argument("--no-check-data", dest="check_data", action="store_false",
                    help="skip reading every sample once before training")
@@ -55,9 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dunemap.training import TrainConfig, train
 
+    from dunemap.errors import ConfigError
+    from dunemap.io.outputs import claim_outputs
+    from dunemap.training.loop import RUN_FILES
+
+    if args.overwrite and args.resume:
+        raise ConfigError("give --resume (continue the run in --save-dir) or --overwrite (replace it), not both")
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    result = train(config)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 owns the save dir
+    claim = claim_outputs([], [args.data_root, args.text_embeddings, args.catalog], overwrite=args.overwrite,
+                          resume=args.resume, folders=[args.save_dir],
+                          companions=[args.save_dir / n for n in RUN_FILES]) if main_rank else contextlib.nullcontext()
+    with claim:
+        result = train(config)
     if result.history and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch}; "
               f"checkpoint {result.best_checkpoint}")

@@ -32,7 +32,6 @@ from dunemap.data.seed_layout import (
     ANN_DIR, IGNORE_INDEX, IMG_DIR, check_dataset_out, image_path, label_path, write_sample)
 from dunemap.data.splits import SPLITS, parse_fractions, split_tiles
 from dunemap.errors import ConfigError, InputError, RasterIOError
-from dunemap.io.aef import dequantize
 from dunemap.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -189,7 +188,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _ImageSource:
-    """An open embedding raster read through its north-up grid."""
+    """An open embedding raster read through its north-up grid (pixels by the one reader's valid-pixel rule)."""
 
     def __init__(self, path: Path):
         import rasterio
@@ -205,11 +204,7 @@ class _ImageSource:
             ds.close()
             raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF")
         dtypes = set(ds.dtypes)
-        if dtypes == {"int8"}:
-            self.kind = "aef"
-        elif dtypes <= {"float16", "float32", "float64"}:
-            self.kind = "float"
-        else:
+        if dtypes != {"int8"} and not dtypes <= {"float16", "float32", "float64"}:
             ds.close()
             raise InputError(f"{path}: band dtype(s) {sorted(dtypes)} not supported; "
                              "expected float embeddings or AEF int8")
@@ -220,11 +215,12 @@ class _ImageSource:
         except InputError:
             ds.close()
             raise
-        from rasterio.enums import MaskFlags
+        from dunemap.mapping.reader import EmbeddingReader
 
-        self.per_dataset_mask = MaskFlags.per_dataset in ds.mask_flag_enums[0]
+        self.reader = EmbeddingReader(path, bands=None)
 
     def close(self) -> None:
+        self.reader.close()
         self.ds.close()
 
     def read_raw(self, ds: Any, row_off: int, col_off: int, size: int, fill: Any, band: int | None = None) -> np.ndarray:
@@ -236,19 +232,19 @@ class _ImageSource:
                               row_off, col_off, size, fill)
 
     def read(self, row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """North-up tile as (float32 (C, size, size) with 0 at nodata, bool valid mask (size, size))."""
-        if self.kind == "aef":
-            values, valid = dequantize(self.read_raw(self.ds, row_off, col_off, size, fill=-128))
-        else:
-            values = self.read_raw(self.ds, row_off, col_off, size, fill=np.nan).astype(np.float32)
-            valid = np.isfinite(values).all(axis=0)
-            nodata = self.ds.nodata
-            if nodata is not None and math.isfinite(nodata):
-                valid &= ~(values == np.float32(nodata)).any(axis=0)
-        if self.per_dataset_mask:
-            valid &= _read_north_up(lambda w: (self.ds.read_masks(1, window=w) > 0)[None], self.height, self.width,
-                                    self.bottom_up, row_off, col_off, size, False)[0]
-        values[:, ~valid] = 0.0
+        """North-up tile as (float32 (C, size, size) with 0 at nodata, bool valid mask (size, size)).
+
+        Read through :class:`dunemap.mapping.reader.EmbeddingReader`, so training tiles and maps
+        share one valid-pixel rule; pixels beyond the raster's edge are nodata.
+        """
+        from dunemap.mapping.windows import Box
+
+        h, w = min(size, self.height - row_off), min(size, self.width - col_off)
+        block = self.reader.read(Box(row_off, col_off, h, w))
+        values = np.zeros((self.count, size, size), dtype=np.float32)
+        valid = np.zeros((size, size), dtype=bool)
+        values[:, :h, :w] = block.embeddings(block.box)
+        valid[:h, :w] = block.valid
         return values, valid
 
 

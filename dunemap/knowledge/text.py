@@ -14,6 +14,7 @@ import numpy as np
 
 from dunemap.errors import CheckpointError, ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import staged_outputs
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.knowledge.encoders import DEFAULT_ENCODER, TextEncoder, get_encoder, normalize_rows
 from dunemap.registry import choose
@@ -250,7 +251,7 @@ def export_text_embeddings(out: str | os.PathLike, catalog: str | os.PathLike | 
     matrix, source = make_text_embeddings(mode, cat, encoder, seed, cache_dir)
     side = sidecar_path(out)
     payload = {"text_source": source.to_dict(), "catalog": cat.to_dict()}
-    with atomic_path(out) as tmp_npy, atomic_path(side) as tmp_json:
+    with staged_outputs(side, out) as (tmp_json, tmp_npy):  # one set: the sidecar first, the matrix last
         np.save(tmp_npy, matrix)
         tmp_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("wrote %s (%d x %d, %s) and %s", out, matrix.shape[0], matrix.shape[1], source.encoder, side)

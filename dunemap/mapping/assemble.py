@@ -18,6 +18,7 @@ import numpy as np
 
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import work_folder
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import ClassLegend
 from dunemap.mapping.predict import Contribution, Part, finish_block, split_contribution
@@ -50,11 +51,13 @@ class MapAssembler:
 
     def open(self, resume: bool = True) -> int:
         """Start a fresh map, or (``resume``) continue a journalled one; returns the blocks already predicted."""
+        work_folder(self.directory)  # never a symbolic link: refused before anything is read or written there
         if resume:
             journal = BlockJournal.resume(self.journal.path, self.journal.fingerprint)
             if not journal.empty:
                 if self.partial.is_usable() and self._spills_complete(journal):
                     self.journal = journal
+                    self._forget_damaged()
                     log.info("resuming %s: %d of %d blocks already predicted",
                              self.partial.out, len(journal.predicted), len(self.pending()) + len(journal.predicted))
                     return len(journal.predicted)
@@ -66,6 +69,20 @@ class MapAssembler:
         self.spill_dir.mkdir(parents=True)
         self.journal.save()
         return 0
+
+    def _forget_damaged(self) -> None:
+        """Verify the written blocks of a resumed map; a block that cannot be read back is predicted again.
+
+        Its contributors are marked unpredicted, so their windows run again; their parts for blocks
+        already written are ignored as usual, and the damaged block is rewritten once all are in.
+        """
+        written = {i: self.blocks[i].core for i in sorted(self.journal.written)}
+        damaged = self.partial.damaged(written)
+        for index in damaged:
+            self.journal.written.discard(index)
+            self.journal.predicted.difference_update(self.blocks[index].contributors)
+        if damaged:
+            self.journal.save()
 
     def pending(self) -> list[Block]:
         """Blocks still to predict, row-major (blocks that own no windows need no prediction)."""

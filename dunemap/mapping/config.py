@@ -61,6 +61,8 @@ class MapConfig:
     probabilities: str = "none"  # also write MAP_probabilities.tif (one band per class): none, uint8 or float32
     cog_tile: int = 512  # tile side of the output COGs, pixels
     resume: bool = True  # continue a killed run from its journal
+    overwrite: bool = False  # replace an existing map (and remove its companions this run does not write)
+    allow_no_crs: bool = False  # map an input without a CRS (the products then cannot measure areas)
     prefetch: bool = True  # read the next block in a background thread
     progress: bool = True  # show a progress bar over blocks
 

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, ConfigError, InputError
+from dunemap.io.outputs import check_outputs, locked_outputs
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import (
@@ -54,6 +55,7 @@ from dunemap.mapping.legend import ClassLegend
 from dunemap.mapping.predict import Contribution, predict_block
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Block
+from dunemap.mapping.writer import partial_dir, product_paths
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -490,6 +492,24 @@ def map_many(
     if not jobs:
         raise InputError("no input raster given")
     _check_distinct_outputs(jobs)
+    companions = [p for job in jobs for p in product_paths(job.out).values()]
+    with locked_outputs([job.out for job in jobs], companions):
+        check_job_outputs(jobs, config, [weights, text_embeddings])
+        return _map_many(jobs, weights, config, cluster, device, precision, text_embeddings, client)
+
+
+def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
+    """The output policy for maps: no product may be an input; an existing map (or companion) needs
+    ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
+    for job in jobs:
+        partial = partial_dir(job.out)
+        interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
+        check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
+                      resume=interrupted)
+
+
+def _map_many(jobs: Sequence[MapJob], weights, config: MapConfig, cluster: ClusterConfig, device: str,
+              precision: str, text_embeddings, client: Client | None) -> BatchMapResult:
     t0 = time.perf_counter()
     if client is None and not cluster.enabled:
         predictor = load_map_predictor(weights, device, precision, text_embeddings)

@@ -33,13 +33,14 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import InputError
+from dunemap.io.outputs import locked_outputs, work_folder
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, predict_block_data
 from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
 from dunemap.mapping.windows import Block, plan_blocks
-from dunemap.mapping.writer import GridSpec, partial_dir
+from dunemap.mapping.writer import GridSpec, partial_dir, product_paths
 from dunemap.models.checkpoint import Predictor
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,12 @@ class MapPlan:
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
     """The block plan of mapping ``reader``'s raster with ``config``."""
     config.validate()
+    if reader.crs is None:
+        if not config.allow_no_crs:
+            raise InputError(f"{reader.path}: the raster has no CRS, so its map could not be measured, vectorised "
+                             "or overlaid; give a georeferenced raster or pass --allow-no-crs")
+        log.warning("%s: the raster has no CRS; the map will have none either (stats, vectorize and quicklook "
+                    "will refuse it)", reader.path)
     block_size = config.resolved_block_size(reader.bands * (1 if reader.is_aef else 4))
     blocks = plan_blocks(reader.height, reader.width, config.window, config.stride, block_size)
     return MapPlan(GridSpec(reader.height, reader.width, reader.crs, reader.transform), block_size, blocks)
@@ -104,7 +111,8 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
         "input": [_input_fingerprint(s) for s in sources],
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
-        "config": {k: v for k, v in asdict(config).items() if k not in ("resume", "prefetch", "progress", "cog_tile")},
+        "config": {k: v for k, v in asdict(config).items()
+                   if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile")},
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
     }
@@ -167,7 +175,7 @@ def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: P
         if src.resolve() == out.resolve():
             raise InputError(f"{out}: the output would overwrite its input")
     if len(sources) > 1:
-        return sources, build_vrt(sources, partial_dir(out) / "mosaic.vrt")
+        return sources, build_vrt(sources, work_folder(partial_dir(out)) / "mosaic.vrt")
     return sources, sources[0]
 
 
@@ -188,8 +196,12 @@ def map_raster(
     config.validate()
     t0 = time.perf_counter()
     out = Path(out)
-    sources, path = resolve_input(input, out)
+    with locked_outputs([out], product_paths(out).values()):
+        return _map_raster(input, predictor, out, config, t0)
 
+
+def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: float) -> MapResult:
+    sources, path = resolve_input(input, out)
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,

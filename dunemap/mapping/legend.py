@@ -80,7 +80,9 @@ def legend_from_tags(
     if raw is None:
         if not colormap:
             return None
-        ids = [i for i, c in colormap.items() if i != NODATA_CLASS and len(c) > 3 and c[3] > 0]
+        # GDAL pads a colour table to 256 entries with opaque black: a trailing run of those is no class
+        ids = [i for i, c in colormap.items() if i != NODATA_CLASS and len(c) > 3 and c[3] > 0
+               and tuple(c[:3]) != (0, 0, 0)]
         if not ids:
             return None
         n = max(ids) + 1

@@ -1,10 +1,20 @@
-"""Embedding raster input: float or AEF int8 GeoTIFF/VRT, read by pixel boxes on a north-up grid.
+"""Embedding raster input: the one reader of embedding rasters (float or AEF int8 GeoTIFF/VRT) by pixel boxes.
 
-Float rasters (Earth Engine exports) are used as they are, with nodata taken from the raster's
-nodata value, NaN, or all-zero vectors. int8 rasters are AlphaEarth Foundations quantised
-embeddings: they are kept as int8 in memory and de-quantised per window (``dunemap.io.aef``),
-with -128 as nodata. Rasters stored bottom-up (positive pixel height) are flipped on read so that
-callers always see a north-up grid with a negative-y transform.
+Every command that reads embeddings from a raster (``map``, ``prepare``, ``fetch-aef``) uses this
+module, so they agree on which pixels hold data. **The valid-pixel rule** (:func:`valid_pixels`):
+a pixel is nodata when
+
+- any band is not finite after conversion to float32 (NaN, +inf, -inf, or a float64 beyond float32),
+- any band equals the raster's declared nodata value,
+- for int8 (AEF quantised) rasters, any band is -128,
+- the raster's own mask (an internal/per-dataset mask or alpha band) marks it invalid, or
+- every band is exactly zero (AEF vectors have unit length; an all-zero vector is a fill value).
+
+Nodata pixels become 255 in a class map and are ignored in training tiles; they are never a class.
+Float rasters (Earth Engine exports, float16/32/64) are used as float32. int8 rasters are kept as
+int8 in memory and de-quantised per window (``dunemap.io.aef``). Rasters stored bottom-up (positive
+pixel height) are flipped on read so that callers always see a north-up grid with a negative-y
+transform.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -30,11 +41,31 @@ from dunemap.mapping.windows import Box
 
 log = logging.getLogger(__name__)
 
-FLOAT_DTYPES = ("float32", "float64")
+FLOAT_DTYPES = ("float16", "float32", "float64")
 AEF_DTYPE = "int8"
 
 # float32 value of every int8 code, computed once with the reference codec (index = code + 128)
 _AEF_LUT = dequantize(np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 256, 1))[0][0, :, 0]
+
+
+def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    """The (H, W) valid mask of (C, H, W) embeddings ``data`` as stored (int8 AEF codes or float): the rule above.
+
+    ``nodata`` is the raster's declared nodata value; ``mask`` its own (H, W) mask (True = valid).
+    """
+    if data.dtype == np.int8:
+        valid = ~(data == AEF_NODATA).any(axis=0)
+    else:
+        valid = np.isfinite(data.astype(np.float32, copy=False)).all(axis=0)
+    if nodata is not None and np.isfinite(nodata):
+        if data.dtype.kind == "f":
+            valid &= ~(data == data.dtype.type(nodata)).any(axis=0)
+        elif np.iinfo(data.dtype).min <= nodata <= np.iinfo(data.dtype).max and float(nodata).is_integer():
+            valid &= ~(data == int(nodata)).any(axis=0)
+    valid &= data.any(axis=0)
+    if mask is not None:
+        valid &= mask
+    return valid
 
 
 @dataclass
@@ -66,16 +97,19 @@ class EmbeddingReader:
     processes. Use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, bands: int = 64) -> None:
+    def __init__(self, path: str | os.PathLike, bands: int | None = 64) -> None:
         self.path = Path(path)
-        self.bands = bands
-        if not self.path.exists():
+        if not self.path.exists() and not str(path).startswith("/vsi"):
             raise InputError(f"{self.path}: input raster not found")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder; expected an embedding raster")
         try:
             src = rasterio.open(self.path)
         except RasterioError as exc:
-            raise RasterIOError(f"{self.path}: cannot open as a raster ({exc})") from None
+            raise RasterIOError(f"{self.path}: cannot open as a raster ({' '.join(str(exc).split())})") from None
         with src:
+            bands = src.count if bands is None else bands
+            self.bands = bands
             if src.count != bands:
                 raise InputError(f"{self.path}: has {src.count} band(s); the model expects {bands} embedding bands")
             dtypes = set(src.dtypes)
@@ -84,7 +118,8 @@ class EmbeddingReader:
             dtype = dtypes.pop()
             if dtype != AEF_DTYPE and dtype not in FLOAT_DTYPES:
                 raise InputError(
-                    f"{self.path}: dtype {dtype} is not an embedding type; expected int8 (AEF quantised) or float32/float64"
+                    f"{self.path}: dtype {dtype} is not an embedding type; expected int8 (AEF quantised) or "
+                    "float16/float32/float64"
                 )
             self.dtype: str = dtype
             self.height: int = src.height
@@ -92,6 +127,7 @@ class EmbeddingReader:
             self.crs: CRS | None = src.crs
             self.nodata: float | None = src.nodata
             self.source_transform: Affine = src.transform
+            self.per_dataset_mask: bool = MaskFlags.per_dataset in src.mask_flag_enums[0]
         self.bottom_up: bool = self.source_transform.e > 0
         # the grid callers see: north-up even when the file stores its rows south to north
         self.transform: Affine = (
@@ -118,21 +154,21 @@ class EmbeddingReader:
         window = Window(box.col, row, box.width, box.height)
         try:
             data = self._dataset().read(window=window)
+            mask = self._dataset().read_masks(1, window=window) > 0 if self.per_dataset_mask else None
         except RasterioError as exc:
-            raise RasterIOError(f"{self.path}: cannot read rows {box.row}-{box.row_stop}, cols {box.col}-{box.col_stop} ({exc})") from None
+            raise RasterIOError(f"{self.path}: cannot read rows {box.row}-{box.row_stop}, cols {box.col}-{box.col_stop} "
+                                f"({' '.join(str(exc).split())})") from None
         if self.bottom_up:
             data = np.ascontiguousarray(data[:, ::-1, :])
+            mask = None if mask is None else mask[::-1, :]
+        valid = valid_pixels(data, self.nodata, mask)
         if self.is_aef:
-            valid = ~(data == AEF_NODATA).any(axis=0)
-            data[:, ~valid] = AEF_NODATA  # a pixel with any band at -128 is nodata in every band
+            data[:, ~valid] = AEF_NODATA  # a nodata pixel is -128 in every band
             return BlockData(box, data, valid)
-        data = data.astype(np.float32, copy=False)
-        invalid = np.isnan(data).any(axis=0)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            invalid |= (data == np.float32(self.nodata)).any(axis=0)
-        invalid |= ~data.any(axis=0)
-        data[:, invalid] = 0.0
-        return BlockData(box, data, ~invalid)
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = data.astype(np.float32, copy=False)
+        data[:, ~valid] = 0.0
+        return BlockData(box, data, valid)
 
     def close(self) -> None:
         if self._src is not None:

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import publish, work_folder
 from dunemap.mapping.config import FRACTION_ENCODINGS
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
 from dunemap.mapping.windows import Box
@@ -32,6 +33,7 @@ from dunemap.registry import choose
 log = logging.getLogger(__name__)
 
 GDAL_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while writing: part of the mapping memory budget
+PRODUCT_TAG = "DUNEMAP_PRODUCT"  # dataset tag saying which product a file is: classes, confidence, probabilities
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class PartialMap:
 
     def create(self) -> None:
         """Create empty intermediates (replacing any left from an earlier run)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        work_folder(self.directory)
         for product in self.products:
             try:
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(
@@ -128,13 +130,14 @@ class PartialMap:
     def _describe(self, dst, product: str) -> None:
         names = self.legend.names
         if product == "classes":
-            dst.update_tags(**self.legend.tags(), PRODUCT="dune class map")
+            dst.update_tags(**self.legend.tags(), PRODUCT="dune class map", **{PRODUCT_TAG: "classes"})
             dst.update_tags(1, CLASS_NAMES=", ".join(names))
             dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
             dst.write_colormap(1, self.legend.colormap())
             return
         enc = self.confidence if product == "confidence" else self.probabilities
-        dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)")
+        dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)",
+                        **{PRODUCT_TAG: product})
         if product == "confidence":
             dst.set_band_description(1, "confidence: maximum class probability")
             bands = [1]
@@ -147,9 +150,10 @@ class PartialMap:
 
     def is_usable(self) -> bool:
         """Whether the intermediates exist and match this map's grid (so a run can resume into them)."""
+        work_folder(self.directory)  # refuses a work folder that is a symbolic link
         for product in self.products:
             path = self.intermediate(product)
-            if not path.exists():
+            if not path.is_file() or path.is_symlink():
                 return False
             try:
                 with rasterio.open(path) as src:
@@ -158,9 +162,32 @@ class PartialMap:
                         self.grid.height, self.grid.width, want["count"], want["dtype"]
                     ):
                         return False
-            except RasterioError:
+                    # georeferencing and description are written last: a damaged file may have lost them
+                    if (src.crs != self.grid.crs or src.transform != self.grid.transform
+                            or src.tags().get(PRODUCT_TAG) != product):
+                        log.warning("%s: damaged (its georeferencing or tags are gone)", path)
+                        return False
+            except RasterioError as exc:
+                log.warning("%s: damaged (%s)", path, " ".join(str(exc).split()))
                 return False
         return True
+
+    def damaged(self, cores: dict[int, Box]) -> list[int]:
+        """The blocks (of ``cores``, index to core box) whose pixels cannot be read back from every intermediate."""
+        bad: list[int] = []
+        for product in self.products:
+            path = self.intermediate(product)
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(path) as src:
+                for index, core in cores.items():
+                    if index in bad:
+                        continue
+                    try:
+                        src.read(window=Window(core.col, core.row, core.width, core.height))
+                    except RasterioError:
+                        bad.append(index)
+        if bad:
+            log.warning("%s: %d written block(s) cannot be read back; predicting them again", self.directory, len(bad))
+        return sorted(bad)
 
     def write_block(
         self,
@@ -189,25 +216,37 @@ class PartialMap:
                 raise RasterIOError(f"{path}: cannot write block at row {core.row}, col {core.col} ({exc})") from None
 
     def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
-        """Convert every intermediate to a validated COG at its final path; remove the partial directory."""
+        """Convert every intermediate to a validated COG and publish them as one set; remove the partial directory.
+
+        The COGs are made inside the partial directory, then :func:`dunemap.io.outputs.publish` moves
+        them into place, companions first and the class map last (its appearance means the whole
+        set is from this run), after removing companions of an earlier run that this run does not
+        write. A run killed while publishing leaves its intermediates; started again, it publishes again.
+        """
         finals = product_paths(self.out)
-        # companions first, the class map last: its appearance means the whole map is complete
         order = [p for p in self.products if p != "classes"] + ["classes"]
-        written: dict[str, Path] = {}
+        ready: list[tuple[Path, Path]] = []
         for product in order:
             resampling = "MODE" if product == "classes" else "AVERAGE"
-            write_cog(self.intermediate(product), finals[product], resampling, cog_tile)
-            written[product] = finals[product]
+            cog = self.directory / f"{product}.cog.tif"
+            write_cog(self.intermediate(product), cog, resampling, cog_tile, name=finals[product])
+            ready.append((cog, finals[product]))
+        publish(ready, stale=[finals[p] for p in finals if p not in self.products])
+        for product in order:
+            log.info("wrote %s", finals[product])
         shutil.rmtree(self.directory)
-        return {p: written[p] for p in self.products}
+        return {p: finals[p] for p in self.products}
 
 
-def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int = 512) -> Path:
+def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int = 512,
+              name: Path | None = None) -> Path:
     """Copy ``src`` to a Cloud-Optimized GeoTIFF at ``dst`` (atomically) and validate it.
 
     Compression, overview resampling and a single thread are fixed so the bytes depend only on the
-    pixels: a resumed map is byte-identical to an uninterrupted one.
+    pixels: a resumed map is byte-identical to an uninterrupted one. ``name`` is the path errors
+    mention (the final path when ``dst`` is a file in the work folder).
     """
+    name = name or dst
     if tile < 128 or tile % 16:
         raise ConfigError(f"COG tile size {tile} must be a multiple of 16, at least 128")
     with atomic_path(dst) as tmp:
@@ -219,9 +258,9 @@ def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int
                     NUM_THREADS="1", BIGTIFF="IF_SAFER", STATISTICS="NO",
                 )
         except RasterioError as exc:
-            raise RasterIOError(f"{dst}: cannot write the Cloud-Optimized GeoTIFF ({exc})") from None
-        validate_cog(tmp, name=dst)
-    log.info("wrote %s", dst)
+            raise RasterIOError(f"{name}: cannot write the Cloud-Optimized GeoTIFF ({exc})") from None
+        validate_cog(tmp, name=name)
+    log.debug("wrote %s", dst)
     return dst
 
 

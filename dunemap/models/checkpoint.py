@@ -77,6 +77,7 @@ def save_checkpoint(
         raise CheckpointError(
             f"{path}: {len(class_names)} class names / {len(colors)} colours for a {model.config.num_classes}-class model"
         )
+    check_finite(model.state_dict(), f"{path}: refusing to save a checkpoint")
     text = model.text_embeddings
     payload = {
         "format": FORMAT,
@@ -93,6 +94,19 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
+
+
+def check_finite(state_dict: dict, what: str) -> None:
+    """Raise CheckpointError (starting with ``what``) when a floating-point tensor of ``state_dict`` holds NaN or inf.
+
+    A model whose weights are not all finite predicts one class everywhere: such a checkpoint is
+    never written, nor loaded for mapping or evaluation.
+    """
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what}: {len(bad)} parameter tensor(s) are not finite (NaN or inf), e.g. {bad[0]}; "
+                              "the training diverged (try a lower --lr)")
 
 
 def _read(path: Path) -> dict:
@@ -198,6 +212,7 @@ def load_checkpoint(
         names, colors = _default_classes(config.num_classes)
         text, text_source, train_state, metrics = None, {}, None, {}
         calibration, applicability = {}, None
+    check_finite(state_dict, f"{path}: unusable checkpoint")
     model = build_model(config)
     _load_state(model, state_dict, str(path))
     if catalog is not None:

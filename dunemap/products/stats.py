@@ -26,7 +26,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from dunemap.errors import InputError
-from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import staged_outputs
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.products.classmap import open_class_map
 
@@ -120,7 +120,10 @@ def read_zones(path: str | os.PathLike, map_crs: rasterio.crs.CRS, field_name: s
     if field_name and field_name not in fields:
         raise InputError(f"{path}: no field {field_name!r}; fields are {fields}")
     geoms = shapely.from_wkb(wkb)
-    if meta.get("crs") and map_crs is not None:
+    if not meta.get("crs"):
+        raise InputError(f"{path}: the zones have no CRS; give them one (e.g. ogr2ogr -a_srs) so they can be "
+                         "placed on the map")
+    if map_crs is not None:
         src = pyproj.CRS.from_user_input(meta["crs"])
         dst = pyproj.CRS.from_user_input(map_crs.to_wkt())
         if not src.equals(dst):
@@ -226,12 +229,6 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
     out = Path(out)
     json_path = out.with_suffix(".json")
     columns = ["zone", "class_id", "class_name", "pixels", "area_km2", "fraction"]
-    with atomic_path(out) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for r in stats.rows:
-                writer.writerow({**asdict(r), "area_km2": f"{r.area_km2:.6f}", "fraction": f"{r.fraction:.6f}"})
     payload = {
         "map": str(stats.map_path),
         "area_method": stats.method,
@@ -248,8 +245,13 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
             for z in stats.zones
         ],
     }
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    with staged_outputs(json_path, out) as (tmp_json, tmp_csv):  # published as a set, the CSV last
+        with open(tmp_csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for r in stats.rows:
+                writer.writerow({**asdict(r), "area_km2": f"{r.area_km2:.6f}", "fraction": f"{r.fraction:.6f}"})
+        tmp_json.write_text(json.dumps(payload, indent=2) + "\n")
     stats.csv_path, stats.json_path = out, json_path
     return stats
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from rasterio.windows import Window
 
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import OutputExistsError
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.products.classmap import open_class_map
 
@@ -107,17 +109,42 @@ def trace_patches(
     return done
 
 
+def _existing_geopackage(out: Path, layer: str, overwrite: bool) -> bool:
+    """Whether ``out`` is a GeoPackage whose other layers must be kept; refuse to replace what needs ``overwrite``."""
+    import pyogrio
+    from pyogrio.errors import DataSourceError
+
+    if not out.exists():
+        return False
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(out)]
+        is_gpkg = out.read_bytes()[:16].startswith(b"SQLite format 3")
+    except (DataSourceError, OSError):
+        layers, is_gpkg = [], False
+    if not is_gpkg:
+        if not overwrite:
+            raise OutputExistsError(f"{out}: already exists and is not a GeoPackage; pass --overwrite to replace it")
+        return False
+    if layer in layers and not overwrite:
+        raise OutputExistsError(f"{out}: already has a layer {layer!r}; choose another --layer or pass --overwrite "
+                                "to replace that layer (the other layers are kept)")
+    return True
+
+
 def vectorize_map(
     map_path: str | os.PathLike,
     out: str | os.PathLike,
     min_area_m2: float = 0.0,
     classes: Sequence[int] | None = None,
     layer: str = LAYER,
+    overwrite: bool = False,
 ) -> VectorizeResult:
     """Write a polygon per connected patch of each class (optionally only ``classes``) to a GeoPackage.
 
     Patches smaller than ``min_area_m2`` are dropped. Attributes: ``class_id``, ``class_name``,
-    ``area_m2`` (true area on the ellipsoid).
+    ``area_m2`` (true area on the ellipsoid). An existing GeoPackage keeps its other layers: the layer
+    is written into a copy that replaces the file when complete; a layer it already has is replaced
+    only with ``overwrite``.
     """
     import pyogrio.raw
 
@@ -126,6 +153,7 @@ def vectorize_map(
         raise InputError(f"minimum area must be >= 0 m2, got {min_area_m2}")
     if classes is not None and any(not 0 <= c < NODATA_CLASS for c in classes):
         raise InputError(f"class ids must be in 0..{NODATA_CLASS - 1}; got {list(classes)}")
+    keep_existing = _existing_geopackage(out, layer, overwrite)
     with open_class_map(map_path, "polygon areas would be meaningless") as src:
         legend = read_legend(src) or ClassLegend.fallback(NODATA_CLASS - 1)
         transform, crs = src.transform, src.crs
@@ -149,7 +177,10 @@ def vectorize_map(
         per_class[legend.name_of(value)] += 1
     field_data = [np.asarray(ids, dtype=np.int32), np.asarray(names, dtype=object), np.asarray(areas, dtype=np.float64)]
     with atomic_path(out, suffix=out.suffix or ".gpkg") as tmp:
-        tmp.unlink()  # let the GeoPackage driver create the file itself
+        if keep_existing:
+            shutil.copyfile(out, tmp)  # the other layers survive; the file is replaced only when complete
+        else:
+            tmp.unlink()  # let the GeoPackage driver create the file itself
         pyogrio.raw.write(
             tmp, np.asarray(shapely.to_wkb(geoms), dtype=object) if geoms else np.empty(0, dtype=object),
             field_data, ["class_id", "class_name", "area_m2"], layer=layer, driver="GPKG",

@@ -34,6 +34,7 @@ class TrainConfig:
     holdout_regions: list[str] | None = None  # drop these regions from train and val (leave-one-region-out)
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     resume: bool = False  # continue from save_dir/last.pth
+    overwrite: bool = False  # replace the run already in save_dir (its checkpoints and metrics are removed first)
     stop_after_epochs: int | None = None  # end this invocation after N epochs (e.g. a batch job's time slice); --resume continues
     check_data: bool = True  # read every sample once before training and fail on the first bad file
     calibrate: bool = True  # at the end: fit the temperature on val and the area of applicability on train

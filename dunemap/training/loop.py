@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.data.transforms import build_augmentation
-from dunemap.errors import CheckpointError, ConfigError
+from dunemap.errors import CheckpointError, ConfigError, DunemapError
 from dunemap.io.atomic import atomic_path
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
@@ -38,6 +39,15 @@ from dunemap.training.text import resolve_text
 log = logging.getLogger(__name__)
 
 BEST, LAST = "best_model.pth", "last.pth"
+RUN_FILES = (BEST, LAST, "metrics.csv", "metrics.json")  # what a run writes into its save dir
+MAX_NONFINITE_STEPS = 3  # consecutive steps with a NaN/inf loss (skipped) before training stops
+# options that may differ on --resume without changing the run's results (epochs is handled apart)
+RESUME_FREE = ("save_dir", "resume", "overwrite", "stop_after_epochs", "check_data", "progress", "num_workers",
+               "device", "precision", "epochs", "calibrate")
+
+
+class TrainingDivergedError(DunemapError, FloatingPointError):
+    """The loss stopped being finite: the run diverged."""
 
 
 @dataclass
@@ -120,9 +130,39 @@ def train(config: TrainConfig) -> TrainResult:
         shutdown(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+def check_train_options(config: TrainConfig) -> None:
+    """Refuse option values that cannot train (each named as the command line spells it)."""
     if config.epochs < 1 or config.batch_size < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {config.epochs}, {config.batch_size}")
+    for flag, value in (("--lr", config.lr), ("--weight-decay", config.weight_decay), ("--poly-power", config.poly_power)):
+        if not math.isfinite(value) or value < 0 or (flag == "--lr" and value == 0):
+            raise ConfigError(f"{flag} {value} must be a finite number {'above' if flag == '--lr' else 'of at least'} 0")
+    for flag, value in (("--num-workers", config.num_workers), ("--max-steps-per-epoch", config.max_steps_per_epoch),
+                        ("--stop-after-epochs", config.stop_after_epochs)):
+        if value is not None and value < (0 if flag == "--num-workers" else 1):
+            raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--num-workers' else 1}")
+
+
+def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: int = MAX_NONFINITE_STEPS) -> int:
+    """The count of consecutive non-finite losses after this step; training stops when it reaches ``limit``.
+
+    A step whose loss is NaN or inf is skipped (no weight update), so a rare bad batch does not
+    poison the weights; several in a row mean the run diverged. Under DDP the limit is 1: one rank
+    skipping a step would pair its gradients with another rank's next step.
+    """
+    if bool(torch.isfinite(loss.detach())):
+        return 0
+    streak += 1
+    if streak >= limit:
+        raise TrainingDivergedError(
+            f"training diverged: the loss was not finite (NaN or inf) for {streak} steps in a row, last at epoch "
+            f"{epoch + 1} step {step + 1}; lower --lr or check the data (no checkpoint of this epoch was written)")
+    log.warning("epoch %d step %d: the loss is not finite; step skipped", epoch + 1, step + 1)
+    return streak
+
+
+def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+    check_train_options(config)
     device = ctx.device
     precision = resolve_precision(config.precision, device)
     save_dir = config.save_dir
@@ -160,6 +200,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
                                   and not torch.cuda.is_bf16_supported())
     start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
+    if config.overwrite and not config.resume and ctx.is_main:
+        for name in RUN_FILES:  # the earlier run's files go first, so the folder never mixes two runs
+            (save_dir / name).unlink(missing_ok=True)
     if config.resume:
         start_epoch, best_miou, best_epoch, history = _restore(save_dir / LAST, model, optimizer, scheduler, config)
 
@@ -187,7 +230,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
                             num_workers=config.num_workers, drop_last=False)
         net.train()
         train_cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
-        loss_sum, n_batches = 0.0, 0
+        loss_sum, n_batches, nonfinite = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
                    leave=False)
         for step, (x, y) in enumerate(bar):
@@ -197,6 +240,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             with _autocast(device, precision):
                 logits = net(x)  # (B, K, H, W)
                 loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+            nonfinite = _guard_loss(loss, nonfinite, epoch, step, 1 if ctx.distributed else MAX_NONFINITE_STEPS)
+            if nonfinite:
+                continue
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -251,6 +297,23 @@ def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> No
                          exclude_regions=config.holdout_regions, seed=config.seed)
 
 
+def _flag(name: str) -> str:
+    return {"in_channels": "--bands", "holdout_regions": "--holdout-region"}.get(name, "--" + name.replace("_", "-"))
+
+
+def _check_resume_options(path: Path, saved: dict, config: TrainConfig, done: int) -> None:
+    """Refuse a --resume whose options would change the saved run (naming each); more epochs are allowed."""
+    now = config.to_dict()
+    differ = [f"{_flag(k)} {now[k]} (saved run: {saved[k]})" for k in now
+              if k in saved and k not in RESUME_FREE and now[k] != saved[k]]
+    if differ:
+        raise ConfigError(f"{path}: --resume with options that differ from the saved run: {', '.join(differ)}; "
+                          "resume with the saved options or start a new run in another --save-dir")
+    if config.epochs <= done:
+        raise ConfigError(f"{path}: --epochs {config.epochs} but the saved run has already trained {done} epoch(s); "
+                          "give more epochs to continue it")
+
+
 def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, float, int, list[dict]]:
     if not path.exists():
         raise CheckpointError(f"{path}: --resume given but there is no last checkpoint to resume from")
@@ -258,10 +321,18 @@ def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tu
     state = loaded.train_state
     if not state:
         raise CheckpointError(f"{path}: checkpoint has no training state to resume from")
+    _check_resume_options(path, state.get("config") or {}, config, int(state["epoch"]))
     if loaded.config != model.config:
         raise CheckpointError(f"{path}: saved model config differs from this run's ({loaded.config.name} vs {model.config.name})")
     model.load_state_dict(loaded.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    saved_epochs = (state.get("config") or {}).get("epochs", config.epochs)
+    if saved_epochs != config.epochs:  # the poly schedule is recomputed over the new number of epochs
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * poly_factor(int(state["epoch"]), config.epochs, config.poly_power)
+        log.info("--epochs %d (the saved run planned %d): learning-rate schedule recomputed over %d epochs, "
+                 "lr %.3g for epoch %d", config.epochs, saved_epochs, config.epochs,
+                 optimizer.param_groups[0]["lr"], int(state["epoch"]) + 1)
     log.info("resuming from %s after epoch %d", path, state["epoch"])
     return int(state["epoch"]), float(state["best_miou"]), int(state["best_epoch"]), list(state["history"])

@@ -130,5 +130,5 @@ def test_cli_writes_csv_and_json(tmp_path: Path, capsys) -> None:
     assert float(rows[3]["area_km2"]) == pytest.approx(300 * 100 / 0.9996**2 / 1e6, rel=1e-5)
     assert json.loads(out.with_suffix(".json").read_text())["zones"][0]["zone"] == "all"
 
-    assert main(["stats", str(path), "--out", str(out), "--zone-field", "name"]) == 1
+    assert main(["stats", str(path), "--out", str(out), "--zone-field", "name", "--overwrite"]) == 1
     assert "--zone-field 'name' given without --zones" in capsys.readouterr().err
