@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write OUT_confidence.tif with the maximum class probability")
     p.add_argument("--probabilities", default=d.probabilities, choices=sorted(FRACTION_ENCODINGS),
                    help="also write OUT_probabilities.tif with one probability band per class")
+    p.add_argument("--applicability", action="store_true",
+                   help="also write OUT_applicability.tif: band 1 the dissimilarity index to the training data, "
+                        "band 2 the area of applicability (1 inside, 0 outside, 255 nodata); see docs/trust.md")
     p.add_argument("--cog-tile", type=int, default=d.cog_tile, help=f"COG tile side (default {d.cog_tile})")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore the journal of an earlier, interrupted run and start over")

@@ -41,10 +41,12 @@ class MapAssembler:
         legend: ClassLegend,
         config: MapConfig,
         fingerprint: dict,
+        applicability_threshold: float | None = None,
     ) -> None:
         self.blocks = blocks
         self.config = config
-        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities)
+        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities,
+                                  applicability_threshold if config.applicability else None)
         self.directory = self.partial.directory
         self.spill_dir = self.directory / "spills"
         self.journal = BlockJournal(self.directory / JOURNAL_NAME, fingerprint)
@@ -131,8 +133,8 @@ class MapAssembler:
         for t in ready:
             block = self.blocks[t]
             inputs = {s: parts[t] if s == index else self._load_part(t, s) for s in block.contributors}
-            pred = finish_block(block, inputs)
-            self.partial.write_block(block.core, pred.classes, pred.confidence, pred.probabilities)
+            pred = finish_block(block, inputs, dissimilarity=self.config.applicability)
+            self.partial.write_block(block.core, pred.classes, pred.confidence, pred.probabilities, pred.dissimilarity)
         self.journal.record(predicted=index, written=tuple(ready))
         for t in ready:
             for s in self.blocks[t].contributors:

@@ -59,6 +59,7 @@ class MapConfig:
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
     confidence: str = "none"  # also write MAP_confidence.tif (max probability): none, uint8 or float32
     probabilities: str = "none"  # also write MAP_probabilities.tif (one band per class): none, uint8 or float32
+    applicability: bool = False  # also write MAP_applicability.tif: dissimilarity index and inside/outside mask
     cog_tile: int = 512  # tile side of the output COGs, pixels
     resume: bool = True  # continue a killed run from its journal
     overwrite: bool = False  # replace an existing map (and remove its companions this run does not write)

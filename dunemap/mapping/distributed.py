@@ -44,6 +44,7 @@ from dunemap.mapping.engine import (
     MapResult,
     count_valid,
     load_map_predictor,
+    applicability_threshold,
     make_assembler,
     map_fingerprint,
     map_raster,
@@ -144,6 +145,7 @@ class ModelInfo:
     class_names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     device: str
+    applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     """Task: load the model on a worker and report what the client needs (fingerprint, bands, legend)."""
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
-                     tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device))
+                     tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), applicability_threshold(p))
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
@@ -389,7 +391,7 @@ class _ClusterMapper:
         plan = plan_map(reader, self.config)
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
-        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint)
+        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.applicability_threshold)
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:

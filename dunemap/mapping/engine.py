@@ -32,7 +32,7 @@ import rasterio
 import torch
 from tqdm import tqdm
 
-from dunemap.errors import InputError
+from dunemap.errors import CheckpointError, InputError
 from dunemap.io.outputs import locked_outputs, work_folder
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
@@ -119,9 +119,19 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
 
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
-                   fingerprint: dict) -> MapAssembler:
+                   fingerprint: dict, applicability_threshold: float | None = None) -> MapAssembler:
     """The assembler (single writer) of a planned map."""
-    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint)
+    if config.applicability and applicability_threshold is None:
+        raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
+                              "fit one with dunemap calibrate (or train with this version of dunemap)")
+    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
+                        applicability_threshold)
+
+
+def applicability_threshold(predictor: Predictor) -> float | None:
+    """The predictor's DI threshold, or None when its checkpoint has no area of applicability."""
+    aoa = getattr(predictor, "applicability", None)
+    return None if aoa is None else float(aoa.threshold)
 
 
 def predictor_fingerprint(predictor: Predictor) -> str:
@@ -205,7 +215,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint(sources, plan, predictor, config))
+                                   map_fingerprint(sources, plan, predictor, config), applicability_threshold(predictor))
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)

@@ -105,6 +105,7 @@ class BlockPrediction:
     classes: np.ndarray  # (h, w) uint8 class ids, 255 = nodata
     confidence: np.ndarray  # (h, w) float32 maximum probability, NaN = nodata
     probabilities: np.ndarray  # (K, h, w) float32 blended softmax, NaN = nodata
+    dissimilarity: np.ndarray | None = None  # (h, w) float32 blended dissimilarity index, NaN = nodata
 
 
 def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block, config: MapConfig) -> Contribution:
@@ -117,7 +118,8 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
     ext = block.extent
     k = predictor.num_classes
-    acc = np.zeros((k, ext.height, ext.width), dtype=np.float32)
+    # with the area of applicability, a last channel sums weight * dissimilarity index, blended like the probabilities
+    acc = np.zeros((k + int(config.applicability), ext.height, ext.width), dtype=np.float32)
     wsum = np.zeros((ext.height, ext.width), dtype=np.float32)
     windows = [w for w in block.windows if data.valid_in(w).any()]
     if windows:
@@ -126,7 +128,12 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         dtype = getattr(predictor, "input_dtype", torch.float32)
         for start in range(0, len(windows), config.batch_size):
             batch = windows[start : start + config.batch_size]
-            probs = torch.softmax(predictor.predict(window_batch(data, batch, dtype)).float(), dim=1)  # (B, K, h, w)
+            x = window_batch(data, batch, dtype)
+            if config.applicability:
+                logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
+                probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1)
+            else:
+                probs = torch.softmax(predictor.predict(x).float(), dim=1)  # (B, K, h, w)
             for win, p in zip(batch, probs.cpu()):
                 r = win.relative_to(ext)
                 acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
@@ -160,8 +167,11 @@ def split_contribution(contribution: Contribution, blocks: Sequence[Block]) -> d
     return out
 
 
-def finish_block(block: Block, parts: Mapping[int, Part]) -> BlockPrediction:
-    """Sum the parts of every contributor of ``block`` (ascending block order) and classify its core."""
+def finish_block(block: Block, parts: Mapping[int, Part], dissimilarity: bool = False) -> BlockPrediction:
+    """Sum the parts of every contributor of ``block`` (ascending block order) and classify its core.
+
+    ``dissimilarity``: the parts' last channel is the weighted dissimilarity index, not a class.
+    """
     missing = [s for s in block.contributors if s not in parts]
     if missing:
         raise InputError(f"block {block.index} cannot be finished: no contribution yet from block(s) {missing}")
@@ -180,10 +190,13 @@ def finish_block(block: Block, parts: Mapping[int, Part]) -> BlockPrediction:
     valid &= wsum > 0
     np.divide(acc, wsum, out=acc, where=valid[np.newaxis])
     acc[:, ~valid] = np.nan
+    di = None
+    if dissimilarity:
+        acc, di = acc[:-1], acc[-1]
     classes = np.full(core.shape, NODATA_CLASS, dtype=np.uint8)
     confidence = np.full(core.shape, np.nan, dtype=np.float32)
     if valid.any():
         pv = acc[:, valid]  # (K, n_valid)
         classes[valid] = pv.argmax(axis=0).astype(np.uint8)
         confidence[valid] = pv.max(axis=0)
-    return BlockPrediction(block.index, classes, confidence, acc)
+    return BlockPrediction(block.index, classes, confidence, acc, di)

@@ -53,6 +53,7 @@ def product_paths(out: str | Path) -> dict[str, Path]:
         "classes": out,
         "confidence": out.with_name(f"{out.stem}_confidence{out.suffix}"),
         "probabilities": out.with_name(f"{out.stem}_probabilities{out.suffix}"),
+        "applicability": out.with_name(f"{out.stem}_applicability{out.suffix}"),
     }
 
 
@@ -60,6 +61,18 @@ def partial_dir(out: str | Path) -> Path:
     """The directory holding an in-progress map's intermediates and journal."""
     out = Path(out)
     return out.with_name(f"{out.name}.partial")
+
+
+DI_CAP = 254.0  # the dissimilarity band shares nodata 255 with the mask band: larger values are stored as this
+
+
+def applicability_bands(dissimilarity: np.ndarray, classes: np.ndarray, threshold: float) -> np.ndarray:
+    """(2, h, w) float32: the DI (capped at DI_CAP) and the mask (1 inside, 0 outside), 255 where ``classes`` is nodata."""
+    nodata = (classes == NODATA_CLASS) | ~np.isfinite(dissimilarity)
+    di = np.minimum(np.nan_to_num(dissimilarity, nan=0.0), DI_CAP).astype(np.float32)
+    out = np.stack([di, (di <= threshold).astype(np.float32)])
+    out[:, nodata] = NODATA_CLASS
+    return out
 
 
 def _intermediate_tile(block_size: int) -> int:
@@ -81,8 +94,11 @@ class PartialMap:
         block_size: int,
         confidence: str = "none",
         probabilities: str = "none",
+        applicability_threshold: float | None = None,
     ) -> None:
+        """``applicability_threshold``: the model's DI threshold; given, the applicability companion is written."""
         self.out = Path(out)
+        self.applicability_threshold = applicability_threshold
         self.grid = grid
         self.legend = legend
         self.tile = _intermediate_tile(block_size)
@@ -100,6 +116,8 @@ class PartialMap:
             names.append("confidence")
         if self.probabilities is not None:
             names.append("probabilities")
+        if self.applicability_threshold is not None:
+            names.append("applicability")
         return names
 
     def _profile(self, product: str) -> dict:
@@ -111,6 +129,8 @@ class PartialMap:
         )
         if product == "classes":
             return {**profile, "count": 1, "dtype": "uint8", "nodata": NODATA_CLASS}
+        if product == "applicability":
+            return {**profile, "count": 2, "dtype": "float32", "nodata": NODATA_CLASS, "interleave": "band"}
         enc = self.confidence if product == "confidence" else self.probabilities
         count = 1 if product == "confidence" else self.legend.num_classes
         return {**profile, "count": count, "dtype": enc.dtype, "nodata": enc.nodata, "interleave": "band"}
@@ -134,6 +154,13 @@ class PartialMap:
             dst.update_tags(1, CLASS_NAMES=", ".join(names))
             dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
             dst.write_colormap(1, self.legend.colormap())
+            return
+        if product == "applicability":
+            dst.update_tags(PRODUCT="area of applicability (Meyer & Pebesma 2021)", **{PRODUCT_TAG: product},
+                            DI_THRESHOLD=repr(self.applicability_threshold))
+            dst.set_band_description(1, f"dissimilarity index (capped at {DI_CAP:g}; above "
+                                        f"{self.applicability_threshold:.4f} = outside)")
+            dst.set_band_description(2, "inside the area of applicability: 1 inside, 0 outside")
             return
         enc = self.confidence if product == "confidence" else self.probabilities
         dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)",
@@ -195,6 +222,7 @@ class PartialMap:
         classes: np.ndarray,
         confidence: np.ndarray | None = None,
         probabilities: np.ndarray | None = None,
+        dissimilarity: np.ndarray | None = None,
     ) -> None:
         """Write one block's products into the intermediates; files are closed (flushed) on return."""
         window = Window(core.col, core.row, core.width, core.height)
@@ -207,6 +235,10 @@ class PartialMap:
             if probabilities is None:
                 raise ConfigError("this map stores probabilities but the block came without them")
             arrays["probabilities"] = self.probabilities.encode(probabilities)
+        if self.applicability_threshold is not None:
+            if dissimilarity is None:
+                raise ConfigError("this map stores the area of applicability but the block came without it")
+            arrays["applicability"] = applicability_bands(dissimilarity, classes, self.applicability_threshold)
         for product, data in arrays.items():
             path = self.intermediate(product)
             try:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 import torch
+from conftest import make_tile, write_dataset
 
 from dunemap.data.seed_layout import write_sample
 from dunemap.models.checkpoint import Predictor, load_checkpoint
@@ -21,35 +24,82 @@ def _dunemap(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dunemap", *map(str, args)], capture_output=True, text=True)
 
 
-def test_training_stores_calibration_and_applicability(tiny_dataset: Path, tmp_path: Path, make_tiny_tile) -> None:
-    config = TrainConfig(data_root=tiny_dataset, save_dir=tmp_path / "run", model="mit_tiny", in_channels=16,
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished mit_tiny run on the tiny 4-blob dataset (16 bands); its best checkpoint is calibrated."""
+    root = tmp_path_factory.mktemp("trust")
+    data = write_dataset(root / "data")
+    config = TrainConfig(data_root=data, save_dir=root / "run", model="mit_tiny", in_channels=16,
                          epochs=3, batch_size=4, lr=5e-3, text="random", precision="fp32", device="cpu",
-                         progress=False, seed=3, catalog=tiny_dataset / "catalog.yaml")
-    result = train(config)
-    best = load_checkpoint(result.best_checkpoint)
+                         progress=False, seed=3, catalog=data / "catalog.yaml")
+    train(config)
+    return root / "run"
+
+
+def _unfamiliar(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same landforms (labels (..., H, W)) with other spectral signatures: another sand colour."""
+    other = np.random.default_rng(999).standard_normal((4, 16))
+    x = np.moveaxis(other[labels], -1, -3) + 0.2 * rng.standard_normal((*labels.shape[:-2], 16, *labels.shape[-2:]))
+    return (x / np.linalg.norm(x, axis=-3, keepdims=True)).astype(np.float32)
+
+
+def test_training_stores_calibration_and_applicability(trained: Path) -> None:
+    best = load_checkpoint(trained / "best_model.pth")
     cal = best.calibration
     assert cal["split"] == "val" and cal["pixels"] == 2 * 64 * 64
     assert 0.05 <= best.temperature <= 20 and 0 <= cal["ece_after"] <= 1
     aoa = Applicability.from_dict(best.applicability)
     assert aoa.samples.shape[0] <= 16 * 256 and aoa.threshold > 0
     assert aoa.feature_dim == best.config.decoder_dim
-    assert load_checkpoint(result.last_checkpoint).calibration == {}  # only the finished best is calibrated
+    assert load_checkpoint(trained / "last.pth").calibration == {}  # only the finished best is calibrated
 
     # familiar ground (new tiles of the training distribution) inside, unfamiliar ground outside
     predictor = Predictor(best, precision="fp32")
     rng = np.random.default_rng(11)
-    familiar = np.stack([make_tiny_tile(rng)[0] for _ in range(2)])  # (2, 16, 64, 64)
-    # unfamiliar: the same landforms with other spectral signatures (another sand colour)
-    labels = np.stack([make_tiny_tile(rng)[1] for _ in range(2)])  # (2, 64, 64)
-    other = np.random.default_rng(999).standard_normal((4, 16))
-    strange = other[labels].transpose(0, 3, 1, 2) + 0.2 * rng.standard_normal((2, 16, 64, 64))
-    strange = (strange / np.linalg.norm(strange, axis=1, keepdims=True)).astype(np.float32)
+    familiar = np.stack([make_tile(rng)[0] for _ in range(2)])  # (2, 16, 64, 64)
+    strange = _unfamiliar(np.stack([make_tile(rng)[1] for _ in range(2)]), rng)
     logits, di = predictor.predict_with_dissimilarity(torch.from_numpy(familiar))
     assert di.shape == (2, 64, 64) and logits.shape == (2, 4, 64, 64)
     assert torch.allclose(logits, predictor.predict(torch.from_numpy(familiar)))
     assert float((di <= aoa.threshold).float().mean()) > 0.9
     _, di_strange = predictor.predict_with_dissimilarity(torch.from_numpy(strange))
     assert float((di_strange > aoa.threshold).float().mean()) > 0.9
+
+
+def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_path: Path) -> None:
+    """A raster half familiar (west) and half unfamiliar (east) with a nodata hole: the companion raster says which."""
+    rng = np.random.default_rng(5)
+    west = np.concatenate([make_tile(rng)[0] for _ in range(2)], axis=1)  # (16, 128, 64)
+    east = _unfamiliar(np.concatenate([make_tile(rng)[1] for _ in range(2)], axis=0), rng)  # (16, 128, 64)
+    image = np.concatenate([west, east], axis=2)  # (16, 128, 128)
+    image[:, 100:120, 10:30] = np.nan
+    emb = tmp_path / "emb.tif"
+    profile = dict(driver="GTiff", height=128, width=128, count=16, dtype="float32", crs="EPSG:32733",
+                   transform=Affine(10, 0, 500_000, 0, -10, 7_000_000))
+    with rasterio.open(emb, "w", **profile) as dst:
+        dst.write(image)
+    common = ["--weights", trained / "best_model.pth", "--window", "64", "--stride", "48", "--precision", "fp32",
+              "--device", "cpu", "--no-progress"]
+    plain = _dunemap("map", emb, "--out", tmp_path / "plain.tif", *common)
+    assert plain.returncode == 0, plain.stderr
+    proc = _dunemap("map", emb, "--out", tmp_path / "m.tif", "--applicability", *common)
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(tmp_path / "m_applicability.tif") as src:
+        di, mask = src.read()
+        threshold = float(src.tags()["DI_THRESHOLD"])
+        assert src.tags()["DUNEMAP_PRODUCT"] == "applicability" and src.nodata == 255
+    with rasterio.open(tmp_path / "m.tif") as a, rasterio.open(tmp_path / "plain.tif") as b:
+        classes = a.read(1)
+        assert np.array_equal(classes, b.read(1))  # the companion changes no class
+    nodata = classes == 255
+    assert nodata[100:120, 10:30].all() and (mask[nodata] == 255).all() and (di[nodata] == 255).all()
+    assert np.array_equal(mask[~nodata] == 1, di[~nodata] <= threshold)
+    assert (mask[:, :56][~nodata[:, :56]] == 1).mean() > 0.9  # familiar half inside
+    assert (mask[:, 72:] == 0).mean() > 0.9  # unfamiliar half outside
+    refused = _dunemap("map", emb, "--out", tmp_path / "x.tif", "--applicability", "--weights",
+                       trained / "last.pth", *common[2:])
+    assert refused.returncode == 1 and "no area of applicability" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x.tif").exists()
 
 
 def _mads_dataset(root: Path) -> Path:
