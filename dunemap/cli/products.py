@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-size", type=int, default=1600, help="longest side of the drawn map in pixels (default 1600)")
     p.add_argument("--title", help="title (default: the map's file name)")
     p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--hatch-outside", action="store_true",
+                   help="hatch the area outside the area of applicability (needs MAP_applicability.tif beside MAP)")
     add_overwrite(p, "an existing PNG")
     p.set_defaults(func=run_quicklook)
 
@@ -80,7 +82,7 @@ def run_quicklook(args: argparse.Namespace) -> int:
 
     with claim_outputs([args.out], [args.map, args.hillshade_from], overwrite=args.overwrite):
         path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
-                                title=args.title, dpi=args.dpi)
+                                title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)
     print(f"wrote {path}")
     return 0
 

@@ -73,11 +73,14 @@ def render_quicklook(
     max_size: int = 1600,
     title: str | None = None,
     dpi: int = 150,
+    hatch_outside: bool = False,
 ) -> Path:
     """Draw a class map to a PNG with a legend of the classes present, a scale bar and a north arrow.
 
     The map is read decimated (mode resampling) to at most ``max_size`` pixels a side. With
-    ``hillshade_from`` (any elevation raster GDAL reads) the colours are shaded by its relief.
+    ``hillshade_from`` (any elevation raster GDAL reads) the colours are shaded by its relief. With
+    ``hatch_outside`` the part outside the area of applicability (from the map's
+    ``MAP_applicability.tif`` companion) is hatched.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -95,6 +98,7 @@ def render_quicklook(
         crs = src.crs
         transform = src.transform @ Affine.scale(src.width / w, src.height / h)
         bounds = src.bounds
+        outside = _outside_mask(map_path, src, (h, w)) if hatch_outside else None
     if legend is None:
         present = np.unique(classes[classes != NODATA_CLASS])
         legend = ClassLegend.fallback(int(present.max()) + 1 if present.size else 1)
@@ -119,6 +123,9 @@ def render_quicklook(
     ax.imshow(rgba, extent=(bounds.left, bounds.right, bounds.bottom, bounds.top), interpolation="nearest")
     if crs.is_geographic:
         ax.set_aspect(1.0 / max(math.cos(math.radians(lat)), 1e-6))
+    if outside is not None and outside.any():
+        ax.contourf(np.linspace(bounds.left, bounds.right, w), np.linspace(bounds.top, bounds.bottom, h),
+                    outside.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
     ax.set_title(title or map_path.name)
     ax.tick_params(labelsize=7)
     ax.ticklabel_format(useOffset=False, style="plain")
@@ -141,12 +148,28 @@ def render_quicklook(
               label=f"{i} {legend.name_of(int(i))}" + (f" ({share[j] * 100:.1f} %)" if ids.size else ""))
         for j, i in enumerate(shown)
     ]
+    if outside is not None:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="////",
+                             label=f"outside area of applicability ({outside.mean() * 100:.1f} %)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="class", frameon=False)
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.2)
     log.info("wrote %s (%dx%d, 1:%d decimation)", out, w, h, scale)
     return out
+
+
+def _outside_mask(map_path: Path, classes, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool: decimated pixels outside the area of applicability, from the map's applicability companion."""
+    from dunemap.mapping.writer import PRODUCT_TAG, product_paths
+
+    path = product_paths(map_path)["applicability"]
+    if not path.is_file():
+        raise InputError(f"{path}: not found; map with --applicability to hatch the area outside it")
+    with rasterio.open(path) as src:
+        if src.tags().get(PRODUCT_TAG) != "applicability" or (src.height, src.width) != (classes.height, classes.width):
+            raise InputError(f"{path}: not the applicability raster of {map_path.name}")
+        return src.read(2, out_shape=shape, resampling=Resampling.nearest) == 0
 
 
 def _hillshade_on_grid(dem_path: Path, crs, transform: Affine, shape: tuple[int, int]) -> np.ndarray:

@@ -8,6 +8,7 @@ map (same datum), where the planar area of each cell is its true area.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -28,6 +29,7 @@ from rasterio.windows import Window
 from dunemap.errors import InputError
 from dunemap.io.outputs import staged_outputs
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.mapping.writer import PRODUCT_TAG, product_paths
 from dunemap.products.classmap import open_class_map
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ class ClassArea:
     pixels: int
     area_km2: float
     fraction: float  # of the zone's mapped (non-nodata) area
+    inside_km2: float | None = None  # inside the area of applicability (None: the map has no applicability companion)
+    outside_km2: float | None = None
 
 
 @dataclass
@@ -162,32 +166,44 @@ class AreaStats:
     csv_path: Path | None = None
     json_path: Path | None = None
     zones: list[str] = field(default_factory=list)
+    applicability: Path | None = None  # the companion the inside/outside areas come from
 
     def table(self) -> str:
-        lines = [f"{'zone':<16} {'class':<28} {'area_km2':>12} {'fraction':>9}"]
+        aoa = self.applicability is not None
+        lines = [f"{'zone':<16} {'class':<28} {'area_km2':>12} {'fraction':>9}"
+                 + (f" {'inside_km2':>12} {'outside_km2':>12}" if aoa else "")]
         for r in self.rows:
             if r.pixels:
-                lines.append(f"{r.zone[:16]:<16} {f'{r.class_id} {r.class_name}'[:28]:<28} {r.area_km2:>12.4f} {r.fraction:>9.4f}")
+                lines.append(f"{r.zone[:16]:<16} {f'{r.class_id} {r.class_name}'[:28]:<28} {r.area_km2:>12.4f} {r.fraction:>9.4f}"
+                             + (f" {r.inside_km2:>12.4f} {r.outside_km2:>12.4f}" if aoa else ""))
         return "\n".join(lines)
 
 
 def class_areas(
     map_path: str | os.PathLike, zones: str | os.PathLike | None = None, zone_field: str | None = None
 ) -> AreaStats:
-    """Area in km2 of each class of a class map, over the whole map or inside each zone polygon."""
+    """Area in km2 of each class of a class map, over the whole map or inside each zone polygon.
+
+    When the map's ``MAP_applicability.tif`` companion is beside it, each area is also split into
+    the parts inside and outside the area of applicability.
+    """
     map_path = Path(map_path)
-    with open_class_map(map_path, "its pixel areas are unknown") as src:
+    companion = product_paths(map_path)["applicability"]
+    with open_class_map(map_path, "its pixel areas are unknown") as src, _applicability_mask(companion, src) as aoa:
+        aoa_path = None if aoa is None else companion
         legend = read_legend(src)
         areas = PixelAreas(src.crs, src.transform, src.height, src.width)
         zone_list = read_zones(zones, src.crs, zone_field) if zones else None
         names = [z.name for z in zone_list] if zone_list else [ALL_ZONE]
         area_sum = np.zeros((len(names), 256), dtype=np.float64)  # m2
+        inside_sum = np.zeros((len(names), 256), dtype=np.float64)  # m2 inside the area of applicability
         counts = np.zeros((len(names), 256), dtype=np.int64)
         for r0 in range(0, src.height, STATS_BLOCK):
             for c0 in range(0, src.width, STATS_BLOCK):
                 win = Window(c0, r0, min(STATS_BLOCK, src.width - c0), min(STATS_BLOCK, src.height - r0))
                 classes = src.read(1, window=win)
                 pix = areas.window(win)
+                inside = None if aoa is None else aoa.read(2, window=win) == 1
                 if zone_list is None:
                     masks = [np.ones(classes.shape, dtype=bool)]
                 else:
@@ -198,6 +214,8 @@ def class_areas(
                     c = classes[mask]
                     area_sum[z] += np.bincount(c, weights=pix[mask], minlength=256)
                     counts[z] += np.bincount(c, minlength=256)
+                    if inside is not None:
+                        inside_sum[z] += np.bincount(c, weights=pix[mask] * inside[mask], minlength=256)
     used = np.nonzero(counts[:, :NODATA_CLASS].sum(axis=0))[0]
     num = max(legend.num_classes if legend else 0, int(used.max()) + 1 if used.size else 0)
     legend = legend or ClassLegend.fallback(max(num, 1))
@@ -205,9 +223,25 @@ def class_areas(
     for z, name in enumerate(names):
         total = area_sum[z, :NODATA_CLASS].sum()
         for k in range(num):
-            a = area_sum[z, k]
-            rows.append(ClassArea(name, k, legend.name_of(k), int(counts[z, k]), float(a / 1e6), float(a / total) if total else 0.0))
-    return AreaStats(map_path, rows, areas.method, zones=names)
+            a, a_in = area_sum[z, k], inside_sum[z, k]
+            split = (float(a_in / 1e6), float((a - a_in) / 1e6)) if aoa_path else (None, None)
+            rows.append(ClassArea(name, k, legend.name_of(k), int(counts[z, k]), float(a / 1e6),
+                                  float(a / total) if total else 0.0, *split))
+    return AreaStats(map_path, rows, areas.method, zones=names, applicability=aoa_path)
+
+
+@contextlib.contextmanager
+def _applicability_mask(path: Path, classes: rasterio.io.DatasetReader):
+    """The open applicability companion of a class map (None when absent); it must share the map's grid."""
+    if not path.is_file():
+        yield None
+        return
+    with rasterio.open(path) as src:
+        if src.tags().get(PRODUCT_TAG) != "applicability" or src.count != 2:
+            raise InputError(f"{path}: not a dunemap applicability raster (expected {PRODUCT_TAG}=applicability, 2 bands)")
+        if (src.height, src.width, src.transform) != (classes.height, classes.width, classes.transform):
+            raise InputError(f"{path}: its grid differs from the class map's; map again with --applicability")
+        yield src
 
 
 def _zone_masks(zones: list[Zone], transform: Affine, shape: tuple[int, int]) -> list[np.ndarray | None]:
@@ -229,6 +263,8 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
     out = Path(out)
     json_path = out.with_suffix(".json")
     columns = ["zone", "class_id", "class_name", "pixels", "area_km2", "fraction"]
+    if stats.applicability is not None:
+        columns += ["inside_km2", "outside_km2"]
     payload = {
         "map": str(stats.map_path),
         "area_method": stats.method,
@@ -237,7 +273,8 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
                 "zone": z,
                 "mapped_km2": sum(r.area_km2 for r in stats.rows if r.zone == z),
                 "classes": [
-                    {"id": r.class_id, "name": r.class_name, "pixels": r.pixels, "area_km2": r.area_km2, "fraction": r.fraction}
+                    {"id": r.class_id, "name": r.class_name, "pixels": r.pixels, "area_km2": r.area_km2, "fraction": r.fraction,
+                     **({} if stats.applicability is None else {"inside_km2": r.inside_km2, "outside_km2": r.outside_km2})}
                     for r in stats.rows
                     if r.zone == z
                 ],
@@ -250,7 +287,9 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             for r in stats.rows:
-                writer.writerow({**asdict(r), "area_km2": f"{r.area_km2:.6f}", "fraction": f"{r.fraction:.6f}"})
+                row = {k: v for k, v in asdict(r).items() if k in columns}
+                row.update({k: f"{row[k]:.6f}" for k in ("area_km2", "fraction", "inside_km2", "outside_km2") if k in row})
+                writer.writerow(row)
         tmp_json.write_text(json.dumps(payload, indent=2) + "\n")
     stats.csv_path, stats.json_path = out, json_path
     return stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,22 @@ def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_pa
     assert np.array_equal(mask[~nodata] == 1, di[~nodata] <= threshold)
     assert (mask[:, :56][~nodata[:, :56]] == 1).mean() > 0.9  # familiar half inside
     assert (mask[:, 72:] == 0).mean() > 0.9  # unfamiliar half outside
+
+    stats = _dunemap("stats", tmp_path / "m.tif", "--out", tmp_path / "areas.csv")
+    assert stats.returncode == 0, stats.stderr
+    assert "inside_km2" in stats.stdout
+    rows = [r for r in json.loads((tmp_path / "areas.json").read_text())["zones"][0]["classes"]]
+    pixel_km2 = 1e-4  # 10 m pixels of a UTM grid: true areas differ from nominal by well under a per cent
+    inside = sum(r["inside_km2"] for r in rows)
+    assert inside == pytest.approx(float((mask == 1).sum()) * pixel_km2, rel=0.01)
+    for r in rows:
+        assert r["inside_km2"] + r["outside_km2"] == pytest.approx(r["area_km2"])
+    look = _dunemap("quicklook", tmp_path / "m.tif", "--out", tmp_path / "look.png", "--hatch-outside")
+    assert look.returncode == 0, look.stderr
+    assert (tmp_path / "look.png").read_bytes()[:4] == b"\x89PNG"
+    no_companion = _dunemap("quicklook", tmp_path / "plain.tif", "--out", tmp_path / "look2.png", "--hatch-outside")
+    assert no_companion.returncode == 1 and "--applicability" in no_companion.stderr
+
     refused = _dunemap("map", emb, "--out", tmp_path / "x.tif", "--applicability", "--weights",
                        trained / "last.pth", *common[2:])
     assert refused.returncode == 1 and "no area of applicability" in refused.stderr
