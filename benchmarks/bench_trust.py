@@ -1,0 +1,163 @@
+"""Does calibrated confidence mean what it says, and does the area of applicability find the unfamiliar ground?
+
+Uses a finished ``dunemap demo`` folder (its model, training data and held-out scene with truth):
+
+1. The demo's model on its held-out scene (a new scene of a region seen in training): the expected
+   calibration error of the uncalibrated and the calibrated confidence, accuracy per calibrated
+   confidence bin, mIoU inside and outside the area of applicability (AOA) and the share outside,
+   and the wall time of mapping with and without ``--applicability`` (same run, same machine).
+2. Leave one region out: the demo's recipe retrained without the held-out scene's region, then the
+   same figures on that scene (a region never seen) and on a new scene of a training region, plus a
+   raster whose west half is the familiar region and east half the unseen one.
+
+    python benchmarks/bench_trust.py --demo dunemap_demo --work runs/bench_trust
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from dunemap.demo import DemoConfig
+from dunemap.mapping.config import MapConfig
+from dunemap.mapping.engine import map_raster
+from dunemap.metrics import metrics_from_matrix
+from dunemap.models.checkpoint import load_predictor
+from dunemap.synth import SceneConfig, generate_scene, write_scene_geotiff
+from dunemap.training import TrainConfig, train
+from dunemap.trust.calibration import reliability
+
+IGNORE = 255
+
+
+def confusion(pred: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(true.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+
+
+def map_scene(emb: Path, weights: Path, out: Path, window: int, applicability: bool, calibrated: bool = True):
+    """Map ``emb`` (float32 confidence, optionally the AOA); returns (classes, confidence, inside mask or None, seconds)."""
+    predictor = load_predictor(weights, device="cpu", precision="auto")
+    if not calibrated:
+        predictor.temperature = 1.0
+    config = MapConfig(window=window, stride=window - 32, confidence="float32", applicability=applicability,
+                       progress=False, overwrite=True, resume=False)
+    t0 = time.perf_counter()
+    map_raster(emb, predictor, out, config)
+    seconds = time.perf_counter() - t0
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+    with rasterio.open(out.with_name(f"{out.stem}_confidence.tif")) as src:
+        conf = src.read(1)
+    inside = None
+    if applicability:
+        with rasterio.open(out.with_name(f"{out.stem}_applicability.tif")) as src:
+            inside = src.read(2)
+    return classes, conf, inside, seconds
+
+
+def scene_figures(classes, conf, inside, true, k: int, raw_conf=None, raw_classes=None) -> dict:
+    """ECE (calibrated, and raw when given), accuracy per confidence bin, mIoU inside/outside the AOA."""
+    valid = (true != IGNORE) & (classes != IGNORE)
+    correct = classes[valid] == true[valid]
+    cal = reliability(conf[valid], correct, bins=15)
+    bins = reliability(conf[valid], correct, bins=5)
+    out = {
+        "pixels": int(valid.sum()),
+        "miou": metrics_from_matrix(confusion(classes[valid], true[valid], k)).miou,
+        "ece_calibrated": cal.ece,
+        "accuracy_by_confidence": [
+            {"confidence": f"{bins.edges[i]:.1f}-{bins.edges[i + 1]:.1f}", "pixels": int(bins.count[i]),
+             "mean_confidence": float(bins.confidence[i]), "accuracy": float(bins.accuracy[i])}
+            for i in range(5) if bins.count[i]
+        ],
+    }
+    if raw_conf is not None:
+        rv = (true != IGNORE) & (raw_classes != IGNORE)
+        out["ece_uncalibrated"] = reliability(raw_conf[rv], raw_classes[rv] == true[rv], bins=15).ece
+    if inside is not None:
+        ins = valid & (inside == 1)
+        outs = valid & (inside == 0)
+        out["share_outside"] = float(outs.sum() / max(valid.sum(), 1))
+        out["miou_inside"] = metrics_from_matrix(confusion(classes[ins], true[ins], k)).miou if ins.any() else None
+        out["miou_outside"] = metrics_from_matrix(confusion(classes[outs], true[outs], k)).miou if outs.any() else None
+    return out
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--demo", type=Path, default=Path("dunemap_demo"), help="a finished dunemap demo folder")
+    ap.add_argument("--work", type=Path, default=Path("runs/bench_trust"))
+    ap.add_argument("--skip-loro", action="store_true", help="only the demo model's figures")
+    args = ap.parse_args()
+    demo = DemoConfig()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    weights = args.demo / "run" / "best_model.pth"
+    emb, truth = args.demo / "scene" / "heldout_emb.tif", args.demo / "scene" / "heldout_labels.tif"
+    true = read(truth)
+    k = load_predictor(weights, device="cpu").num_classes
+    window = demo.map_window
+    results: dict = {"demo": str(args.demo), "window": window}
+
+    # 1. the demo model on its held-out scene
+    plain = map_scene(emb, weights, work / "demo_plain.tif", window, applicability=False)
+    aoa = map_scene(emb, weights, work / "demo_aoa.tif", window, applicability=True)
+    raw = map_scene(emb, weights, work / "demo_raw.tif", window, applicability=False, calibrated=False)
+    fig = scene_figures(aoa[0], aoa[1], aoa[2], true, k, raw_conf=raw[1], raw_classes=raw[0])
+    fig["map_seconds"] = {"plain": plain[3], "applicability": aoa[3], "overhead": aoa[3] / plain[3] - 1}
+    fig["temperature"] = load_predictor(weights, device="cpu").temperature
+    results["heldout_scene"] = fig
+    print(json.dumps({"heldout_scene": fig}, indent=2))
+
+    if not args.skip_loro:
+        # 2. leave the held-out scene's region out of training
+        run = work / "loro_run"
+        if not (run / "best_model.pth").exists():
+            train(TrainConfig(data_root=args.demo / "data", save_dir=run, model=demo.model, epochs=demo.epochs,
+                              batch_size=demo.batch_size, lr=demo.lr, augment=demo.augment, seed=demo.seed,
+                              holdout_regions=[demo.map_region], device="cpu", progress=False))
+        loro = run / "best_model.pth"
+        seen_region = next(r for r in demo.regions if r != demo.map_region)
+        seen_emb, seen_truth = work / "seen_emb.tif", work / "seen_labels.tif"
+        if not seen_emb.exists():
+            scene = generate_scene(SceneConfig(size=(demo.map_size, demo.map_size), region=seen_region,
+                                               seed=demo.seed + 20_000))
+            write_scene_geotiff(scene, seen_emb, seen_truth, dtype="int8")
+        unseen = map_scene(emb, loro, work / "loro_unseen.tif", window, applicability=True)
+        seen = map_scene(seen_emb, loro, work / "loro_seen.tif", window, applicability=True)
+        results["loro"] = {
+            "held_out_region": demo.map_region, "seen_region": seen_region,
+            "unseen_region_scene": scene_figures(*unseen[:3], true, k),
+            "seen_region_scene": scene_figures(*seen[:3], read(seen_truth), k),
+        }
+        # half familiar (west: the seen region) and half unfamiliar (east: the unseen region)
+        half = work / "half_emb.tif"
+        with rasterio.open(seen_emb) as a, rasterio.open(emb) as b:
+            w = a.width // 2
+            data = np.concatenate([a.read()[:, :, :w], b.read()[:, :, w:]], axis=2)
+            profile = b.profile
+        with rasterio.open(half, "w", **profile) as dst:
+            dst.write(data)
+        _, _, inside, _ = map_scene(half, loro, work / "loro_half.tif", window, applicability=True)
+        west, east = inside[:, :w], inside[:, w:]
+        results["loro"]["half_and_half"] = {
+            "familiar_west_inside": float((west == 1).sum() / max((west != IGNORE).sum(), 1)),
+            "unfamiliar_east_outside": float((east == 0).sum() / max((east != IGNORE).sum(), 1)),
+        }
+        print(json.dumps({"loro": results["loro"]}, indent=2))
+    (work / "trust.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {work / 'trust.json'}")
+
+
+if __name__ == "__main__":
+    main()
