@@ -10,11 +10,15 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def add_precision_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="auto: bf16 autocast where the CPU/GPU supports it natively, else fp32")
+def add_precision_device(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
+    parser.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
+                        help=f"auto: bf16 autocast where the CPU/GPU supports it natively, else fp32 (default {precision})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
