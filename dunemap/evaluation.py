@@ -96,8 +96,6 @@ def evaluate(config: EvalConfig) -> EvalResult:
         tmp.write_text(json.dumps(report, indent=2))
     png_path = plot_confusion_matrix(matrix, loaded.class_names, png_path)
     table = format_table(metrics, loaded.class_names)
-    if precision != "fp32":
-        table = f"precision {precision} (not exact; the default fp32 is)\n{table}"
     return EvalResult(metrics, matrix, loaded.class_names, table, json_path, png_path, precision)
 
 

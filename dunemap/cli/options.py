@@ -22,3 +22,9 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def add_replace_text(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replace-text", action="store_true",
+                        help="let --text-embeddings replace the class text a dunemap checkpoint carries "
+                             "(without it, other rows than the checkpoint's are an error)")

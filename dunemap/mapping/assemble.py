@@ -40,10 +40,11 @@ class MapAssembler:
         legend: ClassLegend,
         config: MapConfig,
         fingerprint: dict,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.blocks = blocks
         self.config = config
-        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities)
+        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities, tags)
         self.directory = self.partial.directory
         self.spill_dir = self.directory / "spills"
         self.journal = BlockJournal(self.directory / JOURNAL_NAME, fingerprint)

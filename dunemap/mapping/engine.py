@@ -82,6 +82,9 @@ class MapPlan:
     blocks: list[Block]
 
 
+PRECISION_TAG = "PRECISION"  # dataset tag of every map product: fp32 or bf16, the precision the model ran in
+
+
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
     """The block plan of mapping ``reader``'s raster with ``config``."""
     config.validate()
@@ -111,9 +114,10 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
 
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
-                   fingerprint: dict) -> MapAssembler:
-    """The assembler (single writer) of a planned map."""
-    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint)
+                   fingerprint: dict, precision: str | None = None) -> MapAssembler:
+    """The assembler (single writer) of a planned map; the products' PRECISION tag says what the model ran in."""
+    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
+                        {PRECISION_TAG: precision} if precision else None)
 
 
 def predictor_fingerprint(predictor: Predictor) -> str:
@@ -193,7 +197,7 @@ def map_raster(
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint(sources, plan, predictor, config))
+                                   map_fingerprint(sources, plan, predictor, config), predictor.precision)
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)
@@ -236,9 +240,12 @@ def map_checkpoint(
     device: str = "auto",
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> MapResult:
     """Load a checkpoint (dunemap or published MADS layout) and :func:`map_raster` with it."""
-    predictor = load_map_predictor(weights, device, precision, text_embeddings)
+    predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
+                                   replace_text=replace_text)
     return map_raster(input, predictor, out, config)
 
 
@@ -248,11 +255,16 @@ def load_map_predictor(
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
     gpu_index: int = 0,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> Predictor:
-    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means."""
-    from dunemap.knowledge.text import load_text_npy
+    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means.
+
+    The class text is resolved by :mod:`dunemap.knowledge.sources` (``catalog``: the classes of an
+    open-vocabulary map; ``replace_text``: let ``text_embeddings`` replace the checkpoint's text).
+    """
     from dunemap.models.checkpoint import load_predictor
     from dunemap.training.distributed import resolve_device
 
-    text = None if text_embeddings is None else load_text_npy(text_embeddings)
-    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision, text_embeddings=text)
+    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision,
+                          text_embeddings=text_embeddings, catalog=catalog, replace_text=replace_text)

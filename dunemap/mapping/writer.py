@@ -79,8 +79,10 @@ class PartialMap:
         block_size: int,
         confidence: str = "none",
         probabilities: str = "none",
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.out = Path(out)
+        self.tags = dict(tags or {})  # extra dataset tags of every product, e.g. PRECISION
         self.grid = grid
         self.legend = legend
         self.tile = _intermediate_tile(block_size)
@@ -128,13 +130,13 @@ class PartialMap:
     def _describe(self, dst, product: str) -> None:
         names = self.legend.names
         if product == "classes":
-            dst.update_tags(**self.legend.tags(), PRODUCT="dune class map")
+            dst.update_tags(**self.legend.tags(), **self.tags, PRODUCT="dune class map")
             dst.update_tags(1, CLASS_NAMES=", ".join(names))
             dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
             dst.write_colormap(1, self.legend.colormap())
             return
         enc = self.confidence if product == "confidence" else self.probabilities
-        dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)")
+        dst.update_tags(**self.legend.tags(), **self.tags, PRODUCT=f"{product} (value * scale = probability)")
         if product == "confidence":
             dst.set_band_description(1, "confidence: maximum class probability")
             bands = [1]
