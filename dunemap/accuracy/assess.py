@@ -239,6 +239,14 @@ class TruthComparison:
         return [{**c, "truth_area_km2": float(t), "truth_inside_ci95": bool(ok)}
                 for c, t, ok in zip(self.assessment.classes(), self.truth_area_km2, self.inside())]
 
+    def counted(self) -> np.ndarray:
+        """Classes whose truth or estimated area is not zero: the ones where the interval can miss."""
+        return (self.truth_area_km2 > 0) | (self.assessment.estimate.area > 0)
+
+    def inside_count(self) -> tuple[int, int]:
+        """(classes whose truth lies inside the 95 % interval, classes counted), over :meth:`counted`."""
+        return int((self.inside() & self.counted()).sum()), int(self.counted().sum())
+
     def table(self) -> str:
         lines = [f"{'class':<28} {'mapped km2':>11} {'adjusted km2 (95 %)':>24} {'truth km2':>10} {'inside':>7}"]
         for r in self.rows():
@@ -247,18 +255,18 @@ class TruthComparison:
             lines.append(f"{(str(r['id']) + ' ' + r['name'])[:28]:<28} {r['mapped_area_km2']:>11.3f} "
                          f"{r['area_km2']:>11.3f} ± {r['area_km2_ci95']:<10.3f} {r['truth_area_km2']:>10.3f} "
                          f"{'yes' if r['truth_inside_ci95'] else 'no':>7}")
-        shown = [r for r in self.rows() if r["mapped_area_km2"] > 0 or r["truth_area_km2"] > 0]
-        inside = sum(r["truth_inside_ci95"] for r in shown)
+        inside, counted = self.inside_count()
         e = self.assessment.estimate
-        lines.append(f"truth area inside the 95 % interval for {inside} of {len(shown)} classes; overall accuracy "
+        lines.append(f"truth area inside the 95 % interval for {inside} of {counted} classes present in the truth "
+                     "or the estimate; overall accuracy "
                      f"{e.overall:.3f} ± {e.ci95(e.overall_se):.3f}; {self.assessment.n_points} points"
                      + (f" ({self.dropped} on truth nodata left out)" if self.dropped else ""))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        shown = [r for r in self.rows() if r["mapped_area_km2"] > 0 or r["truth_area_km2"] > 0]
+        inside, counted = self.inside_count()
         return {**self.assessment.to_dict(), "truth": str(self.truth_path), "dropped_on_truth_nodata": self.dropped,
-                "classes": self.rows(), "truth_inside_ci95": f"{sum(r['truth_inside_ci95'] for r in shown)} of {len(shown)}"}
+                "classes": self.rows(), "truth_inside_ci95": {"classes": inside, "of": counted}}
 
 
 def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike, n: int, min_per_class: int = 0,

@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="CSV to write; the JSON goes beside it")
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
+    p.add_argument("--reference", type=Path, metavar="POINTS",
+                   help="labelled reference points (see dunemap sample): also print each class's error-adjusted "
+                        "area with its 95 %% interval beside the mapped area")
+    p.add_argument("--field", default="ref_class", help="field of --reference with the reference class (default ref_class)")
     p.set_defaults(func=run_stats)
 
     p = subparsers.add_parser(
@@ -56,8 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     from dunemap.products.stats import map_statistics
 
+    if args.reference and args.zones:
+        raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
     stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
     print(stats.table())
+    if args.reference:
+        from dunemap.products.stats import error_adjusted_table
+
+        print(error_adjusted_table(args.map, args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
 

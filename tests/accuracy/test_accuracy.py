@@ -165,3 +165,30 @@ def test_sample_is_deterministic_stratified_and_never_on_nodata(tmp_path, capsys
     assert all(v is None for v in fields[3])
     assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 1  # never over an existing file silently
     assert "already exists" in capsys.readouterr().err
+
+
+def test_stats_prints_the_error_adjusted_area_beside_the_mapped_area(olofsson, tmp_path, capsys) -> None:
+    map_path, points = olofsson
+    assert main(["stats", str(map_path), "--out", str(tmp_path / "areas.csv"), "--reference", str(points)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("0 deforestation"))
+    assert row.split()[2:] == ["180.0000", "211.5776", "61.5763"]  # mapped, adjusted, 95 % half-width (km2)
+
+
+def test_assess_with_truth_recovers_the_truth_areas(tmp_path) -> None:
+    from dunemap.accuracy.assess import assess_with_truth
+
+    rng = np.random.default_rng(1)
+    truth = rng.choice([0, 1, 2], size=(80, 90), p=[0.5, 0.3, 0.2]).astype(np.uint8)
+    mapped = truth.copy()
+    wrong = rng.random(truth.shape) < 0.2
+    mapped[wrong] = (truth[wrong] + 1) % 3  # 20 % errors move area between classes
+    truth[:2] = 255  # truth nodata under some sampled points: left out and counted
+    transform = Affine(30, 0, 300_000, 0, -30, 5_000_000)
+    map_path = write_class_map(tmp_path / "map.tif", mapped, ["a", "b", "c"], transform, "EPSG:32633")
+    truth_path = write_class_map(tmp_path / "truth.tif", truth, ["a", "b", "c"], transform, "EPSG:32633")
+    result = assess_with_truth(map_path, truth_path, n=1500, min_per_class=100, seed=0)
+    assert result.dropped > 0 and result.assessment.n_points == 1500 - result.dropped
+    e = result.assessment.estimate
+    assert np.abs(e.area - result.truth_area_km2).max() < np.abs(e.mapped_area - result.truth_area_km2).max()
+    assert result.inside_count() == (3, 3)
+    assert "truth area inside the 95 % interval for 3 of 3 classes" in result.table()
