@@ -17,6 +17,7 @@ from dunemap.errors import DunemapError
 COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.train",
     "dunemap.cli.evaluate",
+    "dunemap.cli.calibrate",
     "dunemap.cli.text",
     "dunemap.cli.prepare",
     "dunemap.cli.acquire",

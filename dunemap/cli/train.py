@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after-epochs", type=int, help="end this run after N epochs; continue later with --resume")
     p.add_argument("--no-check-data", dest="check_data", action="store_false",
                    help="skip reading every sample once before training")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip fitting the confidence temperature (val) and the area of applicability (train) at the end")
     add_precision_device(p)
     add_no_progress(p)
     p.set_defaults(func=run)

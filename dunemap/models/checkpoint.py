@@ -9,6 +9,8 @@ A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weigh
     classes       {"names": [...], "colors": [[r, g, b], ...]}
     train_state   optimizer/scheduler/RNG/epoch counters for --resume (None in exported weights)
     metrics       the validation metrics of the epoch it was saved at
+    calibration   {"temperature": T, "split": ..., "ece_before": ..., "ece_after": ...} or {} (uncalibrated)
+    applicability the area-of-applicability record (``dunemap.trust.applicability``) or None
 
 A published MADS file is a bare ``state_dict``; its sizes are inferred from tensor shapes and its
 text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside. Which text a
@@ -50,6 +52,13 @@ class LoadedCheckpoint:
     train_state: dict | None = None
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
+    calibration: dict = field(default_factory=dict)  # {} for an uncalibrated model (a published MADS file)
+    applicability: dict | None = None
+
+    @property
+    def temperature(self) -> float:
+        """The fitted softmax temperature (1.0 when the model was never calibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
 
 
 def save_checkpoint(
@@ -60,6 +69,8 @@ def save_checkpoint(
     text_source: dict | None = None,
     train_state: dict | None = None,
     metrics: dict | None = None,
+    calibration: dict | None = None,
+    applicability: dict | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically (temp file + rename). The model's text buffer is saved too."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -77,6 +88,8 @@ def save_checkpoint(
         "classes": {"names": list(class_names), "colors": [list(map(int, c)) for c in colors]},
         "train_state": train_state,
         "metrics": dict(metrics or {}),
+        "calibration": dict(calibration or {}),
+        "applicability": applicability,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -181,6 +194,7 @@ def load_checkpoint(
         colors = [tuple(c) for c in obj["classes"]["colors"]]
         text_source = dict(obj["text"].get("source") or {})
         train_state, metrics = obj.get("train_state"), dict(obj.get("metrics") or {})
+        calibration, applicability = dict(obj.get("calibration") or {}), obj.get("applicability")
     else:
         state_dict = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
         if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
@@ -188,6 +202,7 @@ def load_checkpoint(
         config = infer_mads_config(state_dict, str(path))
         names, colors = _default_classes(config.num_classes)
         text, text_source, train_state, metrics = None, {}, None, {}
+        calibration, applicability = {}, None
     model = build_model(config)
     _load_state(model, state_dict, str(path))
     if isinstance(text_embeddings, torch.Tensor):
@@ -200,8 +215,10 @@ def load_checkpoint(
     if resolved.matrix is not None:
         model.set_text(torch.from_numpy(resolved.matrix))
     model.eval()
+    if model.open_vocabulary and resolved.source.get("embeddings_sha256") != text_source.get("embeddings_sha256"):
+        calibration, applicability = {}, None  # fitted for another class set: not valid for this one
     return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
-                            metrics, path)
+                            metrics, path, calibration, applicability)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -268,14 +285,41 @@ class Predictor:
         self.text_source = loaded.text_source
         self.in_channels = loaded.config.in_channels
         self.num_classes = len(loaded.class_names)
+        self.temperature = loaded.temperature  # logits are divided by it: calibrated probabilities
+        self.applicability = None
+        if loaded.applicability is not None:
+            from dunemap.trust.applicability import Applicability
+
+            self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) float32 for x (B, in_channels, H, W) of any float dtype and layout."""
+        """Calibrated logits (B, K, H, W) float32 (divided by the temperature) for x (B, in_channels, H, W)."""
         x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x)
-        return logits.float()
+        return self._calibrated(logits)
+
+    @torch.inference_mode()
+    def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel.
+
+        The DI is computed on the decoder's features at 1/4 resolution and upsampled bilinearly.
+        """
+        if self.applicability is None:
+            raise CheckpointError("this checkpoint has no area of applicability; fit one with dunemap calibrate")
+        x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, features = self.model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
+        b, d, h, w = features.shape
+        flat = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy()  # (B*h*w, D)
+        di = torch.from_numpy(self.applicability.dissimilarity(flat)).reshape(b, 1, h, w)
+        di = torch.nn.functional.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)
+        return self._calibrated(logits), di[:, 0, : x.shape[-2], : x.shape[-1]].to(logits.device)
+
+    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 def load_predictor(

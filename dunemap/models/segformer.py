@@ -152,6 +152,13 @@ class TextFusedSegFormer(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_with_features(x, text)[0]
+
+    def forward_with_features(self, x: torch.Tensor, text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, K, H, W) and the decoder's fused per-pixel features (B, decoder_dim, ceil(H/4), ceil(W/4)).
+
+        The features are what the classifier sees; the area of applicability describes data in them.
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ConfigError(
                 f"input of shape {tuple(x.shape)} does not fit the model (expected (B, {self.config.in_channels}, H, W))"
@@ -162,13 +169,13 @@ class TextFusedSegFormer(nn.Module):
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         text = self._text(text)
-        feats = self.forward_features(x, text)
+        features = self.decode_head.forward_features(self.forward_features(x, text))  # (B, D, H'/4, W'/4)
         if self.open_vocabulary:
-            logits = self.text_head(self.decode_head.forward_features(feats), text)  # (B, K, H'/4, W'/4)
+            logits = self.text_head(features, text)  # (B, K, H'/4, W'/4)
         else:
-            logits = self.decode_head(feats)  # (B, K, H'/4, W'/4)
+            logits = self.decode_head.linear_pred(features)  # (B, K, H'/4, W'/4)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        return logits[..., :h, :w], features[..., : -(-h // 4), : -(-w // 4)]
 
 
 def _validate(config: ModelConfig) -> None:

@@ -36,6 +36,7 @@ class TrainConfig:
     resume: bool = False  # continue from save_dir/last.pth
     stop_after_epochs: int | None = None  # end this invocation after N epochs (e.g. a batch job's time slice); --resume continues
     check_data: bool = True  # read every sample once before training and fail on the first bad file
+    calibrate: bool = True  # at the end: fit the temperature on val and the area of applicability on train
     progress: bool = True
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (e.g. drop_path)
 

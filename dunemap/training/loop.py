@@ -237,7 +237,18 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             log.info("epoch %d/%d loss %.4f train mIoU %.4f val mIoU %.4f%s", epoch + 1, config.epochs,
                      row["train_loss"], row["train_miou"], row["val_miou"], " (best)" if improved else "")
         barrier(ctx)
+    if ctx.is_main and config.calibrate and end_epoch == config.epochs and (save_dir / BEST).exists():
+        _calibrate_best(save_dir / BEST, config, device)
+    barrier(ctx)
     return TrainResult(save_dir / BEST, save_dir / LAST, best_miou, best_epoch, history)
+
+
+def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
+    """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint."""
+    from dunemap.trust.fit import calibrate_checkpoint
+
+    calibrate_checkpoint(path, config.data_root, path, device=device, regions=config.regions,
+                         exclude_regions=config.holdout_regions, seed=config.seed)
 
 
 def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, float, int, list[dict]]:

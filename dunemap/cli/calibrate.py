@@ -1,0 +1,43 @@
+"""``dunemap calibrate``: fit a checkpoint's confidence temperature and area of applicability on a labelled dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="calibrated confidence and an area of applicability for a checkpoint",
+        description="Fit the softmax temperature on a labelled split the model was not trained on (default val) "
+        "and describe the training split (default train) for the area of applicability; write a new checkpoint "
+        "carrying both. A published MADS state_dict has neither: this is how it gets them.",
+    )
+    p.add_argument("--weights", type=Path, required=True, help="a dunemap checkpoint or a published MADS state_dict")
+    p.add_argument("--data-root", type=Path, required=True, help="seed-layout dataset with the labelled splits")
+    p.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint to write (never the input)")
+    p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
+    p.add_argument("--applicability-split", default="train",
+                   help="split that describes the training data (default train); 'none' skips the area of applicability")
+    p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dunemap.io.outputs import check_outputs
+    from dunemap.knowledge.text import load_text_npy
+    from dunemap.training.distributed import resolve_device
+    from dunemap.trust.fit import calibrate_checkpoint
+
+    check_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite)
+    text = None if args.text_embeddings is None else load_text_npy(args.text_embeddings)
+    split = None if args.applicability_split.lower() == "none" else args.applicability_split
+    fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=text,
+                               calibration_split=args.split, applicability_split=split,
+                               device=resolve_device(args.device), seed=args.seed)
+    print(fit.summary())
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Where a map can be trusted: calibrated confidence and the area of applicability."""

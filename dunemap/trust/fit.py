@@ -1,0 +1,170 @@
+"""Fit a checkpoint's trust record from labelled data: the temperature and the area of applicability.
+
+Training calls :func:`fit_trust` on its best model at the end of a run; ``dunemap calibrate`` calls
+it on any checkpoint (a published MADS state_dict included) and writes a new, self-describing
+checkpoint. The temperature is fitted on a split the model was not trained on (``val``); the area
+of applicability describes the training split, with the tiles' source scenes as cross-validation
+folds (tiles when the dataset has no manifest or only one scene).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dunemap.data.dataset import SeedLayoutDataset
+from dunemap.data.manifest import read_manifest
+from dunemap.data.seed_layout import IGNORE_INDEX
+from dunemap.errors import ConfigError, InputError
+from dunemap.trust.applicability import Applicability, fit_applicability
+from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
+
+log = logging.getLogger(__name__)
+
+MAX_CALIBRATION_PIXELS = 400_000  # labelled pixels kept for the temperature fit (a bounded, random sample)
+FEATURES_PER_TILE = 256  # feature vectors kept per training tile for the area of applicability
+
+
+@dataclass
+class TrustFit:
+    """What :func:`fit_trust` found: the calibration record and the area of applicability (or None)."""
+
+    calibration: dict
+    applicability: Applicability | None
+
+    def summary(self) -> str:
+        c = self.calibration
+        text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {c['split']} pixels: "
+                f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+        if self.applicability is not None:
+            text += (f"; area of applicability from {self.applicability.samples.shape[0]} training samples, "
+                     f"DI threshold {self.applicability.threshold:.3f}")
+        return text
+
+
+def _folds(dataset: SeedLayoutDataset) -> np.ndarray:
+    """One fold id per sample: its source scene from the manifest when there are several, else the tile itself."""
+    records = read_manifest(dataset.root) or []
+    source = {r.name: r.source for r in records if r.split == dataset.split}
+    scenes = [source.get(name, "") for name in dataset.names]
+    if len({s for s in scenes if s}) >= 2 and all(scenes):
+        _, ids = np.unique(np.asarray(scenes), return_inverse=True)
+        return ids
+    return np.arange(len(dataset))
+
+
+@torch.no_grad()
+def _calibration_sample(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
+    """Logits (N, K) and labels (N,) of a random sample of the labelled pixels of ``dataset``, fp32."""
+    total = sum(h * w for h, w in dataset.sizes)
+    keep_share = min(1.0, MAX_CALIBRATION_PIXELS / max(total, 1))
+    gen = torch.Generator().manual_seed(seed)
+    logits_parts, label_parts = [], []
+    for x, y in DataLoader(dataset, batch_size=4, shuffle=False):
+        logits = model(x.to(device)).float().cpu()  # (B, K, H, W)
+        keep = (y != IGNORE_INDEX) & (torch.rand(y.shape, generator=gen) < keep_share)
+        logits_parts.append(logits.permute(0, 2, 3, 1)[keep])
+        label_parts.append(y[keep])
+    return torch.cat(logits_parts), torch.cat(label_parts)
+
+
+@torch.no_grad()
+def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
+    """A bounded random sample of decoder feature vectors (N, D) of labelled pixels, with their fold ids (N,)."""
+    folds = _folds(dataset)
+    rng = np.random.default_rng(seed)
+    feats, fold_ids = [], []
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        _, features = model.forward_with_features(x[None].to(device))  # (1, D, h/4, w/4)
+        features = features[0].float().cpu()
+        labelled = (y[::4, ::4] != IGNORE_INDEX)[: features.shape[1], : features.shape[2]]  # (h/4, w/4)
+        vectors = features.permute(1, 2, 0)[labelled].numpy()  # (M, D)
+        if vectors.shape[0] > FEATURES_PER_TILE:
+            vectors = vectors[rng.choice(vectors.shape[0], FEATURES_PER_TILE, replace=False)]
+        feats.append(vectors)
+        fold_ids.append(np.full(vectors.shape[0], folds[i]))
+    return np.concatenate(feats), np.concatenate(fold_ids)
+
+
+def fit_trust(
+    model: torch.nn.Module,
+    data_root: str | Path,
+    num_classes: int,
+    in_channels: int,
+    *,
+    calibration_split: str = "val",
+    applicability_split: str | None = "train",
+    device: str | torch.device = "cpu",
+    regions=None,
+    exclude_regions=None,
+    seed: int = 0,
+) -> TrustFit:
+    """Fit the temperature on ``calibration_split`` and (optionally) the area of applicability on ``applicability_split``.
+
+    The model runs in fp32 in eval mode; the result does not depend on the machine's bf16 support.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    kw = dict(num_classes=num_classes, in_channels=in_channels, regions=regions, exclude_regions=exclude_regions)
+    cal_set = SeedLayoutDataset(data_root, calibration_split, **kw)
+    if len(cal_set) == 0:
+        raise InputError(f"{data_root}: split {calibration_split!r} has no tiles to calibrate on")
+    logits, labels = _calibration_sample(model, cal_set, device, seed)
+    temperature = fit_temperature(logits, labels)
+    acc = ReliabilityAccumulator({"before": 1.0, "after": temperature})
+    acc.update(logits.T[None, :, :, None], labels[None, :, None])  # (1, K, N, 1) and (1, N, 1)
+    calibration = {
+        "temperature": temperature, "split": calibration_split, "pixels": int(labels.numel()),
+        "ece_before": acc.result("before").ece, "ece_after": acc.result("after").ece,
+    }
+    applicability = None
+    if applicability_split is not None:
+        if not hasattr(model, "forward_with_features"):
+            raise ConfigError(f"{type(model).__name__} exposes no decoder features: no area of applicability")
+        train_set = SeedLayoutDataset(data_root, applicability_split, **kw)
+        features, folds = _training_features(model, train_set, device, seed)
+        applicability = fit_applicability(features, folds, seed=seed)
+    fit = TrustFit(calibration, applicability)
+    log.info("trust: %s", fit.summary())
+    return fit
+
+
+def calibrate_checkpoint(
+    weights: str | Path,
+    data_root: str | Path,
+    out: str | Path,
+    *,
+    text_embeddings: np.ndarray | None = None,
+    calibration_split: str = "val",
+    applicability_split: str | None = "train",
+    device: str | torch.device = "cpu",
+    regions=None,
+    exclude_regions=None,
+    seed: int = 0,
+) -> TrustFit:
+    """Fit the trust record of the checkpoint at ``weights`` and write the calibrated checkpoint to ``out``.
+
+    ``out`` may be ``weights`` itself only for the training loop's own best checkpoint; the CLI refuses it.
+    A published MADS state_dict becomes a self-describing dunemap checkpoint with its text inside.
+    """
+    from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(weights, text_embeddings=text_embeddings)
+    model = loaded.model
+    split = applicability_split if hasattr(model, "forward_with_features") else None
+    fit = fit_trust(model, data_root, len(loaded.class_names), loaded.config.in_channels,
+                    calibration_split=calibration_split, applicability_split=split, device=device,
+                    regions=regions, exclude_regions=exclude_regions, seed=seed)
+    save_checkpoint(out, model.cpu(), loaded.class_names, loaded.colors, loaded.text_source,
+                    metrics=loaded.metrics, calibration=fit.calibration,
+                    applicability=None if fit.applicability is None else fit.applicability.to_dict())
+    return fit
+
+
+__all__ = ["TrustFit", "calibrate_checkpoint", "fit_trust"]
