@@ -215,8 +215,12 @@ def load_checkpoint(
     if resolved.matrix is not None:
         model.set_text(torch.from_numpy(resolved.matrix))
     model.eval()
-    if model.open_vocabulary and resolved.source.get("embeddings_sha256") != text_source.get("embeddings_sha256"):
-        calibration, applicability = {}, None  # fitted for another class set: not valid for this one
+    if model.config.fusion != "none" and resolved.source.get("embeddings_sha256") != text_source.get("embeddings_sha256"):
+        # other text changed every feature through the cross-attention: what was fitted on them no longer holds
+        calibration, applicability = {}, None
+    # An open-vocabulary model has no cross-attention: its features, and so its area of applicability, do not
+    # depend on the class texts, and its temperature scales every class's logit alike (old classes' logits are
+    # unchanged by a new class; the new class itself is uncalibrated, see docs/knowledge.md).
     return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
                             metrics, path, calibration, applicability)
 
