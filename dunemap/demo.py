@@ -98,7 +98,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     t0 = time.perf_counter()
     weights = run / "best_model.pth"
     evaluation = evaluate(EvalConfig(data_root=data, weights=weights, split="test", out_dir=out / "eval_test",
-                                     precision=config.precision, device="cpu", progress=config.progress))
+                                     precision=config.precision, device="cpu", progress=config.progress,
+                                     overwrite=True))  # the demo's own report, redone on every run
     seconds["evaluate"] = time.perf_counter() - t0
 
     # 4. A held-out georeferenced scene (a seed never used for training), stored as AEF int8.

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.acquire",
     "dunemap.cli.map",
     "dunemap.cli.products",
+    "dunemap.cli.accuracy",
     "dunemap.cli.synth",
     "dunemap.cli.benchmark",
     "dunemap.cli.demo",

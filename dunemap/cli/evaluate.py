@@ -5,23 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_precision_device, csv_list
+from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device, add_replace_text, csv_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.evaluation import EvalConfig
+
     p = subparsers.add_parser("evaluate", help="OA, mIoU, Kappa, F1 of a checkpoint on a split",
                               description="Evaluate a checkpoint; prints a table and writes metrics.json and "
-                              "confusion_matrix.png.")
+                              "confusion_matrix.png. Exact (fp32) unless --precision says otherwise.")
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True, help="a dunemap checkpoint or a published MADS state_dict")
     p.add_argument("--split", default="test")
-    p.add_argument("--out-dir", type=Path, help="default: WEIGHTS_DIR/eval_SPLIT")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--out-dir", type=Path,
+                   help="where metrics.json and confusion_matrix.png go (default: a new folder "
+                        "./eval_<weights folder>-<weights name>_<split>)")
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
+    add_replace_text(p)
     p.add_argument("--catalog", type=Path,
                    help="class catalog: must match the checkpoint's, or (open-vocabulary models) defines new classes")
     p.add_argument("--regions", type=csv_list, help="evaluate only tiles of these regions (manifest.csv)")
-    add_precision_device(p)
+    add_precision_device(p, precision=EvalConfig.precision)
+    add_overwrite(p)
     add_no_progress(p)
     p.set_defaults(func=run)
 
@@ -32,5 +38,7 @@ def run(args: argparse.Namespace) -> int:
     fields = EvalConfig.__dataclass_fields__
     result = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     print(result.table)
+    if result.precision != "fp32":
+        print(f"precision {result.precision}: not exact; the default fp32 gives machine-independent metrics")
     print(f"wrote {result.json_path} and {result.png_path}")
     return 0

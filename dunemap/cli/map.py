@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device
+from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device, add_replace_text
 from dunemap.errors import ConfigError
 
 
@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     outputs.add_argument("--out-dir", type=Path,
                          help="one map per input, OUT_DIR/<stem>_classes.tif, all in one job")
     p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
+    add_replace_text(p)
+    p.add_argument("--catalog", type=Path,
+                   help="class catalog (YAML/TOML): checked against the checkpoint's; for an open-vocabulary model "
+                        "(trained with --head text) it is the set of classes to map, any number of them")
     p.add_argument("--window", type=int, default=d.window, help=f"window side in pixels (default {d.window})")
     p.add_argument("--stride", type=int, default=d.stride,
                    help=f"step between windows in pixels, a multiple of 32 (default {d.stride})")
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("distributed").setLevel(logging.WARNING)
     result = map_inputs(args.inputs, args.weights, out=args.out, out_dir=args.out_dir, config=config,
                         cluster=cluster, device=args.device, precision=args.precision,
-                        text_embeddings=args.text_embeddings)
+                        text_embeddings=args.text_embeddings, catalog=args.catalog,
+                        replace_text=args.replace_text)
     print(result.summary())
     return 0

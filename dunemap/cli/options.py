@@ -10,9 +10,9 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def add_precision_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="auto: bf16 autocast where the CPU/GPU supports it natively, else fp32")
+def add_precision_device(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
+    parser.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
+                        help=f"auto: bf16 autocast where the CPU/GPU supports it natively, else fp32 (default {precision})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
@@ -23,3 +23,13 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing outp
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def add_replace_text(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replace-text", action="store_true",
+                        help="let --text-embeddings replace the class text a dunemap checkpoint carries "
+                             "(without it, other rows than the checkpoint's are an error)")

@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
     add_overwrite(p, "existing CSV and JSON files")
+    p.add_argument("--reference", type=Path, metavar="POINTS",
+                   help="labelled reference points (see dunemap sample): also print each class's error-adjusted "
+                        "area with its 95 %% interval beside the mapped area")
+    p.add_argument("--field", default="ref_class", help="field of --reference with the reference class (default ref_class)")
     p.set_defaults(func=run_stats)
 
     p = subparsers.add_parser(
@@ -65,10 +69,16 @@ def run_stats(args: argparse.Namespace) -> int:
 
     from dunemap.io.outputs import claim_outputs
 
+    if args.reference and args.zones:
+        raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
     outs = [args.out, args.out.with_suffix(".json")]
-    with claim_outputs(outs, [args.map, args.zones], overwrite=args.overwrite):
+    with claim_outputs(outs, [args.map, args.zones, args.reference], overwrite=args.overwrite):
         stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
     print(stats.table())
+    if args.reference:
+        from dunemap.products.stats import error_adjusted_table
+
+        print(error_adjusted_table(args.map, args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
 

@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--catalog", metavar="FILE", default=None,
                      help="class catalog (.yaml/.toml); default: the packaged 10-class dune catalog")
     enc.add_argument("--encoder", metavar="NAME", default="minilm",
-                     help="text encoder: minilm (default, bundled, 384-d), st:<dir> (local sentence-transformers "
-                          "model) or npy:<file> (precomputed (C, D) matrix)")
+                     help="text encoder: minilm (default, bundled, 384-d) or st:<dir> (local sentence-transformers "
+                          "model)")
     enc.add_argument("--mode", choices=ENCODE_MODES, default="catalog",
                      help="catalog (default), or an ablation: random (seeded unit vectors), "
                           "shuffled (catalog rows given to the wrong classes)")

@@ -30,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--text", default="catalog", choices=sorted(TEXT_MODES),
                    help="class text fused into the model; none = plain SegFormer (ablations)")
-    p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy of class text embeddings, e.g. the seed's")
+    p.add_argument("--text-embeddings", type=Path,
+                   help="(K, D) .npy of class text embeddings, e.g. the seed's: stored in the checkpoint as they are, "
+                        "never re-encoded")
     p.add_argument("--catalog", type=Path, help="class catalog YAML/TOML (default: the packaged 10 dune classes)")
-    p.add_argument("--encoder", default="minilm", help="text encoder: minilm, st:DIR or npy:FILE")
+    p.add_argument("--encoder", default="minilm", help="text encoder of the catalog: minilm or st:DIR")
     p.add_argument("--fusion-stage", type=int, default=3, choices=(0, 1, 2, 3), help="0-based stage fused with text")
     p.add_argument("--head", default="linear", choices=("linear", "text"),
                    help="linear classifier (published) or text: open-vocabulary cosine head over class texts")

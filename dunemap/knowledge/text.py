@@ -16,7 +16,8 @@ from dunemap.errors import CheckpointError, ConfigError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import staged_outputs
 from dunemap.knowledge.catalog import Catalog, load_catalog
-from dunemap.knowledge.encoders import DEFAULT_ENCODER, TextEncoder, get_encoder, normalize_rows
+from dunemap.knowledge.encoders import DEFAULT_ENCODER, TextEncoder, get_encoder
+from dunemap.knowledge.matrix import array_sha256, load_text_npy, normalize_rows
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ _CACHE_FORMAT = 1  # bump when the cached array's meaning changes, so old entrie
 class TextSource:
     """Provenance of a model's text inputs: how the (C, D) matrix was made, so it can be rebuilt and checked."""
 
-    mode: str  # one of TEXT_MODES: catalog / random / shuffled / none
-    encoder: str  # encoder identity, e.g. "minilm:1a2b..." or "npy:3c4d..."; "" for mode none
+    mode: str  # one of TEXT_MODES (catalog / random / shuffled / none) or MATRIX_MODE (a user-supplied matrix)
+    encoder: str  # encoder identity, e.g. "minilm:1a2b..."; "" for modes none and matrix
     catalog_sha256: str  # Catalog.sha256 of the class texts
     embeddings_sha256: str  # array_sha256 of the matrix handed to the model; "" for mode none
     dim: int  # embedding width D; 0 for mode none
@@ -51,33 +52,6 @@ class TextSource:
         if missing:
             raise CheckpointError(f"text source {source}: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
-
-
-def array_sha256(matrix: np.ndarray) -> str:
-    """SHA-256 of a matrix as float32 C-order bytes, prefixed by its shape."""
-    m = np.ascontiguousarray(matrix, dtype=np.float32)
-    h = hashlib.sha256(repr(m.shape).encode("ascii"))
-    h.update(m.tobytes())
-    return h.hexdigest()
-
-
-def load_text_npy(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
-    """Read a (C, D) text-embedding .npy (any D) as float32 with unit rows; errors name the file and the problem."""
-    path = Path(path)
-    try:
-        raw = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"text embeddings {path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"text embeddings {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, np.ndarray) or raw.ndim != 2:
-        shape = getattr(raw, "shape", None)
-        raise InputError(f"text embeddings {path}: expected a 2-D (classes, dim) array, got shape {shape}")
-    if not np.issubdtype(raw.dtype, np.floating):
-        raise InputError(f"text embeddings {path}: expected floating-point values, got dtype {raw.dtype}")
-    if num_classes is not None and raw.shape[0] != num_classes:
-        raise InputError(f"text embeddings {path}: has {raw.shape[0]} rows but {num_classes} classes are expected")
-    return normalize_rows(raw, str(path))
 
 
 def default_cache_dir() -> Path:
@@ -189,6 +163,16 @@ TEXT_MODES: dict[str, Callable[..., tuple[np.ndarray | None, TextSource]]] = {
 }
 
 
+MATRIX_MODE = "matrix"  # a user-supplied (C, D) matrix: stored in the checkpoint, never re-encoded
+
+
+def matrix_text_source(path: str | os.PathLike, catalog: Catalog) -> tuple[np.ndarray, TextSource]:
+    """A user's (C, D) text matrix for ``catalog`` (one row per class) and its TextSource (mode ``matrix``)."""
+    matrix = load_text_npy(path, catalog.num_classes)
+    return matrix, TextSource(MATRIX_MODE, "", catalog.sha256, array_sha256(matrix), int(matrix.shape[1]),
+                              catalog.num_classes)
+
+
 def make_text_embeddings(mode: str, catalog: Catalog, encoder: str | TextEncoder = DEFAULT_ENCODER, seed: int = 0,
                          cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray | None, TextSource]:
     """The text matrix for a text ablation ``mode`` (see ``TEXT_MODES``) and its TextSource; ``none`` gives None."""
@@ -213,6 +197,9 @@ def check_text_source(saved: Mapping[str, Any], catalog: Catalog, encoder: str |
                               f"{catalog.source} has {catalog.sha256[:12]}; the class descriptions differ, "
                               "pass the catalog it was trained with")
     if encoder is not None:
+        if src.mode == MATRIX_MODE:
+            raise CheckpointError("checkpoint text is a user-supplied matrix, not an encoding; it cannot be "
+                                  f"checked against encoder {encoder}")
         identity = get_encoder(encoder).identity
         if identity != src.encoder:
             raise CheckpointError(f"checkpoint text was encoded by {src.encoder} but encoder {identity} was given; "

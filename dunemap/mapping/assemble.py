@@ -41,11 +41,12 @@ class MapAssembler:
         legend: ClassLegend,
         config: MapConfig,
         fingerprint: dict,
+        tags: dict[str, str] | None = None,
         applicability_threshold: float | None = None,
     ) -> None:
         self.blocks = blocks
         self.config = config
-        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities,
+        self.partial = PartialMap(out, grid, legend, block_size, config.confidence, config.probabilities, tags,
                                   applicability_threshold if config.applicability else None)
         self.directory = self.partial.directory
         self.spill_dir = self.directory / "spills"

@@ -114,6 +114,9 @@ class PredictorSpec:
     text_embeddings: str | None = None
     text_mtime_ns: int | None = None
     torch_threads: int | None = None
+    catalog: str | None = None  # the classes of an open-vocabulary map (dunemap.knowledge.sources)
+    catalog_mtime_ns: int | None = None
+    replace_text: bool = False
 
     @classmethod
     def from_files(
@@ -123,6 +126,8 @@ class PredictorSpec:
         precision: str = "auto",
         text_embeddings: str | os.PathLike | None = None,
         torch_threads: int | None = None,
+        catalog: str | os.PathLike | None = None,
+        replace_text: bool = False,
     ) -> PredictorSpec:
         w = Path(weights).absolute()
         if not w.is_file():
@@ -133,7 +138,14 @@ class PredictorSpec:
             if not t.is_file():
                 raise InputError(f"text embeddings {text_embeddings}: file not found")
             text, text_mtime = str(t), t.stat().st_mtime_ns
-        return cls(str(w), w.stat().st_mtime_ns, device, precision, text, text_mtime, torch_threads)
+        cat, cat_mtime = None, None
+        if catalog is not None:
+            c = Path(catalog).absolute()
+            if not c.is_file():
+                raise InputError(f"catalog {catalog}: file not found")
+            cat, cat_mtime = str(c), c.stat().st_mtime_ns
+        return cls(str(w), w.stat().st_mtime_ns, device, precision, text, text_mtime, torch_threads, cat, cat_mtime,
+                   replace_text)
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,7 @@ class ModelInfo:
     class_names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     device: str
+    precision: str  # fp32 or bf16, as resolved on the worker
     applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
 
 
@@ -188,7 +201,8 @@ def worker_predictor(spec: PredictorSpec) -> Predictor:
                 torch.set_num_threads(spec.torch_threads)
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
             predictor = load_map_predictor(spec.weights, spec.device, spec.precision, spec.text_embeddings,
-                                           gpu_index=gpu_slot(_worker_name(), gpus))
+                                           gpu_index=gpu_slot(_worker_name(), gpus), catalog=spec.catalog,
+                                           replace_text=spec.replace_text)
             _WORKER_MODELS[spec] = predictor
             log.info("loaded %s on %s (%s)", spec.weights, predictor.device, predictor.precision)
         return predictor
@@ -198,7 +212,8 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     """Task: load the model on a worker and report what the client needs (fingerprint, bands, legend)."""
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
-                     tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), applicability_threshold(p))
+                     tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), p.precision,
+                     applicability_threshold(p))
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
@@ -391,7 +406,8 @@ class _ClusterMapper:
         plan = plan_map(reader, self.config)
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
-        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.applicability_threshold)
+        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
+                                   info.applicability_threshold)
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:
@@ -479,6 +495,8 @@ def map_many(
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
     client: Client | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> BatchMapResult:
     """Map every job on a Dask cluster, or one after another in this process.
 
@@ -514,11 +532,13 @@ def _map_many(jobs: Sequence[MapJob], weights, config: MapConfig, cluster: Clust
               precision: str, text_embeddings, client: Client | None) -> BatchMapResult:
     t0 = time.perf_counter()
     if client is None and not cluster.enabled:
-        predictor = load_map_predictor(weights, device, precision, text_embeddings)
+        predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
+                                       replace_text=replace_text)
         maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 
-    spec = PredictorSpec.from_files(weights, device, precision, text_embeddings, cluster.torch_threads)
+    spec = PredictorSpec.from_files(weights, device, precision, text_embeddings, cluster.torch_threads, catalog,
+                                    replace_text)
     session = contextlib.nullcontext(client) if client is not None else open_client(cluster)
     with session as client:
         mapper = _ClusterMapper(client, spec, config, cluster)
@@ -547,7 +567,9 @@ def map_inputs(
     device: str = "auto",
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> BatchMapResult:
     """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them."""
     return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), weights, config, cluster, device, precision,
-                    text_embeddings)
+                    text_embeddings, catalog=catalog, replace_text=replace_text)

@@ -83,6 +83,9 @@ class MapPlan:
     blocks: list[Block]
 
 
+PRECISION_TAG = "PRECISION"  # dataset tag of every map product: fp32 or bf16, the precision the model ran in
+
+
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
     """The block plan of mapping ``reader``'s raster with ``config``."""
     config.validate()
@@ -119,13 +122,14 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
 
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
-                   fingerprint: dict, applicability_threshold: float | None = None) -> MapAssembler:
-    """The assembler (single writer) of a planned map."""
+                   fingerprint: dict, precision: str | None = None,
+                   applicability_threshold: float | None = None) -> MapAssembler:
+    """The assembler (single writer) of a planned map; the products' PRECISION tag says what the model ran in."""
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")
     return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
-                        applicability_threshold)
+                        {PRECISION_TAG: precision} if precision else None, applicability_threshold)
 
 
 def applicability_threshold(predictor: Predictor) -> float | None:
@@ -215,7 +219,8 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint(sources, plan, predictor, config), applicability_threshold(predictor))
+                                   map_fingerprint(sources, plan, predictor, config), predictor.precision,
+                                   applicability_threshold(predictor))
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)
@@ -258,9 +263,12 @@ def map_checkpoint(
     device: str = "auto",
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> MapResult:
     """Load a checkpoint (dunemap or published MADS layout) and :func:`map_raster` with it."""
-    predictor = load_map_predictor(weights, device, precision, text_embeddings)
+    predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
+                                   replace_text=replace_text)
     return map_raster(input, predictor, out, config)
 
 
@@ -270,11 +278,16 @@ def load_map_predictor(
     precision: str = "auto",
     text_embeddings: str | os.PathLike | None = None,
     gpu_index: int = 0,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
 ) -> Predictor:
-    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means."""
-    from dunemap.knowledge.text import load_text_npy
+    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means.
+
+    The class text is resolved by :mod:`dunemap.knowledge.sources` (``catalog``: the classes of an
+    open-vocabulary map; ``replace_text``: let ``text_embeddings`` replace the checkpoint's text).
+    """
     from dunemap.models.checkpoint import load_predictor
     from dunemap.training.distributed import resolve_device
 
-    text = None if text_embeddings is None else load_text_npy(text_embeddings)
-    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision, text_embeddings=text)
+    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision,
+                          text_embeddings=text_embeddings, catalog=catalog, replace_text=replace_text)

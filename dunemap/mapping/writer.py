@@ -94,10 +94,12 @@ class PartialMap:
         block_size: int,
         confidence: str = "none",
         probabilities: str = "none",
+        tags: dict[str, str] | None = None,
         applicability_threshold: float | None = None,
     ) -> None:
         """``applicability_threshold``: the model's DI threshold; given, the applicability companion is written."""
         self.out = Path(out)
+        self.tags = dict(tags or {})  # extra dataset tags of every product, e.g. PRECISION
         self.applicability_threshold = applicability_threshold
         self.grid = grid
         self.legend = legend
@@ -150,20 +152,20 @@ class PartialMap:
     def _describe(self, dst, product: str) -> None:
         names = self.legend.names
         if product == "classes":
-            dst.update_tags(**self.legend.tags(), PRODUCT="dune class map", **{PRODUCT_TAG: "classes"})
+            dst.update_tags(**self.legend.tags(), **self.tags, PRODUCT="dune class map", **{PRODUCT_TAG: "classes"})
             dst.update_tags(1, CLASS_NAMES=", ".join(names))
             dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
             dst.write_colormap(1, self.legend.colormap())
             return
         if product == "applicability":
-            dst.update_tags(PRODUCT="area of applicability (Meyer & Pebesma 2021)", **{PRODUCT_TAG: product},
+            dst.update_tags(**self.tags, PRODUCT="area of applicability (Meyer & Pebesma 2021)", **{PRODUCT_TAG: product},
                             DI_THRESHOLD=repr(self.applicability_threshold))
             dst.set_band_description(1, f"dissimilarity index (capped at {DI_CAP:g}; above "
                                         f"{self.applicability_threshold:.4f} = outside)")
             dst.set_band_description(2, "inside the area of applicability: 1 inside, 0 outside")
             return
         enc = self.confidence if product == "confidence" else self.probabilities
-        dst.update_tags(**self.legend.tags(), PRODUCT=f"{product} (value * scale = probability)",
+        dst.update_tags(**self.legend.tags(), **self.tags, PRODUCT=f"{product} (value * scale = probability)",
                         **{PRODUCT_TAG: product})
         if product == "confidence":
             dst.set_band_description(1, "confidence: maximum class probability")

@@ -13,7 +13,8 @@ A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weigh
     applicability the area-of-applicability record (``dunemap.trust.applicability``) or None
 
 A published MADS file is a bare ``state_dict``; its sizes are inferred from tensor shapes and its
-text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside.
+text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside. Which text a
+loaded model uses is decided by :mod:`dunemap.knowledge.sources`, the one text-source resolver.
 """
 
 from __future__ import annotations
@@ -183,16 +184,20 @@ def _default_classes(num_classes: int) -> tuple[list[str], list[tuple[int, int, 
 
 def load_checkpoint(
     path: str | Path,
-    text_embeddings: np.ndarray | torch.Tensor | None = None,
+    text_embeddings: "np.ndarray | torch.Tensor | str | Path | None" = None,
     catalog: "str | Path | Catalog | None" = None,
+    replace_text: bool = False,
 ) -> LoadedCheckpoint:
     """Rebuild the model of a dunemap checkpoint or a published MADS ``state_dict`` (eval mode).
 
-    ``text_embeddings`` (K, D) replaces the stored text; it is required for a MADS file of a fused model.
-    ``catalog`` is checked against the catalog the checkpoint was trained with (a mismatch is a
-    CheckpointError); for an open-vocabulary model (``head="text"``) a different catalog is allowed:
-    its descriptions are encoded with the checkpoint's encoder and become the classes, any number of them.
+    The text comes from :func:`dunemap.knowledge.sources.checkpoint_text`: a dunemap checkpoint
+    uses the text it carries (``text_embeddings`` (a (K, D) matrix or .npy) with other rows is an
+    error unless ``replace_text``); a MADS file of a fused model needs ``text_embeddings``.
+    ``catalog`` is checked against the catalog the checkpoint was trained with; for an
+    open-vocabulary model (``head="text"``) a different catalog becomes the new class set, any number of classes.
     """
+    from dunemap.knowledge.sources import checkpoint_text
+
     path = Path(path)
     obj = _read(path)
     if obj.get("format") == FORMAT:
@@ -215,40 +220,24 @@ def load_checkpoint(
     check_finite(state_dict, f"{path}: unusable checkpoint")
     model = build_model(config)
     _load_state(model, state_dict, str(path))
-    if catalog is not None:
-        text, names, colors = _apply_catalog(path, model, text_source, catalog, text)
-    if text_embeddings is not None:
-        text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32))
-    if model.uses_text:
-        if text is None:
-            raise CheckpointError(f"{path}: the model fuses text but the checkpoint has none; pass --text-embeddings FILE.npy")
-        if text.shape[0] != len(names):
-            raise CheckpointError(f"{path}: {text.shape[0]} text embeddings for {len(names)} classes")
-        model.set_text(torch.as_tensor(text))
+    if isinstance(text_embeddings, torch.Tensor):
+        text_embeddings = text_embeddings.detach().cpu().numpy()
+    resolved = checkpoint_text(
+        str(path), None if text is None else text.numpy(), text_source, names, colors, uses_text=model.uses_text,
+        open_vocabulary=model.open_vocabulary, text_embeddings=text_embeddings, catalog=catalog,
+        replace_text=replace_text,
+    )
+    if resolved.matrix is not None:
+        model.set_text(torch.from_numpy(resolved.matrix))
     model.eval()
-    if model.open_vocabulary and len(names) != model.config.num_classes:
-        calibration, applicability = {}, None  # fitted for another class set: not valid for this one
-    return LoadedCheckpoint(model, config, names, colors, text_source, train_state, metrics, path,
-                            calibration, applicability)
-
-
-def _apply_catalog(path: Path, model: TextFusedSegFormer, text_source: dict, catalog, text):
-    """Check ``catalog`` against the checkpoint, or (open vocabulary) encode it as the new class set."""
-    from dunemap.knowledge.catalog import Catalog, load_catalog
-    from dunemap.knowledge.text import check_text_source, make_text_embeddings
-
-    catalog = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
-    if not text_source:
-        raise CheckpointError(f"{path}: the checkpoint records no text source to check catalog {catalog.source} against")
-    names, colors = list(catalog.names), [tuple(c) for c in catalog.colors]
-    if model.open_vocabulary and text_source.get("catalog_sha256") != catalog.sha256:
-        if text_source.get("mode") != "catalog" or not text_source.get("encoder_spec"):
-            raise CheckpointError(f"{path}: open-vocabulary mapping needs a model trained with catalog text "
-                                  f"(this one used {text_source.get('mode')!r})")
-        new_text, _ = make_text_embeddings("catalog", catalog, encoder=text_source["encoder_spec"])
-        return torch.from_numpy(new_text), names, colors
-    check_text_source(text_source, catalog)
-    return text, names, colors
+    if model.config.fusion != "none" and resolved.source.get("embeddings_sha256") != text_source.get("embeddings_sha256"):
+        # other text changed every feature through the cross-attention: what was fitted on them no longer holds
+        calibration, applicability = {}, None
+    # An open-vocabulary model has no cross-attention: its features, and so its area of applicability, do not
+    # depend on the class texts, and its temperature scales every class's logit alike (old classes' logits are
+    # unchanged by a new class; the new class itself is uncalibrated, see docs/knowledge.md).
+    return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
+                            metrics, path, calibration, applicability)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -356,8 +345,9 @@ def load_predictor(
     path: str | Path,
     device: str | torch.device = "cpu",
     precision: str = "auto",
-    text_embeddings: np.ndarray | None = None,
+    text_embeddings: "np.ndarray | str | Path | None" = None,
     catalog: "str | Path | Catalog | None" = None,
+    replace_text: bool = False,
 ) -> Predictor:
     """Load a checkpoint (dunemap or MADS layout) ready for mapping; see ``load_checkpoint``."""
-    return Predictor(load_checkpoint(path, text_embeddings, catalog), device, precision)
+    return Predictor(load_checkpoint(path, text_embeddings, catalog, replace_text), device, precision)

@@ -3,6 +3,9 @@
 In the manner of LSeg and DenseCLIP, the classifier's weights are not a fixed (K, E) matrix but the
 projected text embeddings of the class descriptions, so the number of classes K is whatever the
 text matrix holds at call time: a class can be added, reworded or removed without new weights.
+Each class's logit depends only on the pixel features and that class's own text, so adding a
+class leaves the other classes' logits unchanged, provided the features do not depend on the texts:
+a model with this head has no cross-attention to the class texts (``ModelConfig`` enforces it).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class ModelConfig:
     fusion_stage: int = 3  # 0-based stage whose output tokens attend to the texts (3 = deepest)
     fusion_heads: int = 8
     text_dim: int = 512  # width of the text embeddings (any encoder: the projections adapt)
-    head: str = "linear"  # "linear": 1x1 conv classifier (published); "text": open-vocabulary cosine head
+    head: str = "linear"  # "linear": 1x1 conv classifier (published); "text": open-vocabulary cosine head (fusion none)
     drop_path: float = 0.1  # stochastic depth, linearly increasing over blocks
     dropout: float = 0.1  # decoder dropout before the classifier
 
@@ -183,6 +183,9 @@ def _validate(config: ModelConfig) -> None:
         raise ConfigError(f"unknown fusion {config.fusion!r}; valid: {', '.join(FUSIONS)}")
     if config.head not in HEADS:
         raise ConfigError(f"unknown head {config.head!r}; valid: {', '.join(HEADS)}")
+    if config.head == "text" and config.fusion != "none":
+        raise ConfigError("an open-vocabulary head (head text) needs class-independent features: cross-attention "
+                          "over all class texts would let a new class change every class's logits; use fusion none")
     if not 0 <= config.fusion_stage <= 3:
         raise ConfigError(f"fusion_stage must be 0..3, got {config.fusion_stage}")
     for key in ("embed_dims", "depths", "heads", "sr_ratios"):

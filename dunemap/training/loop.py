@@ -186,7 +186,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             raise ConfigError(f"model {config.model!r} uses no class texts; train it with --text none")
     else:
         overrides.update(fusion_stage=config.fusion_stage, head=config.head,
-                         fusion="none" if text is None else "cross_attn")
+                         fusion="none" if text is None or config.head == "text" else "cross_attn")
         if text is not None:
             overrides["text_dim"] = int(text.shape[1])
     model = build_model(model_config(config.model, **overrides))

@@ -74,13 +74,14 @@ def test_train_then_evaluate_in_real_processes(tmp_path: Path, make_tiny_dataset
     assert "best val mIoU" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "dunemap", "evaluate", "--data-root", str(data), "--weights",
                            str(run / "best_model.pth"), "--split", "test", "--no-progress", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mIoU" in proc.stdout and "blob_0" in proc.stdout
-    report = json.loads((run / "eval_test" / "metrics.json").read_text())
+    report = json.loads((tmp_path / "eval_run-best_model_test" / "metrics.json").read_text())
     assert report["split"] == "test" and report["n_samples"] == 2
     assert 0.0 <= report["metrics"]["oa"] <= 1.0
-    assert (run / "eval_test" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "eval_run-best_model_test" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (run / "eval_test").exists()  # never into the weights' folder
 
 
 def test_evaluate_reports_a_missing_checkpoint(tmp_path: Path, capsys, make_tiny_dataset) -> None:

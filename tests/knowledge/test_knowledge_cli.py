@@ -57,19 +57,12 @@ def test_encode_a_shuffled_ablation(default_encoded, text_cache, tmp_path):
     assert read_sidecar(out).mode == "shuffled" and read_sidecar(out).seed == 2
 
 
-def test_encode_from_a_precomputed_matrix(seed_text, tmp_path):
-    out = tmp_path / "seed_copy.npy"
-    assert main(["text", "encode", "--encoder", f"npy:{seed_text}", "--out", str(out)]) == 0
-    np.testing.assert_array_equal(np.load(out), np.load(seed_text))
-    assert read_sidecar(out).dim == 512
-
-
 @pytest.mark.parametrize(
     "args,needle",
     [
         (["--out", "x.txt"], "must end in .npy"),
         (["--encoder", "clip", "--out", "x.npy"], "unknown text encoder 'clip'"),
-        (["--encoder", "npy:missing.npy", "--out", "x.npy"], "file not found"),
+        (["--encoder", "npy:missing.npy", "--out", "x.npy"], "is a text matrix, not an encoder"),
     ],
 )
 def test_encode_errors_leave_nothing_behind(tmp_path, args, needle, monkeypatch, capsys):

@@ -14,7 +14,7 @@ import pytest
 from dunemap.errors import ConfigError, InputError
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.knowledge.encoders import ENCODERS, directory_sha256, get_encoder
-from dunemap.knowledge.text import cache_key, encode_catalog, load_text_npy
+from dunemap.knowledge.text import cache_key, encode_catalog, load_text_npy, matrix_text_source
 
 
 def _run_python(code: str, tmp_path, extra_env: dict[str, str] | None = None) -> dict:
@@ -119,25 +119,23 @@ def test_seed_text_file_loads_as_ten_unit_rows(seed_text):
     np.testing.assert_array_equal(m, np.load(seed_text))  # already unit rows: kept bit for bit
 
 
-def test_npy_encoder_serves_the_seed_file(seed_text):
-    enc = get_encoder(f"npy:{seed_text}")
-    m, source = encode_catalog(load_catalog(), enc)
-    assert m.shape == (10, 512)
-    assert source.encoder == enc.identity and source.encoder.startswith("npy:") and source.dim == 512
-
-
-def test_npy_encoder_rejects_a_catalog_of_another_size(seed_text, eleven_catalog):
-    with pytest.raises(InputError, match="has 10 rows but the catalog has 11 classes"):
-        encode_catalog(eleven_catalog, f"npy:{seed_text}")
+def test_a_text_matrix_is_not_an_encoder(seed_text):
+    with pytest.raises(ConfigError, match="is a text matrix, not an encoder.*--text-embeddings"):
+        get_encoder(f"npy:{seed_text}")
 
 
 def test_npy_matrix_rows_are_normalised_on_load(tmp_path):
     raw = np.random.default_rng(0).standard_normal((10, 7)).astype(np.float32) * 5
     path = tmp_path / "raw.npy"
     np.save(path, raw)
-    m, source = encode_catalog(load_catalog(), f"npy:{path}")
+    m, source = matrix_text_source(path, load_catalog())
     np.testing.assert_allclose(m, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
-    assert source.dim == 7
+    assert source.dim == 7 and source.mode == "matrix" and source.encoder == ""
+
+
+def test_a_text_matrix_must_have_one_row_per_class(seed_text, eleven_catalog):
+    with pytest.raises(InputError, match="has 10 rows but 11 classes are expected"):
+        matrix_text_source(seed_text, eleven_catalog)
 
 
 @pytest.mark.parametrize(
@@ -181,8 +179,6 @@ def test_encoder_specs_and_their_errors(tmp_path):
         get_encoder(f"st:{tmp_path / 'nope'}")
     with pytest.raises(InputError, match="not a sentence-transformers directory"):
         get_encoder(f"st:{tmp_path}")
-    with pytest.raises(InputError, match="file not found"):
-        get_encoder(f"npy:{tmp_path / 'nope.npy'}")
     with pytest.raises(ConfigError, match="takes no argument"):
         get_encoder("minilm:x")
 

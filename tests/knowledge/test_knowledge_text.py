@@ -93,9 +93,12 @@ def test_check_rejects_an_edited_catalog(default_encoded, default_classes):
     assert "edited.yaml" in msg and default_encoded[1].catalog_sha256[:12] in msg and "\n" not in msg
 
 
-def test_check_rejects_another_encoder(default_encoded, seed_text):
-    with pytest.raises(CheckpointError, match="encoded by minilm:.* but encoder npy:"):
-        check_text_source(default_encoded[1].to_dict(), load_catalog(), f"npy:{seed_text}")
+def test_check_rejects_another_encoder(default_encoded, tmp_path):
+    other = tmp_path / "other_model"  # identity is a content hash: no model is loaded to compute it
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="encoded by minilm:.* but encoder st:"):
+        check_text_source(default_encoded[1].to_dict(), load_catalog(), f"st:{other}")
 
 
 def test_check_rejects_another_class_count(default_encoded, eleven_catalog):

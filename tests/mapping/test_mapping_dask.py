@@ -130,7 +130,7 @@ def test_two_workers_map_byte_identical_and_resume(tmp_path: Path, aef_raster, t
     with EmbeddingReader(path) as reader:
         plan = plan_map(reader, CONFIG)
         assembler = make_assembler(out, plan, predictor_legend(predictor), CONFIG,
-                                   map_fingerprint([path], plan, predictor, CONFIG))
+                                   map_fingerprint([path], plan, predictor, CONFIG), predictor.precision)
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, CONFIG))

@@ -114,7 +114,7 @@ def test_per_block_then_assemble_is_byte_identical(tmp_path: Path, aef_raster, t
         plan = plan_map(reader, config)
         out = tmp_path / "assembled.tif"
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config))
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
         assembler.open(resume=False)
         tasks = assembler.pending()
         assert len(plan.blocks) == 9 and len(tasks) == 6  # the last block column owns no window start

@@ -43,7 +43,7 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
     with EmbeddingReader(path) as reader:  # a run that predicted two blocks, then died
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config))
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, config))
@@ -55,7 +55,7 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
 
     with EmbeddingReader(path) as reader:  # interrupted again, with the original settings
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config))
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, config))

@@ -1,0 +1,71 @@
+"""``dunemap sample`` and ``dunemap accuracy``: reference points for a class map, and its accuracy and area with 95 % intervals."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dunemap.cli.options import add_overwrite
+
+
+def _per_class(value: str) -> dict[str, int]:
+    table = {}
+    for item in value.split(","):
+        key, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected CLASS=N pairs like 0=50,barchan=80; got {item!r}")
+        table[key.strip()] = int(count)
+    return table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sample", help="stratified random reference points of a class map, to label in a GIS",
+        description="Draw a stratified random sample of pixel centres of a class map (strata = map classes): at "
+        "least --min-per-class points per class, the rest proportional to the classes' true areas. Writes a "
+        "GeoPackage with point_id, map_class, map_name and an empty ref_class to fill in.",
+    )
+    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("--n", type=int, default=0, help="total number of points")
+    p.add_argument("--min-per-class", type=int, default=0, metavar="M", help="at least M points per class (default 0)")
+    p.add_argument("--per-class", type=_per_class, metavar="TABLE",
+                   help="explicit allocation instead of --n: CLASS=N pairs by id or name, e.g. 0=50,barchan=80")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
+    p.add_argument("--out", type=Path, required=True, help="GeoPackage (.gpkg) to write")
+    add_overwrite(p)
+    p.set_defaults(func=run_sample)
+
+    p = subparsers.add_parser(
+        "accuracy", help="accuracy and error-adjusted class areas with 95 %% intervals from labelled points",
+        description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
+        "of each class's area, each with a 95 %% confidence interval, from reference points labelled by an expert. "
+        "Writes OUT (JSON) and a CSV beside it.",
+    )
+    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
+    p.add_argument("--field", default="ref_class", help="field holding each point's reference class id or name")
+    p.add_argument("--out", type=Path, required=True, help="JSON report to write; the CSV goes beside it")
+    add_overwrite(p)
+    p.set_defaults(func=run_accuracy)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from dunemap.accuracy.sampling import sample_map
+    from dunemap.errors import ConfigError
+
+    if not args.per_class and args.n < 1:
+        raise ConfigError("give --n N (total points) or --per-class TABLE")
+    sample = sample_map(args.map, args.out, n=args.n, min_per_class=args.min_per_class, seed=args.seed,
+                        per_class=args.per_class, overwrite=args.overwrite)
+    print(sample.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    from dunemap.accuracy.assess import accuracy_report
+
+    result, json_path, csv_path = accuracy_report(args.map, args.reference, args.out, args.field, args.overwrite)
+    print(result.table())
+    print(f"wrote {json_path} and {csv_path}")
+    return 0

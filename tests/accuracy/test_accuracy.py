@@ -1,0 +1,194 @@
+"""``dunemap sample`` and ``dunemap accuracy`` on real GeoTIFFs and GeoPackages; the Olofsson et al. 2014 worked example."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+
+from dunemap.accuracy.estimator import stratified_estimate
+from dunemap.accuracy.sampling import allocate
+from dunemap.cli import main
+from dunemap.mapping.legend import ClassLegend
+
+# Olofsson et al. 2014, section 5 and Table 8: deforestation, forest gain, stable forest, stable non-forest.
+NAMES = ["deforestation", "forest_gain", "stable_forest", "stable_nonforest"]
+PIXELS_30M = np.array([200_000, 150_000, 3_200_000, 6_450_000])
+MATRIX = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+# The paper's figures: area in ha +- 95 % half-width, user's and producer's accuracy +- half-width.
+PAPER_AREA_HA = [(21_158, 6_158), (11_686, 3_756), (285_770, 15_510), (581_386, 16_282)]
+PAPER_USERS = [(0.88, 0.07), (0.73, 0.10), (0.93, 0.04), (0.96, 0.02)]
+PAPER_PRODUCERS_CLASS_1 = (0.75, 0.21)
+PAPER_OVERALL = (0.95, 0.02)
+
+
+def write_class_map(path: Path, classes: np.ndarray, names: list[str], transform: Affine, crs: str) -> Path:
+    legend = ClassLegend.build(names, [(200, 0, 0), (0, 200, 0), (0, 90, 0), (230, 220, 170), (0, 0, 200)][:len(names)])
+    with rasterio.open(path, "w", driver="GTiff", height=classes.shape[0], width=classes.shape[1], count=1,
+                       dtype="uint8", nodata=255, crs=crs, transform=transform) as dst:
+        dst.write(classes.astype(np.uint8), 1)
+        dst.update_tags(**legend.tags())
+        dst.write_colormap(1, legend.colormap())
+    return path
+
+
+def write_points(path: Path, x, y, ref: list, crs: str, ids=None) -> Path:
+    n = len(x)
+    ids = np.arange(1, n + 1, dtype=np.int32) if ids is None else np.asarray(ids, dtype=np.int32)
+    geometry = shapely.to_wkb(shapely.points(np.asarray(x, float), np.asarray(y, float)))
+    pyogrio.raw.write(path, geometry, [ids, np.array(ref, dtype=object)], ["point_id", "ref_class"], crs=crs,
+                      driver="GPKG", geometry_type="Point")
+    return path
+
+
+@pytest.fixture(scope="module")
+def olofsson(tmp_path_factory) -> tuple[Path, Path]:
+    """The worked example's map at 1/100 of its pixel count, 300 m pixels (100 x the 30 m pixel area) in an
+    equal-area CRS, so every class keeps its area exactly; and its 640 labelled points."""
+    root = tmp_path_factory.mktemp("olofsson")
+    counts = PIXELS_30M // 100  # 2000 / 1500 / 32000 / 64500 pixels of 300 m = the paper's areas
+    flat = np.repeat(np.arange(4), counts)
+    classes = flat.reshape(250, 400)
+    transform = Affine(300, 0, 0, 0, -300, 75_000)  # EPSG:6933 is equal-area: a cell's area is 90,000 m2 exactly
+    map_path = write_class_map(root / "map.tif", classes, NAMES, transform, "EPSG:6933")
+    xs, ys, refs = [], [], []
+    for i in range(4):
+        cells = np.flatnonzero(flat == i)[:: counts[i] // MATRIX[i].sum()][: MATRIX[i].sum()]  # distinct pixels
+        r, c = np.divmod(cells, 400)
+        x, y = transform @ (c + 0.5, r + 0.5)
+        xs += list(x)
+        ys += list(y)
+        labels = np.repeat(np.arange(4), MATRIX[i])
+        refs += [NAMES[k] if k % 2 else str(k) for k in labels]  # names and ids both accepted
+    return map_path, write_points(root / "points.gpkg", xs, ys, refs, "EPSG:6933")
+
+
+def test_worked_example_of_olofsson_2014_through_the_cli(olofsson, tmp_path) -> None:
+    map_path, points = olofsson
+    out = tmp_path / "accuracy.json"
+    proc = subprocess.run([sys.executable, "-m", "dunemap", "accuracy", str(map_path), "--reference", str(points),
+                           "--field", "ref_class", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["n_points"] == 640
+    assert report["error_matrix"]["counts"] == MATRIX.tolist()
+    classes = report["classes"]
+    assert [c["name"] for c in classes] == NAMES
+    assert round(classes[0]["mapped_area_km2"] * 100) == 18_000  # ha
+    for c, (area, ci), (ua, ua_ci) in zip(classes, PAPER_AREA_HA, PAPER_USERS):
+        assert (round(c["area_km2"] * 100), round(c["area_km2_ci95"] * 100)) == (area, ci), c
+        assert (round(c["users_accuracy"], 2), round(c["users_accuracy_ci95"], 2)) == (ua, ua_ci), c
+    assert (round(classes[0]["producers_accuracy"], 2), round(classes[0]["producers_accuracy_ci95"], 2)) == \
+        PAPER_PRODUCERS_CLASS_1
+    oa = report["overall_accuracy"]
+    assert (round(oa["estimate"], 2), round(oa["ci95"], 2)) == PAPER_OVERALL
+    lines = (tmp_path / "accuracy.csv").read_text().splitlines()
+    assert lines[0].split(",")[:4] == ["id", "name", "mapped_area_km2", "area_km2"] and len(lines) == 5
+    assert "211.5776 ± 61.5763" in proc.stdout and "overall accuracy 0.947" in proc.stdout
+
+
+def test_estimator_with_pixel_counts_equals_estimator_with_areas() -> None:
+    by_count = stratified_estimate(MATRIX, PIXELS_30M)
+    by_area = stratified_estimate(MATRIX, PIXELS_30M * 0.09)
+    np.testing.assert_allclose(by_count.area * 0.09, by_area.area)
+    np.testing.assert_allclose(by_count.producers_se, by_area.producers_se)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("empty", "2 of 6 points have an empty reference class (point_id 2, 5)"),
+    ("unknown", "point_id 3: unknown class name 'dune'"),
+    ("outside", "1 point(s) lie outside the map"),
+    ("nodata", "1 point(s) fall on nodata"),
+    ("thin", "map class 1 (b) has 1 point(s)"),
+])
+def test_bad_reference_points_are_one_line_errors(case, needle, tmp_path, capsys) -> None:
+    classes = np.zeros((4, 4), np.uint8)
+    classes[:, 2:] = 1
+    classes[3, 3] = 255
+    map_path = write_class_map(tmp_path / "m.tif", classes, ["a", "b"], Affine(10, 0, 0, 0, -10, 40), "EPSG:32633")
+    x = [5, 15, 5, 15, 25, 35]
+    y = [35, 25, 15, 5, 35, 25]
+    ref = ["a", "0", "b", "1", "b", "1"]
+    if case == "empty":
+        ref[1], ref[4] = None, ""
+    if case == "unknown":
+        ref[2] = "dune"
+    if case == "outside":
+        x[0] = 45
+    if case == "nodata":
+        x[5], y[5] = 35, 5
+    if case == "thin":
+        x[4] = 5
+    points = write_points(tmp_path / "p.gpkg", x, y, ref, "EPSG:32633")
+    out = tmp_path / "acc.json"
+    assert main(["accuracy", str(map_path), "--reference", str(points), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not out.with_suffix(".csv").exists()
+
+
+def test_allocation_gives_the_minimum_then_area_shares() -> None:
+    np.testing.assert_array_equal(allocate(np.array([1.0, 3.0, 6.0]), 35, 5), [7, 11, 17])
+    np.testing.assert_array_equal(allocate(np.array([1.0, 1.0, 8.0]), 40, 5), [8, 7, 25])  # tie: lower id
+    assert allocate(np.array([3.0, 3.0, 3.0]), 10, 0).sum() == 10
+
+
+def test_sample_is_deterministic_stratified_and_never_on_nodata(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    classes = rng.choice([0, 2, 255], size=(60, 50), p=[0.6, 0.3, 0.1]).astype(np.uint8)
+    classes[0, :3] = 1  # a class of 3 pixels, asked for 5: taken whole and reported
+    transform = Affine(10, 0, 500_000, 0, -10, 7_000_000)
+    map_path = write_class_map(tmp_path / "m.tif", classes, ["a", "b", "c"], transform, "EPSG:32633")
+    args = ["sample", str(map_path), "--n", "60", "--min-per-class", "5", "--seed", "3"]
+    assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 0
+    assert "only 3 pixels: taken whole" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "two.gpkg")]) == 0
+    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "one.gpkg")
+    _, _, wkb2, _ = pyogrio.raw.read(tmp_path / "two.gpkg")
+    assert list(meta["fields"]) == ["point_id", "map_class", "map_name", "ref_class"]
+    assert list(wkb) == list(wkb2)  # same seed, same points
+    pts = shapely.from_wkb(wkb)
+    col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
+    assert np.all(col % 1 == 0.5) and np.all(row % 1 == 0.5)  # pixel centres
+    values = classes[row.astype(int), col.astype(int)]
+    assert (values != 255).all() and (values == fields[1]).all()
+    assert len(set(zip(row.astype(int), col.astype(int)))) == len(pts)  # no pixel twice
+    assert np.bincount(fields[1], minlength=3)[1] == 3 and len(pts) == 58  # 60 asked, class b short by 2
+    assert all(v is None for v in fields[3])
+    assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 1  # never over an existing file silently
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_stats_prints_the_error_adjusted_area_beside_the_mapped_area(olofsson, tmp_path, capsys) -> None:
+    map_path, points = olofsson
+    assert main(["stats", str(map_path), "--out", str(tmp_path / "areas.csv"), "--reference", str(points)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("0 deforestation"))
+    assert row.split()[2:] == ["180.0000", "211.5776", "61.5763"]  # mapped, adjusted, 95 % half-width (km2)
+
+
+def test_assess_with_truth_recovers_the_truth_areas(tmp_path) -> None:
+    from dunemap.accuracy.assess import assess_with_truth
+
+    rng = np.random.default_rng(1)
+    truth = rng.choice([0, 1, 2], size=(80, 90), p=[0.5, 0.3, 0.2]).astype(np.uint8)
+    mapped = truth.copy()
+    wrong = rng.random(truth.shape) < 0.2
+    mapped[wrong] = (truth[wrong] + 1) % 3  # 20 % errors move area between classes
+    truth[:2] = 255  # truth nodata under some sampled points: left out and counted
+    transform = Affine(30, 0, 300_000, 0, -30, 5_000_000)
+    map_path = write_class_map(tmp_path / "map.tif", mapped, ["a", "b", "c"], transform, "EPSG:32633")
+    truth_path = write_class_map(tmp_path / "truth.tif", truth, ["a", "b", "c"], transform, "EPSG:32633")
+    result = assess_with_truth(map_path, truth_path, n=1500, min_per_class=100, seed=0)
+    assert result.dropped > 0 and result.assessment.n_points == 1500 - result.dropped
+    e = result.assessment.estimate
+    assert np.abs(e.area - result.truth_area_km2).max() < np.abs(e.mapped_area - result.truth_area_km2).max()
+    assert result.inside_count() == (3, 3)
+    assert "truth area inside the 95 % interval for 3 of 3 classes" in result.table()
