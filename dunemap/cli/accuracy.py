@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="explicit allocation instead of --n: CLASS=N pairs by id or name, e.g. 0=50,barchan=80")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
     p.add_argument("--out", type=Path, required=True, help="GeoPackage (.gpkg) to write")
-    add_overwrite(p)
+    add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_sample)
 
     p = subparsers.add_parser(
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
     p.add_argument("--field", default="ref_class", help="field holding each point's reference class id or name")
     p.add_argument("--out", type=Path, required=True, help="JSON report to write; the CSV goes beside it")
-    add_overwrite(p)
+    add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)
 
 

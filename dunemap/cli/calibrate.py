@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dunemap.cli.options import add_overwrite
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,20 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_overwrite(p, "an existing --out checkpoint")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dunemap.io.outputs import claim_outputs
-    from dunemap.knowledge.text import load_text_npy
     from dunemap.training.distributed import resolve_device
     from dunemap.trust.fit import calibrate_checkpoint
 
     split = None if args.applicability_split.lower() == "none" else args.applicability_split
     with claim_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite):
-        text = None if args.text_embeddings is None else load_text_npy(args.text_embeddings)
-        fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=text,
+        fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=args.text_embeddings,
                                    calibration_split=args.split, applicability_split=split,
                                    device=resolve_device(args.device), seed=args.seed)
     print(fit.summary())

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="class catalog: must match the checkpoint's, or (open-vocabulary models) defines new classes")
     p.add_argument("--regions", type=csv_list, help="evaluate only tiles of these regions (manifest.csv)")
     add_precision_device(p, precision=EvalConfig.precision)
-    add_overwrite(p)
+    add_overwrite(p, "an existing report in --out-dir")
     add_no_progress(p)
     p.set_defaults(func=run)
 

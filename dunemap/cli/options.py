@@ -25,10 +25,6 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
-def add_overwrite(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-
-
 def add_replace_text(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace-text", action="store_true",
                         help="let --text-embeddings replace the class text a dunemap checkpoint carries "

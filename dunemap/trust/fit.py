@@ -140,7 +140,7 @@ def calibrate_checkpoint(
     data_root: str | Path,
     out: str | Path,
     *,
-    text_embeddings: np.ndarray | None = None,
+    text_embeddings: np.ndarray | str | Path | None = None,
     calibration_split: str = "val",
     applicability_split: str | None = "train",
     device: str | torch.device = "cpu",
