@@ -64,13 +64,13 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def make_tiny_tile():
     """``make_tiny_tile(rng, size=64) -> (image (16, size, size) float32, label uint8)`` of the tiny dataset."""
     return make_tile
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def make_tiny_dataset():
     """The factory behind ``tiny_dataset``: ``make_tiny_dataset(root, n_train=..., n_val=..., n_test=...)``."""
     return write_dataset

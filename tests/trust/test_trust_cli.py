@@ -13,7 +13,6 @@ import pytest
 import rasterio
 from affine import Affine
 import torch
-from conftest import make_tile, write_dataset
 
 from dunemap.data.seed_layout import write_sample
 from dunemap.models.checkpoint import Predictor, load_checkpoint
@@ -26,10 +25,10 @@ def _dunemap(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_dataset) -> Path:
     """A finished mit_tiny run on the tiny 4-blob dataset (16 bands); its best checkpoint is calibrated."""
     root = tmp_path_factory.mktemp("trust")
-    data = write_dataset(root / "data")
+    data = make_tiny_dataset(root / "data")
     config = TrainConfig(data_root=data, save_dir=root / "run", model="mit_tiny", in_channels=16,
                          epochs=3, batch_size=4, lr=5e-3, text="random", precision="fp32", device="cpu",
                          progress=False, seed=3, catalog=data / "catalog.yaml")
@@ -44,7 +43,7 @@ def _unfamiliar(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-3, keepdims=True)).astype(np.float32)
 
 
-def test_training_stores_calibration_and_applicability(trained: Path) -> None:
+def test_training_stores_calibration_and_applicability(trained: Path, make_tiny_tile) -> None:
     best = load_checkpoint(trained / "best_model.pth")
     cal = best.calibration
     assert cal["split"] == "val" and cal["pixels"] == 2 * 64 * 64
@@ -57,8 +56,8 @@ def test_training_stores_calibration_and_applicability(trained: Path) -> None:
     # familiar ground (new tiles of the training distribution) inside, unfamiliar ground outside
     predictor = Predictor(best, precision="fp32")
     rng = np.random.default_rng(11)
-    familiar = np.stack([make_tile(rng)[0] for _ in range(2)])  # (2, 16, 64, 64)
-    strange = _unfamiliar(np.stack([make_tile(rng)[1] for _ in range(2)]), rng)
+    familiar = np.stack([make_tiny_tile(rng)[0] for _ in range(2)])  # (2, 16, 64, 64)
+    strange = _unfamiliar(np.stack([make_tiny_tile(rng)[1] for _ in range(2)]), rng)
     logits, di = predictor.predict_with_dissimilarity(torch.from_numpy(familiar))
     assert di.shape == (2, 64, 64) and logits.shape == (2, 4, 64, 64)
     assert torch.allclose(logits, predictor.predict(torch.from_numpy(familiar)))
@@ -67,11 +66,11 @@ def test_training_stores_calibration_and_applicability(trained: Path) -> None:
     assert float((di_strange > aoa.threshold).float().mean()) > 0.9
 
 
-def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_path: Path) -> None:
+def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_path: Path, make_tiny_tile) -> None:
     """A raster half familiar (west) and half unfamiliar (east) with a nodata hole: the companion raster says which."""
     rng = np.random.default_rng(5)
-    west = np.concatenate([make_tile(rng)[0] for _ in range(2)], axis=1)  # (16, 128, 64)
-    east = _unfamiliar(np.concatenate([make_tile(rng)[1] for _ in range(2)], axis=0), rng)  # (16, 128, 64)
+    west = np.concatenate([make_tiny_tile(rng)[0] for _ in range(2)], axis=1)  # (16, 128, 64)
+    east = _unfamiliar(np.concatenate([make_tiny_tile(rng)[1] for _ in range(2)], axis=0), rng)  # (16, 128, 64)
     image = np.concatenate([west, east], axis=2)  # (16, 128, 128)
     image[:, 100:120, 10:30] = np.nan
     emb = tmp_path / "emb.tif"

@@ -1,0 +1,91 @@
+"""Trust figures of a checkpoint on a labelled split: calibration error before and after, and the AOA's worth.
+
+``evaluate`` calls :func:`trust_over` when the checkpoint carries a temperature or an area of
+applicability. One fp32 pass over the split gives the reliability bins of the raw (T = 1) and the
+calibrated probabilities, and confusion matrices of the pixels inside and outside the area of
+applicability, so a user sees whether the confidence means what it says and whether the model is
+worse where it extrapolates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from dunemap.data.seed_layout import IGNORE_INDEX
+from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
+from dunemap.trust.applicability import Applicability
+from dunemap.trust.calibration import Reliability, ReliabilityAccumulator, plot_reliability
+
+
+def _bins(rel: Reliability) -> list[dict]:
+    return [{"from": float(rel.edges[i]), "to": float(rel.edges[i + 1]), "pixels": int(rel.count[i]),
+             "mean_confidence": float(rel.confidence[i]), "accuracy": float(rel.accuracy[i])}
+            for i in range(rel.count.size) if rel.count[i]]
+
+
+@torch.no_grad()
+def trust_over(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    temperature: float,
+    applicability: Applicability | None,
+    device: torch.device,
+    class_names: list[str],
+    reliability_png: Path | None = None,
+) -> dict:
+    """Calibration (ECE at T = 1 and at ``temperature``) and, with ``applicability``, metrics inside/outside it."""
+    acc = ReliabilityAccumulator({"uncalibrated": 1.0, "calibrated": temperature})
+    inside_cm, outside_cm = ConfusionMatrix(num_classes, IGNORE_INDEX), ConfusionMatrix(num_classes, IGNORE_INDEX)
+    model.eval()
+    for x, y in loader:
+        x = x.to(device)
+        if applicability is not None:
+            logits, features = model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
+            b, d, h, w = features.shape
+            flat = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy()
+            di = torch.from_numpy(applicability.dissimilarity(flat)).reshape(b, 1, h, w)
+            di = F.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)[:, 0, : y.shape[1], : y.shape[2]]
+            pred = logits.argmax(1).cpu()
+            inside = di <= applicability.threshold
+            inside_cm.update(torch.where(inside, pred, IGNORE_INDEX), torch.where(inside, y, IGNORE_INDEX))
+            outside_cm.update(torch.where(~inside, pred, IGNORE_INDEX), torch.where(~inside, y, IGNORE_INDEX))
+        else:
+            logits = model(x)
+        acc.update(logits.float().cpu(), y, IGNORE_INDEX)
+    raw, cal = acc.result("uncalibrated"), acc.result("calibrated")
+    report: dict = {"calibration": {"temperature": temperature, "ece_uncalibrated": raw.ece,
+                                    "ece_calibrated": cal.ece, "reliability_calibrated": _bins(cal)}}
+    if reliability_png is not None:
+        plot_reliability({"uncalibrated": raw, f"calibrated (T = {temperature:.2f})": cal}, reliability_png)
+        report["calibration"]["reliability_png"] = str(reliability_png)
+    if applicability is not None:
+        n_in, n_out = int(inside_cm.matrix.sum()), int(outside_cm.matrix.sum())
+        report["applicability"] = {
+            "threshold": applicability.threshold,
+            "share_outside": n_out / max(n_in + n_out, 1),
+            "inside": metrics_from_matrix(inside_cm.matrix).to_dict(class_names) if n_in else None,
+            "outside": metrics_from_matrix(outside_cm.matrix).to_dict(class_names) if n_out else None,
+        }
+    return report
+
+
+def trust_lines(report: dict) -> list[str]:
+    """The printed summary of :func:`trust_over`'s report."""
+    c = report["calibration"]
+    lines = [f"calibration: T = {c['temperature']:.3f}, expected calibration error "
+             f"{c['ece_uncalibrated']:.4f} uncalibrated -> {c['ece_calibrated']:.4f} calibrated"]
+    a = report.get("applicability")
+    if a is not None:
+        miou = {k: (a[k]["miou"] if a[k] else float("nan")) for k in ("inside", "outside")}
+        lines.append(f"area of applicability: {a['share_outside'] * 100:.1f} % of labelled pixels outside; "
+                     f"mIoU inside {miou['inside']:.4f}, outside {miou['outside']:.4f}")
+    return lines
+
+
+__all__ = ["trust_lines", "trust_over"]
