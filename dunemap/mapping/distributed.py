@@ -514,8 +514,9 @@ def map_many(
     _check_distinct_outputs(jobs)
     companions = [p for job in jobs for p in product_paths(job.out).values()]
     with locked_outputs([job.out for job in jobs], companions):
-        check_job_outputs(jobs, config, [weights, text_embeddings])
-        return _map_many(jobs, weights, config, cluster, device, precision, text_embeddings, client)
+        check_job_outputs(jobs, config, [weights, text_embeddings, catalog])
+        return _map_many(jobs, weights, config, cluster, device, precision, text_embeddings, client, catalog,
+                         replace_text)
 
 
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
@@ -529,7 +530,7 @@ def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequenc
 
 
 def _map_many(jobs: Sequence[MapJob], weights, config: MapConfig, cluster: ClusterConfig, device: str,
-              precision: str, text_embeddings, client: Client | None) -> BatchMapResult:
+              precision: str, text_embeddings, client: Client | None, catalog, replace_text: bool) -> BatchMapResult:
     t0 = time.perf_counter()
     if client is None and not cluster.enabled:
         predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
