@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
 
 from dunemap.data.dataset import SeedLayoutDataset
+from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
 from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix, plot_confusion_matrix
 from dunemap.models.checkpoint import load_checkpoint, resolve_precision
@@ -43,6 +44,7 @@ class EvalResult:
     table: str
     json_path: Path
     png_path: Path
+    by_scene: dict[str, SegmentationMetrics] = field(default_factory=dict)  # in_scene / new_scene, when both occur
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
@@ -58,24 +60,34 @@ def evaluate(config: EvalConfig) -> EvalResult:
     num_classes = len(loaded.class_names)
     dataset = SeedLayoutDataset(config.data_root, config.split, num_classes=num_classes,
                                 in_channels=loaded.config.in_channels, regions=config.regions)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     model = loaded.model.to(device)
-    matrix = confusion_over(model, loader, num_classes, device, precision,
-                            progress=config.progress, desc=config.split)
+    # Tiles of scenes seen in training and of new scenes are scored apart (and summed for the split's score).
+    present = set(dataset.names)
+    groups = {g: kept for g, names in scene_groups(read_manifest(config.data_root) or [], config.split).items()
+              if (kept := [n for n in names if n in present])}
+    parts = [SeedLayoutDataset(config.data_root, config.split, num_classes=num_classes,
+                               in_channels=loaded.config.in_channels, regions=config.regions, names=names)
+             for names in groups.values()] if len(groups) > 1 else [dataset]
+    matrices = [confusion_over(model, DataLoader(part, batch_size=config.batch_size, shuffle=False), num_classes,
+                               device, precision, progress=config.progress, desc=config.split) for part in parts]
+    matrix = sum(matrices)
     metrics = metrics_from_matrix(matrix)
+    by_scene = {g: metrics_from_matrix(m) for g, m in zip(groups, matrices)} if len(groups) > 1 else {}
     out_dir = Path(config.out_dir) if config.out_dir else Path(config.weights).parent / f"eval_{config.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "weights": str(config.weights), "data_root": str(config.data_root), "split": config.split,
         "n_samples": len(dataset), "precision": precision,
         "metrics": metrics.to_dict(loaded.class_names), "confusion_matrix": matrix.tolist(),
+        "by_scene": {g: {"n_samples": len(parts[i]), **m.to_dict(loaded.class_names)}
+                     for i, (g, m) in enumerate(by_scene.items())},
     }
     json_path = out_dir / "metrics.json"
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     png_path = plot_confusion_matrix(matrix, loaded.class_names, out_dir / "confusion_matrix.png")
     return EvalResult(metrics, matrix, loaded.class_names, format_table(metrics, loaded.class_names), json_path,
-                      png_path)
+                      png_path, by_scene)
 
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate"]

@@ -41,7 +41,7 @@ def _join(values) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.benchmark.quality import METHODS, PRESETS, PROTOCOLS
+    from dunemap.benchmark.spec import METHODS, PRESETS, PROTOCOLS
     from dunemap.benchmark.speed import MODES, PRECISIONS
     from dunemap.models import ARCHITECTURES
 
@@ -134,7 +134,8 @@ def speed_command(args: argparse.Namespace) -> str:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from dunemap.benchmark.quality import QualityConfig, run_quality as run
+    from dunemap.benchmark.quality import run_quality as run
+    from dunemap.benchmark.spec import QualityConfig
 
     if args.out is None:
         args.out = Path("benchmark-results") / f"quality-{args.preset}"

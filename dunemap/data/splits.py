@@ -18,6 +18,12 @@ import numpy as np
 from dunemap.errors import ConfigError
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
+SPLIT_MODES: dict[str, str] = {
+    "block": "spatial blocks of tiles are dealt to train/val/test; every scene may feed every split",
+    "scene": "whole scenes are held out for test (new-scene scores); the other scenes are split by blocks, "
+             "so test also holds blocks of training scenes (in-scene scores)",
+}
+"""How a dataset is split; a CLI's ``--split-by`` choices are these keys."""
 _PRIORITY = {name: i for i, name in enumerate(SPLITS)}  # a conflict drops the tile whose split ranks lower
 
 BlockKey = tuple[int, int]
@@ -167,3 +173,41 @@ def _as_boxes(boxes: np.ndarray) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ConfigError(f"tile boxes have shape {arr.shape}; expected (N, 4) minx, miny, maxx, maxy")
     return arr
+
+
+def holdout_scenes(scenes: dict[str, list[str]], fractions: tuple[float, float, float],
+                   seed: int) -> dict[tuple[str, str], str]:
+    """Whole scenes held out for val and test: about each split's fraction of all scenes (at least one if positive).
+
+    ``scenes`` maps a group (a region) to its scene names. Groups take turns in a seeded order and
+    each gives one random scene per turn, so held-out scenes spread over the groups; a group never
+    gives its last scene, so every group keeps scenes for training. Returns ``{(group, scene): split}``;
+    scenes not listed stay available for training (and for in-scene blocks of every split).
+    """
+    total = sum(len(v) for v in scenes.values())
+    rng = np.random.default_rng(seed)
+    pools = {g: [names[i] for i in rng.permutation(len(names))] for g, names in sorted(scenes.items())}
+    order = [sorted(pools)[int(i)] for i in rng.permutation(len(pools))]
+    wants = [(name, max(1, int(round(f * total)))) for name, f in zip(SPLITS[1:], fractions[1:]) if f > 0]
+    chosen: dict[tuple[str, str], str] = {}
+    turn: list[str] = []
+    for split, want in wants:
+        for _ in range(want):
+            if not turn:
+                turn = [g for g in order if len(pools[g]) > 1]
+                if not turn:
+                    return chosen
+            g = turn.pop(0)
+            chosen[(g, pools[g].pop())] = split
+    return chosen
+
+
+def in_scene_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Block fractions for the scenes left after :func:`holdout_scenes`: half of val's and test's shares.
+
+    Whole held-out scenes already fill val and test with new ground; the in-scene blocks only need
+    to be enough for the in-scene score, and the rest of those scenes trains.
+    """
+    t, v, e = fractions
+    return t + (v + e) / 2.0, v / 2.0, e / 2.0
+

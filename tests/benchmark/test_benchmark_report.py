@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dunemap.benchmark.report import (
-    fmt_stat, markdown_table, paired, replace_section, rf_gap_finding, seed_scores, stat, text_finding,
-    write_section)
+from dunemap.benchmark.report import markdown_table, replace_section, rf_gap_finding, text_finding, write_section
+from dunemap.benchmark.stats import fmt_stat, paired, seed_scores, stat
 from dunemap.errors import InputError
 
 
