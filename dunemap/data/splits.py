@@ -154,6 +154,12 @@ def split_tiles(
         sizes[k] = sizes.get(k, 0) + 1
     block_splits = assign_blocks(sizes, fractions, seed)
     splits: list[str | None] = [block_splits[k] for k in keys]
+    return SplitResult(splits=drop_conflicts(boxes, splits, gap, tol), blocks=keys, block_splits=block_splits)
+
+
+def drop_conflicts(boxes: np.ndarray, splits: list[str | None], gap: float = 0.0, tol: float = 0.0) -> list[str | None]:
+    """``splits`` with the lower-priority tile of every cross-split pair closer than ``gap`` set to None."""
+    splits = list(splits)
     for i, j in conflicting_pairs(boxes, gap=gap, tol=tol):
         si, sj = splits[i], splits[j]
         if si is None or sj is None or si == sj:
@@ -163,7 +169,39 @@ def split_tiles(
             splits[i] = None
         else:
             splits[j] = None
-    return SplitResult(splits=splits, blocks=keys, block_splits=block_splits)
+    return splits
+
+
+def split_scenes(
+    boxes: np.ndarray,
+    scenes: list[str],
+    groups: list[str],
+    fractions: tuple[float, float, float],
+    block_extent: float,
+    seed: int = 0,
+    gap: float = 0.0,
+    tol: float = 0.0,
+) -> list[str | None]:
+    """Hold whole scenes out for val/test (:func:`holdout_scenes`), split the rest by blocks, keep splits apart.
+
+    ``scenes[i]`` and ``groups[i]`` name tile ``i``'s scene (e.g. its source raster) and group (its
+    region). The other scenes' tiles are dealt by :func:`split_tiles` with :func:`in_scene_fractions`,
+    and finally every cross-split pair closer than ``gap`` loses its lower-priority tile.
+    """
+    boxes = _as_boxes(boxes)
+    members: dict[str, set[str]] = {}
+    for scene, group in zip(scenes, groups):
+        members.setdefault(group, set()).add(scene)
+    held = holdout_scenes({g: sorted(v) for g, v in members.items()}, fractions, seed)
+    whole = [held.get((g, s)) for s, g in zip(scenes, groups)]
+    rest = [i for i, w in enumerate(whole) if w is None]
+    splits: list[str | None] = list(whole)
+    if rest:
+        inner = split_tiles(boxes[rest], in_scene_fractions(fractions) if held else fractions, block_extent, seed,
+                            gap, tol)
+        for i, split in zip(rest, inner.splits):
+            splits[i] = split
+    return drop_conflicts(boxes, splits, gap, tol)
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:
