@@ -12,7 +12,7 @@ from dunemap.demo import DemoConfig, run_demo
 
 
 def _micro(out: Path) -> DemoConfig:
-    return DemoConfig(out=out, regions=["namib", "qaidam"], scenes_per_region=2, scene_size=128, tile=32,
+    return DemoConfig(out=out, regions=["namib", "qaidam"], scenes_per_region=3, scene_size=128, tile=32,
                       model="mit_tiny", epochs=1, batch_size=4, map_size=160, map_window=64, rf_trees=10,
                       rf_pixels_per_class=50, precision="fp32", progress=False)
 
