@@ -232,7 +232,7 @@ def render_comparison(path: Path, truth: np.ndarray, pred: np.ndarray, rf_pred: 
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    present = np.unique(truth[valid])
+    present = np.unique(np.concatenate([truth[valid], pred[pred != 255], rf_pred[rf_pred != 255]]))
     fig.legend(handles=[Patch(facecolor=palette[i], edgecolor="black", label=f"{i} {names[i]}") for i in present],
                loc="lower center", ncol=min(len(present), 6), fontsize=8, frameon=False)
     fig.subplots_adjust(bottom=0.14, wspace=0.04)
@@ -317,7 +317,7 @@ def section_comparison(ctx: ReportContext) -> str:
 def section_per_class(ctx: ReportContext) -> str:
     r = ctx.result
     names = list(r.map_metrics["per_class"])
-    lines = ["## Per class on the held-out scene (IoU)", "", "| class | network | random forest | area (km2) |",
+    lines = ["## Per class on the held-out scene (IoU)", "", "| class | network | random forest | mapped area (km2) |",
              "| --- | ---: | ---: | ---: |"]
     for n in names:
         a, b = r.map_metrics["per_class"][n]["iou"], r.rf_map_metrics["per_class"][n]["iou"]
