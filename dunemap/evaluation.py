@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,15 @@ from torch.utils.data import DataLoader
 from dunemap import __version__
 
 from dunemap.data.dataset import SeedLayoutDataset
+from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import check_outputs
 from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix, plot_confusion_matrix
 from dunemap.models.checkpoint import load_checkpoint, resolve_precision
 from dunemap.training.distributed import resolve_device
 from dunemap.training.loop import confusion_over
+from dunemap.trust.applicability import Applicability
+from dunemap.trust.report import trust_lines, trust_over
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class EvalResult:
     json_path: Path
     png_path: Path
     precision: str = "fp32"
+    by_scene: dict[str, SegmentationMetrics] = field(default_factory=dict)  # in_scene / new_scene, when both occur
+    trust: dict = field(default_factory=dict)  # calibration and area-of-applicability figures (trust.report)
 
 
 def default_out_dir(weights: str | Path, split: str) -> Path:
@@ -63,12 +68,17 @@ def default_out_dir(weights: str | Path, split: str) -> Path:
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
-    """Run the checkpoint over ``config.split`` and write ``metrics.json`` and ``confusion_matrix.png``."""
+    """Run the checkpoint over ``config.split`` and write ``metrics.json`` and ``confusion_matrix.png``.
+
+    A calibrated checkpoint also gets its expected calibration error before and after calibration
+    (and ``reliability.png``); one with an area of applicability gets its metrics inside and outside it.
+    """
     from dunemap.knowledge.encoders import file_sha256
 
     out_dir = Path(config.out_dir) if config.out_dir else default_out_dir(config.weights, config.split)
     json_path, png_path = out_dir / "metrics.json", out_dir / "confusion_matrix.png"
-    check_outputs([json_path, png_path], [config.weights, config.text_embeddings, config.catalog],
+    reliability_png = out_dir / "reliability.png"  # written when the checkpoint is calibrated
+    check_outputs([json_path, png_path, reliability_png], [config.weights, config.text_embeddings, config.catalog],
                   overwrite=config.overwrite)
     loaded = load_checkpoint(config.weights, text_embeddings=config.text_embeddings, catalog=config.catalog,
                              replace_text=config.replace_text)
@@ -79,11 +89,23 @@ def evaluate(config: EvalConfig) -> EvalResult:
     num_classes = len(loaded.class_names)
     dataset = SeedLayoutDataset(config.data_root, config.split, num_classes=num_classes,
                                 in_channels=loaded.config.in_channels, regions=config.regions)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     model = loaded.model.to(device)
-    matrix = confusion_over(model, loader, num_classes, device, precision,
-                            progress=config.progress, desc=config.split)
+    # Tiles of scenes seen in training and of new scenes are scored apart (and summed for the split's score).
+    present = set(dataset.names)
+    groups = {g: kept for g, names in scene_groups(read_manifest(config.data_root) or [], config.split).items()
+              if (kept := [n for n in names if n in present])}
+    parts = [SeedLayoutDataset(config.data_root, config.split, num_classes=num_classes,
+                               in_channels=loaded.config.in_channels, regions=config.regions, names=names)
+             for names in groups.values()] if len(groups) > 1 else [dataset]
+    matrices = [confusion_over(model, DataLoader(part, batch_size=config.batch_size, shuffle=False), num_classes,
+                               device, precision, progress=config.progress, desc=config.split) for part in parts]
+    matrix = sum(matrices)
     metrics = metrics_from_matrix(matrix)
+    by_scene = {g: metrics_from_matrix(m) for g, m in zip(groups, matrices)} if len(groups) > 1 else {}
+    trust = {}
+    if loaded.calibration or loaded.applicability is not None:
+        trust = trust_over(model, DataLoader(dataset, batch_size=config.batch_size, shuffle=False), num_classes,
+                           loaded.temperature, _applicability(loaded), device, loaded.class_names, reliability_png)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "weights": str(config.weights), "checkpoint_sha256": file_sha256(config.weights),
@@ -91,12 +113,21 @@ def evaluate(config: EvalConfig) -> EvalResult:
         "precision": precision, "device": str(device), "torch_version": torch.__version__,
         "dunemap_version": __version__,
         "metrics": metrics.to_dict(loaded.class_names), "confusion_matrix": matrix.tolist(),
+        "by_scene": {g: {"n_samples": len(parts[i]), **m.to_dict(loaded.class_names)}
+                     for i, (g, m) in enumerate(by_scene.items())},
+        **trust,
     }
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     png_path = plot_confusion_matrix(matrix, loaded.class_names, png_path)
-    table = format_table(metrics, loaded.class_names)
-    return EvalResult(metrics, matrix, loaded.class_names, table, json_path, png_path, precision)
+    table = "\n".join([format_table(metrics, loaded.class_names), *(trust_lines(trust) if trust else [])])
+    return EvalResult(metrics, matrix, loaded.class_names, table, json_path, png_path, precision, by_scene, trust)
+
+
+def _applicability(loaded):
+    if loaded.applicability is None or not hasattr(loaded.model, "forward_with_features"):
+        return None
+    return Applicability.from_dict(loaded.applicability, str(loaded.path))
 
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import rasterio
 
 from dunemap.cli import main
@@ -11,22 +12,35 @@ from dunemap.demo import DemoConfig, run_demo
 
 
 def _micro(out: Path) -> DemoConfig:
-    return DemoConfig(out=out, regions=["namib", "qaidam"], scenes_per_region=1, scene_size=192, tile=32,
-                      model="mit_tiny", epochs=1, batch_size=4, map_size=160, precision="fp32", progress=False)
+    return DemoConfig(out=out, regions=["namib", "qaidam"], scenes_per_region=3, scene_size=128, tile=32,
+                      model="mit_tiny", epochs=1, batch_size=4, map_size=160, map_window=64, rf_trees=10,
+                      rf_pixels_per_class=50, precision="fp32", progress=False)
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = run_demo(_micro(out))
     for rel in ("data/manifest.csv", "run/best_model.pth", "eval_test/metrics.json", "scene/heldout_emb.tif",
-                "map/heldout_classes.tif", "map/heldout_quicklook.png", "report.md"):
+                "map/heldout_classes.tif", "map/heldout_rf_classes.tif", "map/heldout_quicklook.png",
+                "map/heldout_comparison.png", "report.md"):
         assert (out / rel).stat().st_size > 0, rel
+    with rasterio.open(out / "map" / "heldout_rf_classes.tif") as f, rasterio.open(out / "scene" / "heldout_labels.tif") as t:
+        rf, truth = f.read(1), t.read(1)
+    assert ((rf == 255) == (truth == 255)).all() and set(np.unique(rf)) <= set(range(10)) | {255}
+    assert set(result.test_by_scene) == {"in_scene", "new_scene"}  # whole scenes held out, and blocks of the others
+    assert 0.0 <= result.rf_map_metrics["miou"] <= 1.0
     with rasterio.open(out / "map" / "heldout_classes.tif") as m, rasterio.open(out / "scene" / "heldout_emb.tif") as e:
         assert m.crs == e.crs and m.transform == e.transform and m.colormap(1)
     assert 0.0 <= result.test_metrics["oa"] <= 1.0 and 0.0 <= result.map_metrics["oa"] <= 1.0
     assert sum(result.areas_km2.values()) > 0
     report = (out / "report.md").read_text()
     assert "mIoU" in report and "km2" in report
+    for heading in ("## Headline: memory of the scene against new ground", "## Held-out scene",
+                    "## Per class on the held-out scene"):
+        assert heading in report
+    assert "| test tiles of new scenes (never seen in training) |" in report
+    assert "| held-out scene: per-pixel random forest, same training tiles |" in report
+    assert "](map/heldout_comparison.png)" in report
 
     stamp = (out / "run" / "best_model.pth").stat().st_mtime_ns
     map_stamp = (out / "map" / "heldout_classes.tif").stat().st_mtime_ns
@@ -38,7 +52,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path) -> None:
 
 def test_demo_cli_prints_the_headline(tmp_path: Path, capsys) -> None:
     code = main(["demo", "--out", str(tmp_path / "d"), "--model", "mit_tiny", "--epochs", "1", "--scene-size", "192", "--tile", "32",
-                 "--scenes-per-region", "1", "--map-size", "128", "--precision", "fp32", "--no-progress"])
+                 "--scenes-per-region", "1", "--map-size", "128", "--map-window", "64", "--precision", "fp32",
+                 "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test tiles:" in printed and "held-out scene:" in printed and "report.md" in printed
+    assert "random forest:" in printed and "heldout_comparison.png" in printed

@@ -1,4 +1,7 @@
-"""Benchmark reports: statistics over seeds, markdown tables, figures, generated findings and BENCHMARKS.md sections.
+"""Benchmark reports: markdown tables, figures, generated findings and BENCHMARKS.md sections.
+
+The numbers come from :mod:`dunemap.benchmark.stats`, the names of methods and protocols from
+:mod:`dunemap.benchmark.spec`; this module only renders them.
 
 A section of ``BENCHMARKS.md`` lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``;
 :func:`write_section` replaces only that span, so the quality and speed sections (and anything a
@@ -8,27 +11,22 @@ person wrote around them) are kept when one of them is refreshed.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 import platform
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dunemap.benchmark.spec import METHODS, PROTOCOL_LABELS, QualityConfig, QualityPreset, generator_fingerprint
+from dunemap.benchmark.stats import METRICS, MIN_EFFECT, fmt_stat, method_stat, paired, quality_summary, seed_scores, stat
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 
-if TYPE_CHECKING:
-    from dunemap.benchmark.quality import QualityConfig, QualityPreset
-
-METRICS: dict[str, str] = {"oa": "OA", "miou": "mIoU", "kappa": "Kappa", "mf1": "mF1"}
-MIN_EFFECT = 1.0  # mIoU points: a smaller mean paired difference is not called an effect
-HOPED_GAP = 15.0  # mIoU points the issue hopes fusion gains over the pixel random forest (leave-one-region-out)
+HOPED_GAP = 15.0  # mIoU points the issue hopes the best network gains over the pixel random forest
+NETWORKS = tuple(name for name, m in METHODS.items() if m.kind == "network")
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -108,37 +106,6 @@ def write_section(path: str | os.PathLike, name: str, body: str) -> Path:
 # ------------------------------------------------------------------------------------------ statistics
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation (ddof 1; NaN for a single value) of n values."""
-
-    mean: float
-    std: float
-    n: int
-
-    def to_dict(self) -> dict:
-        return {"mean": None if math.isnan(self.mean) else self.mean,
-                "std": None if math.isnan(self.std) else self.std, "n": self.n}
-
-
-def stat(values: Iterable[float | None]) -> Stat:
-    """Stat of the finite values (None and NaN are dropped)."""
-    v = np.array([float(x) for x in values if x is not None and not math.isnan(float(x))], dtype=np.float64)
-    if v.size == 0:
-        return Stat(math.nan, math.nan, 0)
-    return Stat(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size))
-
-
-def fmt_stat(s: Stat, scale: float = 100.0, digits: int = 1) -> str:
-    """``"63.2 ± 1.4"`` (scaled); ``"-"`` without values; no ± part for a single value."""
-    if s.n == 0:
-        return "-"
-    mean = round(s.mean * scale, digits) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
-    if math.isnan(s.std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {s.std * scale:.{digits}f}"
-
-
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     """A GitHub markdown table; ``align`` is one character per column (``l`` or ``r``), default left then right."""
     align = align or "l" + "r" * (len(header) - 1)
@@ -151,71 +118,28 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: 
 # ------------------------------------------------------------------------------------------ quality numbers
 
 
-def seed_scores(rows: Sequence[dict], protocol: str, method: str, metric: str = "miou") -> dict[int, float]:
-    """Seed -> the metric of (protocol, method), averaged over the held-out regions for leave-one-region-out."""
-    by_seed: dict[int, list[float]] = {}
-    for r in rows:
-        value = r["metrics"].get(metric)
-        if r["protocol"] == protocol and r["method"] == method and value is not None:
-            by_seed.setdefault(int(r["seed"]), []).append(float(value))
-    return {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
-
-
-def method_stat(rows: Sequence[dict], protocol: str, method: str, metric: str) -> Stat:
-    """Mean ± std over seeds of the per-seed scores."""
-    return stat(seed_scores(rows, protocol, method, metric).values())
-
-
-@dataclass(frozen=True)
-class Paired:
-    """``a - b`` per seed (mIoU points), over the seeds both have."""
-
-    diff: Stat
-    wins: int  # seeds where a > b
-
-    @property
-    def n(self) -> int:
-        return self.diff.n
-
-    def verdict(self) -> str:
-        """``gain``, ``loss`` or ``none``: an effect needs >= 2 seeds all of one sign and |mean| >= MIN_EFFECT."""
-        if self.n < 2:
-            return "none"
-        if self.wins == self.n and self.diff.mean >= MIN_EFFECT:
-            return "gain"
-        if self.wins == 0 and self.diff.mean <= -MIN_EFFECT:
-            return "loss"
-        return "none"
-
-    def text(self) -> str:
-        spread = "" if math.isnan(self.diff.std) else f" ± {self.diff.std:.1f}"
-        return f"{self.diff.mean:+.1f}{spread} points ({self.wins}/{self.n} seeds better)"
-
-
-def paired(rows: Sequence[dict], protocol: str, a: str, b: str, metric: str = "miou") -> Paired | None:
-    """Paired per-seed difference ``a - b`` of ``metric`` ×100; None when no seed has both."""
-    sa, sb = seed_scores(rows, protocol, a, metric), seed_scores(rows, protocol, b, metric)
-    common = sorted(set(sa) & set(sb))
-    if not common:
+def rf_gap_finding(rows: Sequence[dict], protocol: str = "loro") -> str | None:
+    """The best network of ``protocol`` against the pixel random forest, in mIoU points (paired over seeds)."""
+    nets = {m: method_stat(rows, protocol, m, "miou") for m in NETWORKS}
+    nets = {m: s for m, s in nets.items() if s.n}
+    if not nets:
         return None
-    d = [100.0 * (sa[s] - sb[s]) for s in common]
-    return Paired(stat(d), sum(x > 0 for x in d))
-
-
-def rf_gap_finding(rows: Sequence[dict]) -> str | None:
-    """The fusion SegFormer against the pixel random forest on leave-one-region-out, in mIoU points."""
-    p = paired(rows, "loro", "fusion", "rf")
+    best = max(nets, key=lambda m: nets[m].mean)
+    p = paired(rows, protocol, best, "rf")
     if p is None:
         return None
-    f, r = method_stat(rows, "loro", "fusion", "miou"), method_stat(rows, "loro", "rf", "miou")
+    r = method_stat(rows, protocol, "rf", "miou")
     met = "reaches" if p.diff.mean >= HOPED_GAP else "falls short of"
-    return (f"Leave-one-region-out: the text-fused SegFormer scores {fmt_stat(f)} mIoU against {fmt_stat(r)} for "
-            f"the per-pixel random forest, a difference of {p.text()}; this {met} the hoped-for "
-            f"{HOPED_GAP:.0f} points.")
+    return (f"{PROTOCOL_LABELS[protocol]}: the best network, {METHODS[best].label}, scores {fmt_stat(nets[best])} mIoU "
+            f"against {fmt_stat(r)} for the per-pixel random forest, a difference of {p.text()}; this {met} the "
+            f"hoped-for {HOPED_GAP:.0f} points.")
 
 
-def text_finding(rows: Sequence[dict], protocol: str, label: str) -> str | None:
-    """Plain statement of whether catalog text helps under ``protocol``, from paired per-seed differences."""
+def text_finding(rows: Sequence[dict], protocol: str, label: str, data: str = "this synthetic data") -> str | None:
+    """Plain statement of whether catalog text helps under ``protocol``, from paired per-seed differences.
+
+    ``data`` names what the runs were trained and tested on (the sentence must follow the data).
+    """
     comparisons = [(name, paired(rows, protocol, "fusion", other))
                    for name, other in (("random text", "fusion_random"), ("no text", "segformer"))]
     comparisons = [(name, p) for name, p in comparisons if p is not None]
@@ -230,11 +154,32 @@ def text_finding(rows: Sequence[dict], protocol: str, label: str) -> str | None:
     if verdicts == {"gain"}:
         head = "the catalog text helps"
     elif lower and "gain" not in verdicts:
-        head = f"the catalog text does not help on this synthetic data; it scores lower than {' and '.join(lower)}"
+        head = f"the catalog text does not help on {data}; it scores lower than {' and '.join(lower)}"
     else:
-        head = "the catalog text does not help on this synthetic data"
+        head = f"the catalog text does not help on {data}"
     return (f"{label}: {head} (mIoU of fusion {detail}; an effect needs every seed on one side and at least "
             f"{MIN_EFFECT:.0f} point on average).")
+
+
+PROTOCOL_DETAIL = {
+    "in_region": "test tiles cut from blocks of the scenes the networks trained on",
+    "new_scene": "test tiles of whole scenes no method saw in training, same regions (the same trained "
+                 "models as in-scene)",
+}
+
+
+def gap_finding(rows: Sequence[dict], protocols: Sequence[str]) -> str | None:
+    """In-scene against new-scene mIoU of every method: how much of the in-scene score is memory of the scene."""
+    if not {"in_region", "new_scene"} <= set(protocols):
+        return None
+    parts = []
+    for m in METHODS:
+        a, b = method_stat(rows, "in_region", m, "miou"), method_stat(rows, "new_scene", m, "miou")
+        if a.n and b.n:
+            parts.append(f"{METHODS[m].label} {fmt_stat(a)} → {fmt_stat(b)}")
+    if not parts:
+        return None
+    return "In-scene → new-scene mIoU (the same models): " + "; ".join(parts) + "."
 
 
 def best_finding(rows: Sequence[dict], protocol: str, label: str, methods: Sequence[str]) -> str | None:
@@ -242,33 +187,11 @@ def best_finding(rows: Sequence[dict], protocol: str, label: str, methods: Seque
     stats = {m: s for m, s in stats.items() if s.n}
     if not stats:
         return None
-    from dunemap.benchmark.quality import METHODS
-
     best = max(stats, key=lambda m: stats[m].mean)
     return f"{label}: the best mIoU is {METHODS[best].label} with {fmt_stat(stats[best])}."
 
 
-def quality_summary(rows: Sequence[dict], protocols: Sequence[str], methods: Sequence[str],
-                    holdouts: Sequence[str], num_classes: int) -> dict:
-    """Aggregates for JSON: per protocol and method, each metric's Stat, per-class IoU and per-fold mIoU."""
-    out: dict = {}
-    for protocol in protocols:
-        out[protocol] = {}
-        for m in methods:
-            sel = [r for r in rows if r["protocol"] == protocol and r["method"] == m]
-            per_class = [stat(r["per_class_iou"][k] for r in sel) for k in range(num_classes)]
-            entry = {key: method_stat(rows, protocol, m, key).to_dict() for key in METRICS}
-            entry["per_class_iou"] = [s.to_dict() for s in per_class]
-            if protocol == "loro":
-                entry["folds"] = {h: stat(r["metrics"]["miou"] for r in sel if r["holdout"] == h).to_dict()
-                                  for h in holdouts}
-            out[protocol][m] = entry
-    return out
-
-
 def _protocol_tables(rows: Sequence[dict], protocol: str, methods: Sequence[str], holdouts: Sequence[str]) -> str:
-    from dunemap.benchmark.quality import METHODS
-
     body = []
     for m in methods:
         n = len(seed_scores(rows, protocol, m, "miou"))
@@ -298,8 +221,6 @@ def plot_metric_bars(path: Path, rows: Sequence[dict], metric: str, methods: Seq
     """Grouped bars of one metric (×100): one group per method, one bar per protocol, error bars = std over seeds."""
     from matplotlib.figure import Figure
 
-    from dunemap.benchmark.quality import METHODS
-
     fig = Figure(figsize=(1.3 * len(methods) + 2.0, 3.6))
     ax = fig.add_subplot()
     width = 0.8 / len(protocols)
@@ -324,8 +245,6 @@ def plot_class_heatmap(path: Path, rows: Sequence[dict], protocol: str, methods:
     """Methods x classes heatmap of IoU (mean over seeds and held-out regions); blank where a class never occurs."""
     import matplotlib
     from matplotlib.figure import Figure
-
-    from dunemap.benchmark.quality import METHODS
 
     grid = np.full((len(methods), len(class_names)), np.nan)
     for i, m in enumerate(methods):
@@ -379,14 +298,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60.0:.1f} min"
 
 
-def _budget_text(config: "QualityConfig", preset: "QualityPreset", data_root: Path, precision: str) -> str:
+def _budget_text(config: QualityConfig, preset: QualityPreset, data_root: Path, precision: str) -> str:
     d = preset.data
     if config.data_root is None:
-        from dunemap.benchmark.quality import generator_fingerprint
-
         data = (f"synthetic (`dunemap.synth` source {generator_fingerprint()}), {len(d.regions)} regions "
                 f"({', '.join(d.regions)}), {d.scenes_per_region} scene(s) per region of {d.scene_size}x{d.scene_size}"
-                f" px, {d.tile} px tiles, data seed {d.seed}")
+                f" px, {d.tile} px tiles, landform regions about {d.region_px:g} px across, split by {d.split_by}, "
+                f"data seed {d.seed}")
     else:
         data = f"`{config.data_root}`"
     unet = ", ".join(f"{k} {v}" for k, v in preset.unet_overrides.items()) or "defaults"
@@ -400,15 +318,20 @@ def _budget_text(config: "QualityConfig", preset: "QualityPreset", data_root: Pa
             f"tiles; random forest of {preset.rf_trees} trees, kNN with k = {preset.knn_neighbors}.")
 
 
-def write_quality_report(rows: Sequence[dict], config: "QualityConfig", preset: "QualityPreset",
-                         holdouts: Sequence[str], class_names: Sequence[str], data_root: Path,
-                         precision: str, elapsed_s: float, n_ran: int) -> tuple[dict[str, Path], list[str]]:
-    """Write the summary JSON, tables, figures and (if configured) the BENCHMARKS.md section; return files, findings."""
+def write_quality_report(rows: Sequence[dict], config: QualityConfig, preset: QualityPreset,
+                         protocols: Sequence[str], holdouts: Sequence[str], class_names: Sequence[str],
+                         data_root: Path, precision: str, elapsed_s: float,
+                         n_ran: int) -> tuple[dict[str, Path], list[str]]:
+    """Write the summary JSON, tables, figures and (if configured) the BENCHMARKS.md section; return files, findings.
+
+    ``protocols`` are the ones that ran (a protocol without test tiles in the dataset is left out).
+    """
     import json
 
     out = config.out
-    methods, protocols = list(config.methods), list(config.protocols)
-    labels = {"loro": "Leave-one-region-out", "in_region": "In-region"}
+    methods, protocols = list(config.methods), list(protocols)
+    labels = PROTOCOL_LABELS
+    data = "this synthetic data" if config.data_root is None else f"the dataset {config.data_root}"
     files: dict[str, Path] = {}
 
     summary = quality_summary(rows, protocols, methods, holdouts, len(class_names))
@@ -426,8 +349,9 @@ def write_quality_report(rows: Sequence[dict], config: "QualityConfig", preset: 
                                                                             if protocol == "loro" else ""))
 
     findings = [f for f in (
-        rf_gap_finding(rows) if "loro" in protocols else None,
-        *(text_finding(rows, p, labels[p]) for p in protocols),
+        *(rf_gap_finding(rows, p) for p in protocols if p != "in_region"),
+        gap_finding(rows, protocols),
+        *(text_finding(rows, p, labels[p], data) for p in protocols),
         *(best_finding(rows, p, labels[p], methods) for p in protocols),
     ) if f]
 
@@ -449,7 +373,7 @@ def write_quality_report(rows: Sequence[dict], config: "QualityConfig", preset: 
             "- Protocols: " + "; ".join(
                 f"({chr(97 + i)}) {labels[p]}" + (f" over held-out region(s) {', '.join(holdouts)} ({len(holdouts)} "
                                                    f"of the {n_regions} regions), tested on all their tiles"
-                                                   if p == "loro" else " (test split of every region)")
+                                                   if p == "loro" else f": {PROTOCOL_DETAIL[p]}")
                 for i, p in enumerate(protocols)) + ".",
             f"- Seeds {seeds}; scores ×100, mean ± sample std over seeds; for leave-one-region-out each seed's score "
             f"is the mean over the held-out regions. Compute of all runs {_duration(run_seconds)}; this call "
@@ -512,8 +436,7 @@ def speed_section(rows: Sequence[dict], command: str, machine: dict[str, str], n
 
 
 __all__ = [
-    "HOPED_GAP", "METRICS", "MIN_EFFECT", "Paired", "Stat", "best_finding", "fmt_stat", "format_machine",
-    "machine_description", "markdown_table", "method_stat", "paired", "plot_class_heatmap", "plot_metric_bars",
-    "quality_summary", "replace_section", "rf_gap_finding", "seed_scores", "speed_section", "speed_tables", "stat",
+    "HOPED_GAP", "best_finding", "format_machine", "gap_finding", "machine_description", "markdown_table",
+    "plot_class_heatmap", "plot_metric_bars", "replace_section", "rf_gap_finding", "speed_section", "speed_tables",
     "text_finding", "write_quality_report", "write_section",
 ]

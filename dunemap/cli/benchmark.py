@@ -42,7 +42,7 @@ def _join(values) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.benchmark.quality import METHODS, PRESETS, PROTOCOLS
+    from dunemap.benchmark.spec import METHODS, PRESETS, PROTOCOLS
     from dunemap.benchmark.speed import MODES, PRECISIONS
     from dunemap.models import ARCHITECTURES
 
@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("quality", help="rf, knn, SegFormer with/without text, U-Net on synthetic regions",
                        description="Train and test every method on the synthetic five-region data under "
-                       "leave-one-region-out and in-region splits, over several seeds; write tables, figures and "
-                       "a BENCHMARKS.md section. Finished runs are stored and reused.")
+                       "leave-one-region-out, in-scene and new-scene protocols, over several seeds; write tables, "
+                       "figures and a BENCHMARKS.md section. Finished runs are stored and reused.")
     q.add_argument("--preset", default="small", choices=sorted(PRESETS),
                    help="micro: seconds (tests); small: <= 20 min on a 2-core CPU; full: for a GPU")
     q.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated training seeds (default 0,1,2)")
@@ -135,7 +135,8 @@ def speed_command(args: argparse.Namespace) -> str:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from dunemap.benchmark.quality import QualityConfig, run_quality as run
+    from dunemap.benchmark.quality import run_quality as run
+    from dunemap.benchmark.spec import QualityConfig
 
     if args.out is None:
         args.out = Path("benchmark-results") / f"quality-{args.preset}"

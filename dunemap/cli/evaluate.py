@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     fields = EvalConfig.__dataclass_fields__
     result = evaluate(EvalConfig(**{k: v for k, v in vars(args).items() if k in fields}))
     print(result.table)
+    for group, m in result.by_scene.items():  # side by side: memory of the scene against new ground
+        print(f"{group.replace('_', '-'):>9} tiles: OA {m.oa:.4f}  mIoU {m.miou:.4f}  Kappa {m.kappa:.4f}")
     if result.precision != "fp32":
         print(f"precision {result.precision}: not exact; the default fp32 gives machine-independent metrics")
     print(f"wrote {result.json_path} and {result.png_path}")

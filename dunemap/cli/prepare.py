@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.data.splits import SPLIT_MODES
+
     p = subparsers.add_parser(
         "prepare",
         help="tile embedding rasters + labels into img_dir/ann_dir tiles split by spatial blocks",
@@ -33,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="side of a spatial block in tile steps; whole blocks go to one split (default: 4)")
     p.add_argument("--buffer", type=int, default=0, metavar="TILES",
                    help="extra gap kept free between tiles of different splits (default: 0; overlaps always removed)")
+    p.add_argument("--split-by", default="block", choices=list(SPLIT_MODES),
+                   help="block: deal spatial blocks of every image; scene: hold whole images out for val/test "
+                        "(new-scene scores), split the others by blocks (default: block)")
     p.add_argument("--max-nodata", type=float, default=0.5, metavar="FRAC",
                    help="skip tiles with more nodata/unlabelled pixels than this fraction (default: 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the block shuffle (default: 0)")
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     config = PrepareConfig(
         images=args.images, labels=args.labels, out=args.out, class_field=args.class_field, layer=args.layer,
         regions=args.regions, tile=args.tile, stride=args.stride, split=parse_fractions(args.split),
-        block_size=args.block_size, buffer=args.buffer, max_nodata=args.max_nodata, seed=args.seed,
+        block_size=args.block_size, buffer=args.buffer, split_by=args.split_by, max_nodata=args.max_nodata, seed=args.seed,
         catalog=args.catalog, overwrite=args.overwrite,
     )
     from dunemap.data.manifest import MANIFEST_NAME

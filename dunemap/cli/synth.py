@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dunemap.cli.options import add_no_progress, add_overwrite, csv_list
+from dunemap.data.splits import SPLIT_MODES
 from dunemap.regions import REGIONS
 from dunemap.synth.encoding import ENCODINGS
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="typical width of one landform region in pixels (default: 320)")
     add_overwrite(s, "scene files already in --out")
 
-    d = sub.add_parser("dataset", help="a seed-layout training dataset split by spatial blocks",
+    d = sub.add_parser("dataset", help="a seed-layout training dataset, whole scenes held out for val/test",
                        description="Write OUT/img_dir/{train,val,test}/*.npy, OUT/ann_dir/{split}/*.png, "
                                    "OUT/manifest.csv and OUT/synth.json from scenes of each region.")
     d.add_argument("--out", required=True, type=Path, metavar="DIR", help="dataset folder to create")
@@ -49,12 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="side of a spatial block in tiles; whole blocks go to one split (default: 2)")
     d.add_argument("--split", default="0.7,0.15,0.15", metavar="TRAIN,VAL,TEST",
                    help="fractions of tiles per split (default: 0.7,0.15,0.15)")
+    d.add_argument("--split-by", default="scene", choices=list(SPLIT_MODES),
+                   help="scene: hold whole scenes out for val/test (new-scene scores) and split the rest by blocks "
+                        "(in-scene scores); block: split every scene by blocks (default: scene)")
     d.add_argument("--nodata-holes", action="store_true", help="punch irregular nodata holes (label 255)")
     d.add_argument("--min-valid", type=float, default=0.5, metavar="FRAC",
                    help="skip tiles with fewer valid pixels than this fraction (default: 0.5)")
     d.add_argument("--region-px", type=float, default=320.0, metavar="PX",
                    help="typical width of one landform region in pixels (default: 320)")
-    d.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    add_overwrite(d, "a dataset already in --out")
     add_no_progress(d)
     p.set_defaults(func=run)
 
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def _write_dataset(args: argparse.Namespace, write_dataset) -> object:
     return write_dataset(
         args.out, regions=args.regions, scenes_per_region=args.scenes_per_region, scene_size=args.scene_size,
-        tile=args.tile, seed=args.seed, block_tiles=args.block_tiles, split=args.split,
+        tile=args.tile, seed=args.seed, block_tiles=args.block_tiles, split=args.split, split_by=args.split_by,
         nodata_holes=args.nodata_holes, min_valid=args.min_valid, region_px=args.region_px,
         overwrite=args.overwrite, progress=args.progress,
     )

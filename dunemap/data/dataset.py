@@ -189,6 +189,7 @@ class SeedLayoutDataset(Dataset):
         transform: a joint transform applied to each (image, label) pair after loading.
         regions: keep only samples whose manifest ``region`` is one of these (None or empty: all).
         exclude_regions: drop samples whose manifest ``region`` is one of these (None or empty: none).
+        names: keep only the samples with these names (file stems), e.g. the new-scene test tiles; None: all.
     """
 
     def __init__(
@@ -200,6 +201,7 @@ class SeedLayoutDataset(Dataset):
         transform: Transform | None = None,
         regions: str | Sequence[str] | None = None,
         exclude_regions: str | Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         if not 1 <= num_classes <= IGNORE_INDEX:
             raise ConfigError(f"num_classes={num_classes}; expected 1..{IGNORE_INDEX}")
@@ -212,6 +214,13 @@ class SeedLayoutDataset(Dataset):
         self.transform = transform
         pairs = list_samples(self.root, split)
         self.samples = filter_by_region(self.root, split, pairs, _as_list(regions), _as_list(exclude_regions))
+        if names is not None:
+            wanted = set(names)
+            unknown = sorted(wanted - {img.stem for img, _ in self.samples})
+            if unknown:
+                raise InputError(f"{self.root}: split {split!r} has no sample named {unknown[0]!r} "
+                                 f"({len(unknown)} of {len(wanted)} requested names are missing)")
+            self.samples = [(img, ann) for img, ann in self.samples if img.stem in wanted]
         self.sizes: list[tuple[int, int]] = []
         for img_path, ann_path in self.samples:
             size = read_image_header(img_path, in_channels)

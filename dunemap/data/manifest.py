@@ -68,3 +68,23 @@ def read_manifest(root: str | Path) -> list[TileRecord] | None:
                 raise InputError(f"{path}: line {i}: {exc}") from None
             records.append(TileRecord(**kw))
     return records
+
+
+SCENE_GROUPS: dict[str, str] = {
+    "in_scene": "tiles whose scene (manifest source) also gave training tiles",
+    "new_scene": "tiles of scenes that gave no training tile",
+}
+
+
+def scene_groups(records: list[TileRecord], split: str = "test") -> dict[str, list[str]]:
+    """Names of ``split``'s tiles by :data:`SCENE_GROUPS`: seen in training (``in_scene``) or new ground (``new_scene``).
+
+    A tile's scene is its ``source`` (a synthetic scene, or the raster ``dunemap prepare`` cut it from);
+    tiles without a source count as in-scene, so nothing unknown is ever claimed to be new ground.
+    """
+    train_sources = {r.source for r in records if r.split == "train"}
+    out: dict[str, list[str]] = {name: [] for name in SCENE_GROUPS}
+    for r in records:
+        if r.split == split:
+            out["in_scene" if not r.source or r.source in train_sources else "new_scene"].append(r.name)
+    return out

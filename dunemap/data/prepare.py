@@ -30,9 +30,10 @@ import numpy as np
 from dunemap.data.manifest import MANIFEST_NAME, TileRecord, write_manifest
 from dunemap.data.seed_layout import (
     ANN_DIR, IGNORE_INDEX, IMG_DIR, check_dataset_out, image_path, label_path, write_sample)
-from dunemap.data.splits import SPLITS, parse_fractions, split_tiles
+from dunemap.data.splits import SPLIT_MODES, SPLITS, SplitResult, parse_fractions, split_scenes, split_tiles
 from dunemap.errors import ConfigError, InputError, RasterIOError
 from dunemap.io.atomic import atomic_path
+from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class PrepareConfig:
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test fractions of tiles
     block_size: int = 4  # side of a spatial block, in tile steps
     buffer: int = 0  # extra gap between tiles of different splits, in tiles (overlaps are always removed)
+    split_by: str = "block"  # block | scene: hold whole images out for val/test (dunemap.data.splits.SPLIT_MODES)
     max_nodata: float = 0.5  # skip tiles whose fraction of nodata/unlabelled pixels exceeds this
     seed: int = 0  # seed of the block shuffle
     catalog: Path | None = None  # class catalog; None = the packaged default
@@ -460,6 +462,7 @@ def _validate(config: PrepareConfig) -> tuple[list[Path], list[str], int, tuple[
     stride = config.stride or config.tile
     if stride <= 0:
         raise ConfigError(f"stride {stride} must be a positive number of pixels")
+    choose(SPLIT_MODES, config.split_by, "split mode")
     if config.block_size < 1:
         raise ConfigError(f"block size {config.block_size} must be at least 1 tile")
     if config.buffer < 0:
@@ -586,8 +589,13 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
                              "or raise --max-nodata")
 
         boxes = np.array([cand.box for cand in candidates], dtype=np.float64).reshape(-1, 4)
-        result = split_tiles(boxes, fractions, block_extent=config.block_size * stride * ref_res, seed=config.seed,
-                             gap=config.buffer * tile * ref_res, tol=0.25 * ref_res)
+        geometry = dict(block_extent=config.block_size * stride * ref_res, seed=config.seed,
+                        gap=config.buffer * tile * ref_res, tol=0.25 * ref_res)
+        if config.split_by == "scene":  # whole images held out: new-scene scores beside in-scene ones
+            result = SplitResult(split_scenes(boxes, [sources[c.image_index] for c in candidates],
+                                              [c.region for c in candidates], fractions, **geometry), [], {})
+        else:
+            result = split_tiles(boxes, fractions, **geometry)
 
         final = staging / "dataset"
         for split in SPLITS:

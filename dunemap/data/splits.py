@@ -18,6 +18,12 @@ import numpy as np
 from dunemap.errors import ConfigError
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
+SPLIT_MODES: dict[str, str] = {
+    "block": "spatial blocks of tiles are dealt to train/val/test; every scene may feed every split",
+    "scene": "whole scenes are held out for test (new-scene scores); the other scenes are split by blocks, "
+             "so test also holds blocks of training scenes (in-scene scores)",
+}
+"""How a dataset is split; a CLI's ``--split-by`` choices are these keys."""
 _PRIORITY = {name: i for i, name in enumerate(SPLITS)}  # a conflict drops the tile whose split ranks lower
 
 BlockKey = tuple[int, int]
@@ -148,6 +154,12 @@ def split_tiles(
         sizes[k] = sizes.get(k, 0) + 1
     block_splits = assign_blocks(sizes, fractions, seed)
     splits: list[str | None] = [block_splits[k] for k in keys]
+    return SplitResult(splits=drop_conflicts(boxes, splits, gap, tol), blocks=keys, block_splits=block_splits)
+
+
+def drop_conflicts(boxes: np.ndarray, splits: list[str | None], gap: float = 0.0, tol: float = 0.0) -> list[str | None]:
+    """``splits`` with the lower-priority tile of every cross-split pair closer than ``gap`` set to None."""
+    splits = list(splits)
     for i, j in conflicting_pairs(boxes, gap=gap, tol=tol):
         si, sj = splits[i], splits[j]
         if si is None or sj is None or si == sj:
@@ -157,7 +169,39 @@ def split_tiles(
             splits[i] = None
         else:
             splits[j] = None
-    return SplitResult(splits=splits, blocks=keys, block_splits=block_splits)
+    return splits
+
+
+def split_scenes(
+    boxes: np.ndarray,
+    scenes: list[str],
+    groups: list[str],
+    fractions: tuple[float, float, float],
+    block_extent: float,
+    seed: int = 0,
+    gap: float = 0.0,
+    tol: float = 0.0,
+) -> list[str | None]:
+    """Hold whole scenes out for val/test (:func:`holdout_scenes`), split the rest by blocks, keep splits apart.
+
+    ``scenes[i]`` and ``groups[i]`` name tile ``i``'s scene (e.g. its source raster) and group (its
+    region). The other scenes' tiles are dealt by :func:`split_tiles` with :func:`in_scene_fractions`,
+    and finally every cross-split pair closer than ``gap`` loses its lower-priority tile.
+    """
+    boxes = _as_boxes(boxes)
+    members: dict[str, set[str]] = {}
+    for scene, group in zip(scenes, groups):
+        members.setdefault(group, set()).add(scene)
+    held = holdout_scenes({g: sorted(v) for g, v in members.items()}, fractions, seed)
+    whole = [held.get((g, s)) for s, g in zip(scenes, groups)]
+    rest = [i for i, w in enumerate(whole) if w is None]
+    splits: list[str | None] = list(whole)
+    if rest:
+        inner = split_tiles(boxes[rest], in_scene_fractions(fractions) if held else fractions, block_extent, seed,
+                            gap, tol)
+        for i, split in zip(rest, inner.splits):
+            splits[i] = split
+    return drop_conflicts(boxes, splits, gap, tol)
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -167,3 +211,41 @@ def _as_boxes(boxes: np.ndarray) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ConfigError(f"tile boxes have shape {arr.shape}; expected (N, 4) minx, miny, maxx, maxy")
     return arr
+
+
+def holdout_scenes(scenes: dict[str, list[str]], fractions: tuple[float, float, float],
+                   seed: int) -> dict[tuple[str, str], str]:
+    """Whole scenes held out for val and test: about each split's fraction of all scenes (at least one if positive).
+
+    ``scenes`` maps a group (a region) to its scene names. Groups take turns in a seeded order and
+    each gives one random scene per turn, so held-out scenes spread over the groups; a group never
+    gives its last scene, so every group keeps scenes for training. Returns ``{(group, scene): split}``;
+    scenes not listed stay available for training (and for in-scene blocks of every split).
+    """
+    total = sum(len(v) for v in scenes.values())
+    rng = np.random.default_rng(seed)
+    pools = {g: [names[i] for i in rng.permutation(len(names))] for g, names in sorted(scenes.items())}
+    order = [sorted(pools)[int(i)] for i in rng.permutation(len(pools))]
+    wants = [(name, max(1, int(round(f * total)))) for name, f in zip(SPLITS[1:], fractions[1:]) if f > 0]
+    chosen: dict[tuple[str, str], str] = {}
+    turn: list[str] = []
+    for split, want in wants:
+        for _ in range(want):
+            if not turn:
+                turn = [g for g in order if len(pools[g]) > 1]
+                if not turn:
+                    return chosen
+            g = turn.pop(0)
+            chosen[(g, pools[g].pop())] = split
+    return chosen
+
+
+def in_scene_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Block fractions for the scenes left after :func:`holdout_scenes`: half of val's and test's shares.
+
+    Whole held-out scenes already fill val and test with new ground; the in-scene blocks only need
+    to be enough for the in-scene score, and the rest of those scenes trains.
+    """
+    t, v, e = fractions
+    return t + (v + e) / 2.0, v / 2.0, e / 2.0
+

@@ -2,9 +2,12 @@
 
 The output is the seed layout (``img_dir/{split}/NAME.npy`` + ``ann_dir/{split}/NAME.png``) with a
 ``manifest.csv`` (region, scene, pixel window, CRS and geotransform of every tile) and a
-``synth.json`` summary. Scenes of a region sit side by side on its UTM grid; tiles are grouped
-into square blocks on that grid and whole blocks are dealt to train/val/test
-(:mod:`dunemap.data.splits`), so no block contributes to two splits. Everything is written to a
+``synth.json`` summary. Scenes of a region sit side by side on its UTM grid. By default
+(``split_by="scene"``) some whole scenes are held out for test, so the test split measures mapping
+of ground never seen in training; the other scenes are cut into square blocks of tiles dealt whole
+to train/val/test (:mod:`dunemap.data.splits`), so test also holds in-scene blocks and the two
+scores can be compared; val likewise holds whole scenes, so the best checkpoint is
+chosen for skill on new ground. ``split_by="block"`` deals blocks of every scene. Everything is written to a
 hidden staging folder and moved into place only when complete.
 """
 
@@ -23,10 +26,12 @@ from tqdm import tqdm
 
 from dunemap.data.manifest import MANIFEST_NAME, TileRecord, write_manifest
 from dunemap.data.seed_layout import ANN_DIR, IMG_DIR, write_sample
-from dunemap.data.splits import SPLITS, parse_fractions, split_tiles
+from dunemap.data.splits import (
+    SPLIT_MODES, SPLITS, holdout_scenes, in_scene_fractions, parse_fractions, split_tiles)
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.regions import REGIONS, get_region
+from dunemap.registry import choose
 from dunemap.synth.fields import PIXEL_SIZE_M
 from dunemap.synth.landforms import NODATA_LABEL, NUM_CLASSES
 from dunemap.synth.scene import SceneConfig, generate_scene, scene_origins
@@ -71,29 +76,48 @@ def plan_tiles(
     seed: int,
     block_tiles: int,
     fractions: tuple[float, float, float],
+    split_by: str = "scene",
 ) -> list[PlannedTile]:
     """Lay out every tile of the dataset and deal spatial blocks of ``block_tiles`` x ``block_tiles`` tiles to splits.
 
     Pure geometry: no scene is generated. Blocks live on each region's UTM grid, so one block may
-    hold tiles of neighbouring scenes, never of two splits.
+    hold tiles of neighbouring scenes, never of two splits. With ``split_by="scene"`` the scenes
+    chosen by :func:`dunemap.data.splits.holdout_scenes` go to val or test whole and only the others are
+    dealt by blocks (with :func:`dunemap.data.splits.in_scene_fractions`).
     """
+    choose(SPLIT_MODES, split_by, "split mode")
+    held = (holdout_scenes({r: [str(i) for i in range(scenes_per_region)] for r in regions}, fractions, seed)
+            if split_by == "scene" else {})
     out: list[PlannedTile] = []
     for region_name in regions:
         region = get_region(region_name)
         origins = scene_origins(region, (scene_size, scene_size), scenes_per_region, SCENE_GAP_PX)
         items, boxes = [], []
         for i, (x0, y0) in enumerate(origins):
+            whole = held.get((region.name, str(i)))
+            if whole is not None:
+                for r, c in tile_grid(scene_size, tile):
+                    tx, ty = x0 + c * PIXEL_SIZE_M, y0 - r * PIXEL_SIZE_M
+                    t = (PIXEL_SIZE_M, 0.0, tx, 0.0, -PIXEL_SIZE_M, ty)
+                    out.append(PlannedTile(_tile_name(region.name, seed, i, r, c), region.name, i, origins[i],
+                                           r, c, t, whole))
+                continue
             for r, c in tile_grid(scene_size, tile):
                 tx, ty = x0 + c * PIXEL_SIZE_M, y0 - r * PIXEL_SIZE_M
                 items.append((i, r, c, (PIXEL_SIZE_M, 0.0, tx, 0.0, -PIXEL_SIZE_M, ty)))
                 boxes.append((tx, ty - tile * PIXEL_SIZE_M, tx + tile * PIXEL_SIZE_M, ty))
-        result = split_tiles(np.asarray(boxes, dtype=np.float64), fractions,
+        if not boxes:
+            continue
+        result = split_tiles(np.asarray(boxes, dtype=np.float64), in_scene_fractions(fractions) if held else fractions,
                              block_extent=block_tiles * tile * PIXEL_SIZE_M, seed=seed,
                              tol=0.25 * PIXEL_SIZE_M)
         for (i, r, c, t), split in zip(items, result.splits):
-            name = f"{region.name}_{scene_seed(seed, i)}_r{r:05d}_c{c:05d}"
-            out.append(PlannedTile(name, region.name, i, origins[i], r, c, t, split))
+            out.append(PlannedTile(_tile_name(region.name, seed, i, r, c), region.name, i, origins[i], r, c, t, split))
     return out
+
+
+def _tile_name(region: str, seed: int, scene: int, row: int, col: int) -> str:
+    return f"{region}_{scene_seed(seed, scene)}_r{row:05d}_c{col:05d}"
 
 
 def _validate(regions: list[str], scenes_per_region: int, scene_size: int, tile: int, block_tiles: int,
@@ -134,6 +158,7 @@ def write_dataset(
     seed: int = 0,
     block_tiles: int = 2,
     split: tuple[float, float, float] | str = (0.7, 0.15, 0.15),
+    split_by: str = "scene",
     nodata_holes: bool = False,
     min_valid: float = 0.5,
     region_px: float = 320.0,
@@ -142,7 +167,8 @@ def write_dataset(
 ) -> Path:
     """Generate ``scenes_per_region`` scenes per region, tile them and write a split seed-layout dataset.
 
-    ``regions`` defaults to all five presets. Tiles with fewer than ``min_valid`` valid pixels are
+    ``regions`` defaults to all five presets. ``split_by`` is a key of
+    :data:`dunemap.data.splits.SPLIT_MODES`: ``scene`` (default) holds whole scenes out for test. Tiles with fewer than ``min_valid`` valid pixels are
     skipped. Returns the dataset folder. The same arguments always give byte-identical files.
     """
     out = Path(out_dir)
@@ -150,7 +176,7 @@ def write_dataset(
                       block_tiles, min_valid)
     fractions = parse_fractions(split)
     _check_out(out, overwrite)
-    plan = plan_tiles(names, scenes_per_region, scene_size, tile, seed, block_tiles, fractions)
+    plan = plan_tiles(names, scenes_per_region, scene_size, tile, seed, block_tiles, fractions, split_by)
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -185,6 +211,8 @@ def write_dataset(
                     row_off=t.row_off, col_off=t.col_off, height=tile, width=tile, crs=scene.crs,
                     transform=" ".join(repr(float(v)) for v in t.transform),
                 ))
+        heldout = {s: sorted(f"{r}_{scene_seed(seed, i)}" for (r, i), tiles in by_scene.items()
+                             if split_by == "scene" and all(t.split == s for t in tiles)) for s in SPLITS[1:]}
         records.sort(key=lambda rec: (SPLITS.index(rec.split), rec.name))
         write_manifest(staging, records)
         tiles_per_split = {s: sum(r.split == s for r in records) for s in SPLITS}
@@ -199,6 +227,8 @@ def write_dataset(
             "regions": regions_per_split,
             "config": {"regions": names, "scenes_per_region": scenes_per_region, "scene_size": scene_size,
                        "tile": tile, "seed": seed, "block_tiles": block_tiles, "split": list(fractions),
+                       "split_by": split_by,
+                       "heldout_scenes": heldout,
                        "nodata_holes": nodata_holes, "min_valid": min_valid, "region_px": region_px},
         }
         with atomic_path(staging / SUMMARY_NAME) as tmp:

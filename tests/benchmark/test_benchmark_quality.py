@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dunemap.benchmark.quality import (
-    METHODS,
-    PRESETS,
-    QualityConfig,
-    generator_fingerprint,
-    plan_runs,
-    run_quality,
-)
+from dunemap.benchmark.quality import run_quality
+from dunemap.benchmark.spec import METHODS, PRESETS, QualityConfig, generator_fingerprint, plan_runs
 from dunemap.cli import main
 from dunemap.data.manifest import TileRecord, write_manifest
 from dunemap.data.seed_layout import write_sample
@@ -25,7 +19,7 @@ from dunemap.data.transforms import AUGMENTATIONS
 from dunemap.errors import ConfigError
 from dunemap.synth.dataset import read_summary
 
-MICRO_IDS = {f"{fold}__{m}__seed0" for fold in ("loro-atacama", "in_region") for m in METHODS}
+MICRO_IDS = {f"{fold}__{m}__seed0" for fold in ("loro-atacama", "in_region", "new_scene") for m in METHODS}
 OTHER_SECTION = "<!-- speed:begin -->\nspeed numbers\n<!-- speed:end -->"
 
 
@@ -60,10 +54,13 @@ def test_micro_preset_writes_rows_tables_figures_and_section(micro: Path) -> Non
     for name in ("oa", "miou", "kappa", "mf1"):
         with Image.open(out / f"quality_{name}.png") as im:
             assert im.format == "PNG" and im.size[0] > 300
-    for protocol in ("loro", "in_region"):
+    for protocol in ("loro", "in_region", "new_scene"):
         assert (out / f"quality_per_class_iou_{protocol}.png").stat().st_size > 1000
+    new = json.loads((out / "runs" / "new_scene__fusion__seed0.json").read_text())
+    same = json.loads((out / "runs" / "in_region__fusion__seed0.json").read_text())
+    assert new["best_epoch"] == same["best_epoch"] and new["n_test_pixels"] != same["n_test_pixels"]
     summary = json.loads((out / "quality_summary.json").read_text())
-    assert set(summary["summary"]) == {"loro", "in_region"} and set(summary["summary"]["loro"]) == set(METHODS)
+    assert set(summary["summary"]) == {"loro", "in_region", "new_scene"} and set(summary["summary"]["loro"]) == set(METHODS)
 
     text = (micro / "B.md").read_text()
     assert text.startswith("# Benchmarks\n\nintro\n\n" + OTHER_SECTION)  # the other section is kept
@@ -72,7 +69,9 @@ def test_micro_preset_writes_rows_tables_figures_and_section(micro: Path) -> Non
     assert "Machine: " in section and "torch " in section and "1 thread(s)" in section
     for method in METHODS.values():
         assert f"| {method.label} |" in section
-    assert "### Leave-one-region-out" in section and "### In-region" in section
+    assert "### Leave-one-region-out" in section and "### In-scene" in section and "### New-scene" in section
+    assert "In-scene → new-scene mIoU (the same models): " in section
+    assert "New-scene: the best network, " in section
     assert "(out/quality_miou.png)" in section  # figure links relative to B.md
     assert "only 1 seed, too few to judge the effect of the catalog text" in section
     assert "per-pixel random forest, a difference of" in section

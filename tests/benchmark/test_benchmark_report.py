@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dunemap.benchmark.report import (
-    fmt_stat, markdown_table, paired, replace_section, rf_gap_finding, seed_scores, stat, text_finding,
-    write_section)
+    gap_finding, markdown_table, replace_section, rf_gap_finding, text_finding, write_section)
+from dunemap.benchmark.stats import fmt_stat, paired, seed_scores, stat
 from dunemap.errors import InputError
 
 
@@ -102,3 +102,20 @@ def test_rf_gap_sentence_compares_with_the_hoped_for_15_points() -> None:
     met = rf_gap_finding(_rows({"fusion": [0.70, 0.72], "rf": [0.50, 0.51]}))
     assert "this reaches the hoped-for 15 points" in met
     assert rf_gap_finding(_rows({"fusion": [0.7]})) is None
+
+
+def test_sentences_follow_the_data_they_ran_on() -> None:
+    rows = _rows({"fusion": [0.50, 0.51], "segformer": [0.55, 0.56]}, protocol="new_scene")
+    own = text_finding(rows, "new_scene", "New-scene", "the dataset /data/mine")
+    assert "does not help on the dataset /data/mine" in own and "synthetic" not in own
+
+
+def test_best_network_against_the_forest_and_in_scene_against_new_scene() -> None:
+    rows = (_rows({"segformer": [0.70, 0.72], "fusion": [0.60, 0.62], "rf": [0.50, 0.51]}, protocol="new_scene")
+            + _rows({"segformer": [0.90, 0.92], "rf": [0.60, 0.61]}, protocol="in_region"))
+    sentence = rf_gap_finding(rows, "new_scene")
+    assert sentence.startswith("New-scene: the best network, SegFormer, no text, scores 71.0 ± 1.4 mIoU")
+    assert "+20.5 ± 0.7 points (2/2 seeds better); this reaches the hoped-for 15 points" in sentence
+    gap = gap_finding(rows, ["in_region", "new_scene"])
+    assert "Random forest (per pixel) 60.5 ± 0.7 → 50.5 ± 0.7" in gap and "SegFormer, no text 91.0 ± 1.4 → 71.0" in gap
+    assert gap_finding(rows, ["new_scene"]) is None

@@ -88,3 +88,27 @@ def test_evaluate_reports_a_missing_checkpoint(tmp_path: Path, capsys, make_tiny
     data = make_tiny_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1)
     assert main(["evaluate", "--data-root", str(data), "--weights", str(tmp_path / "nope.pth")]) == 1
     assert "nope.pth: checkpoint not found" in capsys.readouterr().err
+
+
+def test_evaluate_scores_in_scene_and_new_scene_tiles_side_by_side(tmp_path: Path, make_tiny_dataset) -> None:
+    from dunemap.data.manifest import TileRecord, write_manifest
+
+    data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=3)
+    # Scene "a" gave the training tiles and test_00; test_01 and test_02 come from scene "b", never trained on.
+    scene = {"test_01": "b", "test_02": "b"}
+    records = [TileRecord(name=f"{split}_{i:02d}", split=split, region="r", source=scene.get(f"{split}_{i:02d}", "a"))
+               for split, n in (("train", 4), ("val", 1), ("test", 3)) for i in range(n)]
+    write_manifest(data, records)
+    run = tmp_path / "run"
+    assert main([*_train_args(data, run)]) == 0
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "dunemap", "evaluate", "--data-root", str(data), "--weights",
+                           str(run / "best_model.pth"), "--out-dir", str(out), "--no-progress", "--device", "cpu",
+                           "--precision", "fp32"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert " in-scene tiles: OA " in proc.stdout and "new-scene tiles: OA " in proc.stdout
+    report = json.loads((out / "metrics.json").read_text())
+    groups = report["by_scene"]
+    assert groups["in_scene"]["n_samples"] == 1 and groups["new_scene"]["n_samples"] == 2
+    total = np.asarray(groups["in_scene"]["confusion_matrix"]) + np.asarray(groups["new_scene"]["confusion_matrix"])
+    assert total.tolist() == report["confusion_matrix"]  # the split's score is the two groups' together

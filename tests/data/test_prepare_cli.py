@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import pytest
 import rasterio
 import shapely
 from affine import Affine
@@ -65,6 +66,25 @@ def test_cli_prepare_two_regions(tmp_path, capsys):
     assert main(argv + ["--overwrite", "--seed", "2"]) == 0
     assert len(read_manifest(out)) == 8
     assert sorted(p.name for p in out.iterdir()) == ["ann_dir", "img_dir", "manifest.csv", "summary.json"]
+
+
+def test_cli_prepare_split_by_scene_holds_a_whole_image_out(tmp_path, capsys):
+    float_tif, aef_tif, gpkg = write_scenes(tmp_path)
+    out = tmp_path / "ds"
+    argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
+            "--class-field", "landform", "--region", "namib", "--region", "namib", "--out", str(out),
+            "--tile", "16", "--block-size", "1", "--max-nodata", "0.25", "--split", "0.5,0.25,0.25",
+            "--split-by", "scene"]
+    assert main(argv) == 0
+    splits_of: dict[str, set[str]] = {}
+    for rec in read_manifest(out):
+        splits_of.setdefault(rec.source, set()).add(rec.split)
+    held = [src for src, splits in splits_of.items() if "train" not in splits]
+    assert len(held) == 1 and len(splits_of[held[0]]) == 1  # one image went whole to one evaluation split
+    assert json.loads((out / "summary.json").read_text())["config"]["split_by"] == "scene"
+    with pytest.raises(SystemExit):  # argparse lists the valid modes
+        main(argv[:-1] + ["scenes", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'scenes'" in capsys.readouterr().err
 
 
 def test_cli_prepare_bad_labels_exit_one_line(tmp_path):

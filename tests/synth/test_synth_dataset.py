@@ -110,9 +110,41 @@ def test_bad_arguments_fail_before_writing_anything(tmp_path, bad, match):
 
 
 def test_plan_deals_whole_blocks_and_roughly_follows_the_fractions():
-    plan = plan_tiles(["qaidam"], 4, 256, 32, seed=0, block_tiles=2, fractions=(0.6, 0.2, 0.2))
+    plan = plan_tiles(["qaidam"], 4, 256, 32, seed=0, block_tiles=2, fractions=(0.6, 0.2, 0.2), split_by="block")
     counts = {s: sum(t.split == s for t in plan) for s in ("train", "val", "test")}
     assert sum(counts.values()) == len(plan) == 4 * 64
     assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
     assert abs(counts["train"] / len(plan) - 0.6) < 0.1
 
+
+
+def test_by_default_whole_scenes_are_held_out_and_test_also_holds_in_scene_blocks(dataset):
+    from dunemap.data.manifest import scene_groups
+
+    records = read_manifest(dataset)
+    splits_of_scene: dict[str, set[str]] = {}
+    for rec in records:
+        splits_of_scene.setdefault(rec.source, set()).add(rec.split)
+    held = read_summary(dataset)["config"]["heldout_scenes"]
+    assert len(held["val"]) == 1 and len(held["test"]) == 1  # 15 % of 4 scenes, at least one each
+    for split, (name,) in held.items():
+        assert splits_of_scene[f"synth:{name}"] == {split}  # a held-out scene feeds one split, never training
+    for region in KW["regions"]:  # every region keeps a training scene
+        assert any(r.region == region and r.split == "train" for r in records)
+    groups = scene_groups(records, "test")
+    assert groups["new_scene"] and all(r.source == f"synth:{held['test'][0]}" for r in records
+                                       if r.name in groups["new_scene"])
+    # On a larger plan the test split also holds blocks of training scenes: both scores can be computed.
+    plan = plan_tiles(["namib", "qaidam"], 4, 256, 32, seed=0, block_tiles=2, fractions=(0.7, 0.15, 0.15))
+    train_scenes = {(t.region, t.scene) for t in plan if t.split == "train"}
+    test_scenes = {(t.region, t.scene) for t in plan if t.split == "test"}
+    assert test_scenes - train_scenes and test_scenes & train_scenes
+
+
+def test_block_split_lets_every_scene_feed_training(tmp_path):
+    root = write_dataset(tmp_path / "blocks", **{**KW, "nodata_holes": False}, split_by="block")
+    records = read_manifest(root)
+    assert {r.source for r in records if r.split == "train"} == {r.source for r in records}
+    assert read_summary(root)["config"]["heldout_scenes"] == {"val": [], "test": []}
+    with pytest.raises(ConfigError, match="unknown split mode 'scenes'; valid: block, scene"):
+        write_dataset(tmp_path / "bad", **KW, split_by="scenes")
