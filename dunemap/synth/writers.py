@@ -40,6 +40,15 @@ def _profile(scene: Scene, count: int, dtype: str, nodata: float, predictor: int
     }
 
 
+def _catalog_legend():
+    """The packaged catalog's class names and colours: the classes the synthetic labels use."""
+    from dunemap.knowledge.catalog import load_catalog
+    from dunemap.mapping.legend import ClassLegend
+
+    catalog = load_catalog()
+    return ClassLegend.build(catalog.names, catalog.colors)
+
+
 def write_scene_geotiff(
     scene: Scene,
     image_path: str | Path,
@@ -62,6 +71,7 @@ def write_scene_geotiff(
     label = scene.label
     if bottom_up:
         data, label = data[:, ::-1, :], label[::-1, :]
+    legend = _catalog_legend()
     tags = {"region": scene.config.region, "seed": str(scene.config.seed), "generator": "dunemap.synth",
             "wind_drift_deg": f"{scene.wind.drift_deg:.1f}"}
     try:
@@ -73,7 +83,8 @@ def write_scene_geotiff(
                 dst.update_tags(**tags)
             with rasterio.open(tmp_lbl, "w", **_profile(scene, 1, "uint8", NODATA_LABEL, 2, bottom_up)) as dst:
                 dst.write(np.ascontiguousarray(label)[None])
-                dst.update_tags(**tags)
+                dst.update_tags(**tags, **legend.tags())  # the catalog's names and colours, as on a predicted map
+                dst.write_colormap(1, legend.colormap())
     except RasterioError as exc:
         raise RasterIOError(f"cannot write {image_path} / {label_path}: {exc}") from None
     log.info("wrote %s and %s", image_path, label_path)
