@@ -160,7 +160,12 @@ def _run_network(ctx: _Context, run: Run) -> dict:
         progress=cfg.progress, model_overrides=dict(preset.unet_overrides) if method.architecture == "unet" else {},
     )
     start = time.perf_counter()
-    result = train(tcfg)
+    finished = _finished_run(save_dir / LAST, preset.epochs)  # shared by protocols: trained once
+    if finished is None:
+        result = train(tcfg)
+        best_epoch, best_val_miou = result.best_epoch, result.best_val_miou
+    else:
+        best_epoch, best_val_miou = finished
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -171,11 +176,23 @@ def _run_network(ctx: _Context, run: Run) -> dict:
     for dataset in test_sets:
         loader = DataLoader(dataset, batch_size=preset.batch_size, shuffle=False)
         matrix += confusion_over(net, loader, k, device, ctx.precision, progress=cfg.progress, desc=dataset.split)
-    detail = {"model": model, "text": method.text, "best_epoch": result.best_epoch,
-              "best_val_miou": result.best_val_miou,
+    detail = {"model": model, "text": method.text, "best_epoch": best_epoch,
+              "best_val_miou": best_val_miou,
               "parameters": int(sum(p.numel() for p in net.parameters()))}
     return {"matrix": matrix, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start,
             "test_splits": [d.split for d in test_sets], "detail": detail}
+
+
+def _finished_run(last: Path, epochs: int) -> tuple[int, float] | None:
+    """(best epoch, best val mIoU) of a training run that already ran all ``epochs``; None otherwise."""
+    from dunemap.models.checkpoint import load_checkpoint
+
+    if not last.is_file():
+        return None
+    state = load_checkpoint(last).train_state or {}
+    if int(state.get("epoch", 0)) < epochs:
+        return None
+    return int(state["best_epoch"]), float(state["best_miou"])
 
 
 def _train_dir(ctx: _Context, run: Run) -> Path:
