@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DUNEMAP_SHARED", REPO.parent / "shared"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with the same torch thread count: a command run in-process (``--threads 1``) changes it,
+    and sums over another number of threads round differently, so a test's numbers would depend on the order."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
 
 
 @pytest.fixture(scope="session")

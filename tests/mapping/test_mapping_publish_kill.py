@@ -106,7 +106,7 @@ def _interrupted(path: Path, checkpoint: Path, out: Path, blocks: int) -> Path:
     with EmbeddingReader(path) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config))
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
         assembler.open(False)
         for block in assembler.pending()[:blocks]:
             assembler.add(predict_block(reader, predictor, block, config))
