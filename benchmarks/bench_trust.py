@@ -96,13 +96,14 @@ def read(path: Path) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo", type=Path, default=Path("dunemap_demo"), help="a finished dunemap demo folder")
+    ap.add_argument("--weights", type=Path, help="the model to test (default: DEMO/run/best_model.pth)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench_trust"))
     ap.add_argument("--skip-loro", action="store_true", help="only the demo model's figures")
     args = ap.parse_args()
     demo = DemoConfig()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    weights = args.demo / "run" / "best_model.pth"
+    weights = args.weights or args.demo / "run" / "best_model.pth"
     emb, truth = args.demo / "scene" / "heldout_emb.tif", args.demo / "scene" / "heldout_labels.tif"
     true = read(truth)
     k = load_predictor(weights, device="cpu").num_classes
