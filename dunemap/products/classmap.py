@@ -9,6 +9,8 @@ naming them.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from pathlib import Path
 
@@ -36,11 +38,9 @@ def _product(src: rasterio.io.DatasetReader) -> str | None:
 def _says_classes(src: rasterio.io.DatasetReader) -> bool:
     if src.tags().get(PRODUCT_TAG) == "classes" or CLASS_NAMES_TAG in src.tags():
         return True
-    try:
+    with contextlib.suppress(ValueError):  # ValueError: the band has no colour table
         src.colormap(1)
         return True
-    except ValueError:
-        pass
     return bool(src.tags(1).get("CLASS_NAMES")) or _category_names(src)
 
 
