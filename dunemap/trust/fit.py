@@ -2,7 +2,9 @@
 
 Training calls :func:`fit_trust` on its best model at the end of a run; ``dunemap calibrate`` calls
 it on any checkpoint (a published MADS state_dict included) and writes a new, self-describing
-checkpoint. The temperature is fitted on a split the model was not trained on (``val``); the area
+checkpoint. The temperature is fitted on a split the model was not trained on (``val``), and on its
+tiles of new ground when it has them: a map is applied to scenes no label touched, where a model is
+less sure than on new blocks of its training scenes, so that is the confidence to calibrate. The area
 of applicability describes the training split, with the tiles' source scenes as cross-validation
 folds (tiles when the dataset has no manifest or only one scene).
 """
@@ -18,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dunemap.data.dataset import SeedLayoutDataset
-from dunemap.data.manifest import read_manifest
+from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
 from dunemap.trust.applicability import Applicability, fit_applicability
@@ -39,12 +41,18 @@ class TrustFit:
 
     def summary(self) -> str:
         c = self.calibration
-        text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {c['split']} pixels: "
+        where = f"{c['split']} ({c['scenes']} scenes)" if c.get("scenes") else c["split"]
+        text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {where} pixels: "
                 f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
         if self.applicability is not None:
             text += (f"; area of applicability from {self.applicability.samples.shape[0]} training samples, "
                      f"DI threshold {self.applicability.threshold:.3f}")
         return text
+
+
+def _new_ground(root: Path, split: str) -> list[str]:
+    """Names of ``split``'s tiles from scenes that gave no training tile (none without a manifest)."""
+    return scene_groups(read_manifest(root) or [], split)["new_scene"]
 
 
 def _folds(dataset: SeedLayoutDataset) -> np.ndarray:
@@ -113,6 +121,9 @@ def fit_trust(
     model = model.to(device).eval()
     kw = dict(num_classes=num_classes, in_channels=in_channels, regions=regions, exclude_regions=exclude_regions)
     cal_set = SeedLayoutDataset(data_root, calibration_split, **kw)
+    new_ground = [n for n in cal_set.names if n in set(_new_ground(Path(data_root), calibration_split))]
+    if new_ground:
+        cal_set = SeedLayoutDataset(data_root, calibration_split, **kw, names=new_ground)
     if len(cal_set) == 0:
         raise InputError(f"{data_root}: split {calibration_split!r} has no tiles to calibrate on")
     logits, labels = _calibration_sample(model, cal_set, device, seed)
@@ -121,6 +132,7 @@ def fit_trust(
     acc.update(logits.T[None, :, :, None], labels[None, :, None])  # (1, K, N, 1) and (1, N, 1)
     calibration = {
         "temperature": temperature, "split": calibration_split, "pixels": int(labels.numel()),
+        "scenes": "new" if new_ground else "all",
         "ece_before": acc.result("before").ece, "ece_after": acc.result("after").ece,
     }
     applicability = None

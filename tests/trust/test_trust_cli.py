@@ -158,3 +158,21 @@ def test_calibrate_without_applicability(mads_dir: Path, tmp_path: Path, split: 
                     "--applicability-split", split)
     assert proc.returncode == 0, proc.stderr
     assert load_checkpoint(out).applicability is None
+
+
+def test_temperature_is_fitted_on_the_new_scenes_of_the_validation_split(trained: Path, tmp_path: Path,
+                                                                         make_tiny_dataset) -> None:
+    """With a manifest, only validation tiles of scenes that gave no training tile calibrate the confidence."""
+    from dunemap.data.manifest import TileRecord, write_manifest
+    from dunemap.trust.fit import fit_trust
+
+    data = make_tiny_dataset(tmp_path / "data")
+    names = {split: sorted(p.stem for p in (data / "img_dir" / split).glob("*.npy")) for split in ("train", "val")}
+    records = [TileRecord(n, "train", source="scene_a") for n in names["train"]]
+    records += [TileRecord(names["val"][0], "val", source="scene_a"), TileRecord(names["val"][1], "val", source="scene_b")]
+    model = load_checkpoint(trained / "best_model.pth").model
+    without = fit_trust(model, data, 4, 16, applicability_split=None).calibration
+    write_manifest(data, records)
+    with_manifest = fit_trust(model, data, 4, 16, applicability_split=None).calibration
+    assert without["scenes"] == "all" and without["pixels"] == 2 * 64 * 64
+    assert with_manifest["scenes"] == "new" and with_manifest["pixels"] == 64 * 64
