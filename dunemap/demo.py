@@ -40,10 +40,11 @@ class DemoConfig:
     split_by: str = "scene"  # whole scenes held out for val/test (dunemap.data.splits.SPLIT_MODES)
     tile: int = 128  # training tile side
     model: str = "mit_b0"
-    epochs: int = 16
+    epochs: int = 32
     batch_size: int = 8
     lr: float = 6e-4  # 10x the published LR: the demo trains from scratch for few epochs
     augment: str = "flip_rot90_spectral"  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
+    class_weights: str = "balanced"  # loss weights share ** -0.5: rare landforms (dome, parabolic) count more
     map_region: str = "namib"  # region of the held-out scene that is mapped
     map_size: int = 1024  # held-out scene side, pixels
     map_window: int = 128  # mapping window side: the context the model trained on (the tile)
@@ -102,7 +103,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     t0 = time.perf_counter()
     run = out / "run"
     train_config = TrainConfig(data_root=data, save_dir=run, model=config.model, epochs=config.epochs,
-                               batch_size=config.batch_size, lr=config.lr, augment=config.augment, seed=config.seed,
+                               batch_size=config.batch_size, lr=config.lr, augment=config.augment,
+                               class_weights=config.class_weights, seed=config.seed,
                                precision=config.precision, device="cpu", progress=config.progress,
                                resume=(run / LAST).exists())
     if not _finished_training(run / "metrics.json", config.epochs):

@@ -14,6 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.data.transforms import AUGMENTATIONS
     from dunemap.knowledge.text import TEXT_MODES
     from dunemap.models import ARCHITECTURES
+    from dunemap.training.config import CLASS_WEIGHTS
 
     p = subparsers.add_parser("train", help="train on img_dir/ann_dir tiles (the seed's recipe by default)",
                               description="Train a text-fused SegFormer. Defaults: AdamW lr 6e-5 wd 0.01, linear "
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", default="linear", choices=("linear", "text"),
                    help="linear classifier (published) or text: open-vocabulary cosine head over class texts")
     p.add_argument("--augment", default="flip_rot90", choices=sorted(AUGMENTATIONS))
+    p.add_argument("--class-weights", default="none", choices=CLASS_WEIGHTS,
+                   help="balanced: weight the loss by each class's training-pixel share ** -0.5 (rare classes count more)")
     p.add_argument("--regions", type=csv_list, help="train/validate only on these regions (manifest.csv)")
     p.add_argument("--holdout-region", dest="holdout_regions", type=csv_list,
                    help="leave these regions out of train and val (leave-one-region-out)")

@@ -156,6 +156,7 @@ AUGMENTATIONS: dict[str, Callable[[], Transform]] = {
     "none": NoAugment,
     "flip_rot90": RandomFlipRotate,
     "flip_rot90_spectral": flip_rot90_spectral,
+    "spectral": RandomSpectralShift,
 }
 """Augmentation factories by name; a CLI's ``--augment`` choices are these keys."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+CLASS_WEIGHTS = ("none", "balanced")  # loss weighting of classes (dunemap.training.loop.class_loss_weights)
+
 
 @dataclass
 class TrainConfig:
@@ -26,7 +28,8 @@ class TrainConfig:
     encoder: str = "minilm"  # text encoder for the catalog descriptions
     fusion_stage: int = 3  # stage whose tokens cross-attend to the texts
     head: str = "linear"  # linear (1x1 conv classifier) | text (open-vocabulary cosine head)
-    augment: str = "flip_rot90"  # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust)
+    class_weights: str = "none"  # none | balanced: CE weights (share of the class's training pixels) ** -0.5
+    augment: str = "flip_rot90"  # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust) | spectral (no flips)
     precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader worker processes

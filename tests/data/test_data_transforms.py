@@ -94,7 +94,8 @@ def test_disabled_operations() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert sorted(AUGMENTATIONS) == ["flip_rot90", "flip_rot90_spectral", "none"]
+    assert sorted(AUGMENTATIONS) == ["flip_rot90", "flip_rot90_spectral", "none", "spectral"]
+    assert isinstance(build_augmentation("spectral"), RandomSpectralShift)  # keeps the orientation of the tile
     assert isinstance(build_augmentation("flip_rot90"), RandomFlipRotate)
     combo = build_augmentation("flip_rot90_spectral")
     assert isinstance(combo, Compose)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.training import TrainConfig, train
-from dunemap.training.loop import poly_factor
+from dunemap.errors import ConfigError
+from dunemap.training.loop import class_loss_weights, poly_factor
 
 
 def _config(data: Path, save: Path, **kw) -> TrainConfig:
@@ -52,8 +55,18 @@ def test_plain_segformer_and_bf16_train_a_step(tiny_dataset: Path, tmp_path: Pat
     assert loaded.config.fusion == "none" and not hasattr(loaded.model, "alignment_module")
 
 
+def test_balanced_class_weights_lift_rare_classes_and_keep_the_loss_scale() -> None:
+    assert class_loss_weights(np.array([900, 100, 0]), "none") is None
+    w = class_loss_weights(np.array([900, 100, 0]), "balanced").numpy()
+    assert np.isclose(w[1] / w[0], 3.0)  # share ratio 9 -> weight ratio sqrt(9)
+    assert np.isclose(w[0] * 0.9 + w[1] * 0.1, 1.0)  # pixel-weighted mean 1
+    assert w[2] == w.max()  # a class absent from training gets the largest present weight
+    with pytest.raises(ConfigError, match="class-weights"):
+        class_loss_weights(np.array([1, 1]), "inverse")
+
+
 def test_unet_baseline_trains_through_the_same_loop(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(_config(tiny_dataset, tmp_path / "unet", model="unet", epochs=1, text="none",
-                           model_overrides={"base_width": 8, "depth": 2}))
+                           class_weights="balanced", model_overrides={"base_width": 8, "depth": 2}))
     loaded = load_checkpoint(result.last_checkpoint)
     assert loaded.config.family == "unet" and loaded.config.base_width == 8
