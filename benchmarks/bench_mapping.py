@@ -94,7 +94,7 @@ def make_scene_raster(image: Path, labels: Path, region: str, size: int, seed: i
 
     scene = generate_scene(SceneConfig(size=(size, size), region=region, seed=HELD_OUT_SEED + seed))
     holes = nodata_holes(size, seed)
-    scene.valid &= ~holes
+    scene.valid[holes] = False  # a frozen dataclass: its arrays are changed in place
     scene.label[holes] = 255
     scene.embedding[:, holes] = 0.0
     write_scene_geotiff(scene, image, labels, dtype="int8")
