@@ -49,12 +49,14 @@ class MapConfig:
     """Settings of a mapping run; the defaults were chosen with ``benchmarks/bench_mapping.py``.
 
     512-px windows cost the least per pixel with mit_b2 on CPU (768 px: ~+15 %, 1024 px: ~+75 %, from
-    stage-1 attention); stride 480 predicts each pixel ~1.14 times (the seed's 256 stride: ~4 times)
-    and keeps a 32-px blended seam; batches gain nothing on CPU, so one window at a time holds memory lowest.
+    stage-1 attention). Stride 384 predicts each pixel ~1.8 times (the seed's 256 stride: ~4 times) with a
+    128-px Gaussian-blended overlap: its seam index (``dunemap map --profile``) was below the seed design's
+    (2.9 against 3.8), where stride 480's 32-px overlap left visible window edges (8.1); batches gain
+    nothing on CPU, so one window at a time holds memory lowest.
     """
 
     window: int = 512  # side of the square windows the model sees, pixels (the model pads to a multiple of 32)
-    stride: int = 480  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
+    stride: int = 384  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
     batch_size: int = 0  # windows per forward pass; 0 = auto: 1 on a CPU (batches gain nothing there), from free memory on a GPU
     blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
