@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dunemap.mapping.profile import STAGES, seam_index
+
 PIXEL_KM2 = 1e-4  # one 10 m pixel
 SEED_WINDOW, SEED_STRIDE = 512, 256
 HELD_OUT_SEED = 10_000  # scene seeds of the training data are small (dunemap.synth.dataset.scene_seed)
@@ -56,6 +58,7 @@ def make_noise_raster(path: Path, size: int, seed: int = 0, tile: int = 512) -> 
     from dunemap.io.aef import quantize
 
     rng = np.random.default_rng(seed)
+    holes = nodata_holes(size, seed)
     scales = (64, 8)  # pixels per control point: broad regions and dune-sized texture
     grids = [rng.standard_normal((64, size // s + 3, size // s + 3)).astype(np.float32) for s in scales]
     weights = (1.0, 0.5)
@@ -71,7 +74,7 @@ def make_noise_raster(path: Path, size: int, seed: int = 0, tile: int = 512) -> 
                 for grid, s, wt in zip(grids, scales, weights):
                     x += wt * _bilinear(grid, (np.arange(r0, r0 + h) + 0.5) / s, (np.arange(c0, c0 + w) + 0.5) / s)
                 x /= np.linalg.norm(x, axis=0, keepdims=True)
-                dst.write(quantize(x), window=rasterio.windows.Window(c0, r0, w, h))
+                dst.write(quantize(x, ~holes[r0 : r0 + h, c0 : c0 + w]), window=rasterio.windows.Window(c0, r0, w, h))
     tmp.rename(path)
     return path
 
@@ -90,7 +93,23 @@ def make_scene_raster(image: Path, labels: Path, region: str, size: int, seed: i
     from dunemap.synth.writers import write_scene_geotiff
 
     scene = generate_scene(SceneConfig(size=(size, size), region=region, seed=HELD_OUT_SEED + seed))
+    holes = nodata_holes(size, seed)
+    scene.valid[holes] = False  # a frozen dataclass: its arrays are changed in place
+    scene.label[holes] = 255
+    scene.embedding[:, holes] = 0.0
     write_scene_geotiff(scene, image, labels, dtype="int8")
+
+
+def nodata_holes(size: int, seed: int) -> np.ndarray:
+    """(size, size) bool: a few round nodata holes (cloud gaps, tile edges) covering a few per cent of the raster,
+    one of them large enough to swallow whole windows."""
+    rng = np.random.default_rng(seed + 1)
+    yy, xx = np.ogrid[:size, :size]
+    holes = np.zeros((size, size), dtype=bool)
+    for radius in (size // 6, *(size // 40 for _ in range(12))):
+        cy, cx = rng.integers(0, size, 2)
+        holes |= (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+    return holes
 
 
 def make_random_checkpoint(path: Path, model_name: str, seed: int = 0) -> Path:
@@ -201,12 +220,16 @@ def _run(kind: str, args: list[str], threads: int) -> dict:
                           env=env)
     if proc.returncode:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    res = json.loads(lines[-1])
+    res["stages"] = {ln.split()[0]: float(ln.split()[1]) for ln in lines[:-1]
+                     if ln.split() and ln.split()[0] in STAGES and len(ln.split()) == 3}
     res["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return res
 
 
-def compare_maps(ours: Path, seed: Path, truth: Path | None, num_classes: int, min_margin: float) -> dict:
+def compare_maps(ours: Path, seed: Path, truth: Path | None, num_classes: int, min_margin: float, window: int,
+                 stride: int) -> dict:
     """Agreement of a class map with the seed's (all valid pixels, and where the seed's margin >= ``min_margin``)
     and, given ``truth``, the map's OA and mIoU against it."""
     import rasterio
@@ -217,6 +240,7 @@ def compare_maps(ours: Path, seed: Path, truth: Path | None, num_classes: int, m
     same = x == y
     confident = valid & (margin >= min_margin)
     out = {"agreement": float(same[valid].mean()), "agreement_confident": float(same[confident].mean()),
+           "seam_index": seam_index(x, window, stride).index,
            "confident_fraction": float(confident.sum() / max(valid.sum(), 1))}
     if truth is not None:
         out.update(truth_scores(x, truth, num_classes))
@@ -243,8 +267,13 @@ def _read_classes(path: Path) -> np.ndarray:
         return src.read(1).astype(np.uint8)
 
 
-def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: int) -> list[dict]:
-    """Time the model-level levers one at a time on ``windows`` 512-px windows of ``raster`` (one thread each)."""
+def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: int,
+                 compile_model: bool = False) -> list[dict]:
+    """Time the model-level levers one at a time on ``windows`` 512-px windows of ``raster`` (one thread each).
+
+    The backends of the issue's lever 3: dynamic int8 quantisation of the Linear layers and, with
+    ``compile_model``, torch.compile (its compile time reported, not counted).
+    """
     import copy
 
     import rasterio
@@ -252,6 +281,7 @@ def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: 
 
     from dunemap.io.aef import dequantize
     from dunemap.models.checkpoint import cast_autocast_weights, load_checkpoint
+    from dunemap.runtime import bf16_supported
 
     torch.set_num_threads(threads or 1)
     base = load_checkpoint(weights).model.eval()
@@ -276,16 +306,28 @@ def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: 
             return torch.cat(outs)
         return name, run
 
-    ours = cast_autocast_weights(copy.deepcopy(base).to(memory_format=cl))
     variants = [
         variant("fp32, NCHW (the seed)", base, torch.float32, torch.contiguous_format, False, 1),
-        variant("fp32, channels-last", copy.deepcopy(base).to(memory_format=cl), torch.float32, cl, False, 1),
-        variant("bf16 autocast, channels-last", copy.deepcopy(base).to(memory_format=cl), torch.float32, cl, True, 1),
-        variant("+ weights cast to bf16 once, input bf16 (Predictor)", ours, torch.bfloat16, cl, True, 1),
-        variant("  same, batch 2", ours, torch.bfloat16, cl, True, 2),
-        variant("all-bf16 weights and activations (no autocast)", copy.deepcopy(base).to(memory_format=cl).to(torch.bfloat16),
-                torch.bfloat16, cl, False, 1),
+        variant("fp32, channels-last (Predictor fp32)", copy.deepcopy(base).to(memory_format=cl), torch.float32, cl,
+                False, 1),
+        variant("int8 dynamic quantisation of the Linear layers", torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(base), {torch.nn.Linear}, dtype=torch.qint8), torch.float32, torch.contiguous_format, False, 1),
     ]
+    compile_seconds = None
+    if compile_model:
+        compiled = torch.compile(copy.deepcopy(base), dynamic=False)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x[:1])
+        compile_seconds = time.perf_counter() - t0
+        variants.append(variant(f"torch.compile (inductor; compiling took {compile_seconds:.0f} s)", compiled,
+                                torch.float32, torch.contiguous_format, False, 1))
+    if bf16_supported(torch.device("cpu")):  # emulated bf16 is several times slower than fp32: not worth timing
+        ours = cast_autocast_weights(copy.deepcopy(base).to(memory_format=cl))
+        variants += [
+            variant("bf16 autocast, channels-last", copy.deepcopy(base).to(memory_format=cl), torch.float32, cl, True, 1),
+            variant("+ weights cast to bf16 once, input bf16 (Predictor bf16)", ours, torch.bfloat16, cl, True, 1),
+        ]
     ref = variants[0][1]()
     ref_p = torch.softmax(ref, 1)
     best = {name: float("inf") for name, _ in variants}
@@ -327,6 +369,8 @@ def main() -> None:
                              "agreement with (a) is how far (a) itself moves when the raster is cropped differently")
     parser.add_argument("--levers", action="store_true", help="time the model-level levers first")
     parser.add_argument("--lever-windows", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="with --levers, also time torch.compile")
+    parser.add_argument("--model", default="mit_b2", help="architecture of the random model used without --weights")
     parser.add_argument("--project", type=int, default=8192, help="also project CPU time to an N x N raster (0: off)")
     parser.add_argument("--json", type=Path, help="write every number here (default WORK/bench_<scene>_<size>.json)")
     args = parser.parse_args()
@@ -352,7 +396,7 @@ def main() -> None:
         weights = DEFAULT_WEIGHTS
     trained = weights is not None
     if weights is None:
-        weights = make_random_checkpoint(args.work / "mit_b2_random.pth", "mit_b2", args.seed)
+        weights = make_random_checkpoint(args.work / f"{args.model}_random.pth", args.model, args.seed)
     area = args.size * args.size * PIXEL_KM2
     num_classes = 10
 
@@ -363,7 +407,7 @@ def main() -> None:
 
     report["torch"] = torch.__version__
     if args.levers:
-        report["levers"] = model_levers(raster, weights, args.lever_windows, 3, args.threads)
+        report["levers"] = model_levers(raster, weights, args.lever_windows, 3, args.threads, args.compile)
 
     seed_map = args.work / f"seed_{args.scene}_{args.size}_s{args.seed}_{weights.stem}.tif"
     seed_json = seed_map.with_suffix(".json")
@@ -376,7 +420,8 @@ def main() -> None:
     seed_row = {"label": f"(a) seed: {SEED_WINDOW}/{SEED_STRIDE}, fp32 NCHW, batch 1, averaging", **seed_res,
                 "windows": window_count(args.size, SEED_WINDOW, SEED_STRIDE) ** 2,
                 "project_windows": window_count(args.project, SEED_WINDOW, SEED_STRIDE) ** 2 if args.project else 0,
-                "agreement": 1.0, "agreement_confident": 1.0}
+                "agreement": 1.0, "agreement_confident": 1.0,
+                "seam_index": seam_index(_read_classes(seed_map), SEED_WINDOW, SEED_STRIDE).index}
     if truth is not None:
         seed_row.update(truth_scores(_read_classes(seed_map), truth, num_classes))
     rows = [seed_row]
@@ -387,7 +432,8 @@ def main() -> None:
         n_shift = len(shifted_starts(args.size, args.shifted_seed)) ** 2
         rows.append({"label": f"(a') seed's design, window grid moved {args.shifted_seed} px", **res, "windows": n_shift,
                      "project_windows": len(shifted_starts(args.project, args.shifted_seed)) ** 2 if args.project else 0,
-                     **compare_maps(shifted, seed_map, truth, num_classes, args.margin)})
+                     **compare_maps(shifted, seed_map, truth, num_classes, args.margin, SEED_WINDOW,
+                                                  SEED_STRIDE)})
 
     d = MapConfig()
     runs = []
@@ -405,13 +451,14 @@ def main() -> None:
                                                                 "--blend", blend], threads))
     for i, (label, window, stride, extra, threads) in enumerate(runs):
         out = args.work / f"ours_{i}.tif"
-        cli = ["map", str(raster), "--weights", str(weights), "--out", str(out), "--no-progress", "--no-resume", *extra]
+        cli = ["map", str(raster), "--weights", str(weights), "--out", str(out), "--no-progress", "--no-resume",
+               "--overwrite", "--profile", *extra]
         if threads:
             cli += ["--threads", str(threads)]
         res = _run("_ours", cli, threads)
         rows.append({"label": label, **res, "windows": window_count(args.size, window, stride) ** 2,
                      "project_windows": window_count(args.project, window, stride) ** 2 if args.project else 0,
-                     **compare_maps(out, seed_map, truth, num_classes, args.margin)})
+                     **compare_maps(out, seed_map, truth, num_classes, args.margin, window, stride)})
     report["runs"] = rows
     print(format_report(report, rows, area, args, seed_row))
     json_path = args.json or args.work / f"bench_{args.scene}_{args.size}.json"
@@ -441,9 +488,9 @@ def format_report(report: dict, rows: list[dict], area: float, args: argparse.Na
     proj = f"CPU s at {args.project}^2, projected (speed-up) | " if args.project else ""
     lines += ["", f"| run | windows | wall s | CPU s | km2/s (wall) | km2 per CPU-s | speed-up vs (a), wall / CPU | "
                   f"{proj}peak RSS MiB | agreement with (a) | where (a) margin >= {args.margin} |"
-              + (" OA / mIoU vs truth |" if has_truth else "") + " load |",
+              + (" OA / mIoU vs truth |" if has_truth else "") + " seam index | load |",
               "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.project else "") + "---:|---:|---:|"
-              + ("---:|" if has_truth else "") + "---|"]
+              + ("---:|" if has_truth else "") + "---:|---|"]
     for r in rows:
         speed = f"{seed['seconds'] / r['seconds']:.2f}x / {seed['cpu_seconds'] / r['cpu_seconds']:.2f}x"
         projected = ""
@@ -455,7 +502,14 @@ def format_report(report: dict, rows: list[dict], area: float, args: argparse.Na
         lines.append(f"| {r['label']} | {r['windows']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
                      f"{area / r['seconds']:.3f} | {area / r['cpu_seconds']:.3f} | {speed} | {projected}"
                      f"{r['peak_rss_mib']:.0f} | {r['agreement'] * 100:.2f} % | {r['agreement_confident'] * 100:.2f} % |"
-                     f"{truth} {r['load_1min'][0]} / {r['load_1min'][1]} |")
+                     f"{truth} {r['seam_index']:.2f} | {r['load_1min'][0]} / {r['load_1min'][1]} |")
+    profiled = [r for r in rows if r.get("stages")]
+    if profiled:
+        lines += ["", "Stages of `dunemap map --profile` (seconds; read and decode run in background threads):", "",
+                  "| run | " + " | ".join(STAGES) + " | wall |", "|---|" + "---:|" * (len(STAGES) + 1)]
+        for r in profiled:
+            lines.append(f"| {r['label']} | " + " | ".join(f"{r['stages'].get(st, 0):.1f}" for st in STAGES)
+                         + f" | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 

@@ -22,8 +22,8 @@ from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import check_outputs
 from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix, plot_confusion_matrix
-from dunemap.models.checkpoint import load_checkpoint, resolve_precision
-from dunemap.training.distributed import resolve_device
+from dunemap.models.checkpoint import load_checkpoint
+from dunemap.runtime import resolve_device, resolve_precision
 from dunemap.training.loop import confusion_over
 from dunemap.trust.applicability import Applicability
 from dunemap.trust.report import trust_lines, trust_over

@@ -145,7 +145,7 @@ def _run_pixel(ctx: _Context, run: Run) -> dict:
 def _run_network(ctx: _Context, run: Run) -> dict:
     from dunemap.models.checkpoint import load_checkpoint
     from dunemap.training import TrainConfig, train
-    from dunemap.training.distributed import resolve_device
+    from dunemap.runtime import resolve_device
     from dunemap.training.loop import BEST, LAST, confusion_over
 
     method, preset, cfg = METHODS[run.method], ctx.preset, ctx.config

@@ -36,7 +36,7 @@ def machine_description(device: str = "cpu") -> dict[str, str]:
     """CPU model, logical cores, torch version and threads, and the GPU when ``device`` is CUDA."""
     import torch
 
-    from dunemap.models.checkpoint import bf16_supported
+    from dunemap.runtime import bf16_supported
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):  # no /proc on this OS: keep platform's answer

@@ -177,7 +177,7 @@ def _mapping_note() -> str:
 def run_speed(config: SpeedConfig) -> SpeedResult:
     """Measure every case of ``config``, write ``speed.json`` / ``speed.md`` and the BENCHMARKS.md section."""
     from dunemap.benchmark.report import machine_description, speed_section, write_section
-    from dunemap.training.distributed import resolve_device
+    from dunemap.runtime import resolve_device
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dunemap.io.outputs import claim_outputs
-    from dunemap.training.distributed import resolve_device
+    from dunemap.runtime import resolve_device
     from dunemap.trust.fit import calibrate_checkpoint
 
     split = None if args.applicability_split.lower() == "none" else args.applicability_split

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=d.window, help=f"window side in pixels (default {d.window})")
     p.add_argument("--stride", type=int, default=d.stride,
                    help=f"step between windows in pixels, a multiple of 32 (default {d.stride})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per forward pass (default {d.batch_size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"windows per forward pass (default {d.batch_size} = 1 on a CPU, from free memory on a GPU)")
     p.add_argument("--blend", default=d.blend, choices=sorted(BLEND_MODES),
                    help=f"weighting of overlapping windows (default {d.blend}; uniform = plain averaging)")
     p.add_argument("--block-size", type=int, default=d.block_size,
@@ -58,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="map an input that has no CRS (its map cannot be measured, vectorised or overlaid)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="read blocks in the main thread instead of ahead in the background")
+    p.add_argument("--profile", action="store_true",
+                   help="print seconds per stage (read, decode, model, blend, assemble, write) and the seam index "
+                        "of the finished map (class changes across window edges / elsewhere; 1 = no visible seams)")
     p.add_argument("--threads", type=int, help="torch CPU threads, per worker with a cluster (default: torch's choice)")
     dask = p.add_argument_group("Dask cluster (see docs/scale_out.md)")
     dask.add_argument("--workers", type=int, default=0, metavar="N",
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dunemap.mapping.distributed import ClusterConfig, map_inputs
+    from dunemap.mapping.config import ClusterConfig
+    from dunemap.mapping.jobs import map_inputs
     from dunemap.mapping.engine import MapConfig
 
     if args.threads is not None:

@@ -1,4 +1,5 @@
-"""Mapping settings: the ``MapConfig`` dataclass and the storage encodings of probability products.
+"""Mapping settings: ``MapConfig``, ``ClusterConfig`` (where block tasks run) and the storage encodings of
+probability products.
 
 Kept free of torch and GDAL so the command line can build its options (and their choices) from
 here without heavy imports.
@@ -48,13 +49,15 @@ class MapConfig:
     """Settings of a mapping run; the defaults were chosen with ``benchmarks/bench_mapping.py``.
 
     512-px windows cost the least per pixel with mit_b2 on CPU (768 px: ~+15 %, 1024 px: ~+75 %, from
-    stage-1 attention); stride 480 predicts each pixel ~1.14 times (the seed's 256 stride: ~4 times)
-    and keeps a 32-px blended seam; batches gain nothing on CPU, so one window at a time holds memory lowest.
+    stage-1 attention). Stride 384 predicts each pixel ~1.8 times (the seed's 256 stride: ~4 times) with a
+    128-px Gaussian-blended overlap: its seam index (``dunemap map --profile``) was below the seed design's
+    (2.9 against 3.8), where stride 480's 32-px overlap left visible window edges (8.1); batches gain
+    nothing on CPU, so one window at a time holds memory lowest.
     """
 
     window: int = 512  # side of the square windows the model sees, pixels (the model pads to a multiple of 32)
-    stride: int = 480  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
-    batch_size: int = 1  # windows per forward pass (mit_b2 at 512 px in bf16: ~0.12 GB of activations per window)
+    stride: int = 384  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
+    batch_size: int = 0  # windows per forward pass; 0 = auto: 1 on a CPU (batches gain nothing there), from free memory on a GPU
     blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
     confidence: str = "none"  # also write MAP_confidence.tif (max probability): none, uint8 or float32
@@ -66,14 +69,15 @@ class MapConfig:
     allow_no_crs: bool = False  # map an input without a CRS (the products then cannot measure areas)
     prefetch: bool = True  # read the next block in a background thread
     progress: bool = True  # show a progress bar over blocks
+    profile: bool = False  # time each stage and measure the seam index of the finished map
 
     def validate(self) -> None:
         if self.window < 32:
             raise ConfigError(f"window {self.window} is too small; use at least 32 pixels")
         if not 0 < self.stride <= self.window:
             raise ConfigError(f"stride {self.stride} must be in 1..window ({self.window})")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size {self.batch_size} must be positive")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch size {self.batch_size} must be 0 (auto) or positive")
         if self.block_size < 0 or self.block_size % 16:
             raise ConfigError(f"block size {self.block_size} must be 0 (auto) or a positive multiple of 16")
         if self.cog_tile < 128 or self.cog_tile % 16:
@@ -89,3 +93,37 @@ class MapConfig:
         halo = 2 * (self.window - self.stride)
         side = int((AUTO_BLOCK_READ_BYTES / bytes_per_pixel) ** 0.5) - halo
         return max(512, side // 512 * 512)
+
+
+@dataclass
+class ClusterConfig:
+    """Where block tasks run: a LocalCluster that we start and close, or an existing Dask scheduler."""
+
+    workers: int = 0  # start a LocalCluster of this many worker processes, one thread each; 0 = none
+    scheduler: str | None = None  # instead, connect to this running scheduler (tcp://HOST:PORT)
+    max_in_flight: int = 0  # block tasks submitted and not yet assembled; 0 = 2 per worker thread, at least 4
+    allowed_failures: int = 2  # worker deaths a task may be part of before the run fails (clusters we start)
+    torch_threads: int | None = None  # torch CPU threads per worker; None = the worker's default (1 under Dask)
+    dashboard_address: str = ":8787"  # LocalCluster dashboard (needs bokeh for its pages); ":0" = any free port
+    memory_limit: str | int = "auto"  # per LocalCluster worker: "6GiB", bytes, or "auto" (RAM / workers)
+    connect_timeout: float = 30.0  # seconds to wait for the scheduler at ``scheduler``
+
+    @property
+    def enabled(self) -> bool:
+        """Whether blocks run on a Dask cluster (else in this process)."""
+        return self.workers > 0 or self.scheduler is not None
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"--workers {self.workers} must be 0 (no cluster) or a positive number of processes")
+        if self.workers and self.scheduler:
+            raise ConfigError(f"give either --workers {self.workers} (start a local cluster) or --scheduler "
+                              f"{self.scheduler} (use a running one), not both")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"--scheduler {self.scheduler!r} is not a scheduler address; expected e.g. tcp://HOST:8786")
+        if self.max_in_flight < 0:
+            raise ConfigError(f"--max-in-flight {self.max_in_flight} must be 0 (automatic) or positive")
+        if self.allowed_failures < 0:
+            raise ConfigError(f"--allowed-failures {self.allowed_failures} must be 0 or more")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch threads per worker {self.torch_threads} must be at least 1")

@@ -1,4 +1,4 @@
-"""Scale-out mapping on a Dask cluster: block tasks on workers, one writer on the client, many maps per job.
+"""The Dask executor of mapping: block tasks on workers, one writer on the client, many maps per job.
 
 The unit of work is one block (:func:`dunemap.mapping.predict.predict_block`): a worker reads the
 block's extent, runs the model on the windows the block owns and returns the block's contribution.
@@ -22,13 +22,12 @@ while the last blocks of the previous one are still running and no worker waits 
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -36,27 +35,25 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, ConfigError, InputError
-from dunemap.io.outputs import check_outputs, locked_outputs
 from dunemap.mapping.assemble import MapAssembler
-from dunemap.mapping.config import MapConfig
+from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import (
     MapPlan,
     MapResult,
-    count_valid,
-    load_map_predictor,
     applicability_threshold,
+    load_map_predictor,
     make_assembler,
     map_fingerprint,
-    map_raster,
     plan_map,
     predictor_fingerprint,
     resolve_input,
 )
+from dunemap.mapping.jobs import BatchMapResult, MapJob, ModelSource
 from dunemap.mapping.legend import ClassLegend
-from dunemap.mapping.predict import Contribution, predict_block
+from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
+from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Block
-from dunemap.mapping.writer import partial_dir, product_paths
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -65,42 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GLOB_CHARACTERS = "*?["
 LIMIT_REFRESH_SECONDS = 5.0  # how often the in-flight bound follows the cluster's size (workers come and go)
-
-
-@dataclass
-class ClusterConfig:
-    """Where block tasks run: a LocalCluster that we start and close, or an existing Dask scheduler."""
-
-    workers: int = 0  # start a LocalCluster of this many worker processes, one thread each; 0 = none
-    scheduler: str | None = None  # instead, connect to this running scheduler (tcp://HOST:PORT)
-    max_in_flight: int = 0  # block tasks submitted and not yet assembled; 0 = 2 per worker thread, at least 4
-    allowed_failures: int = 2  # worker deaths a task may be part of before the run fails (clusters we start)
-    torch_threads: int | None = None  # torch CPU threads per worker; None = the worker's default (1 under Dask)
-    dashboard_address: str = ":8787"  # LocalCluster dashboard (needs bokeh for its pages); ":0" = any free port
-    memory_limit: str | int = "auto"  # per LocalCluster worker: "6GiB", bytes, or "auto" (RAM / workers)
-    connect_timeout: float = 30.0  # seconds to wait for the scheduler at ``scheduler``
-
-    @property
-    def enabled(self) -> bool:
-        """Whether blocks run on a Dask cluster (else in this process)."""
-        return self.workers > 0 or self.scheduler is not None
-
-    def validate(self) -> None:
-        if self.workers < 0:
-            raise ConfigError(f"--workers {self.workers} must be 0 (no cluster) or a positive number of processes")
-        if self.workers and self.scheduler:
-            raise ConfigError(f"give either --workers {self.workers} (start a local cluster) or --scheduler "
-                              f"{self.scheduler} (use a running one), not both")
-        if self.scheduler is not None and "://" not in self.scheduler:
-            raise ConfigError(f"--scheduler {self.scheduler!r} is not a scheduler address; expected e.g. tcp://HOST:8786")
-        if self.max_in_flight < 0:
-            raise ConfigError(f"--max-in-flight {self.max_in_flight} must be 0 (automatic) or positive")
-        if self.allowed_failures < 0:
-            raise ConfigError(f"--allowed-failures {self.allowed_failures} must be 0 or more")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"torch threads per worker {self.torch_threads} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -220,97 +182,9 @@ def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Bloc
     """Task: one block on a worker. It is pure (the same block gives the same bytes) and writes nothing."""
     predictor = worker_predictor(spec)
     try:
-        return predict_block(reader, predictor, block, config)
+        return predict_block(reader, predictor, block, config, batch_size_for(predictor, config))
     finally:
         reader.close()
-
-
-# ---- jobs --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MapJob:
-    """One output map: a single raster, or tiles of one grid that are mosaicked through a VRT."""
-
-    sources: tuple[Path, ...]
-    out: Path
-
-
-def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand the input paths and patterns, in order and without duplicates.
-
-    A pattern is quoted on the command line so that the shell leaves it alone, for example
-    ``'scenes/*.tif'``. Matches of a pattern come in sorted order. A path that exists is used as
-    given.
-    """
-    paths: list[Path] = []
-    for pattern in patterns:
-        text = os.fspath(pattern)
-        if Path(text).exists() or not any(ch in text for ch in GLOB_CHARACTERS):
-            paths.append(Path(text))
-            continue
-        matches = sorted(glob.glob(text, recursive=True))
-        if not matches:
-            raise InputError(f"{text}: no file matches this pattern")
-        paths.extend(Path(m) for m in matches)
-    seen: set[Path] = set()
-    unique = []
-    for p in paths:
-        key = p.absolute()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def plan_jobs(inputs: Sequence[Path], out: str | os.PathLike | None = None,
-              out_dir: str | os.PathLike | None = None) -> list[MapJob]:
-    """With ``out``, one map of all ``inputs`` (tiles of one grid). With ``out_dir``, one map per input at
-    ``OUT_DIR/<stem>_classes.tif``."""
-    if (out is None) == (out_dir is None):
-        raise ConfigError("give exactly one of --out (one map; several inputs are tiles of one mosaic) "
-                          "or --out-dir (one map per input)")
-    if not inputs:
-        raise InputError("no input raster given")
-    if out is not None:
-        return [MapJob(tuple(Path(p) for p in inputs), Path(out))]
-    jobs = [MapJob((Path(p),), Path(out_dir) / f"{Path(p).stem}_classes.tif") for p in inputs]
-    _check_distinct_outputs(jobs)
-    return jobs
-
-
-def _check_distinct_outputs(jobs: Sequence[MapJob]) -> None:
-    owner: dict[Path, MapJob] = {}
-    for job in jobs:
-        key = job.out.absolute()
-        if key in owner:
-            raise InputError(f"{owner[key].sources[0]} and {job.sources[0]} would both be mapped to {job.out}; "
-                             "rename one of them or map them in separate runs")
-        owner[key] = job
-
-
-@dataclass
-class BatchMapResult:
-    """The maps of one job and how the job ran."""
-
-    maps: list[MapResult]
-    seconds: float
-    tasks: int = 0  # block tasks run on the cluster (blocks resumed from journals are not run again)
-    assemble_seconds: float = 0.0  # client time spent receiving and assembling results: the single writer's load
-    workers: int = 0  # Dask workers at the end of the job; 0 = mapped in this process
-    scheduler: str | None = None
-    dashboard: str | None = None
-
-    def summary(self) -> str:
-        lines = [m.summary() for m in self.maps]
-        if self.scheduler is not None:
-            dash = f", dashboard {self.dashboard}" if self.dashboard else ""
-            lines.append(f"{len(self.maps)} map(s), {self.tasks} block tasks on {self.workers} Dask worker(s) in "
-                         f"{self.seconds:.1f} s, {self.assemble_seconds:.1f} s of it assembling on the client "
-                         f"(scheduler {self.scheduler}{dash})")
-        elif len(self.maps) > 1:
-            lines.append(f"{len(self.maps)} maps in {self.seconds:.1f} s")
-        return "\n".join(lines)
 
 
 # ---- client side -------------------------------------------------------------------------------
@@ -366,6 +240,7 @@ class _MapRun:
     predicted: int = 0
     skipped: int = 0
     started: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)  # workers' stages from their contributions, the client's own
     result: MapResult | None = None
 
 
@@ -423,16 +298,11 @@ class _ClusterMapper:
             yield from ((run, block) for block in todo)
 
     def _finish(self, run: _MapRun) -> None:
-        products = run.assembler.finalize()
+        with run.times.timed("write"):
+            products = run.assembler.finalize()
         run.reader.close()
-        grid = run.plan.grid
-        run.result = MapResult(
-            path=run.job.out, products=products, height=grid.height, width=grid.width,
-            crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(run.plan.blocks),
-            blocks_resumed=run.resumed, windows_predicted=run.predicted, windows_skipped=run.skipped,
-            valid_pixels=count_valid(products["classes"]), seconds=time.perf_counter() - run.started,
-            config=asdict(self.config),
-        )
+        run.result = MapResult.build(run.job.out, run.plan, products, self.config, run.started, run.resumed,
+                                     run.predicted, run.skipped, run.times)
         log.debug("finished %s in %.1f s", run.job.out, run.result.seconds)
 
     def run(self, runs: Sequence[_MapRun]) -> None:
@@ -470,7 +340,9 @@ class _ClusterMapper:
                             "memory: lower --block-size or give the workers more memory"
                         ) from None
                     future.release()
-                    run.assembler.add(contribution)
+                    run.times.add(contribution.seconds)
+                    with run.times.timed("assemble"):
+                        run.assembler.add(contribution)
                     self.assemble_seconds += time.perf_counter() - t0
                     run.predicted += contribution.windows_predicted
                     run.skipped += contribution.windows_skipped
@@ -486,91 +358,38 @@ class _ClusterMapper:
                     self.client.cancel([f for f, _, _ in futures.values()])
 
 
-def map_many(
-    jobs: Sequence[MapJob],
-    weights: str | os.PathLike,
-    config: MapConfig | None = None,
-    cluster: ClusterConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
-    client: Client | None = None,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
-) -> BatchMapResult:
-    """Map every job on a Dask cluster, or one after another in this process.
 
-    The blocks run on ``client`` when one is given (it stays open), else on the cluster that
-    ``cluster`` describes. Without either, the jobs run in this process. On a cluster, the inputs are
-    checked and every map is planned before any output is written. A job that is run again with the
-    same arguments resumes each map from its journal.
+
+class DaskExecutor:
+    """Runs the blocks of every job as tasks on a Dask cluster; this process is each map's single writer.
+
+    The blocks run on ``client`` when one is given (it stays open), else on a cluster opened (and
+    closed) from ``cluster``. The model is loaded on the workers only; every map is planned before
+    any output is written.
     """
-    config = config or MapConfig()
-    config.validate()
-    cluster = cluster or ClusterConfig()
-    cluster.validate()
-    if not jobs:
-        raise InputError("no input raster given")
-    _check_distinct_outputs(jobs)
-    companions = [p for job in jobs for p in product_paths(job.out).values()]
-    with locked_outputs([job.out for job in jobs], companions):
-        check_job_outputs(jobs, config, [weights, text_embeddings, catalog])
-        return _map_many(jobs, weights, config, cluster, device, precision, text_embeddings, client, catalog,
-                         replace_text)
 
+    def __init__(self, model: ModelSource, cluster: ClusterConfig, client: Client | None = None) -> None:
+        self.spec = PredictorSpec.from_files(model.weights, model.device, model.precision, model.text_embeddings,
+                                             cluster.torch_threads, model.catalog, model.replace_text)
+        self.cluster = cluster
+        self.client = client
 
-def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
-    """The output policy for maps: no product may be an input; an existing map (or companion) needs
-    ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
-    for job in jobs:
-        partial = partial_dir(job.out)
-        interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
-        check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
-                      resume=interrupted)
-
-
-def _map_many(jobs: Sequence[MapJob], weights, config: MapConfig, cluster: ClusterConfig, device: str,
-              precision: str, text_embeddings, client: Client | None, catalog, replace_text: bool) -> BatchMapResult:
-    t0 = time.perf_counter()
-    if client is None and not cluster.enabled:
-        predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
-                                       replace_text=replace_text)
-        maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
-        return BatchMapResult(maps, time.perf_counter() - t0)
-
-    spec = PredictorSpec.from_files(weights, device, precision, text_embeddings, cluster.torch_threads, catalog,
-                                    replace_text)
-    session = contextlib.nullcontext(client) if client is not None else open_client(cluster)
-    with session as client:
-        mapper = _ClusterMapper(client, spec, config, cluster)
-        info = mapper.describe()
-        log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names), info.device)
-        runs = [mapper.prepare(i, job, info) for i, job in enumerate(jobs)]
-        try:
-            mapper.run(runs)
-        finally:
-            for run in runs:
-                run.reader.close()
-        return BatchMapResult(
-            maps=[run.result for run in runs if run.result is not None], seconds=time.perf_counter() - t0,
-            tasks=mapper.tasks, assemble_seconds=mapper.assemble_seconds, workers=len(client.nthreads()),
-            scheduler=client.scheduler.address, dashboard=dashboard_link(client),
-        )
-
-
-def map_inputs(
-    inputs: Sequence[str | os.PathLike],
-    weights: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    config: MapConfig | None = None,
-    cluster: ClusterConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
-) -> BatchMapResult:
-    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them."""
-    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), weights, config, cluster, device, precision,
-                    text_embeddings, catalog=catalog, replace_text=replace_text)
+    def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
+        t0 = time.perf_counter()
+        session = contextlib.nullcontext(self.client) if self.client is not None else open_client(self.cluster)
+        with session as client:
+            mapper = _ClusterMapper(client, self.spec, config, self.cluster)
+            info = mapper.describe()
+            log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names),
+                     info.device)
+            runs = [mapper.prepare(i, job, info) for i, job in enumerate(jobs)]
+            try:
+                mapper.run(runs)
+            finally:
+                for run in runs:
+                    run.reader.close()
+            return BatchMapResult(
+                maps=[run.result for run in runs if run.result is not None], seconds=time.perf_counter() - t0,
+                tasks=mapper.tasks, assemble_seconds=mapper.assemble_seconds, workers=len(client.nthreads()),
+                scheduler=client.scheduler.address, dashboard=dashboard_link(client),
+            )

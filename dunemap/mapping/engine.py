@@ -11,7 +11,8 @@ tasks on workers):
    block (classes, confidence, probabilities) once its contributors are in, write it into tiled
    intermediates, and convert them to validated COGs at the end.
 
-:func:`map_raster` chains them in one process, reading the next block in a background thread
+:func:`map_raster` chains them in one process, reading the next block (and decoding the next batch of
+windows) in background threads
 while the model works on the current one, with a journal so that a killed run resumes. Memory is
 bounded by the block size (one block of input, one prefetched, one accumulator), never by the
 raster size; contributions waiting for a later block wait on disk.
@@ -23,7 +24,6 @@ import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -37,7 +37,8 @@ from dunemap.io.outputs import locked_outputs, work_folder
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
-from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, predict_block_data
+from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
+from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
 from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir, product_paths
@@ -62,6 +63,22 @@ class MapResult:
     valid_pixels: int
     seconds: float
     config: dict = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # per stage (dunemap.mapping.profile.STAGES)
+    seams: SeamIndex | None = None  # measured on the finished map with ``profile``
+
+    @classmethod
+    def build(cls, out: Path, plan: MapPlan, products: dict[str, Path], config: MapConfig, started: float,
+              resumed: int, predicted: int, skipped: int, times: StageTimes) -> MapResult:
+        """The result of a finished map (every executor builds it here); with ``config.profile`` the seam
+        index of the finished class map is measured after the clock stops."""
+        seconds = time.perf_counter() - started
+        grid = plan.grid
+        seams = seam_index_file(products["classes"], config.window, config.stride) if config.profile else None
+        return cls(path=out, products=products, height=grid.height, width=grid.width,
+                   crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(plan.blocks),
+                   blocks_resumed=resumed, windows_predicted=predicted, windows_skipped=skipped,
+                   valid_pixels=count_valid(products["classes"]), seconds=seconds, config=asdict(config),
+                   stage_seconds=dict(times.seconds), seams=seams)
 
     def summary(self) -> str:
         rate = self.height * self.width / max(self.seconds, 1e-9) / 1e4  # km2/s at 10 m pixels
@@ -71,6 +88,10 @@ class MapResult:
             f"{self.blocks} blocks ({self.blocks_resumed} resumed), {self.windows_predicted} windows predicted, "
             f"{self.windows_skipped} skipped as nodata, {self.seconds:.1f} s ({rate:.2f} km2/s at 10 m)"
         )
+        if self.config.get("profile"):
+            lines.append(StageTimes(self.stage_seconds).table(self.seconds))
+            if self.seams is not None:
+                lines.append(self.seams.describe())
         return "\n".join(lines)
 
 
@@ -115,7 +136,7 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
         "config": {k: v for k, v in asdict(config).items()
-                   if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile")},
+                   if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile", "profile")},
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
     }
@@ -158,25 +179,15 @@ def _input_fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool) -> Iterator[tuple[Block, BlockData]]:
+def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool,
+                times: StageTimes) -> Iterator[tuple[Block, BlockData]]:
     """Yield each block with its input, reading the next one in a background thread when ``prefetch``."""
 
     def read(block: Block) -> BlockData:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
+        with times.timed("read"), rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
             return reader.read(block.extent)
 
-    if not prefetch or len(blocks) < 2:
-        for block in blocks:
-            yield block, read(block)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dunemap-read") as pool:
-        future = pool.submit(read, blocks[0])
-        for i, block in enumerate(blocks):
-            data = future.result()
-            if i + 1 < len(blocks):
-                future = pool.submit(read, blocks[i + 1])
-            yield block, data
-            del data
+    return prefetched(read, blocks, prefetch, "dunemap-read")
 
 
 def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], Path]:
@@ -225,23 +236,21 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         todo = assembler.pending()
         total = resumed + len(todo)
         predicted = skipped = 0
+        times = StageTimes()
+        batch_size = batch_size_for(predictor, config)
         with tqdm(total=total, initial=resumed, unit="block", desc=out.name, disable=not config.progress) as bar:
-            for block, data in _read_ahead(reader, todo, config.prefetch):
-                contribution = predict_block_data(data, predictor, block, config)
+            for block, data in _read_ahead(reader, todo, config.prefetch, times):
+                contribution = predict_block_data(data, predictor, block, config, batch_size)
                 del data
-                assembler.add(contribution)
+                times.add(contribution.seconds)
+                with times.timed("assemble"):
+                    assembler.add(contribution)
                 predicted += contribution.windows_predicted
                 skipped += contribution.windows_skipped
                 bar.update(1)
-        products = assembler.finalize()
-
-    grid = plan.grid
-    result = MapResult(
-        path=out, products=products, height=grid.height, width=grid.width,
-        crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(plan.blocks), blocks_resumed=resumed,
-        windows_predicted=predicted, windows_skipped=skipped, valid_pixels=count_valid(products["classes"]),
-        seconds=time.perf_counter() - t0, config=asdict(config),
-    )
+        with times.timed("write"):
+            products = assembler.finalize()
+    result = MapResult.build(out, plan, products, config, t0, resumed, predicted, skipped, times)
     log.debug(result.summary().replace("\n", "; "))
     return result
 
@@ -287,7 +296,7 @@ def load_map_predictor(
     open-vocabulary map; ``replace_text``: let ``text_embeddings`` replace the checkpoint's text).
     """
     from dunemap.models.checkpoint import load_predictor
-    from dunemap.training.distributed import resolve_device
+    from dunemap.runtime import resolve_device
 
     return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision,
                           text_embeddings=text_embeddings, catalog=catalog, replace_text=replace_text)

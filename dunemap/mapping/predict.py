@@ -9,10 +9,12 @@ predicted in), normalises, and returns classes, confidence and probabilities.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 import rasterio
@@ -22,10 +24,16 @@ from dunemap.errors import InputError
 from dunemap.io.aef import dequantize
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS
+from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.reader import BlockData, EmbeddingReader
 from dunemap.mapping.windows import Block, Box, blend_weights
+from dunemap.runtime import gpu_batch_size
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 GDAL_READ_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while reading: part of the mapping memory budget
+GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
 
 
 class SupportsPredict(Protocol):
@@ -95,6 +103,7 @@ class Contribution(Part):
 
     windows_predicted: int = 0
     windows_skipped: int = 0  # windows entirely nodata: the model never ran on them
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage (dunemap.mapping.profile.STAGES)
 
 
 @dataclass
@@ -108,16 +117,30 @@ class BlockPrediction:
     dissimilarity: np.ndarray | None = None  # (h, w) float32 blended dissimilarity index, NaN = nodata
 
 
-def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block, config: MapConfig) -> Contribution:
+def batch_size_for(predictor: SupportsPredict, config: MapConfig) -> int:
+    """Windows per forward pass: ``config.batch_size``, or for 0 (auto) 1 on a CPU and as many as fit
+    in the free memory of the predictor's GPU (:func:`dunemap.runtime.gpu_batch_size`)."""
+    if config.batch_size:
+        return config.batch_size
+    device = torch.device(getattr(predictor, "device", "cpu"))
+    return gpu_batch_size(device, config.window * config.window * GPU_BYTES_PER_WINDOW_PIXEL)
+
+
+def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block, config: MapConfig,
+                       batch_size: int = 1) -> Contribution:
     """Predict the windows ``block`` owns from its already-read ``data`` (its extent) and blend them.
 
-    Windows run through the model ``config.batch_size`` at a time in the block's window order and
-    are accumulated in that order; windows without a single valid pixel are skipped.
+    Windows run through the model ``batch_size`` at a time in the block's window order and are
+    accumulated in that order; windows without a single valid pixel are skipped. With
+    ``config.prefetch`` the next batch is decoded in a background thread while the model runs (into
+    pinned memory when the model is on a GPU, so the copy to it can overlap too). The contribution
+    carries the seconds spent decoding, in the model and blending.
     """
     if block.extent is None:
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
     ext = block.extent
     k = predictor.num_classes
+    times = StageTimes()
     # with the area of applicability, a last channel sums weight * dissimilarity index, blended like the probabilities
     acc = np.zeros((k + int(config.applicability), ext.height, ext.width), dtype=np.float32)
     wsum = np.zeros((ext.height, ext.width), dtype=np.float32)
@@ -126,31 +149,68 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         weights = torch.from_numpy(blend_weights(windows[0].shape, config.blend))  # (h, w)
         acc_t, wsum_t = torch.from_numpy(acc), torch.from_numpy(wsum)  # views: accumulate in place
         dtype = getattr(predictor, "input_dtype", torch.float32)
-        for start in range(0, len(windows), config.batch_size):
-            batch = windows[start : start + config.batch_size]
-            x = window_batch(data, batch, dtype)
-            if config.applicability:
-                logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
-                probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1)
-            else:
-                probs = torch.softmax(predictor.predict(x).float(), dim=1)  # (B, K, h, w)
-            for win, p in zip(batch, probs.cpu()):
-                r = win.relative_to(ext)
-                acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
-                wsum_t[r.row : r.row_stop, r.col : r.col_stop] += weights
+        pin = getattr(predictor, "device", torch.device("cpu")).type == "cuda"
+        batches = [windows[s : s + batch_size] for s in range(0, len(windows), batch_size)]
+        for batch, x in _decoded(data, batches, dtype, pin, config.prefetch, times):
+            with times.timed("model"):
+                if config.applicability:
+                    logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
+                    probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1)
+                else:
+                    probs = torch.softmax(predictor.predict(x).float(), dim=1)  # (B, K, h, w)
+                probs = probs.cpu()  # waits for the device: the model's time ends here
+            with times.timed("blend"):
+                for win, p in zip(batch, probs):
+                    r = win.relative_to(ext)
+                    acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
+                    wsum_t[r.row : r.row_stop, r.col : r.col_stop] += weights
     valid = data.valid_in(ext).copy()
-    return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows))
+    return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows),
+                        times.seconds)
+
+
+def _decoded(data: BlockData, batches: Sequence[Sequence[Box]], dtype: torch.dtype, pin: bool, ahead: bool,
+             times: StageTimes) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
+    """Each batch of windows with its model input, the next one decoded in a background thread when ``ahead``."""
+
+    def decode(batch: Sequence[Box]) -> torch.Tensor:
+        with times.timed("decode"):
+            x = window_batch(data, batch, dtype)
+            return x.pin_memory() if pin else x
+
+    return prefetched(decode, batches, ahead, "dunemap-decode")
+
+
+def prefetched(fn: Callable[[T], R], items: Sequence[T], ahead: bool, name: str) -> Iterator[tuple[T, R]]:
+    """Each item with ``fn(item)``; with ``ahead``, ``fn`` of the next item runs in a background thread
+    while the caller works on this one (a queue of one: at most two results alive at a time)."""
+    if not ahead or len(items) < 2:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
+        future = pool.submit(fn, items[0])
+        for i, item in enumerate(items):
+            result = future.result()
+            if i + 1 < len(items):
+                future = pool.submit(fn, items[i + 1])
+            yield item, result
+            del result
 
 
 def predict_block(
-    reader: EmbeddingReader, predictor: SupportsPredict, block: Block, config: MapConfig
+    reader: EmbeddingReader, predictor: SupportsPredict, block: Block, config: MapConfig, batch_size: int = 1
 ) -> Contribution:
     """Read ``block``'s extent from ``reader`` and predict it (a self-contained task for a worker)."""
     if block.extent is None:
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
+    t0 = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
         data = reader.read(block.extent)
-    return predict_block_data(data, predictor, block, config)
+    read = time.perf_counter() - t0
+    contribution = predict_block_data(data, predictor, block, config, batch_size)
+    contribution.seconds["read"] = read
+    return contribution
 
 
 def split_contribution(contribution: Contribution, blocks: Sequence[Block]) -> dict[int, Part]:

@@ -31,13 +31,13 @@ from dunemap.errors import CheckpointError
 from dunemap.io.atomic import atomic_path
 from dunemap.models.registry import build_model, config_from_dict
 from dunemap.models.segformer import MODEL_VARIANTS, ModelConfig, TextFusedSegFormer
+from dunemap.runtime import resolve_precision
 
 if TYPE_CHECKING:
     from dunemap.knowledge.catalog import Catalog
 
 FORMAT = "dunemap-checkpoint"
 VERSION = 1
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -238,27 +238,6 @@ def load_checkpoint(
     # unchanged by a new class; the new class itself is uncalibrated, see docs/knowledge.md).
     return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
                             metrics, path, calibration, applicability)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise CheckpointError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return precision
 
 
 # Modules whose ops autocast runs in bf16 anyway (matmuls and convolutions): their weights are cast once.

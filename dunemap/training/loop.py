@@ -29,7 +29,8 @@ from dunemap.io.atomic import atomic_path
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
 from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
-from dunemap.models.checkpoint import load_checkpoint, resolve_precision, save_checkpoint
+from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
+from dunemap.runtime import resolve_precision
 from dunemap.registry import choose
 from dunemap.training.config import CLASS_WEIGHTS, TrainConfig
 from dunemap.training.distributed import (

@@ -21,15 +21,9 @@ from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 from dunemap.cli import main
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.aef import quantize
-from dunemap.mapping.distributed import (
-    ClusterConfig,
-    MapJob,
-    expand_inputs,
-    gpu_slot,
-    map_many,
-    open_client,
-    plan_jobs,
-)
+from dunemap.mapping.config import ClusterConfig
+from dunemap.mapping.distributed import gpu_slot, open_client
+from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader

@@ -169,3 +169,13 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tiny_check
     assert code == 1
     assert err.startswith("dunemap: error:") and message in err and len(err.splitlines()) == 1
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_decoding_ahead_in_a_thread_gives_the_same_bytes(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:
+    path = aef_raster(160, 128)
+    predictor = load_predictor(tiny_checkpoint, precision="fp32")
+    outs = []
+    for prefetch in (True, False):  # block of 128 px, 5 x 4 windows of 48 at stride 24: many batches per block
+        config = MapConfig(window=48, stride=24, block_size=128, batch_size=2, prefetch=prefetch, **QUIET)
+        outs.append(map_raster(path, predictor, tmp_path / f"map_{prefetch}.tif", config).path.read_bytes())
+    assert outs[0] == outs[1]

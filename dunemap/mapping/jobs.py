@@ -1,0 +1,216 @@
+"""The mapping front door: expand the inputs, plan the jobs (one map each) and hand them to an executor.
+
+``dunemap map`` and the library enter here (:func:`map_inputs`, :func:`map_many`). The outputs of
+every job are locked and checked against the output policy before anything is written; then the
+jobs go to one executor: :class:`LocalExecutor` maps them one after another in this process
+(:func:`dunemap.mapping.engine.map_raster`, one model for all), :class:`dunemap.mapping.distributed.DaskExecutor`
+runs their blocks as tasks on a Dask cluster with this process as the single writer. Both give the
+same bytes, and both build each map's :class:`~dunemap.mapping.engine.MapResult` with
+:meth:`MapResult.build <dunemap.mapping.engine.MapResult.build>`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from dunemap.errors import ConfigError, InputError
+from dunemap.io.outputs import check_outputs, locked_outputs
+from dunemap.mapping.config import ClusterConfig, MapConfig
+from dunemap.mapping.engine import MapResult, load_map_predictor, map_raster
+from dunemap.mapping.writer import partial_dir, product_paths
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+GLOB_CHARACTERS = "*?["
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """One output map: a single raster, or tiles of one grid that are mosaicked through a VRT."""
+
+    sources: tuple[Path, ...]
+    out: Path
+
+
+def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand the input paths and patterns, in order and without duplicates.
+
+    A pattern is quoted on the command line so that the shell leaves it alone, for example
+    ``'scenes/*.tif'``. Matches of a pattern come in sorted order. A path that exists is used as
+    given.
+    """
+    paths: list[Path] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if Path(text).exists() or not any(ch in text for ch in GLOB_CHARACTERS):
+            paths.append(Path(text))
+            continue
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputError(f"{text}: no file matches this pattern")
+        paths.extend(Path(m) for m in matches)
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def plan_jobs(inputs: Sequence[Path], out: str | os.PathLike | None = None,
+              out_dir: str | os.PathLike | None = None) -> list[MapJob]:
+    """With ``out``, one map of all ``inputs`` (tiles of one grid). With ``out_dir``, one map per input at
+    ``OUT_DIR/<stem>_classes.tif``."""
+    if (out is None) == (out_dir is None):
+        raise ConfigError("give exactly one of --out (one map; several inputs are tiles of one mosaic) "
+                          "or --out-dir (one map per input)")
+    if not inputs:
+        raise InputError("no input raster given")
+    if out is not None:
+        return [MapJob(tuple(Path(p) for p in inputs), Path(out))]
+    jobs = [MapJob((Path(p),), Path(out_dir) / f"{Path(p).stem}_classes.tif") for p in inputs]
+    _check_distinct_outputs(jobs)
+    return jobs
+
+
+def _check_distinct_outputs(jobs: Sequence[MapJob]) -> None:
+    owner: dict[Path, MapJob] = {}
+    for job in jobs:
+        key = job.out.absolute()
+        if key in owner:
+            raise InputError(f"{owner[key].sources[0]} and {job.sources[0]} would both be mapped to {job.out}; "
+                             "rename one of them or map them in separate runs")
+        owner[key] = job
+
+
+@dataclass
+class BatchMapResult:
+    """The maps of one job and how the job ran."""
+
+    maps: list[MapResult]
+    seconds: float
+    tasks: int = 0  # block tasks run on the cluster (blocks resumed from journals are not run again)
+    assemble_seconds: float = 0.0  # client time spent receiving and assembling results: the single writer's load
+    workers: int = 0  # Dask workers at the end of the job; 0 = mapped in this process
+    scheduler: str | None = None
+    dashboard: str | None = None
+
+    def summary(self) -> str:
+        lines = [m.summary() for m in self.maps]
+        if self.scheduler is not None:
+            dash = f", dashboard {self.dashboard}" if self.dashboard else ""
+            lines.append(f"{len(self.maps)} map(s), {self.tasks} block tasks on {self.workers} Dask worker(s) in "
+                         f"{self.seconds:.1f} s, {self.assemble_seconds:.1f} s of it assembling on the client "
+                         f"(scheduler {self.scheduler}{dash})")
+        elif len(self.maps) > 1:
+            lines.append(f"{len(self.maps)} maps in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model files of a job, loaded by each executor where its model runs."""
+
+    weights: str | os.PathLike
+    device: str = "auto"
+    precision: str = "auto"
+    text_embeddings: str | os.PathLike | None = None
+    catalog: str | os.PathLike | None = None
+    replace_text: bool = False
+
+
+class Executor(Protocol):
+    """Runs planned, checked jobs and returns their maps."""
+
+    def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult: ...
+
+
+class LocalExecutor:
+    """Maps jobs one after another in this process with one model (loaded once)."""
+
+    def __init__(self, model: ModelSource) -> None:
+        self.model = model
+
+    def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
+        t0 = time.perf_counter()
+        m = self.model
+        predictor = load_map_predictor(m.weights, m.device, m.precision, m.text_embeddings, catalog=m.catalog,
+                                       replace_text=m.replace_text)
+        maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
+        return BatchMapResult(maps, time.perf_counter() - t0)
+
+
+def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
+    """The output policy for maps: no product may be an input; an existing map (or companion) needs
+    ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
+    for job in jobs:
+        partial = partial_dir(job.out)
+        interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
+        check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
+                      resume=interrupted)
+
+
+def map_many(
+    jobs: Sequence[MapJob],
+    weights: str | os.PathLike,
+    config: MapConfig | None = None,
+    cluster: ClusterConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+    client: Client | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
+) -> BatchMapResult:
+    """Map every job, on a Dask cluster or one after another in this process.
+
+    The blocks run on ``client`` when one is given (it stays open), else on the cluster that
+    ``cluster`` describes. Without either, the jobs run in this process. On a cluster, the inputs are
+    checked and every map is planned before any output is written. A job that is run again with the
+    same arguments resumes each map from its journal.
+    """
+    config = config or MapConfig()
+    config.validate()
+    cluster = cluster or ClusterConfig()
+    cluster.validate()
+    if not jobs:
+        raise InputError("no input raster given")
+    _check_distinct_outputs(jobs)
+    model = ModelSource(weights, device, precision, text_embeddings, catalog, replace_text)
+    executor: Executor
+    if client is None and not cluster.enabled:
+        executor = LocalExecutor(model)
+    else:
+        from dunemap.mapping.distributed import DaskExecutor
+
+        executor = DaskExecutor(model, cluster, client)
+    companions = [p for job in jobs for p in product_paths(job.out).values()]
+    with locked_outputs([job.out for job in jobs], companions):
+        check_job_outputs(jobs, config, [weights, text_embeddings, catalog])
+        return executor.run(jobs, config)
+
+
+def map_inputs(
+    inputs: Sequence[str | os.PathLike],
+    weights: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    config: MapConfig | None = None,
+    cluster: ClusterConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    text_embeddings: str | os.PathLike | None = None,
+    catalog: str | os.PathLike | None = None,
+    replace_text: bool = False,
+) -> BatchMapResult:
+    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them."""
+    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), weights, config, cluster, device, precision,
+                    text_embeddings, catalog=catalog, replace_text=replace_text)

@@ -1,0 +1,69 @@
+"""Where and in what precision the model runs: device and precision resolution shared by training,
+evaluation and mapping, and the GPU batch size chosen from free memory.
+
+One rule for everyone: ``--device auto`` is the GPU of this rank when CUDA exists, else the CPU;
+``--precision auto`` is bf16 where bf16 matmuls are native (CUDA with bf16, a CPU with AVX512-BF16
+or AMX), else fp32.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from dunemap.errors import CheckpointError, ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+GPU_MEMORY_SHARE = 0.5  # share of the free GPU memory a mapping batch may take (the rest: allocator slack, others)
+MAX_GPU_BATCH = 64  # windows per forward pass on a GPU, at most
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; ``cuda`` means GPU ``local_rank`` (one per rank)."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r} is not a device dunemap can use; valid: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # one GPU per torchrun rank, not every rank on GPU 0
+    return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``, ``fp32`` or ``bf16`` as ``fp32`` or ``bf16`` on ``device`` (auto: bf16 only where native)."""
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def gpu_batch_size(device: torch.device, bytes_per_window: int, free_bytes: int | None = None) -> int:
+    """Windows per forward pass on ``device``: 1 on a CPU; on a GPU as many as fit in
+    :data:`GPU_MEMORY_SHARE` of its free memory at ``bytes_per_window`` each (at most :data:`MAX_GPU_BATCH`)."""
+    if device.type != "cuda":
+        return 1
+    if free_bytes is None:
+        free_bytes, _total = torch.cuda.mem_get_info(device)
+    return int(max(1, min(MAX_GPU_BATCH, free_bytes * GPU_MEMORY_SHARE // max(bytes_per_window, 1))))
