@@ -108,19 +108,26 @@ def apply_config_file(args: argparse.Namespace, path: Path) -> None:
     import sys
 
     from dunemap.errors import ConfigError
-    from dunemap.training.config import read_config_file
+    from dunemap.training.config import TrainConfig, read_config_file
 
     values = read_config_file(path)
+    fields = TrainConfig.__dataclass_fields__
     parser = _train_parser()
     by_flag = {a.option_strings[-1].lstrip("-").replace("-", "_"): a for a in parser._actions if a.option_strings}
     by_dest = {a.dest: a for a in parser._actions if a.option_strings}
     given = _given_dests(parser, getattr(args, "_argv", None) or sys.argv[1:])
     for key, value in values.items():
-        action = by_flag.get(key.replace("-", "_")) or by_dest.get(key.replace("-", "_"))
+        name = key.replace("-", "_")
+        action = by_flag.get(name) or by_dest.get(name)
+        if action is None and name in fields and name not in given:  # a TrainConfig field without a flag
+            setattr(args, name, value)
+            continue
         if action is None or action.dest in ("config", "help"):
             raise ConfigError(f"{path}: unknown option {key!r}; use the long options of dunemap train")
         if action.dest in given:
             continue
+        if isinstance(action, argparse._StoreFalseAction) and name not in by_dest:  # no-calibrate: true
+            value = not value
         if isinstance(value, str) and action.type is not None and action.nargs is None:
             value = action.type(value)
         elif action.dest in ("regions", "holdout_regions") and isinstance(value, str):
