@@ -249,3 +249,21 @@ def test_default_outputs_never_overwrite(world: dict[str, Path], tmp_path: Path,
     stamp = (tmp_path / "namib_0_emb.tif").stat().st_mtime_ns
     assert main(["synth", "scene", "--region", "namib", "--size", "64"]) == 1
     assert (tmp_path / "namib_0_emb.tif").stat().st_mtime_ns == stamp
+
+
+def test_readme_python_imports_work_as_printed_and_the_api_is_documented() -> None:
+    import dunemap
+    from doc_commands import DOCS
+
+    readme = DOCS[0].read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README.md shows no Python"
+    imports = [line for b in blocks for line in b.splitlines() if line.startswith(("import ", "from "))]
+    assert any("predict_array" in line for line in imports)
+    exec("\n".join(imports), {})  # noqa: S102  (the README's own lines)
+    called = set(re.findall(r"dunemap\.(\w+)\(", "\n".join(blocks)))
+    for name in called | {"train", "evaluate", "map_raster", "load_predictor", "predict_array", "map_statistics",
+                          "generate_scene"}:
+        doc = getattr(dunemap, name).__doc__ or ""
+        assert all(part in doc for part in ("Args:", "Returns:", "Raises:")), f"dunemap.{name}: docstring incomplete"
+    assert "train" in dir(dunemap) and "train" in dunemap.__all__
