@@ -18,6 +18,8 @@ COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 BANDS: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(64))
 SCALE_M = 10
 MAX_PIXELS = 1e13
+BYTES_PER_PIXEL = 4 * len(BANDS)  # 64 float32 bands
+WARN_BYTES = 10e9  # gee-script and fetch-gee warn above this expected export size
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,32 @@ class GeeExport:
     def end_date(self) -> str:  # exclusive
         return f"{self.year + 1}-01-01"
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in output pixels: the bbox projected to ``crs`` (edges densified) at ``scale``."""
+        import math
+
+        from pyproj import Transformer
+
+        transformer = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        minx, miny, maxx, maxy = transformer.transform_bounds(*self.bbox, densify_pts=21)
+        return math.ceil((maxy - miny) / self.scale), math.ceil((maxx - minx) / self.scale)
+
+    @property
+    def pixels(self) -> int:
+        height, width = self.shape
+        return height * width
+
+    @property
+    def size_bytes(self) -> int:
+        """Expected uncompressed size of the export: pixels x 64 bands x 4 bytes (float32)."""
+        return self.pixels * BYTES_PER_PIXEL
+
+    def size_text(self) -> str:
+        height, width = self.shape
+        return (f"expected export: {width} x {height} = {self.pixels:,} pixels x {len(BANDS)} float32 bands = "
+                f"{self.size_bytes:,} bytes ({self.size_bytes / 1e9:.1f} GB) before compression")
+
 
 def plan_export(year: int, region: str | None = None, bbox: tuple[float, ...] | None = None, crs: str | None = None,
                 out_prefix: str | None = None, folder: str | None = None) -> GeeExport:
@@ -64,6 +92,7 @@ def gee_script(export: GeeExport) -> str:
     folder = f"\n  folder: {json.dumps(export.folder)}," if export.folder else ""
     return f"""// dunemap: AlphaEarth Foundations annual satellite embedding, {export.name}, {export.year}
 // bbox (W, S, E, N, degrees): {w:g}, {s:g}, {e:g}, {n:g}; written at {export.scale:g} m in {export.crs}
+// {export.size_text()}
 var region = ee.Geometry.Rectangle([{w!r}, {s!r}, {e!r}, {n!r}], 'EPSG:4326', false);
 var bands = [{bands}];
 var embedding = ee.ImageCollection('{COLLECTION}')
@@ -122,3 +151,11 @@ def start_export(export: GeeExport, project: str | None = None) -> str:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ConfigError(f"Earth Engine refused the export {export.description!r} ({reason})") from None
     return str(task.id)
+
+
+def size_warning(export: GeeExport, warn_bytes: float = WARN_BYTES) -> str | None:
+    """A one-line warning when ``export`` is expected to exceed ``warn_bytes``, else None."""
+    if export.size_bytes <= warn_bytes:
+        return None
+    return (f"{export.name}: the export is about {export.size_bytes / 1e9:,.0f} GB ({export.pixels:,} pixels), above "
+            f"{warn_bytes / 1e9:g} GB: check your Google Drive space, or export a smaller --bbox")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from dunemap import __version__
+from dunemap.cli.options import HelpFormatter, add_quiet
 from dunemap.errors import DunemapError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -30,26 +32,55 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: defaults shown in the help, metavars named after the option."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # a config file must know which options the command line gave
+        super().__init__(*args, **kwargs)
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every runnable command's parser by its command words, e.g. ``{"synth scene": ...}``."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix.strip(): parser}
+    out = {}
+    for name, child in subs[0].choices.items():
+        out.update(leaf_parsers(child, f"{prefix} {name}"))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dunemap",
         description="Map aeolian landforms from satellite embedding rasters with a text-fused SegFormer.",
     )
     parser.add_argument("--version", action="version", version=f"dunemap {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_quiet(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for leaf in leaf_parsers(parser).values():
+        if leaf is not parser:
+            add_quiet(leaf, default=argparse.SUPPRESS)  # also after the command: dunemap map ... --quiet
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.quiet or not sys.stderr.isatty():  # no carriage-return bars in logs and pipes
+        args.progress = False
+    if not getattr(args, "progress", True):
+        os.environ["TQDM_DISABLE"] = "1"  # also the library bars that take no progress argument
     try:
         return int(args.func(args) or 0)
     except DunemapError as exc:

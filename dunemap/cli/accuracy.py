@@ -26,10 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "GeoPackage with point_id, map_class, map_name and an empty ref_class to fill in.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--n", type=int, default=0, help="total number of points")
-    p.add_argument("--min-per-class", type=int, default=0, metavar="M", help="at least M points per class (default 0)")
+    p.add_argument("--n", type=int, default=0, help="total number of points (0: give --per-class)")
+    p.add_argument("--min-per-class", type=int, default=0, metavar="M", help="at least M points per class")
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
-                   help="explicit allocation instead of --n: CLASS=N pairs by id or name, e.g. 0=50,barchan=80")
+                   help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
+                        "0=50,barchan=80 (default: none, use --n)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
     p.add_argument("--out", type=Path, required=True, help="GeoPackage (.gpkg) to write")
     add_overwrite(p, "an existing --out")

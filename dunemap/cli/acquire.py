@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dunemap.cli.options import add_no_progress, add_overwrite
+
 
 def _add_area(p: argparse.ArgumentParser, region: bool = True) -> None:
     """The shared area options: a region preset or a WGS84 bbox, and the year."""
@@ -18,6 +20,13 @@ def _add_area(p: argparse.ArgumentParser, region: bool = True) -> None:
     p.add_argument("--year", type=int, required=True, help="embedding year (2017 or later)")
 
 
+def _add_warn(p: argparse.ArgumentParser) -> None:
+    from dunemap.acquire.gee import WARN_BYTES
+
+    p.add_argument("--warn-gb", type=float, default=WARN_BYTES / 1e9, metavar="GB",
+                   help="warn when the export is expected to be larger than this")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("gee-script", help="print an Earth Engine Code Editor script exporting AEF embeddings",
                               description="Print JavaScript for the Earth Engine Code Editor that exports the AEF "
@@ -26,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crs", default=None, help="output CRS, e.g. EPSG:32733 (default: the area's UTM zone)")
     p.add_argument("--out-prefix", default=None, help="Drive file prefix and task name (default: aef_AREA_YEAR)")
     p.add_argument("--folder", default=None, help="Google Drive folder (default: Drive root)")
+    _add_warn(p)
     p.set_defaults(func=run_gee_script)
 
     p = subparsers.add_parser("fetch-gee", help="start the same AEF export through earthengine-api",
@@ -35,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crs", default=None, help="output CRS, e.g. EPSG:32733 (default: the area's UTM zone)")
     p.add_argument("--out-prefix", default=None, help="Drive file prefix and task name (default: aef_AREA_YEAR)")
     p.add_argument("--folder", default=None, help="Google Drive folder (default: Drive root)")
-    p.add_argument("--project", default=None, help="Google Cloud project for ee.Initialize")
+    p.add_argument("--project", default=None, help="Google Cloud project for ee.Initialize (default: earthengine-api's)")
+    _add_warn(p)
     p.set_defaults(func=run_fetch_gee)
 
     from dunemap.acquire.aef_cog import RESAMPLING
@@ -53,17 +64,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=float, default=10.0, metavar="M", help="output pixel size (default: 10)")
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default="nearest",
                    help="for tiles off the output grid, e.g. other UTM zones (default: nearest)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing EMB.tif")
+    add_overwrite(p, "an existing EMB.tif")
     p.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
-                   help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable)")
+                   help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; default: "
+                        "none)")
+    add_no_progress(p)
     p.set_defaults(func=run_fetch_aef)
+
+
+def _warn_size(export, warn_gb: float) -> None:
+    """The expected export size on stderr (the script itself goes to stdout), as a warning above ``warn_gb``."""
+    import logging
+
+    from dunemap.acquire.gee import size_warning
+
+    warning = size_warning(export, warn_gb * 1e9)
+    log = logging.getLogger("dunemap.acquire")
+    if warning:
+        log.warning(warning)
+    else:
+        log.info(export.size_text())
 
 
 def run_gee_script(args: argparse.Namespace) -> int:
     from dunemap.acquire.gee import gee_script, plan_export
 
-    print(gee_script(plan_export(args.year, region=args.region, bbox=args.bbox, crs=args.crs,
-                                 out_prefix=args.out_prefix, folder=args.folder)), end="")
+    export = plan_export(args.year, region=args.region, bbox=args.bbox, crs=args.crs, out_prefix=args.out_prefix,
+                         folder=args.folder)
+    print(gee_script(export), end="")  # the script's header comment states the expected size too
+    _warn_size(export, args.warn_gb)
     return 0
 
 
@@ -72,6 +101,7 @@ def run_fetch_gee(args: argparse.Namespace) -> int:
 
     export = plan_export(args.year, region=args.region, bbox=args.bbox, crs=args.crs, out_prefix=args.out_prefix,
                          folder=args.folder)
+    _warn_size(export, args.warn_gb)
     task_id = start_export(export, project=args.project)
     print(f"started Earth Engine task {task_id}: {export.file_prefix}*.tif to Google Drive"
           f"{' folder ' + export.folder if export.folder else ''} ({export.crs}, {export.scale:g} m)")

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, csv_list
+from dunemap.cli.options import add, add_alias, add_no_progress, config_from_args, csv_list, default_of
 from dunemap.io.outputs import claim_outputs
 
 
@@ -42,8 +42,8 @@ def _join(values) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.benchmark.spec import METHODS, PRESETS, PROTOCOLS
-    from dunemap.benchmark.speed import MODES, PRECISIONS
+    from dunemap.benchmark.spec import METHODS, PRESETS, PROTOCOLS, QualityConfig
+    from dunemap.benchmark.speed import MODES, PRECISIONS, SpeedConfig
     from dunemap.models import ARCHITECTURES
 
     p = subparsers.add_parser("benchmark", help="quality against per-pixel baselines and text ablations; speed",
@@ -55,61 +55,70 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Train and test every method on the synthetic five-region data under "
                        "leave-one-region-out, in-scene and new-scene protocols, over several seeds; write tables, "
                        "figures and a BENCHMARKS.md section. Finished runs are stored and reused.")
-    q.add_argument("--preset", default="small", choices=sorted(PRESETS),
+    q.add_argument("--preset", default=default_of(QualityConfig, "preset"), choices=sorted(PRESETS),
                    help="micro: seconds (tests); small: <= 20 min on a 2-core CPU; full: for a GPU")
-    q.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated training seeds (default 0,1,2)")
+    q.add_argument("--seeds", type=_int_list, default=default_of(QualityConfig, "seeds"), metavar="A,B,...",
+                   help="comma-separated training seeds")
     q.add_argument("--out", type=Path, help="results folder (default benchmark-results/quality-PRESET)")
-    q.add_argument("--methods", type=_checked(list(METHODS), "method"), default=list(METHODS),
+    q.add_argument("--methods", type=_checked(list(METHODS), "method"), default=default_of(QualityConfig, "methods"),
+                   metavar="A,B,...",
                    help=f"comma-separated subset of {','.join(METHODS)}")
-    q.add_argument("--protocols", type=_checked(list(PROTOCOLS), "protocol"), default=list(PROTOCOLS),
+    q.add_argument("--protocols", type=_checked(list(PROTOCOLS), "protocol"),
+                   default=default_of(QualityConfig, "protocols"), metavar="A,B,...",
                    help=f"comma-separated subset of {','.join(PROTOCOLS)}")
-    q.add_argument("--holdout", dest="holdout_regions", type=csv_list,
-                   help="held-out regions of leave-one-region-out (default: the preset's)")
-    q.add_argument("--work-dir", type=Path, help="synthetic data and training runs (default OUT/work)")
-    q.add_argument("--data-root", type=Path,
-                   help="benchmark on this seed-layout dataset (manifest.csv with regions) instead of synthetic data")
-    q.add_argument("--catalog", type=Path, help="class catalog of --data-root (default: the packaged 10 classes)")
-    q.add_argument("--bands", dest="in_channels", type=int, default=64, help="bands of every image (AEF: 64)")
+    add(q, "holdout_regions", QualityConfig,
+        help="held-out regions of leave-one-region-out, comma-separated (default: the preset's)")
+    add_alias(q, "--holdout", "--holdout-region", "holdout_regions", type=csv_list)
+    q.add_argument("--work-dir", type=Path, metavar="DIR", help="synthetic data and training runs (default OUT/work)")
+    add(q, "data_root", QualityConfig, help="benchmark on this seed-layout dataset (manifest.csv with regions) "
+                                            "instead of synthetic data (default: synthetic data)")
+    add(q, "catalog", QualityConfig, help="class catalog of --data-root (default: the packaged 10 classes)")
+    add(q, "in_channels", QualityConfig)
     q.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"),
                    help="markdown file whose quality section is written or replaced (default ./BENCHMARKS.md)")
     q.add_argument("--no-benchmarks-md", dest="benchmarks_md", action="store_const", const=None,
                    help="do not touch any BENCHMARKS.md")
-    q.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="default: the preset's")
-    q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    q.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a busy shared CPU)")
+    add(q, "precision", QualityConfig, help="auto, fp32 or bf16 (default: the preset's)")
+    add(q, "device", QualityConfig)
+    add(q, "threads", QualityConfig, help="torch threads (default: torch's; 1 on a busy shared CPU)")
     q.add_argument("--keep-checkpoints", action="store_true", help="keep every run's checkpoints under WORK_DIR")
     add_no_progress(q)
-    q.set_defaults(func=run_quality)
+    q.set_defaults(func=run_quality, config_class=QualityConfig)
 
     s = sub.add_parser("speed", help="forward and training samples/s of each model, fp32 and bf16",
                        description="Time forward passes and training steps of each architecture on random inputs "
                        "and write speed.json, speed.md and a BENCHMARKS.md section.")
-    s.add_argument("--models", type=_checked(sorted(ARCHITECTURES), "model"),
-                   default=["mit_tiny", "mit_b0", "mit_b2", "unet"], help="comma-separated architectures")
-    s.add_argument("--sizes", type=_int_list, default=[256], help="input sizes of every model (default 256)")
-    s.add_argument("--extra-sizes", type=_model_sizes, default={"mit_b2": [512]},
-                   help="more sizes for some models as MODEL:SIZE pairs (default mit_b2:512)")
-    s.add_argument("--precisions", type=_checked(list(PRECISIONS), "precision"), default=list(PRECISIONS))
-    s.add_argument("--modes", type=_checked(list(MODES), "mode"), default=list(MODES))
-    s.add_argument("--batch-size", type=int, default=2)
-    s.add_argument("--warmup", type=int, default=1, help="untimed iterations per case")
-    s.add_argument("--iters", type=int, default=3, help="timed iterations per case (the median is reported)")
+    s.add_argument("--models", type=_checked(sorted(ARCHITECTURES), "model"), metavar="A,B,...",
+                   default=default_of(SpeedConfig, "models"), help="comma-separated architectures")
+    s.add_argument("--sizes", type=_int_list, default=default_of(SpeedConfig, "sizes"), metavar="PX,...",
+                   help="comma-separated input sizes of every model")
+    s.add_argument("--extra-sizes", type=_model_sizes, default=default_of(SpeedConfig, "extra_sizes"),
+                   metavar="MODEL:PX,...", help="more sizes for some models as comma-separated MODEL:SIZE pairs")
+    s.add_argument("--precisions", type=_checked(list(PRECISIONS), "precision"), metavar="A,B,...",
+                   default=default_of(SpeedConfig, "precisions"), help=f"comma-separated subset of {','.join(PRECISIONS)}")
+    s.add_argument("--modes", type=_checked(list(MODES), "mode"), default=default_of(SpeedConfig, "modes"),
+                   metavar="A,B,...", help=f"comma-separated subset of {','.join(MODES)}")
+    add(s, "batch_size", SpeedConfig)
+    s.add_argument("--warmup", type=int, default=default_of(SpeedConfig, "warmup"), metavar="N",
+                   help="untimed iterations per case")
+    s.add_argument("--iters", type=int, default=default_of(SpeedConfig, "iters"), metavar="N",
+                   help="timed iterations per case (the median is reported)")
     s.add_argument("--out", type=Path, default=Path("benchmark-results/speed"), help="where speed.json/.md go")
     s.add_argument("--benchmarks-md", type=Path, default=Path("BENCHMARKS.md"),
                    help="markdown file whose speed section is written or replaced (default ./BENCHMARKS.md)")
     s.add_argument("--no-benchmarks-md", dest="benchmarks_md", action="store_const", const=None,
                    help="do not touch any BENCHMARKS.md")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add(s, "device", SpeedConfig)
+    add(s, "threads", SpeedConfig)
     add_no_progress(s)
-    s.set_defaults(func=run_speed)
+    s.set_defaults(func=run_speed, config_class=SpeedConfig)
 
 
 def quality_command(args: argparse.Namespace) -> str:
     """The canonical command line of a quality benchmark (every option that shapes the results spelled out)."""
     parts = ["dunemap", "benchmark", "quality", "--preset", args.preset, "--seeds", _join(args.seeds),
              "--methods", _join(args.methods), "--protocols", _join(args.protocols), "--out", str(args.out)]
-    for flag, value in (("--holdout", args.holdout_regions and _join(args.holdout_regions)),
+    for flag, value in (("--holdout-region", args.holdout_regions and _join(args.holdout_regions)),
                         ("--work-dir", args.work_dir), ("--data-root", args.data_root), ("--catalog", args.catalog),
                         ("--precision", args.precision), ("--device", None if args.device == "auto" else args.device),
                         ("--threads", args.threads)):
@@ -140,9 +149,7 @@ def run_quality(args: argparse.Namespace) -> int:
 
     if args.out is None:
         args.out = Path("benchmark-results") / f"quality-{args.preset}"
-    fields = QualityConfig.__dataclass_fields__
-    config = QualityConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "command"},
-                           command=quality_command(args))
+    config = config_from_args(QualityConfig, args, command=quality_command(args))
     # finished runs in OUT are reused and the BENCHMARKS.md section is replaced by design; one writer at a time
     with claim_outputs([args.benchmarks_md], [args.data_root, args.catalog], resume=True,
                        folders=[args.out, args.work_dir]):
@@ -158,9 +165,7 @@ def run_speed(args: argparse.Namespace) -> int:
     from dunemap.benchmark.report import speed_tables
     from dunemap.benchmark.speed import SpeedConfig, run_speed as run
 
-    fields = SpeedConfig.__dataclass_fields__
-    config = SpeedConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "command"},
-                         command=speed_command(args))
+    config = config_from_args(SpeedConfig, args, command=speed_command(args))
     with claim_outputs([args.benchmarks_md], resume=True, folders=[args.out]):
         result = run(config)
     print(speed_tables(result.rows))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_overwrite
+from dunemap.cli.options import add, add_no_progress, add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,16 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and describe the training split (default train) for the area of applicability; write a new checkpoint "
         "carrying both. A published MADS state_dict has neither: this is how it gets them.",
     )
-    p.add_argument("--weights", type=Path, required=True, help="a dunemap checkpoint or a published MADS state_dict")
-    p.add_argument("--data-root", type=Path, required=True, help="seed-layout dataset with the labelled splits")
+    add(p, "weights", required=True)
+    add(p, "data_root", required=True, help="seed-layout dataset with the labelled splits")
     p.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint to write (never the input)")
     p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
     p.add_argument("--applicability-split", default="train",
                    help="split that describes the training data (default train); 'none' skips the area of applicability")
-    p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
+    add(p, "text_embeddings")
+    add(p, "device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
     add_overwrite(p, "an existing --out checkpoint")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

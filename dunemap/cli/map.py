@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_overwrite, add_precision_device, add_replace_text
+from dunemap.cli.options import add, add_no_progress, add_overwrite, add_precision_device, add_replace_text, config_from_args
 from dunemap.errors import ConfigError
 
 
@@ -23,25 +23,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="embedding raster(s) with the model's band count; quoted patterns such as 'scenes/*.tif' "
                         "are expanded")
-    p.add_argument("--weights", type=Path, required=True, help="a dunemap checkpoint or a published MADS state_dict")
+    add(p, "weights", required=True)
     outputs = p.add_mutually_exclusive_group(required=True)
     outputs.add_argument("--out", type=Path,
                          help="one output class map (COG) of all inputs (tiles of one grid); companions go beside it")
     outputs.add_argument("--out-dir", type=Path,
                          help="one map per input, OUT_DIR/<stem>_classes.tif, all in one job")
-    p.add_argument("--text-embeddings", type=Path, help="(K, D) .npy; needed only for a published MADS state_dict")
+    add(p, "text_embeddings")
     add_replace_text(p)
-    p.add_argument("--catalog", type=Path,
-                   help="class catalog (YAML/TOML): checked against the checkpoint's; for an open-vocabulary model "
-                        "(trained with --head text) it is the set of classes to map, any number of them")
-    p.add_argument("--window", type=int, default=d.window, help=f"window side in pixels (default {d.window})")
-    p.add_argument("--stride", type=int, default=d.stride,
-                   help=f"step between windows in pixels, a multiple of 32 (default {d.stride})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"windows per forward pass (default {d.batch_size} = 1 on a CPU, from free memory on a GPU)")
+    add(p, "catalog",
+        help="class catalog (YAML/TOML): checked against the checkpoint's; for an open-vocabulary model "
+                        "(trained with --head text) it is the set of classes to map, any number of them (default: the "
+                   "checkpoint's)")
+    p.add_argument("--window", type=int, default=d.window, metavar="PX", help="window side in pixels")
+    p.add_argument("--stride", type=int, default=d.stride, metavar="PX",
+                   help="step between windows in pixels, a multiple of 32")
+    add(p, "batch_size", MapConfig, help="windows per forward pass (0 = 1 on a CPU, from free memory on a GPU)")
     p.add_argument("--blend", default=d.blend, choices=sorted(BLEND_MODES),
-                   help=f"weighting of overlapping windows (default {d.blend}; uniform = plain averaging)")
-    p.add_argument("--block-size", type=int, default=d.block_size,
+                   help="weighting of overlapping windows (uniform = plain averaging)")
+    p.add_argument("--block-size", type=int, default=d.block_size, metavar="PX",
                    help="output block side in pixels, a multiple of 16 (default 0 = sized from the input type "
                         "to stay within the memory budget)")
     p.add_argument("--confidence", default=d.confidence, choices=sorted(FRACTION_ENCODINGS),
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--applicability", action="store_true",
                    help="also write OUT_applicability.tif: band 1 the dissimilarity index to the training data, "
                         "band 2 the area of applicability (1 inside, 0 outside, 255 nodata); see docs/trust.md")
-    p.add_argument("--cog-tile", type=int, default=d.cog_tile, help=f"COG tile side (default {d.cog_tile})")
+    p.add_argument("--cog-tile", type=int, default=d.cog_tile, metavar="PX", help="COG tile side in pixels")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore the journal of an earlier, interrupted run and start over")
     add_overwrite(p, "an existing map and its companions (companions this run does not write are removed)")
@@ -62,11 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true",
                    help="print seconds per stage (read, decode, model, blend, assemble, write) and the seam index "
                         "of the finished map (class changes across window edges / elsewhere; 1 = no visible seams)")
-    p.add_argument("--threads", type=int, help="torch CPU threads, per worker with a cluster (default: torch's choice)")
+    add(p, "threads", help="torch CPU threads, per worker with a cluster (default: torch's choice)")
     dask = p.add_argument_group("Dask cluster (see docs/scale_out.md)")
     dask.add_argument("--workers", type=int, default=0, metavar="N",
-                      help="start a local Dask cluster of N worker processes, one thread and one model each")
-    dask.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. tcp://HOST:8786")
+                      help="start a local Dask cluster of N worker processes, one thread and one model each "
+                           "(default 0: map in this process)")
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="use a running Dask scheduler, e.g. tcp://HOST:8786 (default: none)")
     dask.add_argument("--max-in-flight", type=int, default=0, metavar="N",
                       help="block tasks submitted at a time (default 0 = 2 per worker thread, at least 4)")
     dask.add_argument("--dashboard-address", metavar="ADDRESS",
@@ -76,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "here (default 2; a running scheduler keeps its own setting)")
     add_precision_device(p)
     add_no_progress(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, config_class=MapConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads {args.threads} must be at least 1")
         torch.set_num_threads(args.threads)
-    fields = MapConfig.__dataclass_fields__
-    config = MapConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = config_from_args(MapConfig, args)
     cluster = ClusterConfig(workers=args.workers, scheduler=args.scheduler, max_in_flight=args.max_in_flight,
                             torch_threads=args.threads)
     if args.allowed_failures is not None:

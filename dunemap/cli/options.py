@@ -1,8 +1,23 @@
-"""Options shared by several commands, defined once."""
+"""The option registry: options shared by several commands, defined once, with defaults from the library.
+
+A command adds a shared option with :func:`add` (``add(p, "seed", TrainConfig)``); its default is
+read from the named dataclass field (or keyword default of a function, e.g. ``write_dataset``), so
+the library stays the one source of every default. ``p.set_defaults(config_class=TrainConfig)`` tells
+the tests which dataclass a command builds, and :func:`config_from_args` builds it from the parsed
+options. :class:`HelpFormatter` appends each option's default to its help and names metavars after
+the option, never after internal field names.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("dunemap.cli")
 
 
 def csv_list(value: str) -> list[str]:
@@ -10,10 +25,156 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def add_precision_device(parser: argparse.ArgumentParser, precision: str = "auto") -> None:
-    parser.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
-                        help=f"auto: bf16 autocast where the CPU/GPU supports it natively, else fp32 (default {precision})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+def defaults_of(source: type | Callable) -> dict[str, Any]:
+    """The default of every field of a dataclass (or keyword parameter of a function) that has one."""
+    if dataclasses.is_dataclass(source):
+        out = {}
+        for f in dataclasses.fields(source):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+    return {name: p.default for name, p in inspect.signature(source).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def default_of(source: type | Callable, name: str) -> Any:
+    defaults = defaults_of(source)
+    if name not in defaults:
+        raise KeyError(f"{getattr(source, '__name__', source)} has no default for {name!r}")
+    return defaults[name]
+
+
+def _has_field(source: type | Callable, name: str) -> bool:
+    if dataclasses.is_dataclass(source):
+        return name in {f.name for f in dataclasses.fields(source)}
+    return name in inspect.signature(source).parameters
+
+
+def config_from_args(config_class: type, args: argparse.Namespace, **extra: Any) -> Any:
+    """Build ``config_class`` from the parsed options that are its fields (plus ``extra``)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(extra)
+    return config_class(**values)
+
+
+def show_default(value: Any) -> str:
+    """A default as the command line spells it: lists comma-separated, tuples too."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, vals in value.items() for v in (vals if isinstance(vals, list) else [vals]))
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Append ``(default: X)`` to every option whose help does not state its default; metavars from the flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or action.required or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or action.nargs == 0):
+            return text
+        return f"{text} (default: {show_default(default).replace('%', '%%')})".strip()
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        return max(action.option_strings, key=len).lstrip("-").replace("-", "_").upper()
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: stores into the new option's dest and says which name to use."""
+
+    def __init__(self, option_strings, dest, new: str = "", convert: Callable[[Any], Any] | None = None, **kwargs):
+        self.new, self.convert = new, convert
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        log.warning("%s is deprecated; use %s", option_string, self.new)
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
+
+
+def add_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, type: Callable = str,
+              convert: Callable[[Any], Any] | None = None) -> None:
+    """Keep ``old`` working (hidden) as a deprecated spelling of ``new``."""
+    parser.add_argument(old, dest=dest, type=type, action=DeprecatedAlias, new=new, convert=convert)
+
+
+def fraction(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = float("nan")
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
+    return f
+
+
+# name -> (flags, argparse keywords); the default comes from the command's config class
+_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "data_root": (("--data-root",), dict(type=Path, metavar="DATA", help="seed-layout dataset (img_dir/, ann_dir/)")),
+    "weights": (("--weights",), dict(type=Path, metavar="PTH",
+                                     help="a dunemap checkpoint or a published MADS state_dict")),
+    "text_embeddings": (("--text-embeddings",), dict(type=Path, metavar="NPY",
+                                                     help="(K, D) .npy of class text embeddings; needed only for a "
+                                                          "published MADS state_dict (default: the checkpoint's own)")),
+    "catalog": (("--catalog",), dict(type=Path, metavar="FILE",
+                                     help="class catalog (.yaml/.toml; default: the packaged 10 dune classes)")),
+    "replace_text": (("--replace-text",), dict(action="store_true",
+                                               help="let --text-embeddings replace the class text a dunemap "
+                                                    "checkpoint carries (without it, other rows are an error)")),
+    "model": (("--model",), dict(metavar="ARCH", help="architecture")),
+    "in_channels": (("--bands",), dict(type=int, metavar="N", help="bands of every image (AEF: 64)")),
+    "batch_size": (("--batch-size",), dict(type=int, metavar="N", help="samples per batch")),
+    "epochs": (("--epochs",), dict(type=int, metavar="N", help="training epochs")),
+    "lr": (("--lr",), dict(type=float, help="AdamW learning rate")),
+    "seed": (("--seed",), dict(type=int, help="random seed; the same seed gives the same result")),
+    "regions": (("--regions",), dict(type=csv_list, metavar="A,B,...",
+                                     help="only tiles of these regions (comma-separated, from manifest.csv)")),
+    "holdout_regions": (("--holdout-region",), dict(type=csv_list, metavar="A,B,...",
+                                                    help="leave these regions out (comma-separated; "
+                                                         "leave-one-region-out)")),
+    "tile": (("--tile",), dict(type=int, metavar="PX", help="tile side in pixels")),
+    "block_tiles": (("--block-tiles",), dict(type=int, metavar="TILES",
+                                             help="side of a spatial block in tiles; whole blocks go to one split")),
+    "split": (("--split",), dict(metavar="TRAIN,VAL,TEST", help="fractions of tiles per split")),
+    "min_valid": (("--min-valid",), dict(type=fraction, metavar="FRAC",
+                                         help="skip tiles with a smaller fraction of valid, labelled pixels")),
+    "scene_size": (("--scene-size",), dict(type=int, metavar="PX", help="synthetic scene side in pixels")),
+    "scenes_per_region": (("--scenes-per-region",), dict(type=int, metavar="N", help="synthetic scenes per region")),
+    "region_px": (("--region-px",), dict(type=float, metavar="PX",
+                                         help="typical width of one landform region in pixels")),
+    "encoder": (("--encoder",), dict(metavar="NAME", help="text encoder of the catalog: minilm or st:DIR")),
+    "device": (("--device",), dict(help="auto, cpu, cuda or cuda:N")),
+    "precision": (("--precision",), dict(choices=("auto", "fp32", "bf16"),
+                                         help="auto: bf16 autocast where the CPU/GPU supports it natively, else fp32")),
+    "threads": (("--threads",), dict(type=int, metavar="N", help="torch CPU threads (default: torch's choice)")),
+}
+
+
+def add(parser: argparse.ArgumentParser, name: str, source: type | Callable | None = None, *,
+        field: str | None = None, **overrides: Any) -> argparse.Action:
+    """Add the registered option ``name``; its default is ``source``'s (a dataclass or function) field ``field or name``."""
+    flags, kwargs = _OPTIONS[name]
+    kwargs = {**kwargs, **overrides}
+    kwargs.setdefault("dest", name)
+    if source is not None and "default" not in overrides and not kwargs.get("required"):
+        key = field or name
+        if not _has_field(source, key):
+            raise KeyError(f"{getattr(source, '__name__', source)} has no field {key!r}")
+        kwargs["default"] = defaults_of(source).get(key)  # a field without a default: the option has none
+    return parser.add_argument(*flags, **kwargs)
+
+
+def add_precision_device(parser: argparse.ArgumentParser, source: type | Callable | None = None) -> None:
+    """``--precision`` and ``--device``, with ``source``'s defaults (auto and auto without one)."""
+    defaults = defaults_of(source) if source is not None else {}
+    add(parser, "precision", default=defaults.get("precision", "auto"))
+    add(parser, "device", default=defaults.get("device", "auto"))
 
 
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
@@ -22,10 +183,16 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing outp
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    """``--no-progress``: no progress bars (also off by itself when stderr is not a terminal)."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars (they are hidden anyway when stderr is not a terminal)")
+
+
+def add_quiet(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    """``-q/--quiet``: warnings and errors only, no progress bars; results still go to stdout."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="log only warnings and errors and hide progress bars; results still go to stdout")
 
 
 def add_replace_text(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--replace-text", action="store_true",
-                        help="let --text-embeddings replace the class text a dunemap checkpoint carries "
-                             "(without it, other rows than the checkpoint's are an error)")
+    add(parser, "replace_text")

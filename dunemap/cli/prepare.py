@@ -6,8 +6,12 @@ import argparse
 import shutil
 from pathlib import Path
 
+from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, config_from_args, default_of,
+                                 fraction)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.data.prepare import PrepareConfig
     from dunemap.data.splits import SPLIT_MODES
 
     p = subparsers.add_parser(
@@ -21,42 +25,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="embedding GeoTIFF; repeat for several scenes or regions")
     p.add_argument("--labels", action="append", required=True, type=Path, metavar="FILE",
                    help="polygons (.gpkg/.shp/.geojson) or a label raster (.tif); once for all images or once per image")
-    p.add_argument("--class-field", default="class", metavar="NAME",
-                   help="vector field with class ids or names (default: class)")
-    p.add_argument("--layer", default=None, metavar="NAME", help="vector layer (default: the first)")
+    p.add_argument("--class-field", default=default_of(PrepareConfig, "class_field"), metavar="NAME",
+                   help="vector field with class ids or names")
+    p.add_argument("--layer", metavar="NAME", help="vector layer (default: the first)")
     p.add_argument("--region", dest="regions", action="append", default=[], metavar="NAME",
-                   help="region recorded for each image, in --image order (default: the file stem)")
+                   help="region recorded for each image, in --image order; repeat once per image (default: the "
+                        "image's REGION metadata tag, else its file name)")
     p.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder to create")
-    p.add_argument("--tile", type=int, default=512, metavar="PX", help="tile side in pixels (default: 512)")
-    p.add_argument("--stride", type=int, default=None, metavar="PX", help="step between tiles (default: --tile)")
-    p.add_argument("--split", default="0.7,0.15,0.15", metavar="TRAIN,VAL,TEST",
-                   help="fractions of tiles per split (default: 0.7,0.15,0.15)")
-    p.add_argument("--block-size", type=int, default=4, metavar="TILES",
-                   help="side of a spatial block in tile steps; whole blocks go to one split (default: 4)")
-    p.add_argument("--buffer", type=int, default=0, metavar="TILES",
-                   help="extra gap kept free between tiles of different splits (default: 0; overlaps always removed)")
-    p.add_argument("--split-by", default="block", choices=list(SPLIT_MODES),
+    add(p, "tile", PrepareConfig)
+    p.add_argument("--stride", type=int, metavar="PX", help="step between tiles (default: --tile)")
+    add(p, "split", PrepareConfig)
+    add(p, "block_tiles", PrepareConfig,
+        help="side of a spatial block in tiles; whole blocks go to one split (default 0: the largest of 4, 3, 2, 1 "
+             "that gives every split tiles)")
+    p.add_argument("--buffer", type=int, default=default_of(PrepareConfig, "buffer"), metavar="TILES",
+                   help="extra gap kept free between tiles of different splits (overlaps are always removed)")
+    p.add_argument("--split-by", default=default_of(PrepareConfig, "split_by"), choices=list(SPLIT_MODES),
                    help="block: deal spatial blocks of every image; scene: hold whole images out for val/test "
-                        "(new-scene scores), split the others by blocks (default: block)")
-    p.add_argument("--max-nodata", type=float, default=0.5, metavar="FRAC",
-                   help="skip tiles with more nodata/unlabelled pixels than this fraction (default: 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the block shuffle (default: 0)")
-    p.add_argument("--catalog", type=Path, default=None, metavar="FILE",
-                   help="class catalog (.yaml/.toml; default: the packaged 10 dune classes)")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
-    p.set_defaults(func=run)
+                        "(new-scene scores), split the others by blocks")
+    add(p, "min_valid", PrepareConfig)
+    add(p, "seed", PrepareConfig, help="seed of the block shuffle")
+    add(p, "catalog", PrepareConfig)
+    add_overwrite(p, "a dataset already in --out")
+    add_no_progress(p)
+    add_alias(p, "--block-size", "--block-tiles", "block_tiles", type=int)
+    add_alias(p, "--max-nodata", "--min-valid", "min_valid", type=fraction, convert=lambda f: 1.0 - f)
+    p.set_defaults(func=run, config_class=PrepareConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from dunemap.data.prepare import PrepareConfig, prepare_dataset
     from dunemap.data.splits import parse_fractions
 
-    config = PrepareConfig(
-        images=args.images, labels=args.labels, out=args.out, class_field=args.class_field, layer=args.layer,
-        regions=args.regions, tile=args.tile, stride=args.stride, split=parse_fractions(args.split),
-        block_size=args.block_size, buffer=args.buffer, split_by=args.split_by, max_nodata=args.max_nodata, seed=args.seed,
-        catalog=args.catalog, overwrite=args.overwrite,
-    )
+    config = config_from_args(PrepareConfig, args, split=parse_fractions(args.split))
     from dunemap.data.manifest import MANIFEST_NAME
     from dunemap.data.prepare import SUMMARY_NAME
     from dunemap.data.seed_layout import ANN_DIR, IMG_DIR

@@ -16,6 +16,11 @@ def _class_ids(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 1,2,3; got {value!r}") from None
 
 
+def default_product(map_path: Path, suffix: str) -> Path:
+    """The default output of a product of ``map_path``: beside it, its stem + ``suffix`` (MAP.tif -> MAP_areas.csv)."""
+    return map_path.with_name(map_path.stem + suffix)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "stats", help="area in km2 of each class (per zone) of a class map, to CSV and JSON",
@@ -23,13 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write; the JSON goes beside it")
-    p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within")
+    p.add_argument("--out", type=Path, metavar="CSV",
+                   help="CSV to write; the JSON goes beside it (default: MAP_areas.csv beside the map)")
+    p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within "
+                                              "(default: the whole map)")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
     add_overwrite(p, "existing CSV and JSON files")
     p.add_argument("--reference", type=Path, metavar="POINTS",
                    help="labelled reference points (see dunemap sample): also print each class's error-adjusted "
-                        "area with its 95 %% interval beside the mapped area")
+                        "area with its 95 %% interval beside the mapped area (default: none)")
     p.add_argument("--field", default="ref_class", help="field of --reference with the reference class (default ref_class)")
     p.set_defaults(func=run_stats)
 
@@ -39,11 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "arrow and, optionally, hillshading from an elevation raster.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--hillshade-from", type=Path, metavar="DEM", help="elevation raster to shade the colours with")
-    p.add_argument("--max-size", type=int, default=1600, help="longest side of the drawn map in pixels (default 1600)")
+    p.add_argument("--out", type=Path, metavar="PNG", help="PNG to write (default: MAP.png beside the map)")
+    p.add_argument("--hillshade-from", type=Path, metavar="DEM",
+                   help="elevation raster to shade the colours with (default: none)")
+    p.add_argument("--max-size", type=int, default=1600, metavar="PX", help="longest side of the drawn map in pixels")
     p.add_argument("--title", help="title (default: the map's file name)")
-    p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
     p.add_argument("--hatch-outside", action="store_true",
                    help="hatch the area outside the area of applicability (needs MAP_applicability.tif beside MAP)")
     add_overwrite(p, "an existing PNG")
@@ -71,6 +79,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
     if args.reference and args.zones:
         raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
+    if args.out is None:
+        args.out = default_product(args.map, "_areas.csv")
     outs = [args.out, args.out.with_suffix(".json")]
     with claim_outputs(outs, [args.map, args.zones, args.reference], overwrite=args.overwrite):
         stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
@@ -90,6 +100,8 @@ def run_quicklook(args: argparse.Namespace) -> int:
         raise ConfigError(f"--dpi {args.dpi} is too small; use at least 10")
     from dunemap.io.outputs import claim_outputs
 
+    if args.out is None:
+        args.out = default_product(args.map, ".png")
     with claim_outputs([args.out], [args.map, args.hillshade_from], overwrite=args.overwrite):
         path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
                                 title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_overwrite, csv_list
+from dunemap.cli.options import add, add_alias, add_no_progress, add_overwrite, csv_list, default_of, fraction
 from dunemap.data.splits import SPLIT_MODES
 from dunemap.regions import REGIONS
 from dunemap.synth.encoding import ENCODINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.synth.dataset import write_dataset
+    from dunemap.synth.scene import SceneConfig
+    from dunemap.synth.writers import write_scene_files
     p = subparsers.add_parser(
         "synth",
         help="generate synthetic dune-field embeddings and labels (a demo scene or a training dataset)",
@@ -23,43 +26,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("scene", help="one georeferenced scene: embedding + label GeoTIFFs and hillshade PNGs",
                        description="Write OUT/<region>_<seed>_emb.tif (64 bands), _labels.tif (uint8, 255 = nodata), "
                                    "_hillshade.png and _overlay.png (hillshade tinted by class).")
-    s.add_argument("--region", default="namib", choices=sorted(REGIONS), help="region preset (default: namib)")
-    s.add_argument("--size", type=int, default=1024, metavar="PX", help="scene side in 10 m pixels (default: 1024)")
-    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files (default: 0)")
-    s.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    s.add_argument("--dtype", default="float32", choices=sorted(ENCODINGS),
+    s.add_argument("--region", default=default_of(SceneConfig, "region"), choices=sorted(REGIONS),
+                   help="region preset")
+    s.add_argument("--size", type=int, default=default_of(SceneConfig, "size")[0], metavar="PX",
+                   help="scene side in 10 m pixels")
+    add(s, "seed", SceneConfig, help="random seed; the same seed gives identical files")
+    s.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                   help="output folder (default: the current folder; existing scene files need --overwrite)")
+    s.add_argument("--dtype", default=default_of(write_scene_files, "dtype"), choices=sorted(ENCODINGS),
                    help="embedding storage: float32 (NaN nodata) or int8 (AEF quantisation, -128 nodata)")
     s.add_argument("--bottom-up", action="store_true",
                    help="store rows south to north (positive pixel height), as AEF's public COGs do")
     s.add_argument("--nodata-holes", action="store_true", help="punch irregular nodata holes into the scene")
-    s.add_argument("--region-px", type=float, default=320.0, metavar="PX",
-                   help="typical width of one landform region in pixels (default: 320)")
+    add(s, "region_px", SceneConfig)
     add_overwrite(s, "scene files already in --out")
+    s.set_defaults(config_class=SceneConfig)
 
     d = sub.add_parser("dataset", help="a seed-layout training dataset, whole scenes held out for val/test",
                        description="Write OUT/img_dir/{train,val,test}/*.npy, OUT/ann_dir/{split}/*.png, "
                                    "OUT/manifest.csv and OUT/synth.json from scenes of each region.")
     d.add_argument("--out", required=True, type=Path, metavar="DIR", help="dataset folder to create")
-    d.add_argument("--regions", type=csv_list, default=sorted(REGIONS), metavar="A,B,...",
-                   help=f"comma-separated region presets (default: all of {','.join(sorted(REGIONS))})")
-    d.add_argument("--scenes-per-region", type=int, default=2, metavar="N", help="scenes per region (default: 2)")
-    d.add_argument("--scene-size", type=int, default=512, metavar="PX", help="scene side in pixels (default: 512)")
-    d.add_argument("--tile", type=int, default=128, metavar="PX", help="tile side in pixels (default: 128)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the block shuffle (default: 0)")
-    d.add_argument("--block-tiles", type=int, default=2, metavar="TILES",
-                   help="side of a spatial block in tiles; whole blocks go to one split (default: 2)")
-    d.add_argument("--split", default="0.7,0.15,0.15", metavar="TRAIN,VAL,TEST",
-                   help="fractions of tiles per split (default: 0.7,0.15,0.15)")
-    d.add_argument("--split-by", default="scene", choices=list(SPLIT_MODES),
+    add(d, "regions", help=f"comma-separated region presets (default: all of {','.join(sorted(REGIONS))})")
+    add(d, "scenes_per_region", write_dataset)
+    add(d, "scene_size", write_dataset)
+    add(d, "tile", write_dataset)
+    add(d, "seed", write_dataset, help="seed of the scenes and of the block shuffle")
+    add(d, "block_tiles", write_dataset)
+    add(d, "split", write_dataset)
+    d.add_argument("--split-by", default=default_of(write_dataset, "split_by"), choices=list(SPLIT_MODES),
                    help="scene: hold whole scenes out for val/test (new-scene scores) and split the rest by blocks "
-                        "(in-scene scores); block: split every scene by blocks (default: scene)")
+                        "(in-scene scores); block: split every scene by blocks")
     d.add_argument("--nodata-holes", action="store_true", help="punch irregular nodata holes (label 255)")
-    d.add_argument("--min-valid", type=float, default=0.5, metavar="FRAC",
-                   help="skip tiles with fewer valid pixels than this fraction (default: 0.5)")
-    d.add_argument("--region-px", type=float, default=320.0, metavar="PX",
-                   help="typical width of one landform region in pixels (default: 320)")
+    add(d, "min_valid", write_dataset)
+    add(d, "region_px", write_dataset)
     add_overwrite(d, "a dataset already in --out")
     add_no_progress(d)
+    add_alias(d, "--max-nodata", "--min-valid", "min_valid", type=fraction, convert=lambda f: 1.0 - f)
+    d.set_defaults(config_class=write_dataset)
     p.set_defaults(func=run)
 
 

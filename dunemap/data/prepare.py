@@ -51,17 +51,18 @@ class PrepareConfig:
     out: Path  # dataset folder to create
     class_field: str = "class"  # vector attribute holding class ids or names
     layer: str | None = None  # vector layer; None = the file's first layer
-    regions: list[str] = field(default_factory=list)  # one per image; empty = each image's file stem
+    regions: list[str] = field(default_factory=list)  # one per image; empty = each image's REGION tag, else its stem
     tile: int = 512  # tile side
     stride: int | None = None  # step between tiles; None = tile (no overlap)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test fractions of tiles
-    block_size: int = 4  # side of a spatial block, in tile steps
+    block_tiles: int = 0  # side of a spatial block, in tile steps; 0 = the largest of 4..1 that fills every split
     buffer: int = 0  # extra gap between tiles of different splits, in tiles (overlaps are always removed)
     split_by: str = "block"  # block | scene: hold whole images out for val/test (dunemap.data.splits.SPLIT_MODES)
-    max_nodata: float = 0.5  # skip tiles whose fraction of nodata/unlabelled pixels exceeds this
+    min_valid: float = 0.5  # skip tiles whose fraction of valid, labelled pixels is below this
     seed: int = 0  # seed of the block shuffle
     catalog: Path | None = None  # class catalog; None = the packaged default
     overwrite: bool = False  # replace an existing dataset in ``out``
+    progress: bool = True  # a progress bar per image (only on a terminal)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class PrepareSummary:
     out: str
     class_names: list[str]
     tiles: dict[str, int]  # kept tiles per split
-    skipped_nodata: int  # tiles over ``max_nodata``
+    skipped_nodata: int  # tiles under ``min_valid``
     dropped_for_split: int  # tiles removed so that splits do not touch
     class_pixels: dict[str, list[int]]  # per split, labelled pixels per class id
     class_fraction: dict[str, list[float]]  # per split, share of labelled pixels per class id
@@ -452,23 +453,23 @@ def _validate(config: PrepareConfig) -> tuple[list[Path], list[str], int, tuple[
     regions = list(config.regions)
     if regions and len(regions) != len(images):
         raise ConfigError(f"{len(regions)} --region values for {len(images)} images; expected one per image or none")
-    if not regions:
-        regions = [p.stem for p in images]
     for p in images + labels:
         if not p.exists():
             raise InputError(f"{p}: file not found")
+    if not regions:
+        regions = [image_region(p) for p in images]
     if config.tile <= 0:
         raise ConfigError(f"tile {config.tile} must be a positive number of pixels")
     stride = config.stride or config.tile
     if stride <= 0:
         raise ConfigError(f"stride {stride} must be a positive number of pixels")
     choose(SPLIT_MODES, config.split_by, "split mode")
-    if config.block_size < 1:
-        raise ConfigError(f"block size {config.block_size} must be at least 1 tile")
+    if config.block_tiles < 0:
+        raise ConfigError(f"--block-tiles {config.block_tiles} must be 0 (auto) or at least 1 tile")
     if config.buffer < 0:
         raise ConfigError(f"buffer {config.buffer} must be 0 or more tiles")
-    if not 0.0 <= config.max_nodata <= 1.0:
-        raise ConfigError(f"max nodata fraction {config.max_nodata} must lie in [0, 1]")
+    if not 0.0 <= config.min_valid <= 1.0:
+        raise ConfigError(f"--min-valid {config.min_valid} must lie in [0, 1]")
     fractions = parse_fractions(config.split)
     return images, regions, stride, fractions
 
@@ -505,7 +506,9 @@ class _Cutter:
         return (lambda r, c, t: vec.rasterize(t, cfg.tile, tree)), None
 
     def _stem(self, region: str, img_path: Path) -> str:
-        stem = base = _safe_name(f"{region}_{img_path.stem}")
+        # the region leads the name once: namib_0_emb of region namib stays namib_0_emb, scene_a becomes namib_scene_a
+        named = img_path.stem if _fold(region) in _fold(img_path.stem) else f"{region}_{img_path.stem}"
+        stem = base = _safe_name(named)
         k = 1
         while stem in self._stems:
             k += 1
@@ -532,7 +535,8 @@ class _Cutter:
             self.crs_texts.append(_manifest_crs(image.crs))
             rows = tile_offsets(image.height, tile, self.stride)
             cols = tile_offsets(image.width, tile, self.stride)
-            with tqdm(total=len(rows) * len(cols), desc=img_path.name, unit="tile", disable=None) as bar:
+            with tqdm(total=len(rows) * len(cols), desc=img_path.name, unit="tile",
+                      disable=None if cfg.progress else True) as bar:
                 for r in rows:
                     for c in cols:
                         bar.update(1)
@@ -540,7 +544,7 @@ class _Cutter:
                         t = tile_transform(image.nu_transform, r, c)
                         lbl = label_tile(r, c, t)
                         lbl[~valid] = IGNORE_INDEX
-                        if float(np.mean(lbl == IGNORE_INDEX)) > cfg.max_nodata:
+                        if float(np.mean(lbl != IGNORE_INDEX)) < cfg.min_valid:
                             self.skipped += 1
                             continue
                         name = f"{stem}_{r:06d}_{c:06d}"
@@ -584,18 +588,21 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
         candidates, skipped, ref_res = cutter.candidates, cutter.skipped, cutter.ref_res
         sources, crs_texts = cutter.sources, cutter.crs_texts
         if not candidates:
-            raise InputError(f"no tile of {', '.join(map(str, images))} has at most {config.max_nodata:g} of its pixels "
-                             f"nodata or unlabelled ({skipped} tried); check that the labels overlap the images "
-                             "or raise --max-nodata")
+            raise InputError(f"no tile of {', '.join(map(str, images))} has at least {config.min_valid:g} of its "
+                             f"pixels valid and labelled ({skipped} tried); check that the labels overlap the images "
+                             "or lower --min-valid")
 
         boxes = np.array([cand.box for cand in candidates], dtype=np.float64).reshape(-1, 4)
-        geometry = dict(block_extent=config.block_size * stride * ref_res, seed=config.seed,
-                        gap=config.buffer * tile * ref_res, tol=0.25 * ref_res)
-        if config.split_by == "scene":  # whole images held out: new-scene scores beside in-scene ones
-            result = SplitResult(split_scenes(boxes, [sources[c.image_index] for c in candidates],
-                                              [c.region for c in candidates], fractions, **geometry), [], {})
-        else:
-            result = split_tiles(boxes, fractions, **geometry)
+
+        def split(block_tiles: int) -> SplitResult:
+            geometry = dict(block_extent=block_tiles * stride * ref_res, seed=config.seed,
+                            gap=config.buffer * tile * ref_res, tol=0.25 * ref_res)
+            if config.split_by == "scene":  # whole images held out: new-scene scores beside in-scene ones
+                return SplitResult(split_scenes(boxes, [sources[c.image_index] for c in candidates],
+                                                [c.region for c in candidates], fractions, **geometry), [], {})
+            return split_tiles(boxes, fractions, **geometry)
+
+        result, block_tiles = _choose_blocks(split, config, fractions, len(candidates))
 
         final = staging / "dataset"
         for split in SPLITS:
@@ -619,10 +626,10 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
             ))
         records.sort(key=lambda rec: (SPLITS.index(rec.split), rec.name))
         tiles = result.counts()
-        for split, frac in zip(SPLITS, fractions):
-            if frac > 0 and tiles[split] == 0:
-                log.warning("split %s received no tiles (%d kept in all); use a smaller --block-size or more data",
-                            split, len(candidates) - result.num_dropped)
+        for name, frac in zip(SPLITS, fractions):
+            if frac > 0 and tiles[name] == 0:
+                log.warning("split %s received no tiles (%d kept in all); use a smaller --block-tiles, 0 (auto) or "
+                            "more data", name, len(candidates) - result.num_dropped)
         summary = PrepareSummary(
             out=str(out),
             class_names=list(names),
@@ -633,7 +640,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
             class_fraction={s: [float(v) / max(1, int(class_pixels[s].sum())) for v in class_pixels[s]] for s in SPLITS},
             regions=region_counts,
             sources=sources,
-            config=_config_dict(config, stride, fractions),
+            config=_config_dict(config, stride, fractions, block_tiles),
         )
 
         write_manifest(final, records)
@@ -646,7 +653,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
             elif old.exists():
                 old.unlink()
             os.replace(final / name, old)
-        log.info("prepared %d tiles in %s (%s); %d skipped for nodata, %d dropped between splits",
+        log.debug("prepared %d tiles in %s (%s); %d skipped for nodata, %d dropped between splits",
                  summary.total_tiles, out, ", ".join(f"{k} {v}" for k, v in tiles.items()), skipped, result.num_dropped)
         done = True
         return summary
@@ -662,11 +669,50 @@ def _manifest_crs(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
-def _config_dict(config: PrepareConfig, stride: int, fractions: tuple[float, float, float]) -> dict[str, Any]:
+def _config_dict(config: PrepareConfig, stride: int, fractions: tuple[float, float, float],
+                 block_tiles: int) -> dict[str, Any]:
     d = asdict(config)
     d = {k: ([str(p) for p in v] if isinstance(v, list) and k in ("images", "labels") else v) for k, v in d.items()}
     d["out"] = str(config.out)
     d["catalog"] = str(config.catalog) if config.catalog else None
     d["stride"] = stride
     d["split"] = list(fractions)
+    d["block_tiles"] = block_tiles  # the block side used (chosen when 0 was asked for)
+    d.pop("progress", None)
     return d
+
+
+AUTO_BLOCK_TILES = (4, 3, 2, 1)  # block sides tried by --block-tiles 0, largest (most distant splits) first
+REGION_TAGS = ("REGION", "region")  # raster metadata naming an image's region (dunemap synth writes "region")
+
+
+def image_region(path: Path) -> str:
+    """An image's region: its REGION metadata tag when it has one, else its file stem."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
+    except RasterioIOError as exc:
+        raise RasterIOError(f"{path}: cannot open image ({_one_line(exc)})") from None
+    for key in REGION_TAGS:
+        if tags.get(key, "").strip():
+            return tags[key].strip()
+    return path.stem
+
+
+def _choose_blocks(split: Any, config: PrepareConfig, fractions: tuple[float, float, float],
+                   n_tiles: int) -> tuple[SplitResult, int]:
+    """Split with ``config.block_tiles``, or (0) with the largest block side that gives every asked-for split tiles."""
+    if config.block_tiles:
+        return split(config.block_tiles), config.block_tiles
+    wanted = [name for name, frac in zip(SPLITS, fractions) if frac > 0]
+    for block_tiles in AUTO_BLOCK_TILES:
+        result = split(block_tiles)
+        if all(result.counts()[name] for name in wanted):
+            log.info("spatial blocks of %d x %d tiles give every split tiles", block_tiles, block_tiles)
+            return result, block_tiles
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
+    raise InputError(f"{n_tiles} tiles cannot fill the {'/'.join(wanted)} splits even with 1-tile blocks ({counts}); "
+                     "use a smaller --tile, more or larger images, or a --split with fewer splits (e.g. 0.8,0.2,0)")

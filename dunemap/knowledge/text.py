@@ -241,5 +241,5 @@ def export_text_embeddings(out: str | os.PathLike, catalog: str | os.PathLike | 
     with staged_outputs(side, out) as (tmp_json, tmp_npy):  # one set: the sidecar first, the matrix last
         np.save(tmp_npy, matrix)
         tmp_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info("wrote %s (%d x %d, %s) and %s", out, matrix.shape[0], matrix.shape[1], source.encoder, side)
+    log.debug("wrote %s (%d x %d, %s) and %s", out, matrix.shape[0], matrix.shape[1], source.encoder, side)
     return source

@@ -291,8 +291,15 @@ class Predictor:
             self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))
 
     @torch.inference_mode()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated logits (B, K, H, W) float32 (divided by the temperature) for x (B, in_channels, H, W)."""
+    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Calibrated logits (B, K, H, W) float32 (divided by the temperature) for x (B, in_channels, H, W).
+
+        ``x`` may also be a numpy array, (B, C, H, W) or one (C, H, W) image, float or AEF int8 codes
+        (de-quantised); the logits then come back as a numpy array of the same rank. One forward pass
+        over the whole input: for sliding windows blended as ``map`` does, use ``dunemap.predict_array``.
+        """
+        if isinstance(x, np.ndarray):
+            return self._predict_numpy(x)
         x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x)
@@ -314,6 +321,18 @@ class Predictor:
         di = torch.from_numpy(self.applicability.dissimilarity(flat)).reshape(b, 1, h, w)
         di = torch.nn.functional.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)
         return self._calibrated(logits), di[:, 0, : x.shape[-2], : x.shape[-1]].to(logits.device)
+
+    def _predict_numpy(self, x: np.ndarray) -> np.ndarray:
+        from dunemap.io.aef import dequantize
+
+        single = x.ndim == 3
+        batch = x[None] if single else x
+        if batch.ndim != 4:
+            raise CheckpointError(f"array of shape {x.shape}: expected (C, H, W) or (B, C, H, W)")
+        if batch.dtype == np.int8:
+            batch = np.stack([dequantize(image)[0] for image in batch])
+        logits = self.predict(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
+        return logits[0] if single else logits
 
     def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

@@ -155,7 +155,7 @@ def render_quicklook(
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.2)
-    log.info("wrote %s (%dx%d, 1:%d decimation)", out, w, h, scale)
+    log.debug("wrote %s (%dx%d, 1:%d decimation)", out, w, h, scale)
     return out
 
 

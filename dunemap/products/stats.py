@@ -305,7 +305,7 @@ def map_statistics(
     if zone_field and not zones:
         raise InputError(f"--zone-field {zone_field!r} given without --zones")
     stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
-    log.info("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
+    log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats
 
 

@@ -186,5 +186,5 @@ def vectorize_map(
             field_data, ["class_id", "class_name", "area_m2"], layer=layer, driver="GPKG",
             geometry_type="Polygon", crs=crs.to_wkt(),
         )
-    log.info("wrote %d polygons to %s (%d below %g m2 dropped)", len(geoms), out, dropped, min_area_m2)
+    log.debug("wrote %d polygons to %s (%d below %g m2 dropped)", len(geoms), out, dropped, min_area_m2)
     return VectorizeResult(out, len(geoms), dropped, dict(per_class))

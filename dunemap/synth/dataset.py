@@ -239,7 +239,7 @@ def write_dataset(
         shutil.rmtree(staging, ignore_errors=True)
         if created and not done and not any(out.iterdir()):
             out.rmdir()  # leave no trace of a failed run
-    log.info("wrote %d tiles to %s (%s)", len(records), out,
+    log.debug("wrote %d tiles to %s (%s)", len(records), out,
              ", ".join(f"{s} {n}" for s, n in tiles_per_split.items()))
     return out
 

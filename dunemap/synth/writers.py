@@ -87,7 +87,7 @@ def write_scene_geotiff(
                 dst.write_colormap(1, legend.colormap())
     except RasterioError as exc:
         raise RasterIOError(f"cannot write {image_path} / {label_path}: {exc}") from None
-    log.info("wrote %s and %s", image_path, label_path)
+    log.debug("wrote %s and %s", image_path, label_path)
     return image_path, label_path
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dunemap.errors import ConfigError
+
+CONFIG_NAME = "config.yaml"  # the resolved options of a run, written beside its checkpoints
+
 CLASS_WEIGHTS = ("none", "balanced")  # loss weighting of classes (dunemap.training.loop.class_loss_weights)
 
 
@@ -42,6 +46,7 @@ class TrainConfig:
     check_data: bool = True  # read every sample once before training and fail on the first bad file
     calibrate: bool = True  # at the end: fit the temperature on val and the area of applicability on train
     progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard scalars to save_dir/tensorboard (needs tensorboard)
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (e.g. drop_path)
 
     def __post_init__(self) -> None:
@@ -55,3 +60,35 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    def write_yaml(self, path: str | Path) -> Path:
+        """Write the resolved options as YAML (readable again by ``dunemap train --config``), atomically."""
+        import yaml
+
+        from dunemap.io.atomic import atomic_path
+
+        d = self.to_dict()
+        d.pop("resume", None), d.pop("overwrite", None)  # how this invocation treated the folder, not the run
+        text = "# dunemap train: resolved options of this run (dunemap train --config FILE reads it)\n"
+        text += yaml.safe_dump(d, sort_keys=False)
+        with atomic_path(Path(path)) as tmp:
+            Path(tmp).write_text(text)
+        return Path(path)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options mapping of a YAML config file; one line naming the file on any problem."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read as YAML ({' '.join(str(exc).split())})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    return values

@@ -32,7 +32,7 @@ from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
 from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
 from dunemap.runtime import resolve_precision
 from dunemap.registry import choose
-from dunemap.training.config import CLASS_WEIGHTS, TrainConfig
+from dunemap.training.config import CLASS_WEIGHTS, CONFIG_NAME, TrainConfig
 from dunemap.training.distributed import (
     DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shard_indices, shutdown)
 from dunemap.training.text import resolve_text
@@ -40,11 +40,12 @@ from dunemap.training.text import resolve_text
 log = logging.getLogger(__name__)
 
 BEST, LAST = "best_model.pth", "last.pth"
-RUN_FILES = (BEST, LAST, "metrics.csv", "metrics.json")  # what a run writes into its save dir
+RUN_FILES = (BEST, LAST, "metrics.csv", "metrics.json", CONFIG_NAME)  # what a run writes into its save dir
+TENSORBOARD_DIR = "tensorboard"  # event files of --tensorboard, under the save dir
 MAX_NONFINITE_STEPS = 3  # consecutive steps with a NaN/inf loss (skipped) before training stops
 # options that may differ on --resume without changing the run's results (epochs is handled apart)
 RESUME_FREE = ("save_dir", "resume", "overwrite", "stop_after_epochs", "check_data", "progress", "num_workers",
-               "device", "precision", "epochs", "calibrate")
+               "device", "precision", "epochs", "calibrate", "tensorboard")
 
 
 class TrainingDivergedError(DunemapError, FloatingPointError):
@@ -231,6 +232,10 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             (save_dir / name).unlink(missing_ok=True)
     if config.resume:
         start_epoch, best_miou, best_epoch, history = _restore(save_dir / LAST, model, optimizer, scheduler, config)
+    board = None
+    if ctx.is_main:
+        config.write_yaml(save_dir / CONFIG_NAME)
+        board = _tensorboard(save_dir, config)
 
     net: torch.nn.Module = model
     if ctx.distributed:
@@ -296,7 +301,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         if improved:
             best_miou, best_epoch = float(val_metrics.miou), epoch + 1
         if ctx.is_main:
-            summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names)}
+            summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names), "train_config": config.to_dict()}
             if improved:
                 save_checkpoint(save_dir / BEST, model, names, colors, text_source, metrics=summary)
             state = {
@@ -306,13 +311,31 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             }
             save_checkpoint(save_dir / LAST, model, names, colors, text_source, train_state=state, metrics=summary)
             _write_history(save_dir, history)
+            if board is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        board.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+                board.flush()
             log.info("epoch %d/%d loss %.4f train mIoU %.4f val mIoU %.4f%s", epoch + 1, config.epochs,
                      row["train_loss"], row["train_miou"], row["val_miou"], " (best)" if improved else "")
         barrier(ctx)
+    if board is not None:
+        board.close()
     if ctx.is_main and config.calibrate and end_epoch == config.epochs and (save_dir / BEST).exists():
         _calibrate_best(save_dir / BEST, config, device)
     barrier(ctx)
     return TrainResult(save_dir / BEST, save_dir / LAST, best_miou, best_epoch, history)
+
+
+def _tensorboard(save_dir: Path, config: TrainConfig):
+    """A TensorBoard writer under ``save_dir/tensorboard`` when asked for, else None."""
+    if not config.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'dunemap[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(save_dir / TENSORBOARD_DIR))
 
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:

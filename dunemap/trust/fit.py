@@ -143,7 +143,7 @@ def fit_trust(
         features, folds = _training_features(model, train_set, device, seed)
         applicability = fit_applicability(features, folds, seed=seed)
     fit = TrustFit(calibration, applicability)
-    log.info("trust: %s", fit.summary())
+    log.debug("trust: %s", fit.summary())
     return fit
 
 

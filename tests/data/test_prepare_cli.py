@@ -44,7 +44,7 @@ def test_cli_prepare_two_regions(tmp_path, capsys):
     out = tmp_path / "ds"
     argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
             "--class-field", "landform", "--region", "namib", "--region", "mojave", "--out", str(out),
-            "--tile", "16", "--block-size", "1", "--max-nodata", "0.25", "--split", "0.5,0.25,0.25", "--seed", "1"]
+            "--tile", "16", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25", "--seed", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("wrote 8 tiles") and "linear" in printed and "star" in printed
@@ -73,7 +73,7 @@ def test_cli_prepare_split_by_scene_holds_a_whole_image_out(tmp_path, capsys):
     out = tmp_path / "ds"
     argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
             "--class-field", "landform", "--region", "namib", "--region", "namib", "--out", str(out),
-            "--tile", "16", "--block-size", "1", "--max-nodata", "0.25", "--split", "0.5,0.25,0.25",
+            "--tile", "16", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25",
             "--split-by", "scene"]
     assert main(argv) == 0
     splits_of: dict[str, set[str]] = {}

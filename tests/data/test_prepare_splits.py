@@ -113,7 +113,7 @@ def test_prepare_split_has_no_leak_between_splits(tmp_path: Path):
                       geometry_type="Polygon", crs="EPSG:32733", driver="GPKG")
     out = tmp_path / "ds"
     summary = prepare_dataset(PrepareConfig(images=[img], labels=[gpkg], out=out, tile=tile, stride=stride,
-                                            block_size=block, split=(0.6, 0.2, 0.2), seed=0))
+                                            block_tiles=block, split=(0.6, 0.2, 0.2), seed=0))
     records = read_manifest(out)
     n_positions = len(tile_offsets(h, tile, stride)) * len(tile_offsets(w, tile, stride))
     assert len(records) + summary.dropped_for_split == n_positions

@@ -118,8 +118,8 @@ def test_prepare_float_image_with_geopackage(tmp_path):
     write_polygons(gpkg, [pixel_box(0, 0, 32, 32), pixel_box(0, 32, 64, 64), pixel_box(16, 16, 24, 40)],
                    ["linear", "8", "Star"])
     out = tmp_path / "ds"
-    summary = prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, max_nodata=1.0,
-                                            block_size=1, split=(0.5, 0.25, 0.25), seed=3))
+    summary = prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, min_valid=0.0,
+                                            block_tiles=1, split=(0.5, 0.25, 0.25), seed=3))
 
     expected = np.full((64, 64), 255, dtype=np.uint8)
     expected[0:32, 0:32] = 3
@@ -159,7 +159,7 @@ def test_prepare_skips_unlabelled_tiles(tmp_path):
     gpkg = tmp_path / "labels.gpkg"
     write_polygons(gpkg, [pixel_box(0, 0, 16, 16), pixel_box(16, 16, 32, 24)], [1, 2])  # second covers half a tile
     summary = prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16,
-                                            max_nodata=0.5, block_size=1, split=(1.0, 0.0, 0.0)))
+                                            min_valid=0.5, block_tiles=1, split=(1.0, 0.0, 0.0)))
     assert summary.tiles == {"train": 2, "val": 0, "test": 0} and summary.skipped_nodata == 2
     assert sorted((r.row_off, r.col_off) for r in read_manifest(tmp_path / "ds")) == [(0, 0), (16, 16)]
 
@@ -182,8 +182,8 @@ def test_prepare_bottom_up_aef_with_label_raster(tmp_path):
     with rasterio.open(lbl_path, "w", count=1, dtype="uint8", nodata=255, **profile) as ds:
         ds.write(labels[None])
     out = tmp_path / "ds"
-    prepare_dataset(PrepareConfig(images=[img_path], labels=[lbl_path], out=out, tile=16, max_nodata=1.0,
-                                  regions=["namib"], block_size=1))
+    prepare_dataset(PrepareConfig(images=[img_path], labels=[lbl_path], out=out, tile=16, min_valid=0.0,
+                                  regions=["namib"], block_tiles=1))
     values, mask = dequantize(q)
     nu_values, nu_labels = values[:, ::-1], labels[::-1].copy()
     nu_labels[~mask[::-1]] = 255
@@ -216,7 +216,7 @@ def test_prepare_reprojects_wgs84_polygons(tmp_path):
     gpkg = tmp_path / "wgs84.gpkg"
     write_polygons(gpkg, wgs_polys, ["dome", "parabolic"], crs="EPSG:4326")
     out = tmp_path / "ds"
-    prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, max_nodata=1.0, block_size=1))
+    prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, min_valid=0.0, block_tiles=1))
     with rasterio.open(img_path) as src:
         expected = rasterize([(utm_polys[0], 5), (utm_polys[1], 6)], out_shape=(48, 48), transform=src.transform,
                              fill=255, dtype="uint8")

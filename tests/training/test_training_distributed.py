@@ -39,7 +39,7 @@ BANDS, CLASSES, TILE = 16, 4, 64  # the tiny dataset of tests/conftest.py
 N_VAL = 3  # odd on purpose: DistributedSampler would pad rank 1's shard with a repeat of tile 0
 EPOCHS = 12
 MIOU_TOLERANCE = 0.05
-OUTPUTS = {"best_model.pth", "last.pth", "metrics.csv", "metrics.json"}
+OUTPUTS = {"best_model.pth", "last.pth", "metrics.csv", "metrics.json", "config.yaml"}
 
 
 def _free_port() -> int:

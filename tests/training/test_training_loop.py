@@ -27,7 +27,7 @@ def test_tiny_model_learns(tiny_dataset: Path, tmp_path: Path) -> None:
     assert result.history[-1]["train_miou"] >= 0.9, result.history[-1]
     assert result.best_val_miou >= 0.8
     saved = {p.name for p in (tmp_path / "run").iterdir()}
-    assert saved == {"best_model.pth", "last.pth", "metrics.csv", "metrics.json"}
+    assert saved == {"best_model.pth", "last.pth", "metrics.csv", "metrics.json", "config.yaml"}
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [row["epoch"] for row in history] == list(range(1, 21))
     # linear (poly power 1) decay per epoch from the base LR

@@ -1,0 +1,70 @@
+"""``dunemap train --config run.yaml``: options from a file, flags win, config.yaml and TensorBoard beside the checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safety_helpers import run_cli
+
+from dunemap.cli import main
+from dunemap.models.checkpoint import load_checkpoint
+
+
+def _run_yaml(tmp_path: Path, data: Path, save: Path, **extra) -> Path:
+    path = tmp_path / "run.yaml"
+    options = {"data-root": str(data), "save_dir": str(save), "model": "mit_tiny", "bands": 16, "epochs": 3,
+               "batch-size": 4, "text": "random", "catalog": str(data / "catalog.yaml"), "device": "cpu",
+               "no-calibrate": True, "max_steps_per_epoch": 1, "seed": 5, **extra}
+    path.write_text(yaml.safe_dump(options))
+    return path
+
+
+def test_config_file_with_flags_overriding_writes_config_yaml_and_tensorboard(tmp_path: Path, make_tiny_dataset) -> None:
+    pytest.importorskip("tensorboard")
+    data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=1)
+    save = tmp_path / "run"
+    config = _run_yaml(tmp_path, data, save)
+    proc = run_cli("train", "--config", config, "--epochs", "1", "--tensorboard")  # the flag wins over epochs: 3
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load((save / "config.yaml").read_text())
+    assert resolved["epochs"] == 1 and resolved["seed"] == 5 and resolved["in_channels"] == 16
+    assert resolved["model"] == "mit_tiny" and resolved["tensorboard"] is True and resolved["calibrate"] is False
+    history = json.loads((save / "metrics.json").read_text())
+    assert len(history) == 1 and (save / "metrics.csv").read_text().startswith("epoch,")
+    best = load_checkpoint(save / "best_model.pth")
+    assert best.metrics["train_config"]["seed"] == 5 and best.metrics["train_config"]["epochs"] == 1
+    events = list((save / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(save / "tensorboard"))
+    acc.Reload()
+    assert {"val/miou", "train/loss", "val/oa"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("val/miou")] == [1]
+
+    # the written config.yaml runs again as it is: a second run in a new folder gives the same weights
+    again = yaml.safe_load((save / "config.yaml").read_text())
+    again["save_dir"] = str(tmp_path / "again")
+    again["tensorboard"] = False
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(again))
+    assert main(["train", "--config", str(tmp_path / "again.yaml")]) == 0  # the same entry point, in this process
+    first = load_checkpoint(save / "last.pth").model.state_dict()
+    second = load_checkpoint(tmp_path / "again" / "last.pth").model.state_dict()
+    assert all((first[k] == second[k]).all() for k in first)
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data-root: DATA\nsave-dir: RUN\nlearning-rate: 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown option 'learning-rate'" in err and len(err.strip().splitlines()) == 1
+    bad.write_text("- a list\n")
+    assert main(["train", "--config", str(bad)]) == 1
+    assert "expected a mapping" in capsys.readouterr().err
+    assert main(["train", "--save-dir", str(tmp_path / "r")]) == 1
+    assert "--data-root is required" in capsys.readouterr().err
