@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="block tasks submitted at a time (default 0 = 2 per worker thread, at least 4)")
     dask.add_argument("--dashboard-address", metavar="ADDRESS",
                       help="dashboard of a local cluster: [HOST]:PORT or ':0' for any free port (default :8787)")
-    dask.add_argument("--allowed-failures", type=int,
+    dask.add_argument("--allowed-failures", type=int, metavar="N",
                       help="worker deaths a block task may be part of before the run fails, for clusters started "
                            "here (default 2; a running scheduler keeps its own setting)")
     add_precision_device(p)
