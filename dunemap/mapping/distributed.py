@@ -57,6 +57,7 @@ from dunemap.mapping.predict import Contribution, predict_block
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Block
 from dunemap.mapping.writer import partial_dir, product_paths
+from dunemap.products.provenance import model_tags
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -159,6 +160,7 @@ class ModelInfo:
     device: str
     precision: str  # fp32 or bf16, as resolved on the worker
     applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
+    model_tags: tuple[tuple[str, str], ...] = ()  # provenance: dunemap.products.provenance.model_tags
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
                      tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), p.precision,
-                     applicability_threshold(p))
+                     applicability_threshold(p), tuple(model_tags(p).items()))
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
@@ -407,7 +409,7 @@ class _ClusterMapper:
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
-                                   info.applicability_threshold)
+                                   info.applicability_threshold, dict(info.model_tags))
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:
@@ -522,7 +524,10 @@ def map_many(
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
     """The output policy for maps: no product may be an input; an existing map (or companion) needs
     ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
+    from dunemap.io.formats import raster_driver
+
     for job in jobs:
+        raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
         partial = partial_dir(job.out)
         interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
         check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,

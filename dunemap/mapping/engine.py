@@ -42,6 +42,7 @@ from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
 from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir, product_paths
 from dunemap.models.checkpoint import Predictor
+from dunemap.products.provenance import model_tags
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ class MapPlan:
     blocks: list[Block]
 
 
-PRECISION_TAG = "PRECISION"  # dataset tag of every map product: fp32 or bf16, the precision the model ran in
 
 
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
@@ -123,13 +123,16 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
                    fingerprint: dict, precision: str | None = None,
-                   applicability_threshold: float | None = None) -> MapAssembler:
-    """The assembler (single writer) of a planned map; the products' PRECISION tag says what the model ran in."""
+                   applicability_threshold: float | None = None, model: dict[str, str] | None = None) -> MapAssembler:
+    """The assembler (single writer) of a planned map; its products' tags record the model (``model``:
+    :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings."""
+    from dunemap.products.provenance import run_tags
+
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")
     return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
-                        {PRECISION_TAG: precision} if precision else None, applicability_threshold)
+                        run_tags(config, precision, model), applicability_threshold)
 
 
 def applicability_threshold(predictor: Predictor) -> float | None:
@@ -220,7 +223,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config), predictor.precision,
-                                   applicability_threshold(predictor))
+                                   applicability_threshold(predictor), model_tags(predictor))
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)
