@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
                    help="explicit allocation instead of --n: CLASS=N pairs by id or name, e.g. 0=50,barchan=80")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
-    p.add_argument("--out", type=Path, required=True, help="GeoPackage (.gpkg) to write")
+    p.add_argument("--out", type=Path, required=True, help="points to write; the extension sets the format: .gpkg, .shp, .geojson, .fgb, .parquet")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_sample)
 

@@ -1,6 +1,7 @@
 """Output formats: the file extension chooses the driver, in this one place for every command.
 
-Vectors are written with pyogrio (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, GeoParquet); rasters
+Vectors are written with pyogrio (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) or, for GeoParquet,
+with pyarrow (the GDAL that pyogrio's wheels bundle has no Parquet driver); rasters
 are GeoTIFFs (Cloud-Optimized where the command makes COGs). Any other extension is refused with a
 line listing the supported ones. A Shapefile is several files; :func:`file_set` names them all so
 the output policy can check, lock and publish them as one set.
@@ -100,9 +101,12 @@ def write_vectors(
             shutil.copyfile(out, tmp)
         else:
             tmp.unlink()  # the driver creates the file itself
-        options = {"ENCODING": "UTF-8"} if driver == "ESRI Shapefile" else {}
-        pyogrio.raw.write(tmp, geometry, field_data, fields, layer=layer, driver=driver,
-                          geometry_type=geometry_type, crs=crs, **options)
+        if driver == "Parquet":
+            _write_geoparquet(tmp, geometry, field_data, fields, geometry_type, crs)
+        else:
+            options = {"ENCODING": "UTF-8"} if driver == "ESRI Shapefile" else {}
+            pyogrio.raw.write(tmp, geometry, field_data, fields, layer=layer, driver=driver,
+                              geometry_type=geometry_type, crs=crs, **options)
         if style_qml is not None and driver == "GPKG":
             store_layer_style(tmp, layer, style_qml)
         sidecars = [(t, f) for t, f in zip(temps, file_set(out)[:-1]) if t.exists()]
@@ -139,3 +143,23 @@ def store_layer_style(gpkg: str | os.PathLike, layer: str, qml: str, name: str =
             "VALUES ('', '', ?, ?, ?, ?, '', 1, 'dune classes', '', NULL, ?)",
             (layer, geometry_column[0] if geometry_column else "geom", name, qml,
              datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")))
+
+
+def _write_geoparquet(path: Path, geometry, field_data: list, fields: list[str], geometry_type: str, crs: str) -> None:
+    """A GeoParquet 1.1 file: the fields, a WKB ``geometry`` column and the ``geo`` metadata (CRS as PROJJSON, bbox)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyproj
+    import shapely
+
+    geoms = shapely.from_wkb(geometry)
+    bounds = shapely.total_bounds(geoms) if len(geoms) else None
+    column = {"encoding": "WKB", "geometry_types": [geometry_type], "crs": pyproj.CRS.from_user_input(crs).to_json_dict()}
+    if bounds is not None:
+        column["bbox"] = [float(v) for v in bounds]
+    table = pa.table({**{name: pa.array(list(values)) for name, values in zip(fields, field_data)},
+                      "geometry": pa.array(list(geometry), type=pa.binary())})
+    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), path)
