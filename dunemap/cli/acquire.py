@@ -82,8 +82,10 @@ def run_fetch_aef(args: argparse.Namespace) -> int:
     from dunemap.acquire.aef_cog import FetchConfig, fetch_aef
     from dunemap.acquire.index import parse_rewrite, resolve_area
 
+    from dunemap.io.formats import raster_driver
     from dunemap.io.outputs import claim_outputs
 
+    raster_driver(args.out)  # a GeoTIFF: refuse any other extension before any work
     _, bbox, epsg = resolve_area(args.region, args.bbox)
     crs = args.crs or (f"EPSG:{epsg}" if args.region else None)  # a preset keeps its own UTM zone
     index = None if "://" in args.index else args.index

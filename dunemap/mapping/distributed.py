@@ -402,9 +402,9 @@ class _ClusterMapper:
             future.release()
 
     def prepare(self, index: int, job: MapJob, info: ModelInfo) -> _MapRun:
-        """Check the inputs of job number ``index`` and plan its map. Nothing is written except a mosaic's VRT."""
+        """Check the inputs of job number ``index`` and plan its map. Nothing is written."""
         sources, path = resolve_input(list(job.sources), job.out)
-        reader = EmbeddingReader(Path(path).absolute(), bands=info.in_channels)  # workers need absolute paths
+        reader = EmbeddingReader(path, bands=info.in_channels)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])

@@ -33,14 +33,14 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, InputError
-from dunemap.io.outputs import locked_outputs, work_folder
+from dunemap.io.outputs import locked_outputs
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, predict_block_data
-from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
+from dunemap.mapping.reader import BlockData, EmbeddingReader
 from dunemap.mapping.windows import Block, plan_blocks
-from dunemap.mapping.writer import GridSpec, partial_dir, product_paths
+from dunemap.mapping.writer import GridSpec, product_paths
 from dunemap.models.checkpoint import Predictor
 from dunemap.products.provenance import model_tags
 
@@ -182,18 +182,16 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
             del data
 
 
-def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], Path]:
-    """The source rasters of the map at ``out`` and the raster to read: the one source, or a VRT mosaic
-    of several (written into ``OUT.partial/``)."""
+def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], list[Path]]:
+    """The source rasters of the map at ``out`` and what :class:`EmbeddingReader` opens: absolute paths (workers
+    need them) of the one raster or the tiles of a mosaic."""
     sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
     if not sources:
         raise InputError("no input raster given")
     for src in sources:
         if src.resolve() == out.resolve():
             raise InputError(f"{out}: the output would overwrite its input")
-    if len(sources) > 1:
-        return sources, build_vrt(sources, work_folder(partial_dir(out)) / "mosaic.vrt")
-    return sources, sources[0]
+    return sources, [p.absolute() for p in sources]
 
 
 def map_raster(
