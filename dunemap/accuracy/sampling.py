@@ -186,8 +186,8 @@ def sample_map(
     from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import check_outputs
 
-    vector_driver(out)
     check_outputs(file_set(out), [map_path], overwrite=overwrite)
+    vector_driver(out)
     sample = draw_sample(map_path, n, min_per_class, seed, per_class)
     write_points(sample, out)
     return sample

@@ -105,9 +105,9 @@ def run_vectorize(args: argparse.Namespace) -> int:
     from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import claim_outputs
 
-    vector_driver(args.out)  # refuse an unknown extension before any work
     # an existing GeoPackage gets a new layer; other formats are replaced whole (vectorize_map applies --overwrite)
     with claim_outputs([args.out], [args.map], resume=True, companions=file_set(args.out)[:-1]):
+        vector_driver(args.out)  # refuse an unknown extension before any work
         result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer,
                                overwrite=args.overwrite)
     print(f"wrote {result.polygons} polygons to {result.path} ({result.dropped_small} below {args.min_area:g} m2 dropped)")

@@ -527,11 +527,11 @@ def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequenc
     from dunemap.io.formats import raster_driver
 
     for job in jobs:
-        raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
         partial = partial_dir(job.out)
         interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
         check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
                       resume=interrupted)
+        raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
 
 
 def _map_many(jobs: Sequence[MapJob], weights, config: MapConfig, cluster: ClusterConfig, device: str,
