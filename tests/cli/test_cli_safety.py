@@ -259,7 +259,7 @@ def test_vectorize_keeps_other_layers(world: dict[str, Path], tmp_path: Path, cl
     first = pyogrio.read_info(gpkg, layer="first")["features"]
     proc = cli("vectorize", world["map"], "--out", gpkg, "--layer", "second", "--classes", "0")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(str(n) for n, _ in pyogrio.list_layers(gpkg)) == ["first", "second"]
+    assert sorted(str(n) for n, _ in pyogrio.list_layers(gpkg)) == ["first", "layer_styles", "second"]  # with the QGIS styles table
     assert pyogrio.read_info(gpkg, layer="first")["features"] == first
     before = hashes(gpkg)
     assert_one_line_error(cli("vectorize", world["map"], "--out", gpkg, "--layer", "first"),
