@@ -17,7 +17,6 @@ import numpy as np
 from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, InputError
-from dunemap.io.atomic import atomic_path
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
 
@@ -154,9 +153,11 @@ def draw_sample(
 
 
 def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points") -> Path:
-    """Write the sample as a point GeoPackage: ``point_id``, ``map_class``, ``map_name`` and an empty ``ref_class``."""
-    import pyogrio.raw
+    """Write the sample as points (``point_id``, ``map_class``, ``map_name`` and an empty ``ref_class``) in the
+    vector format ``out``'s extension names (:mod:`dunemap.io.formats`)."""
     import shapely
+
+    from dunemap.io.formats import write_vectors
 
     out = Path(out)
     names = {a.class_id: a.name for a in sample.allocation}
@@ -167,11 +168,8 @@ def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points
         np.array([None] * len(sample.rows), dtype=object),  # for the expert to fill in, e.g. in QGIS
     ]
     geometry = shapely.to_wkb(shapely.points(sample.x, sample.y))
-    with atomic_path(out) as tmp:
-        tmp.unlink()  # GDAL creates the GeoPackage itself
-        pyogrio.raw.write(tmp, geometry, fields, list(POINT_FIELDS), crs=sample.crs.to_wkt(), driver="GPKG",
-                          layer=layer, geometry_type="Point")
-    return out
+    return write_vectors(out, geometry, fields, list(POINT_FIELDS), layer=layer, geometry_type="Point",
+                         crs=sample.crs.to_wkt())
 
 
 def sample_map(
@@ -183,12 +181,13 @@ def sample_map(
     per_class: Mapping[str | int, int] | None = None,
     overwrite: bool = False,
 ) -> MapSample:
-    """``dunemap sample``: :func:`draw_sample` and :func:`write_points` to ``out`` (a GeoPackage)."""
+    """``dunemap sample``: :func:`draw_sample` and :func:`write_points` to ``out`` (any vector format of
+    :mod:`dunemap.io.formats`; a Shapefile is checked and published with its sidecars)."""
+    from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import check_outputs
 
-    check_outputs([out], [map_path], overwrite=overwrite)
-    if Path(out).suffix.lower() != ".gpkg":
-        raise ConfigError(f"{out}: the points are written as a GeoPackage; give a name ending in .gpkg")
+    check_outputs(file_set(out), [map_path], overwrite=overwrite)
+    vector_driver(out)
     sample = draw_sample(map_path, n, min_per_class, seed, per_class)
     write_points(sample, out)
     return sample

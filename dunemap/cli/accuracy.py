@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sample", help="stratified random reference points of a class map, to label in a GIS",
         description="Draw a stratified random sample of pixel centres of a class map (strata = map classes): at "
-        "least --min-per-class points per class, the rest proportional to the classes' true areas. Writes a "
-        "GeoPackage with point_id, map_class, map_name and an empty ref_class to fill in.",
+        "least --min-per-class points per class, the rest proportional to the classes' true areas. Writes "
+        "points (GeoPackage, Shapefile, ... by the extension of --out) with point_id, map_class, map_name and an empty ref_class to fill in.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--n", type=int, default=0, help="total number of points (0: give --per-class)")
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
                         "0=50,barchan=80 (default: none, use --n)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
-    p.add_argument("--out", type=Path, required=True, help="GeoPackage (.gpkg) to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="points to write; the extension sets the format: .gpkg, .shp, .geojson, .fgb, .parquet")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_sample)
 

@@ -112,12 +112,14 @@ def run_fetch_aef(args: argparse.Namespace) -> int:
     from dunemap.acquire.aef_cog import FetchConfig, fetch_aef
     from dunemap.acquire.index import parse_rewrite, resolve_area
 
+    from dunemap.io.formats import raster_driver
     from dunemap.io.outputs import claim_outputs
 
     _, bbox, epsg = resolve_area(args.region, args.bbox)
     crs = args.crs or (f"EPSG:{epsg}" if args.region else None)  # a preset keeps its own UTM zone
     index = None if "://" in args.index else args.index
     with claim_outputs([args.out], [index], overwrite=args.overwrite):
+        raster_driver(args.out)  # a GeoTIFF: refuse any other extension before any work
         result = fetch_aef(FetchConfig(bbox=bbox, year=args.year, index=args.index, out=args.out, crs=crs,
                                        resolution=args.resolution, resampling=args.resampling,
                                        rewrites=[parse_rewrite(r) for r in args.rewrite]))

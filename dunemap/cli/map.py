@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--applicability", action="store_true",
                    help="also write OUT_applicability.tif: band 1 the dissimilarity index to the training data, "
                         "band 2 the area of applicability (1 inside, 0 outside, 255 nodata); see docs/trust.md")
+    p.add_argument("--stac", action="store_true",
+                   help="also write a STAC Item (MAP.json beside each map) describing the map and its companions")
     p.add_argument("--cog-tile", type=int, default=d.cog_tile, metavar="PX", help="COG tile side in pixels")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="ignore the journal of an earlier, interrupted run and start over")
@@ -105,9 +107,27 @@ def run(args: argparse.Namespace) -> int:
         import distributed  # noqa: F401  (configures its loggers when imported; a local scheduler logs here)
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    stac = _stac_paths(args) if args.stac else []
     result = map_inputs(args.inputs, args.weights, out=args.out, out_dir=args.out_dir, config=config,
                         cluster=cluster, device=args.device, precision=args.precision,
                         text_embeddings=args.text_embeddings, catalog=args.catalog,
                         replace_text=args.replace_text)
     print(result.summary())
+    if stac:
+        from dunemap.products.provenance import write_stac_item
+
+        for m in result.maps:
+            print(f"wrote {write_stac_item(m.path)}")
     return 0
+
+
+def _stac_paths(args: argparse.Namespace) -> list[Path]:
+    """The STAC Items ``--stac`` will write, checked against the output policy before any mapping."""
+    from dunemap.io.outputs import check_outputs
+    from dunemap.mapping.distributed import expand_inputs, plan_jobs
+    from dunemap.products.provenance import stac_path
+
+    jobs = plan_jobs(expand_inputs(args.inputs), args.out, args.out_dir)
+    paths = [stac_path(job.out) for job in jobs]
+    check_outputs(paths, [p for job in jobs for p in job.sources], overwrite=args.overwrite)
+    return paths

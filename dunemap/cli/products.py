@@ -58,12 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_quicklook)
 
     p = subparsers.add_parser(
-        "vectorize", help="polygons of each class patch to a GeoPackage",
+        "vectorize", help="polygons of each class patch to a GeoPackage, Shapefile, GeoJSON, FlatGeobuf or GeoParquet",
         description="Trace every 4-connected patch of each class into a polygon with class_id, class_name and "
         "area_m2 (true area) attributes; patches under --min-area are dropped.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, required=True, help="GeoPackage to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="vector file to write; the extension sets the format: .gpkg (GeoPackage, with a QGIS "
+                        "style), .shp (Shapefile), .geojson, .fgb (FlatGeobuf), .parquet (GeoParquet)")
     p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop patches smaller than this (m2)")
     p.add_argument("--classes", type=_class_ids, help="only these class ids, e.g. 1,2,3 (default: all)")
     p.add_argument("--layer", default="landforms", help="layer name (default landforms)")
@@ -112,9 +114,12 @@ def run_quicklook(args: argparse.Namespace) -> int:
 def run_vectorize(args: argparse.Namespace) -> int:
     from dunemap.products.vectorize import vectorize_map
 
+    from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import claim_outputs
 
-    with claim_outputs([args.out], [args.map], resume=True):  # an existing GeoPackage gets a new layer
+    # an existing GeoPackage gets a new layer; other formats are replaced whole (vectorize_map applies --overwrite)
+    with claim_outputs([args.out], [args.map], resume=True, companions=file_set(args.out)[:-1]):
+        vector_driver(args.out)  # refuse an unknown extension before any work
         result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer,
                                overwrite=args.overwrite)
     print(f"wrote {result.polygons} polygons to {result.path} ({result.dropped_small} below {args.min_area:g} m2 dropped)")

@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
                           nodata_holes=args.nodata_holes, region_px=args.region_px)
         stem = f"{args.region}_{args.seed}"
         outs = [args.out / f"{stem}{suffix}" for suffix in ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")]
+        from dunemap.mapping.legend import style_paths
+
+        outs += style_paths(outs[1]).values()  # the labels' legend companions
         with claim_outputs(outs, overwrite=args.overwrite):
             files = write_scene_files(cfg, args.out, dtype=args.dtype, bottom_up=args.bottom_up)
         for path in files.paths():

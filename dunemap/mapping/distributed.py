@@ -54,6 +54,7 @@ from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Block
+from dunemap.products.provenance import model_tags
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -121,6 +122,7 @@ class ModelInfo:
     device: str
     precision: str  # fp32 or bf16, as resolved on the worker
     applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
+    model_tags: tuple[tuple[str, str], ...] = ()  # provenance: dunemap.products.provenance.model_tags
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
                      tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), p.precision,
-                     applicability_threshold(p))
+                     applicability_threshold(p), tuple(model_tags(p).items()))
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
@@ -275,14 +277,14 @@ class _ClusterMapper:
             future.release()
 
     def prepare(self, index: int, job: MapJob, info: ModelInfo) -> _MapRun:
-        """Check the inputs of job number ``index`` and plan its map. Nothing is written except a mosaic's VRT."""
+        """Check the inputs of job number ``index`` and plan its map. Nothing is written."""
         sources, path = resolve_input(list(job.sources), job.out)
-        reader = EmbeddingReader(Path(path).absolute(), bands=info.in_channels)  # workers need absolute paths
+        reader = EmbeddingReader(path, bands=info.in_channels)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
-                                   info.applicability_threshold)
+                                   info.applicability_threshold, dict(info.model_tags))
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:

@@ -33,16 +33,17 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, InputError
-from dunemap.io.outputs import locked_outputs, work_folder
+from dunemap.io.outputs import locked_outputs
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
-from dunemap.mapping.reader import BlockData, EmbeddingReader, build_vrt
+from dunemap.mapping.reader import BlockData, EmbeddingReader
 from dunemap.mapping.windows import Block, plan_blocks
-from dunemap.mapping.writer import GridSpec, partial_dir, product_paths
+from dunemap.mapping.writer import GridSpec, product_paths
 from dunemap.models.checkpoint import Predictor
+from dunemap.products.provenance import model_tags
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ class MapPlan:
     blocks: list[Block]
 
 
-PRECISION_TAG = "PRECISION"  # dataset tag of every map product: fp32 or bf16, the precision the model ran in
 
 
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
@@ -144,13 +144,16 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
                    fingerprint: dict, precision: str | None = None,
-                   applicability_threshold: float | None = None) -> MapAssembler:
-    """The assembler (single writer) of a planned map; the products' PRECISION tag says what the model ran in."""
+                   applicability_threshold: float | None = None, model: dict[str, str] | None = None) -> MapAssembler:
+    """The assembler (single writer) of a planned map; its products' tags record the model (``model``:
+    :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings."""
+    from dunemap.products.provenance import run_tags
+
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")
     return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
-                        {PRECISION_TAG: precision} if precision else None, applicability_threshold)
+                        run_tags(config, precision, model), applicability_threshold)
 
 
 def applicability_threshold(predictor: Predictor) -> float | None:
@@ -190,18 +193,16 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
     return prefetched(read, blocks, prefetch, "dunemap-read")
 
 
-def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], Path]:
-    """The source rasters of the map at ``out`` and the raster to read: the one source, or a VRT mosaic
-    of several (written into ``OUT.partial/``)."""
+def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], list[Path]]:
+    """The source rasters of the map at ``out`` and what :class:`EmbeddingReader` opens: absolute paths (workers
+    need them) of the one raster or the tiles of a mosaic."""
     sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
     if not sources:
         raise InputError("no input raster given")
     for src in sources:
         if src.resolve() == out.resolve():
             raise InputError(f"{out}: the output would overwrite its input")
-    if len(sources) > 1:
-        return sources, build_vrt(sources, work_folder(partial_dir(out)) / "mosaic.vrt")
-    return sources, sources[0]
+    return sources, [p.absolute() for p in sources]
 
 
 def map_raster(
@@ -231,7 +232,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config), predictor.precision,
-                                   applicability_threshold(predictor))
+                                   applicability_threshold(predictor), model_tags(predictor))
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)

@@ -151,11 +151,14 @@ class LocalExecutor:
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
     """The output policy for maps: no product may be an input; an existing map (or companion) needs
     ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
+    from dunemap.io.formats import raster_driver
+
     for job in jobs:
         partial = partial_dir(job.out)
         interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
         check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
                       resume=interrupted)
+        raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
 
 
 def map_many(

@@ -3,13 +3,18 @@
 A dunemap class map is a single uint8 band whose values are class ids (255 = nodata). Its legend
 travels inside the file in three forms so every tool finds it: a GDAL colour table (QGIS, GDAL),
 a ``CLASS_NAMES`` dataset tag holding a JSON list, and per-class tags ``CLASS_<id>`` (name) and
-``CLASS_<id>_COLOR`` (``#rrggbb``).
+``CLASS_<id>_COLOR`` (``#rrggbb``). Beside the file go GDAL's category names and a raster attribute
+table (``MAP.tif.aux.xml``, :meth:`ClassLegend.pam_xml`, listed by ``gdalinfo`` as "Categories") and a
+QGIS style (``MAP.qml``, :meth:`ClassLegend.raster_qml`) so QGIS's legend shows the dune types.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from dunemap.errors import InputError
@@ -70,6 +75,80 @@ class ClassLegend:
         for i, (r, g, b) in enumerate(self.colors):
             cmap[i] = (r, g, b, 255)
         return cmap
+
+    def hex_colors(self) -> list[str]:
+        return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in self.colors]
+
+    def pam_xml(self) -> str:
+        """GDAL's ``.aux.xml`` for band 1: category names and a thematic attribute table (value, name, red, green, blue)."""
+        root = ET.Element("PAMDataset")
+        band = ET.SubElement(root, "PAMRasterBand", band="1")
+        categories = ET.SubElement(band, "CategoryNames")
+        for name in self.names:
+            ET.SubElement(categories, "Category").text = name
+        rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+        # GDAL field types: 0 integer, 2 string; usages: 5 min-max (the value), 2 name, 6/7/8 red/green/blue
+        for i, (field, kind, usage) in enumerate((("Value", 0, 5), ("Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7),
+                                                  ("Blue", 0, 8))):
+            defn = ET.SubElement(rat, "FieldDefn", index=str(i))
+            ET.SubElement(defn, "Name").text = field
+            ET.SubElement(defn, "Type").text = str(kind)
+            ET.SubElement(defn, "Usage").text = str(usage)
+        for i, (name, rgb) in enumerate(zip(self.names, self.colors)):
+            row = ET.SubElement(rat, "Row", index=str(i))
+            for value in (i, name, *rgb):
+                ET.SubElement(row, "F").text = str(value)
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode") + "\n"
+
+    def raster_qml(self) -> str:
+        """A QGIS style for a class map: a paletted renderer with each class's colour and name."""
+        root = ET.Element("qgis", version="3.28", styleCategories="AllStyleCategories")
+        pipe = ET.SubElement(root, "pipe")
+        renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1",
+                                 nodataColor="")
+        ET.SubElement(renderer, "rasterTransparency")
+        palette = ET.SubElement(renderer, "colorPalette")
+        for i, (name, color) in enumerate(zip(self.names, self.hex_colors())):
+            ET.SubElement(palette, "paletteEntry", value=str(i), color=color, alpha="255", label=name)
+        ET.indent(root)
+        return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+    def vector_qml(self, field: str = "class_id") -> str:
+        """A QGIS style for class polygons: a categorised renderer on ``field`` with each class's fill colour and name."""
+        root = ET.Element("qgis", version="3.28", styleCategories="Symbology")
+        renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field, symbollevels="0",
+                                 enableorderby="0", forceraster="0")
+        categories = ET.SubElement(renderer, "categories")
+        symbols = ET.SubElement(renderer, "symbols")
+        for i, (name, (r, g, b)) in enumerate(zip(self.names, self.colors)):
+            ET.SubElement(categories, "category", value=str(i), symbol=str(i), label=name, render="true")
+            symbol = ET.SubElement(symbols, "symbol", type="fill", name=str(i), alpha="1", clip_to_extent="1",
+                                   force_rhr="0")
+            layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
+            options = ET.SubElement(layer, "Option", type="Map")
+            for key, value in (("color", f"{r},{g},{b},255"), ("outline_color", "35,35,35,255"),
+                               ("outline_width", "0.1"), ("style", "solid")):
+                ET.SubElement(options, "Option", name=key, value=value, type="QString")
+        ET.indent(root)
+        return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def style_paths(class_map: str | os.PathLike) -> dict[str, Path]:
+    """The companions that carry a class map's legend for GIS: GDAL's ``MAP.tif.aux.xml`` and QGIS's ``MAP.qml``."""
+    class_map = Path(class_map)
+    return {"aux": class_map.with_name(class_map.name + ".aux.xml"), "qml": class_map.with_suffix(".qml")}
+
+
+def write_styles(legend: ClassLegend, finals: dict[str, Path], folder: Path) -> list[tuple[Path, Path]]:
+    """Write the legend companions (:func:`style_paths`) into ``folder``; (written file, final path) pairs to publish."""
+    texts = {"aux": legend.pam_xml(), "qml": legend.raster_qml()}
+    pairs = []
+    for key, final in finals.items():
+        tmp = folder / f".{final.name}.tmp"
+        tmp.write_text(texts[key])
+        pairs.append((tmp, final))
+    return pairs
 
 
 def legend_from_tags(

@@ -14,14 +14,14 @@ Nodata pixels become 255 in a class map and are ignored in training tiles; they 
 Float rasters (Earth Engine exports, float16/32/64) are used as float32. int8 rasters are kept as
 int8 in memory and de-quantised per window (``dunemap.io.aef``). Rasters stored bottom-up (positive
 pixel height) are flipped on read so that callers always see a north-up grid with a negative-y
-transform.
+transform. A mosaic is a list of tiles of one grid, north-up or bottom-up (AEF's public COGs are
+bottom-up), read tile by tile in their own dtype, without a converted copy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +36,6 @@ from rasterio.windows import Window
 
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.aef import AEF_NODATA, dequantize
-from dunemap.io.atomic import atomic_path
 from dunemap.mapping.windows import Box
 
 log = logging.getLogger(__name__)
@@ -90,77 +89,154 @@ class BlockData:
         return self.valid[r.row : r.row_stop, r.col : r.col_stop]
 
 
-class EmbeddingReader:
-    """Open an embedding raster and read boxes of its north-up grid.
+@dataclass(frozen=True)
+class _Tile:
+    """One source raster of a reader: where its north-up grid sits in the mosaic, and its row order."""
 
-    Picklable: a copy re-opens the file on first use, so the reader can be shipped to worker
+    path: Path
+    row: int  # offset of the tile's northern row in the mosaic
+    col: int
+    height: int
+    width: int
+    bottom_up: bool  # rows stored south to north (positive pixel height): flipped on read
+    per_dataset_mask: bool
+
+    def overlap(self, box: Box) -> Box | None:
+        """The part of ``box`` (mosaic pixels) this tile covers, or None."""
+        return box.intersection(Box(self.row, self.col, self.height, self.width))
+
+
+def _open(path: Path) -> rasterio.io.DatasetReader:
+    if not path.exists() and not str(path).startswith("/vsi"):
+        raise InputError(f"{path}: input raster not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected an embedding raster")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise RasterIOError(f"{path}: cannot open as a raster ({' '.join(str(exc).split())})") from None
+
+
+def _north_up(t: Affine, height: int) -> Affine:
+    """The transform of a raster's rows read north to south (a bottom-up raster's rows flipped)."""
+    return t @ Affine.translation(0, height) @ Affine.scale(1, -1) if t.e > 0 else t
+
+
+class EmbeddingReader:
+    """Open an embedding raster (or a mosaic of tiles of one grid) and read boxes of its north-up grid.
+
+    ``path`` is one raster (GeoTIFF, VRT) or a sequence of tiles with the same CRS, pixel size, band
+    count, dtype and nodata, on one pixel grid; a tile may be stored north-up or bottom-up (AEF's
+    public COGs are bottom-up). Tiles are read directly, each flipped as needed, in their own dtype
+    (int8 stays int8); gaps between tiles are nodata, and later tiles are drawn over earlier ones.
+    Picklable: a copy re-opens the files on first use, so the reader can be shipped to worker
     processes. Use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, bands: int | None = 64) -> None:
-        self.path = Path(path)
-        if not self.path.exists() and not str(path).startswith("/vsi"):
-            raise InputError(f"{self.path}: input raster not found")
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder; expected an embedding raster")
-        try:
-            src = rasterio.open(self.path)
-        except RasterioError as exc:
-            raise RasterIOError(f"{self.path}: cannot open as a raster ({' '.join(str(exc).split())})") from None
-        with src:
-            bands = src.count if bands is None else bands
-            self.bands = bands
-            if src.count != bands:
-                raise InputError(f"{self.path}: has {src.count} band(s); the model expects {bands} embedding bands")
-            dtypes = set(src.dtypes)
-            if len(dtypes) != 1:
-                raise InputError(f"{self.path}: bands have mixed dtypes {sorted(dtypes)}; expected one of int8 (AEF) or float")
-            dtype = dtypes.pop()
-            if dtype != AEF_DTYPE and dtype not in FLOAT_DTYPES:
-                raise InputError(
-                    f"{self.path}: dtype {dtype} is not an embedding type; expected int8 (AEF quantised) or "
-                    "float16/float32/float64"
-                )
-            self.dtype: str = dtype
-            self.height: int = src.height
-            self.width: int = src.width
-            self.crs: CRS | None = src.crs
-            self.nodata: float | None = src.nodata
-            self.source_transform: Affine = src.transform
-            self.per_dataset_mask: bool = MaskFlags.per_dataset in src.mask_flag_enums[0]
-        self.bottom_up: bool = self.source_transform.e > 0
-        # the grid callers see: north-up even when the file stores its rows south to north
-        self.transform: Affine = (
-            self.source_transform @ Affine.translation(0, self.height) @ Affine.scale(1, -1)
-            if self.bottom_up
-            else self.source_transform
-        )
-        self._src: rasterio.io.DatasetReader | None = None
+    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike], bands: int | None = 64) -> None:
+        paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+        if not paths:
+            raise InputError("a mosaic needs at least one source raster")
+        self.path = paths[0]  # the raster errors name (the first tile of a mosaic)
+        metas = []
+        for p in paths:
+            with _open(p) as src:
+                metas.append((p, src.crs, _north_up(src.transform, src.height), src.transform.e > 0, src.height,
+                              src.width, src.count, tuple(src.dtypes), src.nodata,
+                              MaskFlags.per_dataset in src.mask_flag_enums[0]))
+        _, crs, t0, _, _, _, count, dtypes, nodata, _ = metas[0]
+        bands = count if bands is None else bands
+        self.bands = bands
+        for p, c, t, _, _, _, n, d, nd, _ in metas:
+            if n != bands:
+                raise InputError(f"{p}: has {n} band(s); the model expects {bands} embedding bands")
+            if len(set(d)) != 1:
+                raise InputError(f"{p}: bands have mixed dtypes {sorted(set(d))}; expected one of int8 (AEF) or float")
+            if d[0] != AEF_DTYPE and d[0] not in FLOAT_DTYPES:
+                raise InputError(f"{p}: dtype {d[0]} is not an embedding type; expected int8 (AEF quantised) or "
+                                 "float16/float32/float64")
+            if t.b != 0 or t.d != 0:
+                raise InputError(f"{p}: a rotated raster cannot be mapped; transform is {tuple(t)[:6]}")
+            if len(paths) == 1:
+                continue
+            if c != crs:
+                raise InputError(f"{p}: CRS {c} differs from the first tile's {crs}")
+            if not (np.isclose(t.a, t0.a) and np.isclose(t.e, t0.e)):
+                raise InputError(f"{p}: pixel size ({t.a}, {t.e}) differs from the first tile's ({t0.a}, {t0.e})")
+            if d != dtypes or nd != nodata:
+                raise InputError(f"{p}: {n} band(s) of {d[0]} with nodata {nd}; the first tile has {count} of "
+                                 f"{dtypes[0]} with nodata {nodata}")
+        xres, yres = t0.a, t0.e
+        west = min(m[2].c for m in metas)
+        north = max(m[2].f for m in metas)
+        self.tiles: list[_Tile] = []
+        for p, _, t, bottom_up, h, w, *_, masked in metas:
+            col, row = (t.c - west) / xres, (t.f - north) / yres
+            if not (np.isclose(col, round(col), atol=1e-3) and np.isclose(row, round(row), atol=1e-3)):
+                raise InputError(f"{p}: not on the first tile's pixel grid (offset {row:.3f} rows, {col:.3f} cols)")
+            self.tiles.append(_Tile(p, int(round(row)), int(round(col)), h, w, bottom_up, masked))
+        self.dtype: str = dtypes[0]
+        self.height: int = max(t.row + t.height for t in self.tiles)
+        self.width: int = max(t.col + t.width for t in self.tiles)
+        self.crs: CRS | None = crs
+        self.nodata: float | None = nodata
+        if self.nodata is None and self.dtype == AEF_DTYPE and len(paths) > 1:
+            self.nodata = AEF_NODATA  # gaps between AEF tiles read as nodata, not as zero embeddings
+        # the grid callers see: north-up even when the files store their rows south to north
+        self.transform: Affine = Affine(xres, 0.0, west, 0.0, yres, north)
+        self._src: dict[Path, rasterio.io.DatasetReader] = {}
 
     @property
     def is_aef(self) -> bool:
         return self.dtype == AEF_DTYPE
 
-    def _dataset(self) -> rasterio.io.DatasetReader:
-        if self._src is None or self._src.closed:
-            self._src = rasterio.open(self.path)
-        return self._src
+    @property
+    def bottom_up(self) -> bool:
+        """Whether the raster (every tile of a mosaic) stores its rows south to north."""
+        return all(t.bottom_up for t in self.tiles)
+
+    def _dataset(self, path: Path) -> rasterio.io.DatasetReader:
+        src = self._src.get(path)
+        if src is None or src.closed:
+            src = self._src[path] = rasterio.open(path)
+        return src
+
+    def _read_tile(self, tile: _Tile, part: Box) -> tuple[np.ndarray, np.ndarray | None]:
+        """(C, h, w) data as stored and the (h, w) mask of ``part`` (mosaic pixels inside ``tile``), rows north to south."""
+        row = part.row - tile.row
+        if tile.bottom_up:
+            row = tile.height - (row + part.height)
+        window = Window(part.col - tile.col, row, part.width, part.height)
+        src = self._dataset(tile.path)
+        try:
+            data = src.read(window=window)
+            mask = src.read_masks(1, window=window) > 0 if tile.per_dataset_mask else None
+        except RasterioError as exc:
+            raise RasterIOError(f"{tile.path}: cannot read rows {part.row}-{part.row_stop}, cols {part.col}-"
+                                f"{part.col_stop} ({' '.join(str(exc).split())})") from None
+        if tile.bottom_up:
+            data = data[:, ::-1, :]
+            mask = None if mask is None else mask[::-1, :]
+        return data, mask
 
     def read(self, box: Box) -> BlockData:
         """Read ``box`` (inside the raster) as stored: int8 codes for AEF, float32 otherwise."""
         if box.row < 0 or box.col < 0 or box.row_stop > self.height or box.col_stop > self.width:
             raise InputError(f"{self.path}: box {box} lies outside the {self.height}x{self.width} raster")
-        row = self.height - box.row_stop if self.bottom_up else box.row
-        window = Window(box.col, row, box.width, box.height)
-        try:
-            data = self._dataset().read(window=window)
-            mask = self._dataset().read_masks(1, window=window) > 0 if self.per_dataset_mask else None
-        except RasterioError as exc:
-            raise RasterIOError(f"{self.path}: cannot read rows {box.row}-{box.row_stop}, cols {box.col}-{box.col_stop} "
-                                f"({' '.join(str(exc).split())})") from None
-        if self.bottom_up:
-            data = np.ascontiguousarray(data[:, ::-1, :])
-            mask = None if mask is None else mask[::-1, :]
+        parts = [(tile, part) for tile in self.tiles if (part := tile.overlap(box)) is not None]
+        if len(parts) == 1 and parts[0][1] == box:
+            data, mask = self._read_tile(*parts[0])
+            data = np.ascontiguousarray(data)
+        else:  # a mosaic: paste each tile's part, in order; gaps keep the fill, which the rule marks nodata
+            fill = AEF_NODATA if self.is_aef else np.nan
+            data = np.full((self.bands, box.height, box.width), fill, dtype=self.dtype)
+            mask = np.ones((box.height, box.width), dtype=bool) if any(t.per_dataset_mask for t, _ in parts) else None
+            for tile, part in parts:
+                r = part.relative_to(box)
+                piece, piece_mask = self._read_tile(tile, part)
+                data[:, r.row : r.row_stop, r.col : r.col_stop] = piece
+                if mask is not None:
+                    mask[r.row : r.row_stop, r.col : r.col_stop] = True if piece_mask is None else piece_mask
         valid = valid_pixels(data, self.nodata, mask)
         if self.is_aef:
             data[:, ~valid] = AEF_NODATA  # a nodata pixel is -128 in every band
@@ -171,9 +247,9 @@ class EmbeddingReader:
         return BlockData(box, data, valid)
 
     def close(self) -> None:
-        if self._src is not None:
-            self._src.close()
-            self._src = None
+        for src in self._src.values():
+            src.close()
+        self._src = {}
 
     def __enter__(self) -> EmbeddingReader:
         return self
@@ -183,67 +259,5 @@ class EmbeddingReader:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_src"] = None
+        state["_src"] = {}
         return state
-
-
-def build_vrt(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Write a VRT mosaic of same-CRS, same-resolution, same-band-count tiles and return its path.
-
-    Tiles must be north-up; later tiles are drawn over earlier ones where they overlap.
-    """
-    out = Path(out)
-    if not sources:
-        raise InputError(f"{out}: a mosaic needs at least one source raster")
-    metas = []
-    for s in sources:
-        try:
-            with rasterio.open(s) as src:
-                metas.append((Path(s), src.crs, src.transform, src.width, src.height, src.count, src.dtypes[0], src.nodata))
-        except RasterioError as exc:
-            raise RasterIOError(f"{s}: cannot open as a raster ({exc})") from None
-    first = metas[0]
-    _, crs, t0, _, _, count, dtype, nodata = first
-    for path, c, t, _, _, n, d, _ in metas:
-        if t.e >= 0 or t.b != 0 or t.d != 0:
-            raise InputError(f"{path}: a mosaic tile must be north-up and unrotated; transform is {tuple(t)[:6]}")
-        if c != crs:
-            raise InputError(f"{path}: CRS {c} differs from the first tile's {crs}")
-        if not (np.isclose(t.a, t0.a) and np.isclose(t.e, t0.e)):
-            raise InputError(f"{path}: pixel size ({t.a}, {t.e}) differs from the first tile's ({t0.a}, {t0.e})")
-        if n != count or d != dtype:
-            raise InputError(f"{path}: {n} band(s) of {d}; the first tile has {count} of {dtype}")
-    xres, yres = t0.a, t0.e
-    west = min(t.c for _, _, t, *_ in metas)
-    north = max(t.f for _, _, t, *_ in metas)
-    east = max(t.c + w * xres for _, _, t, w, *_ in metas)
-    south = min(t.f + h * yres for _, _, t, _, h, *_ in metas)
-    width = int(round((east - west) / xres))
-    height = int(round((south - north) / yres))
-    vrt_type = {"int8": "Int8", "float32": "Float32", "float64": "Float64", "uint8": "Byte", "int16": "Int16"}.get(dtype)
-    if vrt_type is None:
-        raise InputError(f"{first[0]}: dtype {dtype} cannot be mosaicked; expected int8 or float")
-
-    if nodata is None and dtype == "int8":
-        nodata = AEF_NODATA  # gaps between AEF tiles must read as nodata, not as zero embeddings
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    if crs is not None:
-        ET.SubElement(root, "SRS").text = crs.to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(v) for v in (west, xres, 0.0, north, 0.0, yres))
-    for band in range(1, count + 1):
-        b = ET.SubElement(root, "VRTRasterBand", dataType=vrt_type, band=str(band))
-        if nodata is not None:
-            ET.SubElement(b, "NoDataValue").text = repr(float(nodata))
-        for path, _, t, w, h, *_ in metas:
-            col = int(round((t.c - west) / xres))
-            row = int(round((t.f - north) / yres))
-            src = ET.SubElement(b, "SimpleSource")
-            ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = str(path.resolve())
-            ET.SubElement(src, "SourceBand").text = str(band)
-            ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
-            ET.SubElement(src, "DstRect", xOff=str(col), yOff=str(row), xSize=str(w), ySize=str(h))
-    ET.indent(root)
-    with atomic_path(out) as tmp:
-        tmp.write_text(ET.tostring(root, encoding="unicode") + "\n")
-    log.info("wrote a %dx%d mosaic of %d tile(s) to %s", height, width, len(metas), out)
-    return out

@@ -26,7 +26,7 @@ from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import publish, work_folder
 from dunemap.mapping.config import FRACTION_ENCODINGS
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
+from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
 from dunemap.mapping.windows import Box
 from dunemap.registry import choose
 
@@ -47,13 +47,14 @@ class GridSpec:
 
 
 def product_paths(out: str | Path) -> dict[str, Path]:
-    """Final paths of a map's products: the class map itself and its optional companions."""
+    """Final paths of a map's products: the class map itself, its optional companions and its legend files."""
     out = Path(out)
     return {
         "classes": out,
         "confidence": out.with_name(f"{out.stem}_confidence{out.suffix}"),
         "probabilities": out.with_name(f"{out.stem}_probabilities{out.suffix}"),
         "applicability": out.with_name(f"{out.stem}_applicability{out.suffix}"),
+        **{f"style_{key}": path for key, path in style_paths(out).items()},
     }
 
 
@@ -252,7 +253,8 @@ class PartialMap:
     def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
         """Convert every intermediate to a validated COG and publish them as one set; remove the partial directory.
 
-        The COGs are made inside the partial directory, then :func:`dunemap.io.outputs.publish` moves
+        The class map's legend companions (:func:`dunemap.mapping.legend.style_paths`) are published
+        with it. The COGs are made inside the partial directory, then :func:`dunemap.io.outputs.publish` moves
         them into place, companions first and the class map last (its appearance means the whole
         set is from this run), after removing companions of an earlier run that this run does not
         write. A run killed while publishing leaves its intermediates; started again, it publishes again.
@@ -265,7 +267,9 @@ class PartialMap:
             cog = self.directory / f"{product}.cog.tif"
             write_cog(self.intermediate(product), cog, resampling, cog_tile, name=finals[product])
             ready.append((cog, finals[product]))
-        publish(ready, stale=[finals[p] for p in finals if p not in self.products])
+        # the legend companions (GDAL categories + RAT, QGIS style) go with the class map, before it
+        ready[-1:-1] = write_styles(self.legend, style_paths(finals["classes"]), self.directory)
+        publish(ready, stale=[finals[p] for p in finals if p not in self.products and not p.startswith("style_")])
         for product in order:
             log.info("wrote %s", finals[product])
         shutil.rmtree(self.directory)

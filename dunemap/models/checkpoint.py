@@ -278,6 +278,7 @@ class Predictor:
         self.model = model
         self.input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.config = loaded.config
+        self.path = loaded.path  # the checkpoint file (provenance), None when built in memory
         self.class_names = loaded.class_names
         self.colors = loaded.colors
         self.text_source = loaded.text_source

@@ -1,4 +1,8 @@
-"""Quicklook PNG of a class map: class colours, optional hillshade, legend, scale bar and north arrow."""
+"""Quicklook PNG of a class map: class colours, optional hillshade, legend, scale bar and north arrow.
+
+Drawn north up whatever the file's row order (a bottom-up map, positive y pixel size, is flipped),
+with axes labelled by the CRS's axis names and units, and nodata in the legend.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import rasterio
+from rasterio.coords import BoundingBox
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -97,8 +102,12 @@ def render_quicklook(
         legend = read_legend(src)
         crs = src.crs
         transform = src.transform @ Affine.scale(src.width / w, src.height / h)
-        bounds = src.bounds
         outside = _outside_mask(map_path, src, (h, w)) if hatch_outside else None
+    if transform.e > 0:  # rows stored south to north: flip so row 0 is the northern edge
+        classes = classes[::-1]
+        outside = None if outside is None else outside[::-1]
+        transform = transform @ Affine.translation(0, h) @ Affine.scale(1, -1)
+    bounds = _bounds(transform, h, w)
     if legend is None:
         present = np.unique(classes[classes != NODATA_CLASS])
         legend = ClassLegend.fallback(int(present.max()) + 1 if present.size else 1)
@@ -127,6 +136,9 @@ def render_quicklook(
         ax.contourf(np.linspace(bounds.left, bounds.right, w), np.linspace(bounds.top, bounds.bottom, h),
                     outside.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
     ax.set_title(title or map_path.name)
+    xlabel, ylabel = axis_labels(crs)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.ticklabel_format(useOffset=False, style="plain")
 
@@ -148,6 +160,10 @@ def render_quicklook(
               label=f"{i} {legend.name_of(int(i))}" + (f" ({share[j] * 100:.1f} %)" if ids.size else ""))
         for j, i in enumerate(shown)
     ]
+    nodata = classes == NODATA_CLASS
+    if nodata.any():
+        handles.append(Patch(facecolor="white", edgecolor="black",
+                             label=f"{NODATA_CLASS} nodata ({nodata.mean() * 100:.1f} % of the map)"))
     if outside is not None:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="////",
                              label=f"outside area of applicability ({outside.mean() * 100:.1f} %)"))
@@ -157,6 +173,24 @@ def render_quicklook(
         fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.2)
     log.debug("wrote %s (%dx%d, 1:%d decimation)", out, w, h, scale)
     return out
+
+
+def _bounds(transform: Affine, h: int, w: int) -> BoundingBox:
+    """Bounds of an (h, w) north-up grid."""
+    return BoundingBox(transform.c, transform.f + transform.e * h, transform.c + transform.a * w,
+                                       transform.f)
+
+
+def axis_labels(crs: rasterio.crs.CRS) -> tuple[str, str]:
+    """x and y axis labels: the CRS's axis names with their units, and the CRS's name (and EPSG code)."""
+    p = pyproj.CRS.from_user_input(crs.to_wkt())
+    axes = {a.direction.lower(): a for a in p.axis_info}
+    east, north = axes.get("east"), axes.get("north")
+    epsg = crs.to_epsg()
+    name = f"{p.name} (EPSG:{epsg})" if epsg else p.name
+    x = f"{east.name} ({east.unit_name})" if east else "x"
+    y = f"{north.name} ({north.unit_name})" if north else "y"
+    return f"{x}; {name}", y
 
 
 def _outside_mask(map_path: Path, classes, shape: tuple[int, int]) -> np.ndarray:

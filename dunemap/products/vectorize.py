@@ -1,4 +1,8 @@
-"""Vectorise a class map: one polygon per connected patch of a class, with true areas, to a GeoPackage.
+"""Vectorise a class map: one polygon per connected patch of a class, with true areas, to a vector file.
+
+The format follows the output's extension (:mod:`dunemap.io.formats`: GeoPackage, Shapefile,
+GeoJSON, FlatGeobuf, GeoParquet); a GeoPackage also gets the class colours and names as the layer's
+default QGIS style (its ``layer_styles`` table).
 
 The map is traced block by block (``rasterio.features.shapes``) in integer pixel coordinates, so
 patches cut by block seams share exact edges and are dissolved back together before being placed
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from rasterio.features import shapes
 from rasterio.windows import Window
 
 from dunemap.errors import InputError
-from dunemap.io.atomic import atomic_path
+from dunemap.io.formats import file_set, supports_layers, write_vectors
 from dunemap.io.outputs import OutputExistsError
 from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.products.classmap import open_class_map
@@ -110,10 +113,18 @@ def trace_patches(
 
 
 def _existing_geopackage(out: Path, layer: str, overwrite: bool) -> bool:
-    """Whether ``out`` is a GeoPackage whose other layers must be kept; refuse to replace what needs ``overwrite``."""
+    """Whether ``out`` is a GeoPackage whose other layers must be kept; refuse to replace what needs ``overwrite``.
+
+    Single-layer formats (Shapefile, GeoJSON, ...) are replaced as a whole, only with ``overwrite``.
+    """
     import pyogrio
     from pyogrio.errors import DataSourceError
 
+    if not supports_layers(out):
+        existing = [p for p in file_set(out) if p.exists() or p.is_symlink()]
+        if existing and not overwrite:
+            raise OutputExistsError(f"{existing[-1]}: already exists; pass --overwrite to replace it")
+        return False
     if not out.exists():
         return False
     try:
@@ -139,15 +150,14 @@ def vectorize_map(
     layer: str = LAYER,
     overwrite: bool = False,
 ) -> VectorizeResult:
-    """Write a polygon per connected patch of each class (optionally only ``classes``) to a GeoPackage.
+    """Write a polygon per connected patch of each class (optionally only ``classes``) to ``out``.
 
-    Patches smaller than ``min_area_m2`` are dropped. Attributes: ``class_id``, ``class_name``,
-    ``area_m2`` (true area on the ellipsoid). An existing GeoPackage keeps its other layers: the layer
-    is written into a copy that replaces the file when complete; a layer it already has is replaced
-    only with ``overwrite``.
+    The format follows ``out``'s extension (:func:`dunemap.io.formats.vector_driver`). Patches smaller
+    than ``min_area_m2`` are dropped. Attributes: ``class_id``, ``class_name``, ``area_m2`` (true area
+    on the ellipsoid). An existing GeoPackage keeps its other layers: the layer is written into a copy
+    that replaces the file when complete; a layer it already has is replaced only with ``overwrite``.
+    Any other existing output is replaced (with all its sidecar files) only with ``overwrite``.
     """
-    import pyogrio.raw
-
     map_path, out = Path(map_path), Path(out)
     if min_area_m2 < 0:
         raise InputError(f"minimum area must be >= 0 m2, got {min_area_m2}")
@@ -176,15 +186,8 @@ def vectorize_map(
         geoms.append(geom)
         per_class[legend.name_of(value)] += 1
     field_data = [np.asarray(ids, dtype=np.int32), np.asarray(names, dtype=object), np.asarray(areas, dtype=np.float64)]
-    with atomic_path(out, suffix=out.suffix or ".gpkg") as tmp:
-        if keep_existing:
-            shutil.copyfile(out, tmp)  # the other layers survive; the file is replaced only when complete
-        else:
-            tmp.unlink()  # let the GeoPackage driver create the file itself
-        pyogrio.raw.write(
-            tmp, np.asarray(shapely.to_wkb(geoms), dtype=object) if geoms else np.empty(0, dtype=object),
-            field_data, ["class_id", "class_name", "area_m2"], layer=layer, driver="GPKG",
-            geometry_type="Polygon", crs=crs.to_wkt(),
-        )
+    write_vectors(out, np.asarray(shapely.to_wkb(geoms), dtype=object) if geoms else np.empty(0, dtype=object),
+                  field_data, ["class_id", "class_name", "area_m2"], layer=layer, geometry_type="Polygon",
+                  crs=crs.to_wkt(), keep_layers=keep_existing, style_qml=legend.vector_qml("class_id"))
     log.debug("wrote %d polygons to %s (%d below %g m2 dropped)", len(geoms), out, dropped, min_area_m2)
     return VectorizeResult(out, len(geoms), dropped, dict(per_class))

@@ -60,7 +60,8 @@ def write_scene_geotiff(
 
     ``dtype`` is ``"float32"`` (nodata NaN) or ``"int8"`` (AEF quantisation, nodata -128).
     ``bottom_up`` stores rows south to north with a positive pixel height, as AEF's public COGs do.
-    Both files appear only when both are complete.
+    Both files appear only when both are complete, the labels with the same legend companions as a
+    predicted map (GDAL categories and attribute table, QGIS style: :func:`dunemap.mapping.legend.style_paths`).
     """
     import rasterio
     from rasterio.errors import RasterioError
@@ -71,11 +72,17 @@ def write_scene_geotiff(
     label = scene.label
     if bottom_up:
         data, label = data[:, ::-1, :], label[::-1, :]
+    from dunemap.mapping.legend import style_paths
+
     legend = _catalog_legend()
+    styles = style_paths(label_path)
     tags = {"region": scene.config.region, "seed": str(scene.config.seed), "generator": "dunemap.synth",
             "wind_drift_deg": f"{scene.wind.drift_deg:.1f}"}
     try:
-        with atomic_path(image_path) as tmp_img, atomic_path(label_path) as tmp_lbl:
+        with atomic_path(image_path) as tmp_img, atomic_path(label_path) as tmp_lbl, \
+                atomic_path(styles["aux"], suffix=".xml") as tmp_aux, atomic_path(styles["qml"]) as tmp_qml:
+            tmp_aux.write_text(legend.pam_xml())  # published before the labels, which are published before the image
+            tmp_qml.write_text(legend.raster_qml())
             with rasterio.open(tmp_img, "w", **_profile(scene, AEF_BANDS, enc.dtype, enc.nodata, enc.predictor,
                                                           bottom_up)) as dst:
                 dst.write(np.ascontiguousarray(data))

@@ -236,7 +236,7 @@ def test_map_overwrite_removes_stale_companions(world: dict[str, Path], tmp_path
     assert (tmp_path / "o_confidence.tif").exists()
     proc = cli(*_map(world, tmp_path, "--out", out, "--overwrite"))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.qml", "o.tif", "o.tif.aux.xml"]  # with its legend companions
 
 
 def test_map_marks_inf_pixels_nodata(world: dict[str, Path], tmp_path: Path, cli) -> None:
@@ -259,7 +259,7 @@ def test_vectorize_keeps_other_layers(world: dict[str, Path], tmp_path: Path, cl
     first = pyogrio.read_info(gpkg, layer="first")["features"]
     proc = cli("vectorize", world["map"], "--out", gpkg, "--layer", "second", "--classes", "0")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(str(n) for n, _ in pyogrio.list_layers(gpkg)) == ["first", "second"]
+    assert sorted(str(n) for n, _ in pyogrio.list_layers(gpkg)) == ["first", "layer_styles", "second"]  # with the QGIS styles table
     assert pyogrio.read_info(gpkg, layer="first")["features"] == first
     before = hashes(gpkg)
     assert_one_line_error(cli("vectorize", world["map"], "--out", gpkg, "--layer", "first"),

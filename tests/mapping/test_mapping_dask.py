@@ -24,6 +24,7 @@ from dunemap.io.aef import quantize
 from dunemap.mapping.config import ClusterConfig
 from dunemap.mapping.distributed import gpu_slot, open_client
 from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
+from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
@@ -124,7 +125,8 @@ def test_two_workers_map_byte_identical_and_resume(tmp_path: Path, aef_raster, t
     with EmbeddingReader(path) as reader:
         plan = plan_map(reader, CONFIG)
         assembler = make_assembler(out, plan, predictor_legend(predictor), CONFIG,
-                                   map_fingerprint([path], plan, predictor, CONFIG), predictor.precision)
+                                   map_fingerprint([path], plan, predictor, CONFIG), predictor.precision,
+                                   model=model_tags(predictor))
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, CONFIG))
@@ -230,7 +232,8 @@ def test_many_inputs_are_one_job(tmp_path: Path, tiny_checkpoint: Path, cluster:
         ref = _reference(source, tiny_checkpoint, tmp_path / "ref" / m.path.name)
         assert m.path.read_bytes() == ref.path.read_bytes(), m.path.name
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "mosaic.tif", "mosaic_confidence.tif", "scene.tif", "scene_confidence.tif"]
+        "mosaic.qml", "mosaic.tif", "mosaic.tif.aux.xml", "mosaic_confidence.tif", "scene.qml", "scene.tif",
+        "scene.tif.aux.xml", "scene_confidence.tif"]  # each class map with its legend companions
 
 
 def test_cli_local_cluster_maps_a_pattern_into_a_directory(tmp_path: Path, aef_raster, tiny_checkpoint: Path,
@@ -249,7 +252,9 @@ def test_cli_local_cluster_maps_a_pattern_into_a_directory(tmp_path: Path, aef_r
     for scene in scenes:
         ref = _reference(scene, tiny_checkpoint, tmp_path / "ref" / scene.name, config)
         assert (out_dir / f"{scene.stem}_classes.tif").read_bytes() == ref.path.read_bytes()
-    assert sorted(p.name for p in out_dir.iterdir()) == ["scene1_classes.tif", "scene2_classes.tif"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "scene1_classes.qml", "scene1_classes.tif", "scene1_classes.tif.aux.xml",
+        "scene2_classes.qml", "scene2_classes.tif", "scene2_classes.tif.aux.xml"]
 
 
 def test_out_dir_without_a_cluster_maps_each_input_in_this_process(tmp_path: Path, aef_raster,

@@ -14,6 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from dunemap.cli import main
 from dunemap.io.aef import dequantize, quantize
+from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
@@ -114,7 +115,8 @@ def test_per_block_then_assemble_is_byte_identical(tmp_path: Path, aef_raster, t
         plan = plan_map(reader, config)
         out = tmp_path / "assembled.tif"
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
+                                   model=model_tags(predictor))
         assembler.open(resume=False)
         tasks = assembler.pending()
         assert len(plan.blocks) == 9 and len(tasks) == 6  # the last block column owns no window start
@@ -153,7 +155,8 @@ def test_cli_maps_and_reports(tmp_path: Path, aef_raster, tiny_checkpoint: Path,
     assert code == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "desert_confidence.tif" in printed
-    assert sorted(p.name for p in out.parent.iterdir()) == ["desert.tif", "desert_confidence.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["desert.qml", "desert.tif", "desert.tif.aux.xml",
+                                                             "desert_confidence.tif"]
 
 
 @pytest.mark.parametrize(("make_input", "message"), [

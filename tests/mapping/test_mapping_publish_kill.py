@@ -17,6 +17,7 @@ import rasterio
 import torch
 
 from dunemap.mapping.config import MapConfig
+from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
@@ -85,7 +86,7 @@ def test_kill_while_publishing_over_an_earlier_set(kill_before: str, reference, 
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == ref.path.read_bytes()
     assert conf.read_bytes() == ref.products["confidence"].read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["map.tif", "map_confidence.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml", "map_confidence.tif"]
 
 
 def test_kill_while_publishing_stats_leaves_no_temp_files(reference, tmp_path: Path) -> None:
@@ -106,7 +107,8 @@ def _interrupted(path: Path, checkpoint: Path, out: Path, blocks: int) -> Path:
     with EmbeddingReader(path) as reader:
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
+                                   model=model_tags(predictor))
         assembler.open(False)
         for block in assembler.pending()[:blocks]:
             assembler.add(predict_block(reader, predictor, block, config))

@@ -13,7 +13,7 @@ from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 
 from dunemap.errors import InputError
 from dunemap.io.aef import dequantize, quantize
-from dunemap.mapping.reader import EmbeddingReader, build_vrt
+from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Box
 
 
@@ -80,14 +80,13 @@ def test_wrong_band_count_or_dtype_names_the_file(tmp_path: Path) -> None:
             reader.read(Box(4, 4, 8, 8))
 
 
-def test_vrt_mosaic_of_tiles_reads_like_the_whole(tmp_path: Path) -> None:
+def test_mosaic_of_tiles_reads_like_the_whole(tmp_path: Path) -> None:
     q = quantize(smooth_unit_vectors(32, 48, seed=4))
     whole = write_raster(tmp_path / "whole.tif", q, nodata=-128)
     left = write_raster(tmp_path / "left.tif", np.ascontiguousarray(q[:, :, :20]), nodata=-128)
     right = write_raster(tmp_path / "right.tif", np.ascontiguousarray(q[:, 8:, 20:]), nodata=-128,
                          transform=UTM_TRANSFORM @ Affine.translation(20, 8))
-    vrt = build_vrt([left, right], tmp_path / "mosaic.vrt")
-    with EmbeddingReader(whole) as a, EmbeddingReader(vrt) as b:
+    with EmbeddingReader(whole) as a, EmbeddingReader([left, right]) as b:
         assert (b.height, b.width) == (32, 48) and b.transform == a.transform and b.is_aef
         data = b.read(Box(0, 0, 32, 48))
         np.testing.assert_array_equal(data.data[:, :, :20], q[:, :, :20])
@@ -100,8 +99,11 @@ def test_mosaic_rejects_mismatched_tiles(tmp_path: Path) -> None:
     a = write_raster(tmp_path / "a.tif", np.zeros((64, 8, 8), dtype=np.int8))
     b = write_raster(tmp_path / "b.tif", np.zeros((64, 8, 8), dtype=np.int8), crs="EPSG:32734")
     with pytest.raises(InputError, match=r"b\.tif: CRS .* differs"):
-        build_vrt([a, b], tmp_path / "m.vrt")
-    assert not (tmp_path / "m.vrt").exists()
+        EmbeddingReader([a, b])
+    shifted = write_raster(tmp_path / "s.tif", np.zeros((64, 8, 8), dtype=np.int8),
+                           transform=UTM_TRANSFORM @ Affine.translation(8.5, 0))
+    with pytest.raises(InputError, match=r"s\.tif: not on the first tile's pixel grid"):
+        EmbeddingReader([a, shifted])
 
 
 def test_reader_pickles_for_workers(tmp_path: Path) -> None:

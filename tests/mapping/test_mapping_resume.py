@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
@@ -43,7 +44,8 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
     with EmbeddingReader(path) as reader:  # a run that predicted two blocks, then died
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
+                                   model=model_tags(predictor))
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, config))
@@ -55,7 +57,8 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
 
     with EmbeddingReader(path) as reader:  # interrupted again, with the original settings
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision)
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
+                                   model=model_tags(predictor))
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, config))
@@ -111,4 +114,4 @@ def test_killed_process_resumes_byte_identical(tmp_path: Path, aef_raster, tiny_
                            MapConfig(window=64, stride=32, block_size=32, confidence="uint8", progress=False))
     assert out.read_bytes() == reference.path.read_bytes()
     assert (out.parent / "map_confidence.tif").read_bytes() == reference.products["confidence"].read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["map.tif", "map_confidence.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml", "map_confidence.tif"]

@@ -51,7 +51,8 @@ def test_cog_products_carry_grid_legend_and_colours(tmp_path: Path, class_data) 
     classes, probs = class_data
     products = _write_map(tmp_path / "map.tif", list(range(9)), classes, probs)
     assert set(products) == {"classes", "confidence", "probabilities"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "map_confidence.tif", "map_probabilities.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml",
+                                                        "map_confidence.tif", "map_probabilities.tif"]
     for path in products.values():
         ok, errors, _ = cog_validate(str(path), quiet=True)
         assert ok, errors

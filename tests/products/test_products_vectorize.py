@@ -31,7 +31,7 @@ def _classes() -> np.ndarray:
 
 
 def _read(path: Path) -> list[tuple[int, str, float, shapely.Geometry]]:
-    _, _, wkb, (ids, names, areas) = pyogrio.raw.read(path)
+    _, _, wkb, (ids, names, areas) = pyogrio.raw.read(path, layer="landforms")  # the GeoPackage also holds layer_styles
     return sorted(zip(ids.tolist(), names.tolist(), areas.tolist(), shapely.from_wkb(wkb)), key=lambda r: (r[0], -r[2]))
 
 
@@ -50,7 +50,7 @@ def test_patches_have_true_areas_and_holes(tmp_path: Path) -> None:
     x0, y0, x1, y1 = rows[2][3].bounds
     assert (x0, x1, y1 - y0) == (499_500, 500_500, 100)
     with rasterio.open(path) as src:
-        assert pyogrio.read_info(result.path)["crs"] == f"EPSG:{src.crs.to_epsg()}"
+        assert pyogrio.read_info(result.path, layer="landforms")["crs"] == f"EPSG:{src.crs.to_epsg()}"
     assert result.per_class == {"crescentic": 2, "linear": 1, "star": 1}
 
 

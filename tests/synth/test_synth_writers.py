@@ -79,6 +79,7 @@ def test_hillshade_png_shows_relief_and_the_overlay_shows_classes(scene, tmp_pat
 def test_write_scene_files_names_outputs_by_region_and_seed(tmp_path):
     files = write_scene_files(SceneConfig(size=(40, 40), region="namib", seed=5), tmp_path / "out", dtype="int8")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["namib_5_emb.tif", "namib_5_hillshade.png", "namib_5_labels.tif", "namib_5_overlay.png"]
+    assert names == ["namib_5_emb.tif", "namib_5_hillshade.png", "namib_5_labels.qml", "namib_5_labels.tif",
+                     "namib_5_labels.tif.aux.xml", "namib_5_overlay.png"]  # the labels with their legend companions
     assert [p.name for p in files.paths()] == ["namib_5_emb.tif", "namib_5_labels.tif", "namib_5_hillshade.png",
                                                 "namib_5_overlay.png"]

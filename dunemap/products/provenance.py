@@ -1,0 +1,136 @@
+"""Provenance of a map: what made it, as metadata tags in every product and as a STAC Item beside it.
+
+:func:`model_tags` names the model and hashes its checkpoint; :func:`run_tags` adds the dunemap
+version, the precision and the window settings. :func:`write_stac_item` describes a finished map
+and its companions (confidence, probabilities, applicability, the legend files) as one STAC Item
+with the projection, raster and classification extensions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+MODEL_TAG = "MODEL"
+CHECKPOINT_TAG = "CHECKPOINT_SHA256"
+VERSION_TAG = "DUNEMAP_VERSION"
+PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_tags(predictor) -> dict[str, str]:
+    """The model's registered name and its checkpoint's SHA-256 (when it came from a file)."""
+    tags = {MODEL_TAG: str(getattr(predictor.config, "name", "unknown"))}
+    path = getattr(predictor, "path", None)
+    if path is not None and Path(path).is_file():
+        tags[CHECKPOINT_TAG] = file_sha256(path)
+    return tags
+
+
+def run_tags(config, precision: str | None, model: dict[str, str] | None = None) -> dict[str, str]:
+    """Every map product's provenance tags: model (:func:`model_tags`), dunemap version, precision, windows."""
+    from dunemap import __version__
+
+    tags = {**(model or {}), VERSION_TAG: __version__, "WINDOW": str(config.window), "STRIDE": str(config.stride),
+            "BLEND": str(config.blend)}
+    if precision:
+        tags[PRECISION_TAG] = precision
+    return tags
+
+
+def stac_path(class_map: str | os.PathLike) -> Path:
+    """Where ``map --stac`` writes the STAC Item of a class map: ``MAP.json`` beside it."""
+    return Path(class_map).with_suffix(".json")
+
+
+_ASSETS = {  # product_paths key -> (title, roles, media type)
+    "classes": ("dune class map", ["data"], "image/tiff; application=geotiff; profile=cloud-optimized"),
+    "confidence": ("confidence (maximum class probability)", ["data", "quality"],
+                   "image/tiff; application=geotiff; profile=cloud-optimized"),
+    "probabilities": ("class probabilities", ["data"], "image/tiff; application=geotiff; profile=cloud-optimized"),
+    "applicability": ("area of applicability", ["data", "quality"],
+                      "image/tiff; application=geotiff; profile=cloud-optimized"),
+    "style_qml": ("QGIS style", ["style", "metadata"], "application/xml"),
+    "style_aux": ("GDAL category names and raster attribute table", ["metadata"], "application/xml"),
+}
+
+
+def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write a STAC Item for a finished class map and the companions found beside it; returns its path.
+
+    Geometry and bbox are the map's footprint in WGS 84; the projection extension gives its CRS,
+    shape and transform; the raster extension each GeoTIFF's bands; the classification extension
+    the classes with their names and colours. The provenance tags go into the properties.
+    """
+    from datetime import datetime, timezone
+
+    import pystac
+    import rasterio
+    from pystac.extensions.classification import Classification, ClassificationExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterBand, RasterExtension
+    from rasterio.warp import transform_bounds, transform_geom
+
+    from dunemap.io.atomic import atomic_path
+    from dunemap.mapping.legend import NODATA_CLASS, read_legend
+    from dunemap.mapping.writer import product_paths
+
+    class_map = Path(class_map)
+    out = Path(out) if out is not None else stac_path(class_map)
+    with rasterio.open(class_map) as src:
+        tags, crs, transform, shape, bounds = src.tags(), src.crs, src.transform, (src.height, src.width), src.bounds
+        legend = read_legend(src)
+    footprint = {"type": "Polygon", "coordinates": [[(bounds.left, bounds.bottom), (bounds.right, bounds.bottom),
+                                                     (bounds.right, bounds.top), (bounds.left, bounds.top),
+                                                     (bounds.left, bounds.bottom)]]}
+    if crs is not None:
+        footprint = transform_geom(crs, "EPSG:4326", footprint)
+        bbox = list(transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
+    else:
+        bbox = list(bounds)
+    created = datetime.fromtimestamp(class_map.stat().st_mtime, tz=timezone.utc)
+    properties = {"dunemap:" + k.lower(): v for k, v in tags.items()
+                  if k in (MODEL_TAG, CHECKPOINT_TAG, VERSION_TAG, PRECISION_TAG, "WINDOW", "STRIDE", "BLEND")}
+    item = pystac.Item(id=class_map.stem, geometry=footprint, bbox=bbox, datetime=created, properties=properties)
+    item.common_metadata.created = created
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    if crs is not None:
+        epsg = crs.to_epsg()
+        proj.code = f"EPSG:{epsg}" if epsg else None
+        if not epsg:
+            proj.wkt2 = crs.to_wkt()
+    proj.shape = list(shape)
+    proj.transform = list(transform)[:6]
+    RasterExtension.add_to(item)
+    ClassificationExtension.add_to(item)
+    for key, path in product_paths(class_map).items():
+        if not path.is_file():
+            continue
+        title, roles, media = _ASSETS[key]
+        asset = pystac.Asset(href=os.path.relpath(path, out.parent), title=title, roles=roles, media_type=media)
+        item.add_asset(key, asset)
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with rasterio.open(path) as src:
+                bands = [RasterBand.create(nodata=src.nodata, data_type=dtype, scale=src.scales[i],
+                                           offset=src.offsets[i]) for i, dtype in enumerate(src.dtypes)]
+            RasterExtension.ext(asset).bands = bands
+        if key == "classes" and legend is not None:
+            ClassificationExtension.ext(asset).classes = [
+                Classification.create(value=i, name=re.sub(r"[^0-9A-Za-z_-]", "_", name), title=name,
+                                      description=name, color_hint=color[1:].upper())
+                for i, (name, color) in enumerate(zip(legend.names, legend.hex_colors()))
+            ] + [Classification.create(value=NODATA_CLASS, name="nodata", description="no data", nodata=True)]
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(item.to_dict(include_self_link=False), indent=2) + "\n")
+    return out
