@@ -310,18 +310,16 @@ class Predictor:
     def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel.
 
-        The DI is computed on the decoder's features at 1/4 resolution and upsampled bilinearly.
+        The DI is searched on the decoder's features (pooled to 1/8 resolution by checkpoints fitted since
+        the pooling; older ones at 1/4) and upsampled bilinearly (:meth:`Applicability.dissimilarity_map`).
         """
         if self.applicability is None:
             raise CheckpointError("this checkpoint has no area of applicability; fit one with dunemap calibrate")
         x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits, features = self.model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-        b, d, h, w = features.shape
-        flat = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy()  # (B*h*w, D)
-        di = torch.from_numpy(self.applicability.dissimilarity(flat)).reshape(b, 1, h, w)
-        di = torch.nn.functional.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)
-        return self._calibrated(logits), di[:, 0, : x.shape[-2], : x.shape[-1]].to(logits.device)
+        di = self.applicability.dissimilarity_map(features, x.shape[-2:])
+        return self._calibrated(logits), di.to(logits.device)
 
     def _predict_numpy(self, x: np.ndarray) -> np.ndarray:
         from dunemap.io.aef import dequantize

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial.distance import pdist
-from sklearn.neighbors import NearestNeighbors
 
 from dunemap.errors import CheckpointError, InputError
 
 MAX_SAMPLES = 4096  # training samples kept: bounds the checkpoint size and the cost of a neighbour query
 MAX_DIMS = 16  # PCA components kept
 PAIR_SAMPLES = 1500  # samples used for the mean pairwise distance
-QUERY_CHUNK = 65536  # pixels per neighbour query: bounds memory whatever the block size
+POOL = 2  # decoder features (1/4 resolution) are averaged over POOL x POOL cells: the DI is searched at 1/8
+QUERY_CHUNK = 4096  # pixels per neighbour query: (chunk x samples) float32 distances, 64 MiB at most
 
 
 @dataclass
@@ -38,31 +39,47 @@ class Applicability:
     mean_distance: float  # mean pairwise distance of training samples (the DI's unit)
     threshold: float  # DI above this is outside the area of applicability
     train_di: np.ndarray | None = None  # (N,) cross-fold DI of the training samples (diagnostics only)
-
-    def __post_init__(self) -> None:
-        self._index: NearestNeighbors | None = None
+    pool: int = 1  # feature cells averaged per side before the search (records older than POOL have 1)
 
     @property
     def feature_dim(self) -> int:
         return int(self.mean.shape[0])
 
-    def project(self, features: np.ndarray) -> np.ndarray:
+    def project(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """(M, D) features to the reduced (M, R) space."""
-        return ((np.asarray(features, np.float32) - self.mean) / self.scale) @ self.components
+        return self._project(_tensor(features)).numpy()
 
-    def dissimilarity(self, features: np.ndarray) -> np.ndarray:
+    def dissimilarity(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """DI of each row of ``features`` (M, D): nearest training sample distance / mean training distance."""
-        features = np.asarray(features, np.float32)
+        features = _tensor(features)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise InputError(f"features of shape {features.shape} do not fit the applicability model (D={self.feature_dim})")
-        if self._index is None:
-            self._index = NearestNeighbors(n_neighbors=1).fit(self.samples)
-        out = np.empty(features.shape[0], np.float32)
-        for start in range(0, features.shape[0], QUERY_CHUNK):
-            part = self.project(features[start : start + QUERY_CHUNK])
-            dist, _ = self._index.kneighbors(part)
-            out[start : start + part.shape[0]] = dist[:, 0] / self.mean_distance
-        return out
+            raise InputError(f"features of shape {tuple(features.shape)} do not fit the applicability model "
+                             f"(D={self.feature_dim})")
+        return (_nearest(self._project(features), self._torch("samples")) / self.mean_distance).numpy()
+
+    def dissimilarity_map(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """DI (B, H, W) float32 on the CPU of decoder features (B, D, H/4, W/4) of inputs of ``size`` (H, W).
+
+        The features are averaged over ``pool`` x ``pool`` cells, searched, and the DI upsampled
+        bilinearly back to the input's pixels: the one way every caller turns features into a DI map.
+        All in torch: numpy's own BLAS threads would then compete with the model's for the cores.
+        """
+        cells = pool_features(features.float().cpu(), self.pool)
+        b, d, h, w = cells.shape
+        di = torch.from_numpy(self.dissimilarity(cells.permute(0, 2, 3, 1).reshape(-1, d))).reshape(b, 1, h, w)
+        di = F.interpolate(di, scale_factor=4 * self.pool, mode="bilinear", align_corners=False)
+        return di[:, 0, : size[0], : size[1]]
+
+    def _torch(self, name: str) -> torch.Tensor:
+        """A fitted array as a float32 tensor, converted once."""
+        cache = self.__dict__.setdefault("_tensors", {})
+        if name not in cache:
+            cache[name] = _tensor(getattr(self, name))
+        return cache[name]
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return ((features - self._torch("mean")) / self._torch("scale")) @ self._torch("components")
 
     def to_dict(self) -> dict:
         """A ``torch.load(weights_only=True)``-safe dict (tensors and floats) for the checkpoint."""
@@ -73,6 +90,7 @@ class Applicability:
             "samples": torch.from_numpy(self.samples.astype(np.float32)),
             "mean_distance": float(self.mean_distance),
             "threshold": float(self.threshold),
+            "pool": int(self.pool),
         }
 
     @classmethod
@@ -82,9 +100,42 @@ class Applicability:
                 mean=payload["mean"].numpy(), scale=payload["scale"].numpy(),
                 components=payload["components"].numpy(), samples=payload["samples"].numpy(),
                 mean_distance=float(payload["mean_distance"]), threshold=float(payload["threshold"]),
+                pool=int(payload.get("pool", 1)),
             )
         except (KeyError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"{source}: malformed area-of-applicability record ({exc})") from None
+
+
+def pool_features(features: torch.Tensor, pool: int) -> torch.Tensor:
+    """(B, D, h, w) features averaged over ``pool`` x ``pool`` cells (a partial cell at the edge over what it holds)."""
+    return features if pool == 1 else F.avg_pool2d(features, pool, ceil_mode=True)
+
+
+def nearest_distance(queries: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Euclidean distance (M,) from each row of ``queries`` (M, R) to its nearest row of ``samples`` (N, R).
+
+    Brute force as matrix products (the nearest sample minimises |s|^2 - 2 q.s; torch's BLAS, all
+    cores) in chunks of :data:`QUERY_CHUNK` queries, so memory stays bounded, then the distance to that
+    sample computed directly (no cancellation error near 0).
+    """
+    return _nearest(_tensor(queries), _tensor(samples)).numpy()
+
+
+def _tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().float().cpu().contiguous()
+    return torch.from_numpy(np.ascontiguousarray(values, np.float32))
+
+
+def _nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(queries.shape[0], dtype=torch.float32)
+    with torch.inference_mode():
+        bank_sq = (bank * bank).sum(dim=1)
+        for start in range(0, queries.shape[0], QUERY_CHUNK):
+            q = queries[start : start + QUERY_CHUNK]
+            nearest = torch.addmm(bank_sq, q, bank.T, alpha=-2.0).argmin(dim=1)  # (m,) of |s|^2 - 2 q.s
+            out[start : start + q.shape[0]] = (q - bank[nearest]).norm(dim=1)  # exact, also at distance ~0
+    return out
 
 
 def upper_whisker(values: np.ndarray) -> float:
@@ -95,9 +146,12 @@ def upper_whisker(values: np.ndarray) -> float:
 
 
 def fit_applicability(
-    features: np.ndarray, folds: np.ndarray, *, max_samples: int = MAX_SAMPLES, dims: int = MAX_DIMS, seed: int = 0
+    features: np.ndarray, folds: np.ndarray, *, max_samples: int = MAX_SAMPLES, dims: int = MAX_DIMS, seed: int = 0,
+    pool: int = 1,
 ) -> Applicability:
     """Fit the area of applicability from training features (N, D) and their cross-validation ``folds`` (N,).
+
+    ``pool``: the features were averaged over that many cells per side (:func:`pool_features`); maps then do the same.
 
     ``folds`` group samples that must not vouch for each other (samples of one tile or one scene);
     at least two folds are needed.
@@ -128,10 +182,8 @@ def fit_applicability(
     train_di = np.empty(samples.shape[0], np.float32)
     for fold in np.unique(folds):
         inside = folds == fold
-        index = NearestNeighbors(n_neighbors=1).fit(samples[~inside])
-        dist, _ = index.kneighbors(samples[inside])
-        train_di[inside] = dist[:, 0] / mean_distance
-    return Applicability(mean, scale, components, samples, mean_distance, upper_whisker(train_di), train_di)
+        train_di[inside] = nearest_distance(samples[inside], samples[~inside]) / mean_distance
+    return Applicability(mean, scale, components, samples, mean_distance, upper_whisker(train_di), train_di, pool)
 
 
-__all__ = ["Applicability", "MAX_SAMPLES", "fit_applicability", "upper_whisker"]
+__all__ = ["Applicability", "MAX_SAMPLES", "POOL", "fit_applicability", "nearest_distance", "pool_features", "upper_whisker"]

@@ -23,7 +23,7 @@ from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
-from dunemap.trust.applicability import Applicability, fit_applicability
+from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features
 from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,11 @@ def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, 
     for i in range(len(dataset)):
         x, y = dataset[i]
         _, features = model.forward_with_features(x[None].to(device))  # (1, D, h/4, w/4)
-        features = features[0].float().cpu()
-        labelled = (y[::4, ::4] != IGNORE_INDEX)[: features.shape[1], : features.shape[2]]  # (h/4, w/4)
+        features = pool_features(features.float().cpu(), POOL)[0]  # (D, h/4/POOL, w/4/POOL)
+        step = 4 * POOL
+        centres = y[step // 2 :: step, step // 2 :: step] != IGNORE_INDEX  # the label at each cell's centre
+        labelled = torch.zeros(features.shape[1:], dtype=torch.bool)  # a partial edge cell without a centre: skipped
+        labelled[: centres.shape[0], : centres.shape[1]] = centres[: features.shape[1], : features.shape[2]]
         vectors = features.permute(1, 2, 0)[labelled].numpy()  # (M, D)
         if vectors.shape[0] > FEATURES_PER_TILE:
             vectors = vectors[rng.choice(vectors.shape[0], FEATURES_PER_TILE, replace=False)]
@@ -141,7 +144,7 @@ def fit_trust(
             raise ConfigError(f"{type(model).__name__} exposes no decoder features: no area of applicability")
         train_set = SeedLayoutDataset(data_root, applicability_split, **kw)
         features, folds = _training_features(model, train_set, device, seed)
-        applicability = fit_applicability(features, folds, seed=seed)
+        applicability = fit_applicability(features, folds, seed=seed, pool=POOL)
     fit = TrustFit(calibration, applicability)
     log.debug("trust: %s", fit.summary())
     return fit

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from dunemap.data.seed_layout import IGNORE_INDEX
@@ -47,10 +46,7 @@ def trust_over(
         x = x.to(device)
         if applicability is not None:
             logits, features = model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-            b, d, h, w = features.shape
-            flat = features.float().permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy()
-            di = torch.from_numpy(applicability.dissimilarity(flat)).reshape(b, 1, h, w)
-            di = F.interpolate(di, scale_factor=4, mode="bilinear", align_corners=False)[:, 0, : y.shape[1], : y.shape[2]]
+            di = applicability.dissimilarity_map(features, y.shape[1:])
             pred = logits.argmax(1).cpu()
             inside = di <= applicability.threshold
             inside_cm.update(torch.where(inside, pred, IGNORE_INDEX), torch.where(inside, y, IGNORE_INDEX))

@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from dunemap.errors import InputError
-from dunemap.trust.applicability import Applicability, fit_applicability, upper_whisker
+from dunemap.trust.applicability import QUERY_CHUNK, Applicability, fit_applicability, nearest_distance, upper_whisker
 
 
 def _clusters(seed=0, n=600, d=12):
@@ -34,6 +34,17 @@ def test_dissimilarity_equals_brute_force_nearest_distance():
     assert model.mean_distance == pytest.approx(pair, rel=1e-4)
 
 
+def test_nearest_distance_across_chunks_and_for_exact_matches():
+    rng = np.random.default_rng(3)
+    samples = rng.normal(0, 3, size=(700, 16)).astype(np.float32)
+    queries = np.concatenate([rng.normal(0, 3, size=(QUERY_CHUNK + 37, 16)), samples[:20]]).astype(np.float32)
+    got = nearest_distance(queries, samples)
+    expected = cdist(queries.astype(np.float64), samples.astype(np.float64)).min(axis=1)
+    assert got.shape == (queries.shape[0],) and np.isfinite(got).all()
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert np.all(got[-20:] == 0)  # a training sample itself is at distance 0, never NaN
+
+
 def test_training_like_data_inside_unfamiliar_data_outside():
     feats, folds = _clusters()
     model = fit_applicability(feats, folds)
@@ -52,6 +63,29 @@ def test_round_trip_through_a_weights_only_checkpoint(tmp_path):
     back = Applicability.from_dict(torch.load(tmp_path / "c.pth", weights_only=True)["aoa"])
     assert back.threshold == model.threshold
     assert np.array_equal(back.dissimilarity(feats[:20]), model.dissimilarity(feats[:20]))
+    assert back.pool == model.pool == 1
+    record = model.to_dict()
+    record["pool"] = 2
+    assert Applicability.from_dict(record).pool == 2
+    del record["pool"]  # a record written before the pooling: its samples are 1/4-resolution features
+    assert Applicability.from_dict(record).pool == 1
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_dissimilarity_map_pools_searches_and_upsamples_to_the_input(pool):
+    feats, folds = _clusters(d=12)
+    model = fit_applicability(feats, folds, pool=pool)
+    rng = np.random.default_rng(1)
+    grid = torch.from_numpy(rng.normal(0, 4, size=(2, 12, 9, 7)).astype(np.float32))  # (B, D, h, w) at 1/4
+    di = model.dissimilarity_map(grid, (35, 27))  # an input of 35 x 27 px: its features were 9 x 7
+    assert di.shape == (2, 35, 27) and di.dtype == torch.float32 and torch.isfinite(di).all()
+    cells = torch.nn.functional.avg_pool2d(grid, pool, ceil_mode=True) if pool > 1 else grid
+    b, d, h, w = cells.shape
+    searched = model.dissimilarity(cells.permute(0, 2, 3, 1).reshape(-1, d).numpy())  # one search per cell
+    expected = torch.nn.functional.interpolate(torch.from_numpy(searched).reshape(b, 1, h, w),
+                                               scale_factor=4 * pool, mode="bilinear", align_corners=False)
+    assert torch.equal(di, expected[:, 0, :35, :27])
+    assert float(di.min()) >= 0
 
 
 def test_one_fold_or_nonfinite_features_are_refused():
