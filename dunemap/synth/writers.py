@@ -89,9 +89,9 @@ def write_scene_geotiff(
                 dst.descriptions = tuple(f"A{i:02d}" for i in range(AEF_BANDS))
                 dst.update_tags(**tags)
             with rasterio.open(tmp_lbl, "w", **_profile(scene, 1, "uint8", NODATA_LABEL, 2, bottom_up)) as dst:
+                dst.write_colormap(1, legend.colormap())  # before the pixels: a palette is a header field
                 dst.write(np.ascontiguousarray(label)[None])
                 dst.update_tags(**tags, **legend.tags())  # the catalog's names and colours, as on a predicted map
-                dst.write_colormap(1, legend.colormap())
     except RasterioError as exc:
         raise RasterIOError(f"cannot write {image_path} / {label_path}: {exc}") from None
     log.debug("wrote %s and %s", image_path, label_path)

@@ -10,7 +10,8 @@ import rasterio
 import torch
 
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.engine import PRECISION_TAG, map_raster
+from dunemap.mapping.engine import map_raster
+from dunemap.products.provenance import PRECISION_TAG
 from dunemap.models.checkpoint import load_predictor
 from dunemap.runtime import MAX_GPU_BATCH, gpu_batch_size
 

@@ -20,8 +20,10 @@ def scene():
     return generate_scene(SceneConfig(size=(80, 112), region="mojave", seed=1, nodata_holes=True, region_px=48))
 
 
-def test_float_geotiff_holds_the_embeddings_on_the_label_grid(scene, tmp_path):
-    img, lbl = write_scene_geotiff(scene, tmp_path / "e.tif", tmp_path / "l.tif")
+def test_float_geotiff_holds_the_embeddings_on_the_label_grid(scene, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="rasterio"):
+        img, lbl = write_scene_geotiff(scene, tmp_path / "e.tif", tmp_path / "l.tif")
+    assert not [r for r in caplog.records if "GDAL signalled an error" in r.getMessage()]  # e.g. a late palette
     with rasterio.open(img) as e, rasterio.open(lbl) as l:
         assert e.count == 64 and e.dtypes[0] == "float32" and math.isnan(e.nodata)
         assert e.crs.to_epsg() == 32611 and e.transform == scene.transform == l.transform
@@ -29,6 +31,7 @@ def test_float_geotiff_holds_the_embeddings_on_the_label_grid(scene, tmp_path):
         assert e.descriptions[0] == "A00" and e.descriptions[63] == "A63"
         data = e.read()
         assert l.count == 1 and l.dtypes[0] == "uint8" and l.nodata == 255
+        assert l.colorinterp[0] == rasterio.enums.ColorInterp.palette
         labels = l.read(1)
     np.testing.assert_array_equal(labels, scene.label)
     np.testing.assert_array_equal(data[:, scene.valid], scene.embedding[:, scene.valid])
