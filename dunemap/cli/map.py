@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 def _stac_paths(args: argparse.Namespace) -> list[Path]:
     """The STAC Items ``--stac`` will write, checked against the output policy before any mapping."""
     from dunemap.io.outputs import check_outputs
-    from dunemap.mapping.distributed import expand_inputs, plan_jobs
+    from dunemap.mapping.jobs import expand_inputs, plan_jobs
     from dunemap.products.provenance import stac_path
 
     jobs = plan_jobs(expand_inputs(args.inputs), args.out, args.out_dir)

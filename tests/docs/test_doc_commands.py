@@ -152,7 +152,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads_dir: Path) -> dict[str,
     from dunemap.accuracy.sampling import draw_sample
     from dunemap.mapping.config import MapConfig
     from dunemap.mapping.engine import load_map_predictor, map_raster
-    from dunemap.mapping.reader import build_vrt
+    import rasterio.shutil
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig
     from dunemap.synth.writers import write_scene_files
@@ -182,10 +182,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads_dir: Path) -> dict[str,
     _write_polygons(root / "zones.gpkg", [shapely.box(left, bottom, mid, top), shapely.box(mid, bottom, right, top)],
                     "name", np.array(["west", "east"], dtype=object), crs)
     catalog = Path(__file__).resolve().parents[2] / "dunemap" / "knowledge" / "dune_classes.yaml"
+    rasterio.shutil.copy(scene.embedding, root / "MOSAIC.vrt", driver="VRT")  # a GDAL VRT over the scene
     files = {
         "EMB.tif": scene.embedding, "namib.tif": scene.embedding, "MAP.tif": root / "MAP.tif",
         "MAP_applicability.tif": root / "MAP_applicability.tif", "MAP_confidence.tif": root / "MAP_confidence.tif",
-        "MOSAIC.vrt": build_vrt([scene.embedding], root / "MOSAIC.vrt"), "DATA": data, "RUN": root / "RUN",
+        "MOSAIC.vrt": root / "MOSAIC.vrt", "DATA": data, "RUN": root / "RUN",
         "W": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg", "zones.gpkg": root / "zones.gpkg",
         "points.gpkg": root / "points.gpkg", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
     }
