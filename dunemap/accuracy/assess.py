@@ -108,10 +108,12 @@ def estimate_from_points(map_path: Path, map_class: np.ndarray, ref_class: np.nd
     counts = np.zeros((q, q), dtype=np.int64)
     np.add.at(counts, (map_class, ref_class), 1)
     mapped = np.array([r.area_km2 for r in stats.rows])
-    for i in np.flatnonzero((mapped > 0) & (counts.sum(axis=1) < 2)):
+    pixels = np.array([r.pixels for r in stats.rows])
+    census = (counts.sum(axis=1) == 1) & (pixels == 1)  # a class mapped on one pixel, and that pixel checked
+    for i in np.flatnonzero((mapped > 0) & (counts.sum(axis=1) < 2) & ~census):
         raise InputError(f"{reference}: map class {ids[i]} ({names[i]}) has {int(counts[i].sum())} point(s); "
                          "each mapped class needs at least 2 for a variance (add points or merge the class)")
-    estimate = stratified_estimate(counts, mapped)
+    estimate = stratified_estimate(counts, mapped, pixels)
     return AccuracyAssessment(Path(map_path), ids, names, estimate, int(len(map_class)), stats.method, reference)
 
 

@@ -51,11 +51,14 @@ class StratifiedEstimate:
         return Z95 * se
 
 
-def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray) -> StratifiedEstimate:
+def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray,
+                        stratum_pixels: np.ndarray | None = None) -> StratifiedEstimate:
     """Estimate accuracy and error-adjusted area from a sample ``counts`` (map x reference) stratified by map class.
 
     ``mapped_area[i]`` is the area mapped as class ``i``; a class with no mapped area (found only in
-    the reference) must have no sample row. Raises InputError for a mapped class with fewer than 2 points.
+    the reference) must have no sample row. Raises InputError for a mapped class with fewer than 2
+    points, unless ``stratum_pixels`` says the class was mapped on that one pixel alone: a stratum of
+    one pixel with its one point is a census and has no sampling variance.
     """
     n = np.asarray(counts, dtype=np.float64)
     area = np.asarray(mapped_area, dtype=np.float64)
@@ -65,7 +68,8 @@ def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray) -> Stratifi
     if (n < 0).any() or (area < 0).any() or area.sum() <= 0:
         raise InputError("counts and mapped areas must be non-negative, with some mapped area")
     n_i = n.sum(axis=1)
-    thin = np.flatnonzero((area > 0) & (n_i < 2))
+    census = np.zeros(q, dtype=bool) if stratum_pixels is None else (n_i == 1) & (np.asarray(stratum_pixels) == 1)
+    thin = np.flatnonzero((area > 0) & (n_i < 2) & ~census)
     if thin.size:
         raise InputError(f"stratum (map class index) {int(thin[0])} has {int(n_i[thin[0]])} sample point(s); "
                          "at least 2 are needed for a variance")
@@ -75,11 +79,11 @@ def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray) -> Stratifi
     w = area / area.sum()
     sampled = n_i > 0
     rows = np.divide(n, n_i[:, None], out=np.zeros_like(n), where=sampled[:, None])  # n_ij / n_i.
-    dof = np.where(sampled, n_i - 1, 1.0)  # n_i. - 1 (unused where a stratum is empty)
+    dof = np.where(sampled & ~census, n_i - 1, 1.0)  # n_i. - 1 (unused where a stratum is empty or censused)
     p = w[:, None] * rows
 
     users = np.where(sampled, np.diag(rows), np.nan)
-    users_var = np.where(sampled, users * (1 - users) / dof, np.nan)
+    users_var = np.where(sampled, np.where(census, 0.0, users * (1 - users) / dof), np.nan)
     overall = float(np.trace(p))
     overall_var = float(np.nansum(w**2 * users_var))
 
@@ -87,7 +91,7 @@ def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray) -> Stratifi
     col = p.sum(axis=0)
     n_ref = (area[:, None] * rows).sum(axis=0)  # estimated reference area of each class
     producers = np.divide(np.diag(p), col, out=np.full(q, np.nan), where=col > 0)
-    cell_var = np.where(sampled[:, None], rows * (1 - rows) / dof[:, None], 0.0)  # per map row i, ref col j
+    cell_var = np.where((sampled & ~census)[:, None], rows * (1 - rows) / dof[:, None], 0.0)  # map row i, ref col j
     producers_var = np.full(q, np.nan)
     for j in np.flatnonzero(col > 0):
         own = area[j] ** 2 * (1 - producers[j]) ** 2 * users_var[j] if sampled[j] else 0.0

@@ -135,6 +135,28 @@ def test_bad_reference_points_are_one_line_errors(case, needle, tmp_path, capsys
     assert not out.exists() and not out.with_suffix(".csv").exists()
 
 
+def test_a_class_mapped_on_one_pixel_is_censused_by_its_one_point(tmp_path) -> None:
+    from dunemap.accuracy.assess import assess_with_truth
+
+    classes = np.zeros((6, 6), np.uint8)
+    classes[:, 3:] = 1
+    classes[2, 4] = 2  # class c mapped on a single pixel: one point checks all of it
+    transform = Affine(10, 0, 500_000, 0, -10, 4_000_060)
+    map_path = write_class_map(tmp_path / "m.tif", classes, ["a", "b", "c"], transform, "EPSG:32633")
+    truth = classes.copy()
+    truth[2, 4] = 1  # and that pixel is wrong
+    truth_path = write_class_map(tmp_path / "t.tif", truth, ["a", "b", "c"], transform, "EPSG:32633")
+    e = assess_with_truth(map_path, truth_path, n=12, min_per_class=4, seed=0).assessment.estimate
+    assert e.counts[2].sum() == 1 and e.users[2] == 0.0 and e.users_se[2] == 0.0  # a census: no sampling variance
+    assert np.isfinite(e.area_se).all() and np.isfinite(e.overall_se)
+    # two pixels of class c with one point is a sample, not a census: still refused
+    classes[3, 4] = 2
+    map_path = write_class_map(tmp_path / "m2.tif", classes, ["a", "b", "c"], transform, "EPSG:32633")
+    x, y = transform @ (np.array([0.5, 1.5, 3.5, 5.5, 4.5]), np.array([0.5, 1.5, 0.5, 1.5, 2.5]))
+    points = write_points(tmp_path / "p.gpkg", x, y, ["a", "a", "b", "b", "b"], "EPSG:32633")
+    assert main(["accuracy", str(map_path), "--reference", str(points), "--out", str(tmp_path / "a.json")]) == 1
+
+
 def test_allocation_gives_the_minimum_then_area_shares() -> None:
     np.testing.assert_array_equal(allocate(np.array([1.0, 3.0, 6.0]), 35, 5), [7, 11, 17])
     np.testing.assert_array_equal(allocate(np.array([1.0, 1.0, 8.0]), 40, 5), [8, 7, 25])  # tie: lower id
