@@ -12,7 +12,7 @@ applicability: the model is extrapolating there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ class Applicability:
     threshold: float  # DI above this is outside the area of applicability
     train_di: np.ndarray | None = None  # (N,) cross-fold DI of the training samples (diagnostics only)
     pool: int = 1  # feature cells averaged per side before the search (records older than POOL have 1)
+    _tensors: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def feature_dim(self) -> int:
@@ -72,10 +73,9 @@ class Applicability:
 
     def _torch(self, name: str) -> torch.Tensor:
         """A fitted array as a float32 tensor, converted once."""
-        cache = self.__dict__.setdefault("_tensors", {})
-        if name not in cache:
-            cache[name] = _tensor(getattr(self, name))
-        return cache[name]
+        if name not in self._tensors:
+            self._tensors[name] = _tensor(getattr(self, name))
+        return self._tensors[name]
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
