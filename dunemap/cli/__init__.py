@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # our own progress at INFO; libraries (GDAL via rasterio, pyogrio, ...) only when something is wrong
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dunemap").setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                                          else logging.INFO)
     if args.quiet or not sys.stderr.isatty():  # no carriage-return bars in logs and pipes
         args.progress = False
     if not getattr(args, "progress", True):

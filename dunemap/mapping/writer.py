@@ -271,7 +271,7 @@ class PartialMap:
         ready[-1:-1] = write_styles(self.legend, style_paths(finals["classes"]), self.directory)
         publish(ready, stale=[finals[p] for p in finals if p not in self.products and not p.startswith("style_")])
         for product in order:
-            log.info("wrote %s", finals[product])
+            log.debug("wrote %s", finals[product])  # the caller's summary says it
         shutil.rmtree(self.directory)
         return {p: finals[p] for p in self.products}
 

@@ -36,7 +36,7 @@ def mapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = root / "map.tif"
     run = cli("map", image, "--weights", weights, "--out", out, "--confidence", "uint8", "--stac", *MAP_ARGS)
     assert run.returncode == 0, run.stderr
-    return {"weights": weights, "image": image, "map": out, "root": root}
+    return {"weights": weights, "image": image, "map": out, "root": root, "run": run}
 
 
 def _categories(aux: Path) -> tuple[list[str], list[list[str]]]:
@@ -69,6 +69,15 @@ def test_class_map_has_categories_rat_qml_and_provenance(mapped) -> None:
     if shutil.which("gdalinfo"):
         info = subprocess.run(["gdalinfo", str(out)], capture_output=True, text=True, check=True).stdout
         assert "Categories:" in info and "interdune" in info
+
+
+def test_map_says_each_thing_once_and_no_library_chatter(mapped) -> None:
+    run, out = mapped["run"], mapped["map"]
+    said = run.stdout + run.stderr
+    for path in (out, out.with_name("map_confidence.tif"), out.with_suffix(".json")):
+        assert said.count(f"wrote {path}") == 1, said  # the summary says it; no log line repeats it
+    foreign = [line for line in run.stderr.splitlines() if line.startswith("INFO ") and not line.startswith("INFO dunemap")]
+    assert not foreign, foreign  # GDAL, pyogrio and friends speak only when something is wrong
 
 
 def test_stac_item_describes_map_and_companions(mapped) -> None:
