@@ -291,7 +291,8 @@ def _load_text(rows: Sequence[dict]) -> str:
     if not loads:
         return ""
     return (f" The 1-minute load average at the start of the runs ranged from {min(loads):.1f} to {max(loads):.1f}"
-            f" (above the core count, other jobs shared the CPU and times are longer than on an idle machine).")
+            f" (a load above the core count means other jobs shared the CPU and times are longer than on an idle"
+            f" machine).")
 
 
 def _duration(seconds: float) -> str:
