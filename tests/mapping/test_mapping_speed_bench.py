@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from dunemap.knowledge.catalog import load_catalog
-from dunemap.models import create_model
-from dunemap.models.checkpoint import load_predictor, save_checkpoint
+from dunemap.models.checkpoint import load_predictor
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -37,17 +34,9 @@ def test_shifted_seed_grid_covers_the_axis_with_whole_windows(length: int, offse
     assert all((s - offset) % 256 == 0 for s in starts[1:-1])  # the seed's stride, moved by the offset
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = create_model("mit_tiny", num_classes=10, text_dim=32).eval()
-    model.set_text(torch.nn.functional.normalize(torch.randn(10, 32), dim=1))
-    catalog = load_catalog()
-    return save_checkpoint(path, model, list(catalog.names), [tuple(c) for c in catalog.colors])
-
-
 @pytest.mark.slow
-def test_bench_mapping_compares_designs_on_a_scene(tmp_path: Path) -> None:
-    weights = _tiny_checkpoint(tmp_path / "tiny.pth")
+def test_bench_mapping_compares_designs_on_a_scene(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    weights = tiny_checkpoint
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_mapping.py"), "--size", "96", "--scene", "namib", "--weights",
