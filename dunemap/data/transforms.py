@@ -121,12 +121,13 @@ class RandomSpectralShift:
         rot = torch.linalg.matrix_exp(skew).to(image.dtype)  # (C, C) orthogonal
         shift = (b * (self.offset / math.sqrt(c))).to(image.dtype)  # (C,)
         flat = image.reshape(c, -1)  # (C, H*W)
-        norm = flat.norm(dim=0, keepdim=True)  # (1, H*W)
-        valid = norm > 0
-        out = rot @ flat + shift[:, None] * norm  # the offset scales with the vector, so it stays relative
-        out = out / out.norm(dim=0, keepdim=True).clamp_min(1e-12) * norm
-        out = torch.where(valid, out, torch.zeros_like(out))
-        return out.reshape(image.shape).contiguous(), label
+        norm = flat.square().sum(0, keepdim=True).sqrt_()  # (1, H*W); a column reduction, not linalg's strided norm
+        # The offset scales with the vector, so it stays relative: u = R v + |v| b.
+        out = torch.addmm(shift[:, None] * norm, rot, flat)
+        # |u|^2 = |v|^2 (1 + |b|^2) + 2 |v| (R^T b) . v since R is orthogonal: one mat-vec instead of a second norm.
+        length2 = norm * norm * (1.0 + shift.square().sum()) + 2.0 * norm * ((rot.T @ shift) @ flat)
+        out *= norm / length2.clamp_min(1e-24).sqrt_()  # back to |v|; nodata (|v| = 0) stays exactly zero
+        return out.reshape(image.shape), label
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(angle={self.angle}, offset={self.offset})"

@@ -37,13 +37,26 @@ class SegFormerHead(nn.Module):
             self.linear_pred = nn.Conv2d(dim, num_classes, 1)
 
     def forward_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The fused map ``fuse(cat(up(P_1 f_1), ..., up(P_n f_n)))``, computed as ``sum_i up((W_i P_i) f_i)``.
+
+        The fuse conv is linear, so its block ``W_i`` for stage ``i`` can act before the upsampling
+        (bilinear weights sum to one, so biases pass through) and be folded into that stage's
+        projection ``P_i``: each stage needs one small 1x1 conv at its own resolution, and the
+        (n * dim)-channel concatenation at stage-1 size, most of a small model's work, is never built.
+        The same function of the same parameters; only the float rounding order differs.
+        """
         size = feats[0].shape[-2:]
-        projected = [
-            F.interpolate(layer(f), size=size, mode="bilinear", align_corners=False) if i else layer(f)
-            for i, (layer, f) in enumerate(zip(self.linear_layers, feats))
-        ]
-        fused = self.linear_fuse(torch.cat(projected, dim=1))  # (B, dim, H/4, W/4)
-        return self.dropout(F.relu(self.batch_norm(fused)))
+        dim = self.linear_fuse.out_channels
+        blocks = self.linear_fuse.weight.flatten(1).split(dim, dim=1)  # W_i: (dim, dim) each
+        fused = None
+        for i, (layer, f, block) in enumerate(zip(self.linear_layers, feats, blocks)):
+            proj = layer.linear
+            weight = (block @ proj.weight.flatten(1))[:, :, None, None]  # (dim, C_i, 1, 1)
+            part = F.conv2d(f, weight, block @ proj.bias)
+            if i:
+                part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+            fused = part if fused is None else fused + part
+        return self.dropout(F.relu(self.batch_norm(fused)))  # (B, dim, H/4, W/4)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.linear_pred(self.forward_features(feats))  # (B, K, H/4, W/4)

@@ -38,6 +38,13 @@ NUM_CLASSES = 10
 NODATA_LABEL = 255
 
 
+# Loose-sand cover of a sand sheet, and the most the shared ground may carry. Flat ground under more loose
+# sand than a sand sheet's thinnest *is* a sand sheet to a geomorphologist, so the ground (labelled interdune
+# between fields) stays below the sheet's range: the two classes differ in cover, as they do in the field.
+SAND_SHEET_COVER = (0.5, 0.9)
+GROUND_SAND_MAX = 0.45
+
+
 @dataclass(frozen=True)
 class LandformStyle:
     """Region-level modifiers of every landform (from the region preset)."""
@@ -371,7 +378,7 @@ def sand_sheet(scene: tuple[int, int], wind: Wind, style: LandformStyle, rng: np
     lam = rng.uniform(15.0, 40.0)
     toward = wind.drift_deg + rng.normal(0.0, 10.0)
     amp = rng.uniform(0.25, 0.7)
-    level = rng.uniform(0.5, 0.9)  # sand cover: thin sheets show the ground beneath
+    level = rng.uniform(*SAND_SHEET_COVER)  # sand cover: thin sheets show the ground beneath
     warp_f = noise_field(scene, 1.5 * lam, rng)
     amp_f = noise_field(scene, 2.0 * lam, rng)
     swell = noise_field(scene, 60.0, rng)

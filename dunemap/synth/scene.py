@@ -23,6 +23,7 @@ from dunemap.synth.fields import (
     tile_windows,
 )
 from dunemap.synth.landforms import (
+    GROUND_SAND_MAX,
     LANDFORMS,
     NODATA_LABEL,
     NUM_CLASSES,
@@ -195,7 +196,8 @@ def ground_cover(
     """The ground shared by every landform: sand cover, vegetation and wetness (playas), each (H, W) float32.
 
     Its patches ignore the class layout, so the flats between dunes look the same in every class
-    and only the dunes' geometry tells the classes apart.
+    and only the dunes' geometry tells the classes apart. Its sand cover stays at or below
+    :data:`GROUND_SAND_MAX`, under a sand sheet's (docs/quality.md, "the label rule").
     """
     whole = Window(0, 0, *shape)
     level = style.ground_sand + rng.uniform(-0.1, 0.25)
@@ -203,7 +205,7 @@ def ground_cover(
     veg = style.ground_veg * (1.0 + 0.6 * noise_field(shape, 25.0, rng).sample(whole))
     pan_level = rng.uniform(0.9, 1.8)
     wet = 0.8 * smoothstep(pan_level, pan_level + 0.5, noise_field(shape, 45.0, rng).sample(whole))
-    return (np.clip(sand, 0.0, 1.0).astype(np.float32), np.clip(veg, 0.0, 1.0).astype(np.float32),
+    return (np.clip(sand, 0.0, GROUND_SAND_MAX).astype(np.float32), np.clip(veg, 0.0, 1.0).astype(np.float32),
             wet.astype(np.float32))
 
 
