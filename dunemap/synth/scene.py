@@ -191,13 +191,13 @@ def compose_landforms(
 
 
 def ground_cover(
-    shape: tuple[int, int], style: LandformStyle, rng: np.random.Generator
+    shape: tuple[int, int], style: LandformStyle, rng: np.random.Generator, sand_max: float = GROUND_SAND_MAX
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ground shared by every landform: sand cover, vegetation and wetness (playas), each (H, W) float32.
 
     Its patches ignore the class layout, so the flats between dunes look the same in every class
     and only the dunes' geometry tells the classes apart. Its sand cover stays at or below
-    :data:`GROUND_SAND_MAX`, under a sand sheet's (docs/quality.md, "the label rule").
+    ``sand_max`` (:data:`GROUND_SAND_MAX`, under a sand sheet's; docs/quality.md, "the label rule").
     """
     whole = Window(0, 0, *shape)
     level = style.ground_sand + rng.uniform(-0.1, 0.25)
@@ -205,7 +205,7 @@ def ground_cover(
     veg = style.ground_veg * (1.0 + 0.6 * noise_field(shape, 25.0, rng).sample(whole))
     pan_level = rng.uniform(0.9, 1.8)
     wet = 0.8 * smoothstep(pan_level, pan_level + 0.5, noise_field(shape, 45.0, rng).sample(whole))
-    return (np.clip(sand, 0.0, GROUND_SAND_MAX).astype(np.float32), np.clip(veg, 0.0, 1.0).astype(np.float32),
+    return (np.clip(sand, 0.0, sand_max).astype(np.float32), np.clip(veg, 0.0, 1.0).astype(np.float32),
             wet.astype(np.float32))
 
 
