@@ -11,9 +11,17 @@ from pyproj import Transformer
 from dunemap.errors import ConfigError
 from dunemap.regions import REGIONS
 from dunemap.synth.fields import Window
-from dunemap.synth.landforms import BARCHANOID, CRESCENTIC, LANDFORMS, LINEAR, LandformStyle
+from dunemap.synth.landforms import (
+    BARCHANOID,
+    CRESCENTIC,
+    GROUND_SAND_MAX,
+    LANDFORMS,
+    LINEAR,
+    SAND_SHEET_COVER,
+    LandformStyle,
+)
 from dunemap.synth.presets import PRESETS
-from dunemap.synth.scene import SceneConfig, generate_scene, scene_origins
+from dunemap.synth.scene import SceneConfig, generate_scene, ground_cover, scene_origins
 from dunemap.synth.wind import Wind
 
 
@@ -190,3 +198,16 @@ def test_package_exports_the_public_api_and_grids_stay_on_the_10_m_lattice():
     assert s.transform.c % 10 == 0 and s.transform.f % 10 == 0
     for x, y in scene_origins(REGIONS["namib"], (101, 77), 3, gap_px=13):
         assert x % 10 == 0 and y % 10 == 0
+
+
+@pytest.mark.parametrize("region", sorted(PRESETS))
+def test_ground_stays_less_sandy_than_any_sand_sheet(region: str) -> None:
+    """The label rule: flat ground under a sand sheet's cover of loose sand would be a sand sheet."""
+    style = PRESETS[region].style
+    sands = [ground_cover((96, 96), style, np.random.default_rng(seed))[0] for seed in range(8)]
+    assert GROUND_SAND_MAX < SAND_SHEET_COVER[0]
+    assert max(float(s.max()) for s in sands) <= GROUND_SAND_MAX
+    # The cap bounds the ground without flattening it: it still varies within and between scenes.
+    assert min(float(s.std()) for s in sands) > 0.0
+    uncapped = [ground_cover((96, 96), style, np.random.default_rng(seed), sand_max=1.0)[0] for seed in range(8)]
+    assert all(np.array_equal(np.minimum(u, GROUND_SAND_MAX), s) for u, s in zip(uncapped, sands))
