@@ -6,6 +6,8 @@ The public copies store each band as int8 ``q``; the float value is
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 AEF_BANDS = 64
@@ -24,6 +26,18 @@ def dequantize(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = np.sign(f) * np.square(np.abs(f) / AEF_SCALE)
     out[:, nodata] = 0.0
     return out.astype(np.float32, copy=False), ~nodata
+
+
+@functools.cache
+def code_table() -> np.ndarray:
+    """The float32 value of every int8 code, index ``code + 128`` (nodata -128 -> 0), for decoding by look-up.
+
+    Computed once with :func:`dequantize`, so a look-up decodes exactly as the reference codec; read-only.
+    """
+    codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 256, 1)
+    table = dequantize(codes)[0][0, :, 0]
+    table.flags.writeable = False
+    return table
 
 
 def quantize(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -21,7 +21,7 @@ import rasterio
 import torch
 
 from dunemap.errors import InputError
-from dunemap.io.aef import dequantize
+from dunemap.io.aef import code_table
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.legend import NODATA_CLASS
 from dunemap.mapping.profile import StageTimes
@@ -51,12 +51,11 @@ class SupportsPredict(Protocol):
 @cache
 def _aef_lut(dtype: torch.dtype) -> np.ndarray:
     """The value of every AEF int8 code (index = code + 128) as float32, or as bf16 bit patterns (uint16)."""
-    codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 256, 1)
-    lut = dequantize(codes)[0][0, :, 0]  # (256,) float32, nodata (-128) -> 0
+    lut = code_table()  # (256,) float32, nodata (-128) -> 0
     if dtype == torch.float32:
         return lut
     # round to nearest even as torch (and autocast) do, keep the bits: numpy has no bf16 type
-    return torch.from_numpy(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
+    return torch.tensor(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
 
 
 def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -35,16 +35,13 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from dunemap.errors import InputError, RasterIOError
-from dunemap.io.aef import AEF_NODATA, dequantize
+from dunemap.io.aef import AEF_NODATA, code_table
 from dunemap.mapping.windows import Box
 
 log = logging.getLogger(__name__)
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 AEF_DTYPE = "int8"
-
-# float32 value of every int8 code, computed once with the reference codec (index = code + 128)
-_AEF_LUT = dequantize(np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 256, 1))[0][0, :, 0]
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -80,7 +77,7 @@ class BlockData:
         r = box.relative_to(self.box)
         crop = self.data[:, r.row : r.row_stop, r.col : r.col_stop]
         if crop.dtype == np.int8:
-            return _AEF_LUT[crop.view(np.uint8) ^ np.uint8(0x80)]
+            return code_table()[crop.view(np.uint8) ^ np.uint8(0x80)]
         return np.ascontiguousarray(crop, dtype=np.float32)
 
     def valid_in(self, box: Box) -> np.ndarray:
