@@ -10,6 +10,9 @@ Uses a finished ``dunemap demo`` folder (its model, training data and held-out s
    same figures on that scene (a region never seen) and on a new scene of a training region, plus a
    raster whose west half is the familiar region and east half the unseen one.
 
+Part 1 also maps a raster whose west half is the held-out scene and east half the same ground from
+another synthetic embedding model (``SceneConfig.embedding_seed``): ground no model here saw.
+
     python benchmarks/bench_trust.py --demo dunemap_demo --work runs/bench_trust
 """
 
@@ -29,6 +32,7 @@ from dunemap.mapping.engine import map_raster
 from dunemap.metrics import metrics_from_matrix
 from dunemap.models.checkpoint import load_predictor
 from dunemap.synth import SceneConfig, generate_scene, write_scene_geotiff
+from dunemap.synth.embedding import EMBED_SEED
 from dunemap.training import TrainConfig, train
 from dunemap.trust.calibration import reliability
 
@@ -85,6 +89,41 @@ def scene_figures(classes, conf, inside, true, k: int, raw_conf=None, raw_classe
         out["share_outside"] = float(outs.sum() / max(valid.sum(), 1))
         out["miou_inside"] = metrics_from_matrix(confusion(classes[ins], true[ins], k)).miou if ins.any() else None
         out["miou_outside"] = metrics_from_matrix(confusion(classes[outs], true[outs], k)).miou if outs.any() else None
+        # the share of pixels right: unlike mIoU, it does not change with the mix of classes in a small subset
+        out["accuracy_inside"] = float((classes[ins] == true[ins]).mean()) if ins.any() else None
+        out["accuracy_outside"] = float((classes[outs] == true[outs]).mean()) if outs.any() else None
+    return out
+
+
+def half_and_half(familiar: Path, unfamiliar: Path, weights: Path, stem: Path, window: int,
+                  true: np.ndarray | None = None, k: int = 10) -> dict:
+    """Map a raster whose west half is ``familiar`` and east half ``unfamiliar`` (same grid) with the AOA.
+
+    Returns the share of the west half inside and of the east half outside; with ``true`` (the
+    labels of both halves) also the mIoU of each half and of the pixels inside and outside.
+    """
+    half = stem.with_name(f"{stem.name}_emb.tif")
+    with rasterio.open(familiar) as a, rasterio.open(unfamiliar) as b:
+        w = a.width // 2
+        data = np.concatenate([a.read()[:, :, :w], b.read()[:, :, w:]], axis=2)
+        profile = b.profile
+    with rasterio.open(half, "w", **profile) as dst:
+        dst.write(data)
+    classes, _, inside, _ = map_scene(half, weights, stem.with_name(f"{stem.name}.tif"), window, applicability=True)
+    west, east = inside[:, :w], inside[:, w:]
+    out = {
+        "familiar_west_inside": float((west == 1).sum() / max((west != IGNORE).sum(), 1)),
+        "unfamiliar_east_outside": float((east == 0).sum() / max((east != IGNORE).sum(), 1)),
+    }
+    if true is not None:
+        valid = (true != IGNORE) & (classes != IGNORE)
+        for name, where in (("west", np.s_[:, :w]), ("east", np.s_[:, w:])):
+            v = valid[where]
+            out[f"miou_{name}"] = metrics_from_matrix(confusion(classes[where][v], true[where][v], k)).miou
+        for name, flag in (("inside", 1), ("outside", 0)):
+            m = valid & (inside == flag)
+            out[f"miou_{name}"] = metrics_from_matrix(confusion(classes[m], true[m], k)).miou if m.any() else None
+            out[f"accuracy_{name}"] = float((classes[m] == true[m]).mean()) if m.any() else None
     return out
 
 
@@ -120,6 +159,19 @@ def main() -> None:
     results["heldout_scene"] = fig
     print(json.dumps({"heldout_scene": fig}, indent=2))
 
+    # the same ground seen through another embedding model (a generator no model here trained on):
+    # west half the held-out scene as it is, east half the same scene from the other model
+    foreign_emb = work / "foreign_emb.tif"
+    if not foreign_emb.exists():
+        with rasterio.open(emb) as src:
+            size, region, seed = src.height, src.tags()["region"], int(src.tags()["seed"])
+        scene = generate_scene(SceneConfig(size=(size, size), region=region, seed=seed, embedding_seed=EMBED_SEED + 1))
+        write_scene_geotiff(scene, foreign_emb, work / "foreign_labels.tif", dtype="int8")
+    if not (read(work / "foreign_labels.tif") == true).all():
+        raise SystemExit(f"{foreign_emb}: not the held-out scene's ground (labels differ); delete it and rerun")
+    results["foreign_half"] = half_and_half(emb, foreign_emb, weights, work / "foreign_half", window, true, k)
+    print(json.dumps({"foreign_half": results["foreign_half"]}, indent=2))
+
     if not args.skip_loro:
         # 2. leave the held-out scene's region out of training
         run = work / "loro_run"
@@ -142,19 +194,7 @@ def main() -> None:
             "seen_region_scene": scene_figures(*seen[:3], read(seen_truth), k),
         }
         # half familiar (west: the seen region) and half unfamiliar (east: the unseen region)
-        half = work / "half_emb.tif"
-        with rasterio.open(seen_emb) as a, rasterio.open(emb) as b:
-            w = a.width // 2
-            data = np.concatenate([a.read()[:, :, :w], b.read()[:, :, w:]], axis=2)
-            profile = b.profile
-        with rasterio.open(half, "w", **profile) as dst:
-            dst.write(data)
-        _, _, inside, _ = map_scene(half, loro, work / "loro_half.tif", window, applicability=True)
-        west, east = inside[:, :w], inside[:, w:]
-        results["loro"]["half_and_half"] = {
-            "familiar_west_inside": float((west == 1).sum() / max((west != IGNORE).sum(), 1)),
-            "unfamiliar_east_outside": float((east == 0).sum() / max((east != IGNORE).sum(), 1)),
-        }
+        results["loro"]["half_and_half"] = half_and_half(seen_emb, emb, loro, work / "loro_half", window)
         print(json.dumps({"loro": results["loro"]}, indent=2))
     (work / "trust.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {work / 'trust.json'}")

@@ -148,6 +148,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "scenes_per_region": (("--scenes-per-region",), dict(type=int, metavar="N", help="synthetic scenes per region")),
     "region_px": (("--region-px",), dict(type=float, metavar="PX",
                                          help="typical width of one landform region in pixels")),
+    "embedding_seed": (("--embedding-seed",), dict(type=int, metavar="N",
+                                                   help="seed of the frozen embedding model (default: the one every "
+                                                        "synthetic dataset uses); another seed shows the same ground "
+                                                        "through a model no network here was trained on")),
     "encoder": (("--encoder",), dict(metavar="NAME", help="text encoder of the catalog: minilm or st:DIR")),
     "device": (("--device",), dict(help="auto, cpu, cuda or cuda:N")),
     "precision": (("--precision",), dict(choices=("auto", "fp32", "bf16"),

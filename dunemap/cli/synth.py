@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="store rows south to north (positive pixel height), as AEF's public COGs do")
     s.add_argument("--nodata-holes", action="store_true", help="punch irregular nodata holes into the scene")
     add(s, "region_px", SceneConfig)
+    add(s, "embedding_seed", SceneConfig)
     add_overwrite(s, "scene files already in --out")
     s.set_defaults(config_class=SceneConfig)
 
@@ -74,9 +75,8 @@ def run(args: argparse.Namespace) -> int:
         from dunemap.io.outputs import claim_outputs
 
         cfg = SceneConfig(size=(args.size, args.size), region=args.region, seed=args.seed,
-                          nodata_holes=args.nodata_holes, region_px=args.region_px)
-        stem = f"{args.region}_{args.seed}"
-        outs = [args.out / f"{stem}{suffix}" for suffix in ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")]
+                          nodata_holes=args.nodata_holes, region_px=args.region_px, embedding_seed=args.embedding_seed)
+        outs = [args.out / f"{cfg.name}{suffix}" for suffix in ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")]
         from dunemap.mapping.legend import style_paths
 
         outs += style_paths(outs[1]).values()  # the labels' legend companions

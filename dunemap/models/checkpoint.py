@@ -311,14 +311,15 @@ class Predictor:
         """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel.
 
         The DI is searched on the decoder's features (pooled to 1/8 resolution by checkpoints fitted since
-        the pooling; older ones at 1/4) and upsampled bilinearly (:meth:`Applicability.dissimilarity_map`).
+        the pooling; older ones at 1/4) and, where the record has one, on the input averaged over the same
+        cells, then upsampled bilinearly (:meth:`Applicability.dissimilarity_map`).
         """
         if self.applicability is None:
             raise CheckpointError("this checkpoint has no area of applicability; fit one with dunemap calibrate")
         x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits, features = self.model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-        di = self.applicability.dissimilarity_map(features, x.shape[-2:])
+        di = self.applicability.dissimilarity_map(features, x)
         return self._calibrated(logits), di.to(logits.device)
 
     def _predict_numpy(self, x: np.ndarray) -> np.ndarray:

@@ -58,10 +58,14 @@ class FrozenNet:
     b2: np.ndarray  # (EMBED_DIM,)
 
 
-@functools.lru_cache(maxsize=1)
-def frozen_net() -> FrozenNet:
-    """Build the network from :data:`EMBED_SEED` (cached; never depends on the scene)."""
-    rng = np.random.default_rng(EMBED_SEED)
+@functools.lru_cache(maxsize=4)
+def frozen_net(seed: int = EMBED_SEED) -> FrozenNet:
+    """Build the network from ``seed`` (cached; never depends on the scene).
+
+    Every synthetic dataset uses :data:`EMBED_SEED`; another seed is another embedding model, the
+    same ground seen by a "sensor" no model trained on the default data has met.
+    """
+    rng = np.random.default_rng(seed)
     n_in = len(FEATURE_NAMES) * len(FILTER_SIGMAS)
     w1 = rng.normal(0.0, 1.6 / math.sqrt(n_in), (HIDDEN, n_in)).astype(np.float32)
     b1 = rng.normal(0.0, 0.4, HIDDEN).astype(np.float32)
@@ -139,14 +143,16 @@ def embed_features(
     rng: np.random.Generator,
     noise: float = 0.6,
     chunk: int = 1 << 16,
+    seed: int = EMBED_SEED,
 ) -> np.ndarray:
     """Map (F, H, W) surface features to (64, H, W) float32 unit vectors with the frozen network.
 
     ``noise`` is the std of independent per-feature, per-pixel sensor noise added before the
     filter bank (its smoothing turns it into the spatially correlated noise of real embeddings).
-    Pixels are pushed through the network ``chunk`` at a time to bound memory.
+    Pixels are pushed through the network ``chunk`` at a time to bound memory; ``seed`` chooses the
+    network (:func:`frozen_net`).
     """
-    net = frozen_net()
+    net = frozen_net(seed)
     f, h, w = feats.shape
     n_scales = len(FILTER_SIGMAS)
     bank = np.empty((f * n_scales, h, w), dtype=np.float32)  # the filter bank's responses

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from dunemap.errors import ConfigError
 from dunemap.regions import Region, get_region
-from dunemap.synth.embedding import embed_features, surface_features
+from dunemap.synth.embedding import EMBED_SEED, embed_features, surface_features
 from dunemap.synth.fields import (
     PIXEL_SIZE_M,
     Window,
@@ -54,11 +54,18 @@ class SceneConfig:
     blend_px: float = 4.0  # Gaussian width of the height transition between landform regions, pixels
     noise: float = 0.6  # sensor noise of the embedding model (std per feature and pixel)
     origin: tuple[float, float] | None = None  # map (x, y) of the top-left corner; None: centred in the region
+    embedding_seed: int = EMBED_SEED  # the frozen embedding model; another seed is another "sensor" (unfamiliar ground)
 
     def __post_init__(self) -> None:
         size = self.size if isinstance(self.size, (tuple, list)) else (self.size, self.size)
         object.__setattr__(self, "size", (int(size[0]), int(size[1])))
         object.__setattr__(self, "region", str(self.region).lower())
+
+    @property
+    def name(self) -> str:
+        """``<region>_<seed>``, plus ``_e<embedding seed>`` for another embedding model."""
+        suffix = "" if self.embedding_seed == EMBED_SEED else f"_e{self.embedding_seed}"
+        return f"{self.region}_{self.seed}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Scene:
 
     @property
     def name(self) -> str:
-        return f"{self.config.region}_{self.config.seed}"
+        return self.config.name
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -233,7 +240,7 @@ def generate_scene(cfg: SceneConfig) -> Scene:
     e = rng["embedding"]
     feats = surface_features(height, sand, veg, wet, preset.material, preset.sun,
                              brightness_gain=float(e.uniform(0.85, 1.15)), moisture_shift=float(e.uniform(-0.08, 0.08)))
-    embedding = embed_features(feats, e, noise=cfg.noise)
+    embedding = embed_features(feats, e, noise=cfg.noise, seed=cfg.embedding_seed)
     del feats
     embedding[:, ~valid] = 0.0
     label[~valid] = NODATA_LABEL

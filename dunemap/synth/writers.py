@@ -77,7 +77,7 @@ def write_scene_geotiff(
     legend = _catalog_legend()
     styles = style_paths(label_path)
     tags = {"region": scene.config.region, "seed": str(scene.config.seed), "generator": "dunemap.synth",
-            "wind_drift_deg": f"{scene.wind.drift_deg:.1f}"}
+            "embedding_seed": str(scene.config.embedding_seed), "wind_drift_deg": f"{scene.wind.drift_deg:.1f}"}
     try:
         with atomic_path(image_path) as tmp_img, atomic_path(label_path) as tmp_lbl, \
                 atomic_path(styles["aux"], suffix=".xml") as tmp_aux, atomic_path(styles["qml"]) as tmp_qml:

@@ -8,6 +8,13 @@ cross-validation folds (folds are whole tiles or scenes, so a sample is never co
 own neighbours), and the threshold is the largest of those DIs that is not an outlier (the upper
 whisker of a box plot: at most Q3 + 1.5 IQR). Pixels with DI above it are outside the area of
 applicability: the model is extrapolating there.
+
+Two spaces are described, and a pixel must resemble the training data in both: the decoder's
+features (what the classifier sees) and the model's input, the embeddings averaged over the same
+cells (what the sensor recorded). A network can map ground it never saw, another sensor or another
+sand, onto features among the training data's, so the feature space alone misses it; the input
+space alone does not see what the model makes of the spatial pattern. The map's DI is the larger of
+the two, the input-space DI rescaled so that both thresholds coincide (the feature space's).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class Applicability:
     threshold: float  # DI above this is outside the area of applicability
     train_di: np.ndarray | None = None  # (N,) cross-fold DI of the training samples (diagnostics only)
     pool: int = 1  # feature cells averaged per side before the search (records older than POOL have 1)
+    inputs: Applicability | None = None  # the input embeddings per cell (pool = pixels per side); None in older records
     _tensors: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -58,18 +66,27 @@ class Applicability:
                              f"(D={self.feature_dim})")
         return (_nearest(self._project(features), self._torch("samples")) / self.mean_distance).numpy()
 
-    def dissimilarity_map(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """DI (B, H, W) float32 on the CPU of decoder features (B, D, H/4, W/4) of inputs of ``size`` (H, W).
+    def dissimilarity_map(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """DI (B, H, W) float32 on the CPU of the model input ``x`` (B, C, H, W) and its decoder features (B, D, H/4, W/4).
 
-        The features are averaged over ``pool`` x ``pool`` cells, searched, and the DI upsampled
-        bilinearly back to the input's pixels: the one way every caller turns features into a DI map.
-        All in torch: numpy's own BLAS threads would then compete with the model's for the cores.
+        The features are averaged over ``pool`` x ``pool`` cells and searched; with an input-space
+        record the input is averaged over the same cells (:func:`pool_inputs`) and searched too,
+        and each cell keeps the larger DI, the input's rescaled to this record's threshold. The DI is
+        then upsampled bilinearly back to the input's pixels: the one way every caller turns
+        features into a DI map. All in torch: numpy's own BLAS threads would then compete with the
+        model's for the cores.
         """
-        cells = pool_features(features.float().cpu(), self.pool)
-        b, d, h, w = cells.shape
-        di = torch.from_numpy(self.dissimilarity(cells.permute(0, 2, 3, 1).reshape(-1, d))).reshape(b, 1, h, w)
+        di = self._cell_dissimilarity(pool_features(features.float().cpu(), self.pool))
+        if self.inputs is not None:
+            di_inputs = self.inputs._cell_dissimilarity(pool_inputs(x.float().cpu(), self.inputs.pool))
+            di = torch.maximum(di, di_inputs * (self.threshold / self.inputs.threshold))
         di = F.interpolate(di, scale_factor=4 * self.pool, mode="bilinear", align_corners=False)
-        return di[:, 0, : size[0], : size[1]]
+        return di[:, 0, : x.shape[-2], : x.shape[-1]]
+
+    def _cell_dissimilarity(self, cells: torch.Tensor) -> torch.Tensor:
+        """DI (B, 1, h, w) of cell vectors (B, D, h, w)."""
+        b, d, h, w = cells.shape
+        return torch.from_numpy(self.dissimilarity(cells.permute(0, 2, 3, 1).reshape(-1, d))).reshape(b, 1, h, w)
 
     def _torch(self, name: str) -> torch.Tensor:
         """A fitted array as a float32 tensor, converted once."""
@@ -91,6 +108,7 @@ class Applicability:
             "mean_distance": float(self.mean_distance),
             "threshold": float(self.threshold),
             "pool": int(self.pool),
+            **({} if self.inputs is None else {"inputs": self.inputs.to_dict()}),
         }
 
     @classmethod
@@ -101,6 +119,7 @@ class Applicability:
                 components=payload["components"].numpy(), samples=payload["samples"].numpy(),
                 mean_distance=float(payload["mean_distance"]), threshold=float(payload["threshold"]),
                 pool=int(payload.get("pool", 1)),
+                inputs=cls.from_dict(payload["inputs"], source) if "inputs" in payload else None,
             )
         except (KeyError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"{source}: malformed area-of-applicability record ({exc})") from None
@@ -109,6 +128,18 @@ class Applicability:
 def pool_features(features: torch.Tensor, pool: int) -> torch.Tensor:
     """(B, D, h, w) features averaged over ``pool`` x ``pool`` cells (a partial cell at the edge over what it holds)."""
     return features if pool == 1 else F.avg_pool2d(features, pool, ceil_mode=True)
+
+
+def pool_inputs(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """(B, C, H, W) model input averaged over its valid pixels in ``pool`` x ``pool`` cells (B, C, ceil(H/pool), ceil(W/pool)).
+
+    A pixel is valid when any band is non-zero (nodata reaches the model as zeros), so a cell at a
+    nodata hole or a raster edge describes the ground it holds; a cell without any is all zeros.
+    """
+    valid = (x != 0).any(dim=1, keepdim=True).to(x.dtype)
+    total = F.avg_pool2d(x * valid, pool, ceil_mode=True)
+    count = F.avg_pool2d(valid, pool, ceil_mode=True)
+    return total / count.clamp_min(1e-12)
 
 
 def nearest_distance(queries: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -186,4 +217,5 @@ def fit_applicability(
     return Applicability(mean, scale, components, samples, mean_distance, upper_whisker(train_di), train_di, pool)
 
 
-__all__ = ["Applicability", "MAX_SAMPLES", "POOL", "fit_applicability", "nearest_distance", "pool_features", "upper_whisker"]
+__all__ = ["Applicability", "MAX_SAMPLES", "POOL", "fit_applicability", "nearest_distance", "pool_features",
+           "pool_inputs", "upper_whisker"]

@@ -5,8 +5,9 @@ it on any checkpoint (a published MADS state_dict included) and writes a new, se
 checkpoint. The temperature is fitted on a split the model was not trained on (``val``), and on its
 tiles of new ground when it has them: a map is applied to scenes no label touched, where a model is
 less sure than on new blocks of its training scenes, so that is the confidence to calibrate. The area
-of applicability describes the training split, with the tiles' source scenes as cross-validation
-folds (tiles when the dataset has no manifest or only one scene).
+of applicability describes the training split in the decoder's features and in the input
+embeddings, with the tiles' source scenes as cross-validation folds (tiles when the dataset has no
+manifest or only one scene).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
-from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features
+from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features, pool_inputs
 from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,11 @@ class TrustFit:
         text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {where} pixels: "
                 f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
         if self.applicability is not None:
-            text += (f"; area of applicability from {self.applicability.samples.shape[0]} training samples, "
-                     f"DI threshold {self.applicability.threshold:.3f}")
+            aoa = self.applicability
+            text += (f"; area of applicability from {aoa.samples.shape[0]} training cells, "
+                     f"DI threshold {aoa.threshold:.3f}")
+            if aoa.inputs is not None:
+                text += f" (input space {aoa.inputs.threshold:.3f})"
         return text
 
 
@@ -83,24 +87,28 @@ def _calibration_sample(model, dataset: SeedLayoutDataset, device: torch.device,
 
 @torch.no_grad()
 def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
-    """A bounded random sample of decoder feature vectors (N, D) of labelled pixels, with their fold ids (N,)."""
+    """A bounded random sample of labelled cells: decoder features (N, D), the input averaged over each cell (N, C), fold ids (N,)."""
     folds = _folds(dataset)
     rng = np.random.default_rng(seed)
-    feats, fold_ids = [], []
+    feats, inputs, fold_ids = [], [], []
     for i in range(len(dataset)):
         x, y = dataset[i]
         _, features = model.forward_with_features(x[None].to(device))  # (1, D, h/4, w/4)
         features = pool_features(features.float().cpu(), POOL)[0]  # (D, h/4/POOL, w/4/POOL)
         step = 4 * POOL
+        cells = pool_inputs(x[None].float(), step)[0]  # (C, h/step, w/step), the same cells
         centres = y[step // 2 :: step, step // 2 :: step] != IGNORE_INDEX  # the label at each cell's centre
         labelled = torch.zeros(features.shape[1:], dtype=torch.bool)  # a partial edge cell without a centre: skipped
         labelled[: centres.shape[0], : centres.shape[1]] = centres[: features.shape[1], : features.shape[2]]
         vectors = features.permute(1, 2, 0)[labelled].numpy()  # (M, D)
+        values = cells.permute(1, 2, 0)[labelled].numpy()  # (M, C)
         if vectors.shape[0] > FEATURES_PER_TILE:
-            vectors = vectors[rng.choice(vectors.shape[0], FEATURES_PER_TILE, replace=False)]
+            keep = rng.choice(vectors.shape[0], FEATURES_PER_TILE, replace=False)
+            vectors, values = vectors[keep], values[keep]
         feats.append(vectors)
+        inputs.append(values)
         fold_ids.append(np.full(vectors.shape[0], folds[i]))
-    return np.concatenate(feats), np.concatenate(fold_ids)
+    return np.concatenate(feats), np.concatenate(inputs), np.concatenate(fold_ids)
 
 
 def fit_trust(
@@ -143,8 +151,9 @@ def fit_trust(
         if not hasattr(model, "forward_with_features"):
             raise ConfigError(f"{type(model).__name__} exposes no decoder features: no area of applicability")
         train_set = SeedLayoutDataset(data_root, applicability_split, **kw)
-        features, folds = _training_features(model, train_set, device, seed)
+        features, inputs, folds = _training_features(model, train_set, device, seed)
         applicability = fit_applicability(features, folds, seed=seed, pool=POOL)
+        applicability.inputs = fit_applicability(inputs, folds, seed=seed, pool=4 * POOL)
     fit = TrustFit(calibration, applicability)
     log.debug("trust: %s", fit.summary())
     return fit

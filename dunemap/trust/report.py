@@ -46,7 +46,7 @@ def trust_over(
         x = x.to(device)
         if applicability is not None:
             logits, features = model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-            di = applicability.dissimilarity_map(features, y.shape[1:])
+            di = applicability.dissimilarity_map(features, x)
             pred = logits.argmax(1).cpu()
             inside = di <= applicability.threshold
             inside_cm.update(torch.where(inside, pred, IGNORE_INDEX), torch.where(inside, y, IGNORE_INDEX))

@@ -24,6 +24,16 @@ def test_synth_scene_writes_georeferenced_rasters_and_pictures(tmp_path, capsys)
         assert nodata.any() and ((l.read(1) == 255) == nodata).all()
 
 
+def test_synth_scene_with_another_embedding_seed_is_named_and_tagged_apart(tmp_path, capsys):
+    out = tmp_path / "scene"
+    base = ["synth", "scene", "--region", "mojave", "--size", "64", "--seed", "3", "--out", str(out)]
+    assert main(base) == 0 and main([*base, "--embedding-seed", "5"]) == 0
+    with rasterio.open(out / "mojave_3_labels.tif") as a, rasterio.open(out / "mojave_3_e5_labels.tif") as b:
+        assert (a.read() == b.read()).all() and b.tags()["embedding_seed"] == "5"
+    with rasterio.open(out / "mojave_3_emb.tif") as a, rasterio.open(out / "mojave_3_e5_emb.tif") as b:
+        assert not np.allclose(a.read(), b.read(), atol=0.05)
+
+
 def test_synth_dataset_writes_the_seed_layout(tmp_path, capsys):
     out = tmp_path / "ds"
     rc = main(["synth", "dataset", "--out", str(out), "--regions", "mojave,qaidam", "--scenes-per-region", "1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -42,6 +43,17 @@ def test_same_seed_gives_byte_identical_arrays_and_another_seed_differs():
         assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
     c = generate_scene(SceneConfig(size=(96, 96), region="namib", seed=8, nodata_holes=True, region_px=48))
     assert a.embedding.tobytes() != c.embedding.tobytes()
+
+
+def test_another_embedding_seed_shows_the_same_ground_through_another_model():
+    cfg = SceneConfig(size=(96, 96), region="namib", seed=7, region_px=48)
+    a, b = generate_scene(cfg), generate_scene(replace(cfg, embedding_seed=cfg.embedding_seed + 1))
+    assert a.label.tobytes() == b.label.tobytes() and a.height.tobytes() == b.height.tobytes()
+    assert b.name == f"namib_7_e{cfg.embedding_seed + 1}" and a.name == "namib_7"
+    np.testing.assert_allclose(np.linalg.norm(b.embedding, axis=0), 1.0, atol=1e-4)
+    # another model, not a small perturbation: the same pixel's two vectors are nearly unrelated
+    cosine = np.einsum("chw,chw->hw", a.embedding, b.embedding)
+    assert abs(float(cosine.mean())) < 0.5
 
 
 def test_embeddings_are_unit_length_on_valid_pixels_and_zero_elsewhere(holes_scene):

@@ -8,7 +8,14 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from dunemap.errors import InputError
-from dunemap.trust.applicability import QUERY_CHUNK, Applicability, fit_applicability, nearest_distance, upper_whisker
+from dunemap.trust.applicability import (
+    QUERY_CHUNK,
+    Applicability,
+    fit_applicability,
+    nearest_distance,
+    pool_inputs,
+    upper_whisker,
+)
 
 
 def _clusters(seed=0, n=600, d=12):
@@ -77,7 +84,8 @@ def test_dissimilarity_map_pools_searches_and_upsamples_to_the_input(pool):
     model = fit_applicability(feats, folds, pool=pool)
     rng = np.random.default_rng(1)
     grid = torch.from_numpy(rng.normal(0, 4, size=(2, 12, 9, 7)).astype(np.float32))  # (B, D, h, w) at 1/4
-    di = model.dissimilarity_map(grid, (35, 27))  # an input of 35 x 27 px: its features were 9 x 7
+    x = torch.ones(2, 5, 35, 27)  # an input of 35 x 27 px: its features were 9 x 7
+    di = model.dissimilarity_map(grid, x)
     assert di.shape == (2, 35, 27) and di.dtype == torch.float32 and torch.isfinite(di).all()
     cells = torch.nn.functional.avg_pool2d(grid, pool, ceil_mode=True) if pool > 1 else grid
     b, d, h, w = cells.shape
@@ -86,6 +94,39 @@ def test_dissimilarity_map_pools_searches_and_upsamples_to_the_input(pool):
                                                scale_factor=4 * pool, mode="bilinear", align_corners=False)
     assert torch.equal(di, expected[:, 0, :35, :27])
     assert float(di.min()) >= 0
+
+
+def test_pool_inputs_averages_the_valid_pixels_of_each_cell():
+    x = torch.arange(2 * 10 * 10, dtype=torch.float32).reshape(1, 2, 10, 10) + 1
+    x[:, :, 0, 0] = 0  # a nodata pixel (all bands zero) does not pull its cell towards zero
+    x[:, :, 8:, 8:] = 0  # the partial edge cell of the last row and column: all nodata
+    cells = pool_inputs(x, 4)
+    assert cells.shape == (1, 2, 3, 3)
+    assert torch.allclose(cells[0, :, 0, 0], x[0, :, :4, :4].sum((1, 2)) / 15)
+    assert torch.allclose(cells[0, :, 1, 2], x[0, :, 4:8, 8:].mean((1, 2)))
+    assert torch.equal(cells[0, :, 2, 2], torch.zeros(2))
+
+
+def test_input_space_flags_ground_whose_features_look_familiar():
+    """A record with an input space: the DI is the larger of the two, the input's rescaled to the feature threshold."""
+    feats, folds = _clusters(d=12)
+    inputs, _ = _clusters(d=6, seed=3)
+    model = fit_applicability(feats, folds, pool=1)
+    model.inputs = fit_applicability(inputs, folds, pool=4)
+    rng = np.random.default_rng(2)
+    familiar_feats = torch.from_numpy(_clusters(d=12, seed=0, n=16)[0].T.reshape(1, 12, 4, 4).copy())
+    familiar_in = _clusters(d=6, seed=3, n=16)[0]  # one input vector per 4 x 4 pixel cell
+    x = torch.from_numpy(np.kron(familiar_in.T.reshape(1, 6, 4, 4), np.ones((4, 4), np.float32)))  # (1, 6, 16, 16)
+    di = model.dissimilarity_map(familiar_feats, x)
+    assert float((di <= model.threshold).float().mean()) > 0.9
+    strange = x + torch.from_numpy(rng.normal(15, 1, size=(1, 6, 1, 1)).astype(np.float32))  # another sensor
+    di_strange = model.dissimilarity_map(familiar_feats, strange)
+    assert float((di_strange > model.threshold).float().mean()) > 0.99
+    assert torch.all(di_strange >= di - 1e-6)  # the features alone say "familiar": the input decides
+    back = Applicability.from_dict(model.to_dict())
+    assert back.inputs is not None and back.inputs.pool == 4
+    assert torch.equal(back.dissimilarity_map(familiar_feats, strange), di_strange)
+    assert "inputs" not in fit_applicability(feats, folds).to_dict()  # records without one stay as they were
 
 
 def test_one_fold_or_nonfinite_features_are_refused():

@@ -51,6 +51,7 @@ def test_training_stores_calibration_and_applicability(trained: Path, make_tiny_
     aoa = Applicability.from_dict(best.applicability)
     assert aoa.samples.shape[0] <= 16 * 256 and aoa.threshold > 0
     assert aoa.feature_dim == best.config.decoder_dim
+    assert aoa.inputs is not None and aoa.inputs.feature_dim == 16 and aoa.inputs.pool == 8  # the input, per 8 px cell
     assert load_checkpoint(trained / "last.pth").calibration == {}  # only the finished best is calibrated
 
     # familiar ground (new tiles of the training distribution) inside, unfamiliar ground outside
