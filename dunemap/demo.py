@@ -42,7 +42,7 @@ class DemoConfig:
     model: str = "mit_b0"
     epochs: int = 32
     batch_size: int = 8
-    lr: float = 1.2e-3  # 20x the published LR: from scratch in few epochs (best of 3e-4..2.4e-3 on new scenes, docs/quality.md)
+    lr: float = 1.2e-3  # 20x the published LR, from scratch in few epochs: best of 3e-4..2.4e-3 (docs/quality.md)
     augment: str = "flip_rot90_spectral"  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
     class_weights: str = "balanced"  # loss weights share ** -0.5: rare landforms (dome, parabolic) count more
     map_region: str = "namib"  # region of the held-out scene that is mapped

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = SceneConfig(size=(args.size, args.size), region=args.region, seed=args.seed,
                           nodata_holes=args.nodata_holes, region_px=args.region_px, embedding_seed=args.embedding_seed)
-        outs = [args.out / f"{cfg.name}{suffix}" for suffix in ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")]
+        suffixes = ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")
+        outs = [args.out / f"{cfg.name}{suffix}" for suffix in suffixes]
         from dunemap.mapping.legend import style_paths
 
         outs += style_paths(outs[1]).values()  # the labels' legend companions

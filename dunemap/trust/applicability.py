@@ -67,7 +67,7 @@ class Applicability:
         return (_nearest(self._project(features), self._torch("samples")) / self.mean_distance).numpy()
 
     def dissimilarity_map(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """DI (B, H, W) float32 on the CPU of the model input ``x`` (B, C, H, W) and its decoder features (B, D, H/4, W/4).
+        """DI (B, H, W) float32 on the CPU of the input ``x`` (B, C, H, W) and its decoder features (B, D, H/4, W/4).
 
         The features are averaged over ``pool`` x ``pool`` cells and searched; with an input-space
         record the input is averaged over the same cells (:func:`pool_inputs`) and searched too,
@@ -131,7 +131,7 @@ def pool_features(features: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 def pool_inputs(x: torch.Tensor, pool: int) -> torch.Tensor:
-    """(B, C, H, W) model input averaged over its valid pixels in ``pool`` x ``pool`` cells (B, C, ceil(H/pool), ceil(W/pool)).
+    """(B, C, H, W) model input averaged over its valid pixels in ``pool`` x ``pool`` cells: (B, C, ceil(H/pool), ...).
 
     A pixel is valid when any band is non-zero (nodata reaches the model as zeros), so a cell at a
     nodata hole or a raster edge describes the ground it holds; a cell without any is all zeros.

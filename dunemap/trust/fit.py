@@ -87,7 +87,7 @@ def _calibration_sample(model, dataset: SeedLayoutDataset, device: torch.device,
 
 @torch.no_grad()
 def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
-    """A bounded random sample of labelled cells: decoder features (N, D), the input averaged over each cell (N, C), fold ids (N,)."""
+    """A bounded random sample of labelled cells: decoder features (N, D), the input per cell (N, C), fold ids (N,)."""
     folds = _folds(dataset)
     rng = np.random.default_rng(seed)
     feats, inputs, fold_ids = [], [], []
