@@ -9,6 +9,8 @@ from dunemap.cli.options import add, add_no_progress, add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.trust.fit import calibrate_checkpoint
+
     p = subparsers.add_parser(
         "calibrate", help="calibrated confidence and an area of applicability for a checkpoint",
         description="Fit the softmax temperature on a labelled split the model was not trained on (default val) "
@@ -22,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--applicability-split", default="train",
                    help="split that describes the training data (default train); 'none' skips the area of applicability")
     add(p, "text_embeddings")
+    add(p, "regions", calibrate_checkpoint, help="calibrate and describe only tiles of these regions (comma-separated, "
+        "manifest.csv); as the model was trained")
+    add(p, "holdout_regions", calibrate_checkpoint, field="exclude_regions",
+        help="leave these regions out, as a leave-one-region-out model was trained (comma-separated)")
     add(p, "device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
     add_overwrite(p, "an existing --out checkpoint")
@@ -38,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     with claim_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite):
         fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=args.text_embeddings,
                                    calibration_split=args.split, applicability_split=split,
-                                   device=resolve_device(args.device), seed=args.seed)
+                                   device=resolve_device(args.device), seed=args.seed, regions=args.regions,
+                                   exclude_regions=args.holdout_regions)
     print(fit.summary())
     print(f"wrote {args.out}")
     return 0

@@ -150,6 +150,29 @@ def test_calibrate_cli_on_a_published_state_dict(mads_dir: Path, tmp_path: Path)
     assert onto.returncode == 1 and "would overwrite the input" in onto.stderr
 
 
+def test_calibrate_cli_leaves_a_held_out_region_out(mads_dir: Path, tmp_path: Path) -> None:
+    """``--holdout-region``: a leave-one-region-out model is calibrated and described without that region."""
+    from dunemap.data.manifest import TileRecord, write_manifest
+
+    data = _mads_dataset(tmp_path / "data")
+    records = [TileRecord(f"train_{i}", "train", region="namib" if i == 0 else "mojave", source=f"s{i}")
+               for i in range(3)]
+    records += [TileRecord("val_0", "val", region="namib", source="v0"), TileRecord("val_1", "val", region="mojave",
+                                                                                   source="v1")]
+    write_manifest(data, records)
+    weights, text = mads_dir / "tiny_b0_fusion.pth", mads_dir / "text_embeds_detailed.npy"
+    fits = {}
+    for name, extra in (("all", ()), ("loro", ("--holdout-region", "namib"))):
+        out = tmp_path / f"{name}.pth"
+        proc = _dunemap("calibrate", "--weights", weights, "--text-embeddings", text, "--data-root", data,
+                        "--out", out, *extra)
+        assert proc.returncode == 0, proc.stderr
+        fits[name] = load_checkpoint(out)
+    assert fits["all"].calibration["pixels"] == 2 * 56 * 64 and fits["loro"].calibration["pixels"] == 56 * 64
+    every, loro = (Applicability.from_dict(f.applicability) for f in (fits["all"], fits["loro"]))
+    assert loro.samples.shape[0] < every.samples.shape[0]  # two training tiles described instead of three
+
+
 @pytest.mark.parametrize("split", ["none"])
 def test_calibrate_without_applicability(mads_dir: Path, tmp_path: Path, split: str) -> None:
     data = _mads_dataset(tmp_path / "data")
