@@ -24,10 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--applicability-split", default="train",
                    help="split that describes the training data (default train); 'none' skips the area of applicability")
     add(p, "text_embeddings")
-    add(p, "regions", calibrate_checkpoint, help="calibrate and describe only tiles of these regions (comma-separated, "
-        "manifest.csv); as the model was trained")
+    add(p, "regions", calibrate_checkpoint, help="calibrate and describe only tiles of these regions, as the model "
+        "was trained (comma-separated, manifest.csv; default: all)")
     add(p, "holdout_regions", calibrate_checkpoint, field="exclude_regions",
-        help="leave these regions out, as a leave-one-region-out model was trained (comma-separated)")
+        help="leave these regions out, as a leave-one-region-out model was trained (comma-separated; default: none)")
     add(p, "device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
     add_overwrite(p, "an existing --out checkpoint")
