@@ -142,14 +142,14 @@ def pool_inputs(x: torch.Tensor, pool: int) -> torch.Tensor:
     return total / count.clamp_min(1e-12)
 
 
-def nearest_distance(queries: np.ndarray, samples: np.ndarray) -> np.ndarray:
+def nearest_distance(queries: np.ndarray, samples: np.ndarray, chunk: int = QUERY_CHUNK) -> np.ndarray:
     """Euclidean distance (M,) from each row of ``queries`` (M, R) to its nearest row of ``samples`` (N, R).
 
     Brute force as matrix products (the nearest sample minimises |s|^2 - 2 q.s; torch's BLAS, all
-    cores) in chunks of :data:`QUERY_CHUNK` queries, so memory stays bounded, then the distance to that
+    cores) in chunks of ``chunk`` queries, so memory stays bounded, then the distance to that
     sample computed directly (no cancellation error near 0).
     """
-    return _nearest(_tensor(queries), _tensor(samples)).numpy()
+    return _nearest(_tensor(queries), _tensor(samples), chunk).numpy()
 
 
 def _tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -158,12 +158,12 @@ def _tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, np.float32))
 
 
-def _nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+def _nearest(queries: torch.Tensor, bank: torch.Tensor, chunk: int = QUERY_CHUNK) -> torch.Tensor:
     out = torch.empty(queries.shape[0], dtype=torch.float32)
     with torch.inference_mode():
         bank_sq = (bank * bank).sum(dim=1)
-        for start in range(0, queries.shape[0], QUERY_CHUNK):
-            q = queries[start : start + QUERY_CHUNK]
+        for start in range(0, queries.shape[0], chunk):
+            q = queries[start : start + chunk]
             nearest = torch.addmm(bank_sq, q, bank.T, alpha=-2.0).argmin(dim=1)  # (m,) of |s|^2 - 2 q.s
             out[start : start + q.shape[0]] = (q - bank[nearest]).norm(dim=1)  # exact, also at distance ~0
     return out

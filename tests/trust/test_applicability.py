@@ -50,6 +50,7 @@ def test_nearest_distance_across_chunks_and_for_exact_matches():
     assert got.shape == (queries.shape[0],) and np.isfinite(got).all()
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert np.all(got[-20:] == 0)  # a training sample itself is at distance 0, never NaN
+    assert np.array_equal(nearest_distance(queries, samples, chunk=7), got)  # the chunk size changes no result
 
 
 def test_training_like_data_inside_unfamiliar_data_outside():
