@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=default_of(TrainConfig, "weight_decay"), help="AdamW weight decay")
     p.add_argument("--poly-power", type=float, default=default_of(TrainConfig, "poly_power"),
                    help="1 = linear decay to zero over the epochs")
+    p.add_argument("--ema-decay", type=float, metavar="D", default=default_of(TrainConfig, "ema_decay"),
+                   help="validate and keep an exponential moving average of the weights, updated every step with "
+                        "this decay (e.g. 0.99); 0 = off, the published recipe")
     add(p, "seed", TrainConfig)
     p.add_argument("--text", default=default_of(TrainConfig, "text"), choices=sorted(TEXT_MODES),
                    help="class text fused into the model; none = plain SegFormer (ablations)")

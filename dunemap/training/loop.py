@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm.auto import tqdm
 
@@ -159,6 +160,8 @@ def check_train_options(config: TrainConfig) -> None:
     """Refuse option values that cannot train (each named as the command line spells it)."""
     if config.epochs < 1 or config.batch_size < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {config.epochs}, {config.batch_size}")
+    if not (math.isfinite(config.ema_decay) and 0 <= config.ema_decay < 1):
+        raise ConfigError(f"--ema-decay {config.ema_decay} must be at least 0 (off) and below 1")
     for flag, value in (("--lr", config.lr), ("--weight-decay", config.weight_decay), ("--poly-power", config.poly_power)):
         if not math.isfinite(value) or value < 0 or (flag == "--lr" and value == 0):
             raise ConfigError(f"{flag} {value} must be a finite number {'above' if flag == '--lr' else 'of at least'} 0")
@@ -166,6 +169,19 @@ def check_train_options(config: TrainConfig) -> None:
                         ("--stop-after-epochs", config.stop_after_epochs)):
         if value is not None and value < (0 if flag == "--num-workers" else 1):
             raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--num-workers' else 1}")
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers (None when ``decay`` is 0).
+
+    Updated after every optimiser step as ``avg = decay * avg + (1 - decay) * weights``; BatchNorm
+    statistics are averaged the same way, so the average is a complete model to validate and keep.
+    Averaging the iterates of the last few hundred steps lands in a flatter part of the loss surface
+    than the last iterate (Polyak & Juditsky 1992; Izmailov et al. 2018).
+    """
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: int = MAX_NONFINITE_STEPS) -> int:
@@ -226,12 +242,14 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         optimizer, lambda e: poly_factor(e, config.epochs, config.poly_power))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
                                   and not torch.cuda.is_bf16_supported())
+    ema = weight_average(model, config.ema_decay)
+    kept = model if ema is None else ema.module  # what is validated and written as best_model.pth
     start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
     if config.overwrite and not config.resume and ctx.is_main:
         for name in RUN_FILES:  # the earlier run's files go first, so the folder never mixes two runs
             (save_dir / name).unlink(missing_ok=True)
     if config.resume:
-        start_epoch, best_miou, best_epoch, history = _restore(save_dir / LAST, model, optimizer, scheduler, config)
+        start_epoch, best_miou, best_epoch, history = _restore(save_dir / LAST, model, optimizer, scheduler, config, ema)
     board = None
     if ctx.is_main:
         config.write_yaml(save_dir / CONFIG_NAME)
@@ -278,6 +296,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             train_cm.update(logits.detach().argmax(1).cpu(), y.cpu())
             loss_sum += float(loss.detach())
             n_batches += 1
@@ -288,8 +308,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
         train_matrix = all_reduce_sum(train_cm.matrix, ctx)
         train_metrics = metrics_from_matrix(train_matrix)
-        broadcast_buffers(model, ctx)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
-        val_metrics = metrics_from_matrix(confusion_over(model, val_loader, num_classes, device, precision, ctx))
+        broadcast_buffers(kept, ctx)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
+        val_metrics = metrics_from_matrix(confusion_over(kept, val_loader, num_classes, device, precision, ctx))
         row = {
             "epoch": epoch + 1, "lr": float(lr_used), "train_loss": float(loss_tot[0] / max(loss_tot[1], 1)),
             "train_oa": float(train_metrics.oa), "train_miou": float(train_metrics.miou),
@@ -303,12 +323,14 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         if ctx.is_main:
             summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names), "train_config": config.to_dict()}
             if improved:
-                save_checkpoint(save_dir / BEST, model, names, colors, text_source, metrics=summary)
+                save_checkpoint(save_dir / BEST, kept, names, colors, text_source, metrics=summary)
             state = {
                 "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "best_miou": best_miou, "best_epoch": best_epoch, "history": history,
                 "config": config.to_dict(),
             }
+            if ema is not None:  # last.pth holds the trained weights; the average travels in its state
+                state["ema"] = ema.state_dict()
             save_checkpoint(save_dir / LAST, model, names, colors, text_source, train_state=state, metrics=summary)
             _write_history(save_dir, history)
             if board is not None:
@@ -363,7 +385,8 @@ def _check_resume_options(path: Path, saved: dict, config: TrainConfig, done: in
                           "give more epochs to continue it")
 
 
-def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, float, int, list[dict]]:
+def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig,
+             ema: AveragedModel | None = None) -> tuple[int, float, int, list[dict]]:
     if not path.exists():
         raise CheckpointError(f"{path}: --resume given but there is no last checkpoint to resume from")
     loaded = load_checkpoint(path)
@@ -376,6 +399,11 @@ def _restore(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tu
     model.load_state_dict(loaded.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        if "ema" not in state:
+            raise CheckpointError(f"{path}: --ema-decay {config.ema_decay} but the saved run kept no weight average; "
+                                  "resume without --ema-decay or start a new run")
+        ema.load_state_dict(state["ema"])
     saved_epochs = (state.get("config") or {}).get("epochs", config.epochs)
     if saved_epochs != config.epochs:  # the poly schedule is recomputed over the new number of epochs
         for group in optimizer.param_groups:

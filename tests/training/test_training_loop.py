@@ -49,6 +49,27 @@ def test_resume_gives_the_same_final_weights(tiny_dataset: Path, tmp_path: Path)
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
 
 
+def test_weight_average_is_what_is_validated_kept_and_resumed(tiny_dataset: Path, tmp_path: Path) -> None:
+    full = train(_config(tiny_dataset, tmp_path / "full", epochs=3, ema_decay=0.9))
+    part = train(_config(tiny_dataset, tmp_path / "part", epochs=3, ema_decay=0.9, stop_after_epochs=1))
+    assert len(part.history) == 1
+    resumed = train(_config(tiny_dataset, tmp_path / "part", epochs=3, ema_decay=0.9, resume=True))
+    assert resumed.history == full.history  # the average's validation scores too: resuming restored it exactly
+    one = train(_config(tiny_dataset, tmp_path / "one", epochs=1, ema_decay=0.9))  # best = last epoch: comparable
+    state = torch.load(one.last_checkpoint, map_location="cpu", weights_only=False)["train_state"]["ema"]
+    average = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    assert int(state["n_averaged"]) > 1
+    raw = load_checkpoint(one.last_checkpoint).model.state_dict()
+    best = load_checkpoint(one.best_checkpoint).model.state_dict()
+    assert any(not torch.equal(raw[k], average[k]) for k in raw if raw[k].is_floating_point())
+    assert all(torch.equal(best[k], average[k]) for k in best)  # best_model.pth holds the average
+    with pytest.raises(ConfigError, match="--ema-decay"):
+        train(_config(tiny_dataset, tmp_path / "bad", ema_decay=1.0))
+    train(_config(tiny_dataset, tmp_path / "plain", epochs=2, stop_after_epochs=1))
+    with pytest.raises(ConfigError, match=r"--ema-decay 0.9 \(saved run: 0.0\)"):
+        train(_config(tiny_dataset, tmp_path / "plain", epochs=2, ema_decay=0.9, resume=True))
+
+
 def test_plain_segformer_and_bf16_train_a_step(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(_config(tiny_dataset, tmp_path / "plain", epochs=1, text="none", precision="bf16"))
     loaded = load_checkpoint(result.last_checkpoint)
