@@ -154,7 +154,7 @@ def _run_network(ctx: _Context, run: Run) -> dict:
     tcfg = TrainConfig(
         data_root=ctx.data_root, save_dir=save_dir, model=model, in_channels=cfg.in_channels, epochs=preset.epochs,
         batch_size=preset.batch_size, lr=preset.lr, seed=run.seed, text=method.text, catalog=cfg.catalog,
-        augment=preset.augment, precision=ctx.precision, device=cfg.device,
+        augment=preset.augment, ema_decay=preset.ema_decay, precision=ctx.precision, device=cfg.device,
         holdout_regions=[run.holdout] if run.protocol == "loro" else None,
         max_steps_per_epoch=preset.max_steps_per_epoch, resume=(save_dir / LAST).is_file(), check_data=False,
         progress=cfg.progress, model_overrides=dict(preset.unet_overrides) if method.architecture == "unet" else {},

@@ -45,6 +45,7 @@ class QualityPreset:
     max_steps_per_epoch: int | None
     holdout_regions: tuple[str, ...]  # the leave-one-region-out folds that are run
     unet_overrides: dict = field(default_factory=dict)  # U-Net size (UNetConfig fields)
+    ema_decay: float = 0.0  # weight average of every network (TrainConfig.ema_decay; 0 = off)
     augment: str = "flip_rot90"  # training augmentation of every network (dunemap.data.transforms.AUGMENTATIONS)
     precision: str = "auto"
     pixels_per_class: int = 500
