@@ -8,7 +8,7 @@ and wall time, 1-minute load) and appends it to ``WORK/results.jsonl``.
 
 Usage: ``python benchmarks/bench_heldout.py WORK NAME SCENES_PER_REGION SCENE_SIZE ['{"augment": "spectral"}']``
 (the JSON holds TrainConfig fields; defaults are the demo's recipe without calibration), or
-``python benchmarks/bench_heldout.py WORK NAME --score-only WEIGHTS [--tta d8]`` to score a trained model.
+``python benchmarks/bench_heldout.py WORK NAME --score-only WEIGHTS [--tta d8] [--stride 64]`` to score a trained model.
 """
 
 from __future__ import annotations
@@ -64,15 +64,15 @@ def dihedral_mean(predict):
     return tta
 
 
-def score(work: Path, weights: Path, tta: str = "none") -> dict:
+def score(work: Path, weights: Path, tta: str = "none", stride: int = WINDOW - 32) -> dict:
     predictor = load_predictor(weights, device="cpu", precision="auto")
     if tta == "d8":
         predictor.predict = dihedral_mean(predictor.predict)
     pooled, per_scene = ConfusionMatrix(10), {}
     for name, emb, lab in held_out_scenes(work):
-        out = weights.parent / f"map_{name}_{tta}.tif"
+        out = weights.parent / f"map_{name}_{tta}_s{stride}.tif"
         out.unlink(missing_ok=True)
-        map_raster(emb, predictor, out, MapConfig(window=WINDOW, stride=WINDOW - 32, progress=False))
+        map_raster(emb, predictor, out, MapConfig(window=WINDOW, stride=stride, progress=False))
         with rasterio.open(out) as m, rasterio.open(lab) as t:
             pred, truth = m.read(1), t.read(1)
         cm = ConfusionMatrix(10)
@@ -92,10 +92,12 @@ def main() -> None:
     ap.add_argument("overrides", nargs="?", default="{}")
     ap.add_argument("--score-only", type=Path, help="a trained checkpoint to score (no training)")
     ap.add_argument("--tta", default="none", choices=("none", "d8"))
+    ap.add_argument("--stride", type=int, default=WINDOW - 32, help="mapping stride in pixels (default 96)")
     args = ap.parse_args()
     work, line = args.work, {"name": args.name}
     if args.score_only:
-        line.update(weights=str(args.score_only), tta=args.tta, **score(work, args.score_only, args.tta))
+        line.update(weights=str(args.score_only), tta=args.tta, stride=args.stride,
+                    **score(work, args.score_only, args.tta, args.stride))
     else:
         data = work / "data" / f"d{args.scenes_per_region}x{args.scene_size}"
         if not (data / "manifest.csv").exists():
@@ -110,7 +112,7 @@ def main() -> None:
                     best_val_miou=round(result.best_val_miou, 3), train_wall_s=round(time.time() - t0),
                     train_cpu_s=round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime),
                     load1=float(open("/proc/loadavg").read().split()[0]), tta=args.tta,
-                    **score(work, run / "best_model.pth", args.tta))
+                    **score(work, run / "best_model.pth", args.tta, args.stride))
     print(json.dumps(line))
     with open(work / "results.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")

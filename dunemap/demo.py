@@ -48,6 +48,9 @@ class DemoConfig:
     map_region: str = "namib"  # region of the held-out scene that is mapped
     map_size: int = 1024  # held-out scene side, pixels
     map_window: int = 128  # mapping window side: the context the model trained on (the tile)
+    # Half the window: every pixel then lies at least a quarter window (32 px) inside some window, the context
+    # a pixel's label needs (docs/quality.md, "The mapping stride"); 0 = half of map_window.
+    map_stride: int = 0
     rf_pixels_per_class: int = 500  # the per-pixel random forest baseline: labelled pixels per class
     rf_trees: int = 100
     seed: int = 0
@@ -137,10 +140,10 @@ def run_demo(config: DemoConfig) -> DemoResult:
     t0 = time.perf_counter()
     class_map = out / "map" / "heldout_classes.tif"
     predictor = load_predictor(weights, device="cpu", precision=config.precision)
-    if not _done(class_map):
-        map_raster(emb, predictor, class_map,
-                   MapConfig(window=config.map_window, stride=config.map_window - 32, confidence="uint8",
-                             progress=config.progress))
+    stride = config.map_stride or config.map_window // 2
+    if not _done(class_map) or _mapped_with(class_map) != (config.map_window, stride):  # a changed option: redo
+        map_raster(emb, predictor, class_map, MapConfig(window=config.map_window, stride=stride, confidence="uint8",
+                                                        progress=config.progress, overwrite=True))
     seconds["map"] = time.perf_counter() - t0
 
     # 6. The per-pixel random forest of the same training tiles, on the same scene.
@@ -170,6 +173,16 @@ def run_demo(config: DemoConfig) -> DemoResult:
     with atomic_path(result.report) as tmp:
         tmp.write_text(build_report(context))
     return result
+
+
+def _mapped_with(class_map: Path) -> tuple[int, int] | None:
+    """(window, stride) a finished class map was made with, from its tags (None when it has none)."""
+    with rasterio.open(class_map) as src:
+        tags = src.tags()
+    try:
+        return int(tags["WINDOW"]), int(tags["STRIDE"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _finished_training(metrics_json: Path, epochs: int) -> bool:
@@ -311,7 +324,8 @@ def section_comparison(ctx: ReportContext) -> str:
     return "\n".join([
         f"## Held-out scene ({c.map_region}, {c.map_size} x {c.map_size} px, AEF int8)", "",
         f"![truth, prediction, errors, random forest]({ctx.rel(ctx.result.comparison)})", "",
-        f"- map: `{ctx.rel(ctx.class_map)}` (COG, colour table, nodata 255), mapped in {c.map_window} px windows",
+        f"- map: `{ctx.rel(ctx.class_map)}` (COG, colour table, nodata 255), mapped in {c.map_window} px windows, "
+        f"stride {c.map_stride or c.map_window // 2} px",
         f"- random forest map: `{ctx.rel(ctx.class_map.with_name('heldout_rf_classes.tif'))}`",
         f"- quicklook: `{ctx.rel(ctx.quicklook)}`; hillshade: `{ctx.rel(ctx.hillshade)}`",
     ])

@@ -48,6 +48,16 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert (out / "run" / "best_model.pth").stat().st_mtime_ns == stamp
     assert (out / "map" / "heldout_classes.tif").stat().st_mtime_ns == map_stamp
     assert again.map_metrics == result.map_metrics
+    with rasterio.open(out / "map" / "heldout_classes.tif") as m:
+        assert (m.tags()["WINDOW"], m.tags()["STRIDE"]) == ("64", "32")  # stride 0 = half the window
+
+    config = _micro(out)
+    config.map_stride = 48
+    run_demo(config)  # another stride: the map is redone, never reported with the old one
+    with rasterio.open(out / "map" / "heldout_classes.tif") as m:
+        assert m.tags()["STRIDE"] == "48"
+    assert (out / "run" / "best_model.pth").stat().st_mtime_ns == stamp
+    assert "64 px windows, stride 48 px" in (out / "report.md").read_text()
 
 
 def test_demo_cli_prints_the_headline(tmp_path: Path, capsys) -> None:

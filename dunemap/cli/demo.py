@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the synthetic dataset is split (scene: whole scenes held out)")
     p.add_argument("--map-size", type=int, default=d.map_size, metavar="PX", help="held-out scene side in pixels")
     p.add_argument("--map-window", type=int, default=d.map_window, metavar="PX", help="mapping window side in pixels")
+    p.add_argument("--map-stride", type=int, default=d.map_stride, metavar="PX",
+                   help="step between mapping windows in pixels; 0 = half the window")
     add(p, "seed", DemoConfig)
     add(p, "precision", DemoConfig)
     add_no_progress(p)
