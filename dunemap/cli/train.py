@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=default_of(TrainConfig, "weight_decay"), help="AdamW weight decay")
     p.add_argument("--poly-power", type=float, default=default_of(TrainConfig, "poly_power"),
                    help="1 = linear decay to zero over the epochs")
+    p.add_argument("--loss-margin", type=int, metavar="PX", default=default_of(TrainConfig, "loss_margin"),
+                   help="leave this many pixels along each tile edge out of the loss (their labels may depend on "
+                        "ground beyond the tile); 0 = every pixel, the published recipe")
     p.add_argument("--ema-decay", type=float, metavar="D", default=default_of(TrainConfig, "ema_decay"),
                    help="validate and keep an exponential moving average of the weights, updated every step with "
                         "this decay (e.g. 0.99); 0 = off, the published recipe")

@@ -33,6 +33,7 @@ class TrainConfig:
     fusion_stage: int = 3  # stage whose tokens cross-attend to the texts
     head: str = "linear"  # linear (1x1 conv classifier) | text (open-vocabulary cosine head)
     class_weights: str = "none"  # none | balanced: CE weights (share of the class's training pixels) ** -0.5
+    loss_margin: int = 0  # pixels along each tile edge left out of the loss (labels there lack context); 0 = none
     ema_decay: float = 0.0  # 0 = off; else validate and keep an exponential moving average of the weights, per step
     augment: str = "flip_rot90"  # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust) | spectral (no flips)
     precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)

@@ -160,6 +160,8 @@ def check_train_options(config: TrainConfig) -> None:
     """Refuse option values that cannot train (each named as the command line spells it)."""
     if config.epochs < 1 or config.batch_size < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {config.epochs}, {config.batch_size}")
+    if config.loss_margin < 0:
+        raise ConfigError(f"--loss-margin {config.loss_margin} must be at least 0")
     if not (math.isfinite(config.ema_decay) and 0 <= config.ema_decay < 1):
         raise ConfigError(f"--ema-decay {config.ema_decay} must be at least 0 (off) and below 1")
     for flag, value in (("--lr", config.lr), ("--weight-decay", config.weight_decay), ("--poly-power", config.poly_power)):
@@ -169,6 +171,23 @@ def check_train_options(config: TrainConfig) -> None:
                         ("--stop-after-epochs", config.stop_after_epochs)):
         if value is not None and value < (0 if flag == "--num-workers" else 1):
             raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--num-workers' else 1}")
+
+
+def ignore_margin(y: torch.Tensor, margin: int) -> torch.Tensor:
+    """``y`` (B, H, W) with the ``margin`` pixels along every edge set to the ignore index (a copy; ``y`` if 0).
+
+    A pixel near a tile's edge is seen with context on one side only; where its label depends on what
+    lies beyond the edge (a dune field's bare corridors), the loss there teaches guessing from the look
+    of the pixel. Leaving the rim out of the loss trains on the pixels the window can explain, as the
+    overlap-tile strategy of U-Net (Ronneberger et al. 2015) does.
+    """
+    if margin == 0:
+        return y
+    if 2 * margin >= min(y.shape[-2:]):
+        raise ConfigError(f"--loss-margin {margin} leaves no pixel of a {y.shape[-2]}x{y.shape[-1]} tile in the loss")
+    out = torch.full_like(y, IGNORE_INDEX)
+    out[..., margin:-margin, margin:-margin] = y[..., margin:-margin, margin:-margin]
+    return out
 
 
 def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
@@ -285,7 +304,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         for step, (x, y) in enumerate(bar):
             if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
                 break
-            x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            y = ignore_margin(y.to(device), config.loss_margin)
             with _autocast(device, precision):
                 logits = net(x)  # (B, K, H, W)
                 loss = F.cross_entropy(logits.float(), y, weight=loss_weight, ignore_index=IGNORE_INDEX)

@@ -12,7 +12,7 @@ import torch
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.training import TrainConfig, train
 from dunemap.errors import ConfigError
-from dunemap.training.loop import class_loss_weights, poly_factor
+from dunemap.training.loop import class_loss_weights, ignore_margin, poly_factor
 
 
 def _config(data: Path, save: Path, **kw) -> TrainConfig:
@@ -68,6 +68,20 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(tiny_dataset: Path
     train(_config(tiny_dataset, tmp_path / "plain", epochs=2, stop_after_epochs=1))
     with pytest.raises(ConfigError, match=r"--ema-decay 0.9 \(saved run: 0.0\)"):
         train(_config(tiny_dataset, tmp_path / "plain", epochs=2, ema_decay=0.9, resume=True))
+
+
+def test_loss_margin_leaves_the_tile_rim_out_of_the_loss(tiny_dataset: Path, tmp_path: Path) -> None:
+    y = torch.arange(2 * 6 * 8).reshape(2, 6, 8) % 10
+    out = ignore_margin(y, 2)
+    assert (out[:, 2:4, 2:6] == y[:, 2:4, 2:6]).all() and int((out != 255).sum()) == 2 * 2 * 4
+    assert (out[:, :2] == 255).all() and (out[:, :, -2:] == 255).all() and ignore_margin(y, 0) is y
+    with pytest.raises(ConfigError, match="--loss-margin 3 leaves no pixel of a 6x8 tile"):
+        ignore_margin(y, 3)
+    result = train(_config(tiny_dataset, tmp_path / "rim", epochs=2, loss_margin=4))
+    plain = train(_config(tiny_dataset, tmp_path / "plain", epochs=2))
+    assert np.isfinite(result.history[-1]["train_loss"]) and result.history != plain.history
+    with pytest.raises(ConfigError, match="--loss-margin -1"):
+        train(_config(tiny_dataset, tmp_path / "bad", loss_margin=-1))
 
 
 def test_plain_segformer_and_bf16_train_a_step(tiny_dataset: Path, tmp_path: Path) -> None:
