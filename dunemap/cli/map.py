@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "checkpoint's)")
     p.add_argument("--window", type=int, default=d.window, metavar="PX", help="window side in pixels")
     p.add_argument("--stride", type=int, default=d.stride, metavar="PX",
-                   help="step between windows in pixels, a multiple of 32")
+                   help="step between windows in pixels, a multiple of 32; every pixel then lies at least "
+                        "(window - stride) / 2 px inside a window: keep that 32 px or more (docs/quality.md)")
     add(p, "batch_size", MapConfig, help="windows per forward pass (0 = 1 on a CPU, from free memory on a GPU)")
     p.add_argument("--blend", default=d.blend, choices=sorted(BLEND_MODES),
                    help="weighting of overlapping windows (uniform = plain averaging)")
