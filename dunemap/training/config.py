@@ -24,6 +24,7 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 6e-5  # AdamW learning rate at epoch 0
     weight_decay: float = 0.01
+    warmup_steps: int = 0  # the lr rises linearly over the first N optimiser steps (0 = none, the published recipe)
     poly_power: float = 1.0  # lr_e = lr * (1 - e / epochs) ** poly_power, stepped once per epoch
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout; same seed => same weights on CPU
     text: str = "catalog"  # catalog | random | shuffled | none (none = plain SegFormer)

@@ -77,6 +77,11 @@ def poly_factor(epoch: int, epochs: int, power: float) -> float:
     return max(0.0, 1.0 - epoch / epochs) ** power
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Multiplier of the epoch's learning rate at global optimiser ``step`` (0-based): linear up to 1."""
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
+
+
 def _autocast(device: torch.device, precision: str):
     if device.type == "cuda":
         dtype = torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
@@ -167,10 +172,12 @@ def check_train_options(config: TrainConfig) -> None:
     for flag, value in (("--lr", config.lr), ("--weight-decay", config.weight_decay), ("--poly-power", config.poly_power)):
         if not math.isfinite(value) or value < 0 or (flag == "--lr" and value == 0):
             raise ConfigError(f"{flag} {value} must be a finite number {'above' if flag == '--lr' else 'of at least'} 0")
-    for flag, value in (("--num-workers", config.num_workers), ("--max-steps-per-epoch", config.max_steps_per_epoch),
+    for flag, value in (("--warmup-steps", config.warmup_steps), ("--num-workers", config.num_workers),
+                        ("--max-steps-per-epoch", config.max_steps_per_epoch),
                         ("--stop-after-epochs", config.stop_after_epochs)):
-        if value is not None and value < (0 if flag == "--num-workers" else 1):
-            raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--num-workers' else 1}")
+        least = 0 if flag in ("--warmup-steps", "--num-workers") else 1
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} {value} must be at least {least}")
 
 
 def ignore_margin(y: torch.Tensor, margin: int) -> torch.Tensor:
@@ -301,9 +308,14 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         loss_sum, n_batches, nonfinite = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
                    leave=False)
+        steps_per_epoch = min(len(loader), config.max_steps_per_epoch or len(loader))
+        epoch_lrs = [group["lr"] for group in optimizer.param_groups]
         for step, (x, y) in enumerate(bar):
             if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
                 break
+            ramp = warmup_factor(epoch * steps_per_epoch + step, config.warmup_steps)
+            for group, lr in zip(optimizer.param_groups, epoch_lrs):
+                group["lr"] = lr * ramp
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = ignore_margin(y.to(device), config.loss_margin)
             with _autocast(device, precision):
@@ -323,6 +335,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             n_batches += 1
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
         lr_used = optimizer.param_groups[0]["lr"]
+        for group, lr in zip(optimizer.param_groups, epoch_lrs):
+            group["lr"] = lr  # the scheduler steps from the epoch's rate, not the last warm-up step's
         scheduler.step()
 
         loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
