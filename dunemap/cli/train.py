@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(p, "batch_size", TrainConfig)
     add(p, "lr", TrainConfig)
     p.add_argument("--weight-decay", type=float, default=default_of(TrainConfig, "weight_decay"), help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, metavar="N", default=default_of(TrainConfig, "warmup_steps"),
+                   help="raise the learning rate linearly over the first N optimiser steps; 0 = none, the published "
+                        "recipe")
     p.add_argument("--poly-power", type=float, default=default_of(TrainConfig, "poly_power"),
                    help="1 = linear decay to zero over the epochs")
     p.add_argument("--loss-margin", type=int, metavar="PX", default=default_of(TrainConfig, "loss_margin"),

@@ -12,7 +12,7 @@ import torch
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.training import TrainConfig, train
 from dunemap.errors import ConfigError
-from dunemap.training.loop import class_loss_weights, ignore_margin, poly_factor
+from dunemap.training.loop import class_loss_weights, ignore_margin, poly_factor, warmup_factor
 
 
 def _config(data: Path, save: Path, **kw) -> TrainConfig:
@@ -68,6 +68,21 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(tiny_dataset: Path
     train(_config(tiny_dataset, tmp_path / "plain", epochs=2, stop_after_epochs=1))
     with pytest.raises(ConfigError, match=r"--ema-decay 0.9 \(saved run: 0.0\)"):
         train(_config(tiny_dataset, tmp_path / "plain", epochs=2, ema_decay=0.9, resume=True))
+
+
+def test_warmup_raises_the_rate_over_the_first_steps_and_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    # 2 steps per epoch (capped), warm-up over 3: epoch 1 ends at 2/3 of its rate, epoch 2 at all of it
+    kw = dict(epochs=3, batch_size=2, max_steps_per_epoch=2, warmup_steps=3)
+    full = train(_config(tiny_dataset, tmp_path / "full", **kw))
+    lrs = [r["lr"] for r in full.history]
+    assert lrs[0] == pytest.approx(5e-3 * 2 / 3) and lrs[1] == pytest.approx(5e-3 * poly_factor(1, 3, 1.0))
+    part = train(_config(tiny_dataset, tmp_path / "part", stop_after_epochs=1, **kw))
+    resumed = train(_config(tiny_dataset, tmp_path / "part", resume=True, **kw))
+    assert len(part.history) == 1 and resumed.history == full.history
+    with pytest.raises(ConfigError, match="--warmup-steps -1 must be at least 0"):
+        train(_config(tiny_dataset, tmp_path / "bad", warmup_steps=-1))
 
 
 def test_loss_margin_leaves_the_tile_rim_out_of_the_loss(tiny_dataset: Path, tmp_path: Path) -> None:
