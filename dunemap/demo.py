@@ -49,7 +49,7 @@ class DemoConfig:
     map_size: int = 1024  # held-out scene side, pixels
     map_window: int = 128  # mapping window side: the context the model trained on (the tile)
     # Half the window: every pixel then lies at least a quarter window (32 px) inside some window, the context
-    # a pixel's label needs (docs/quality.md, "The mapping stride"); 0 = half of map_window.
+    # a pixel's label needs (docs/quality.md, "Context at the window's edge"); 0 = half of map_window.
     map_stride: int = 0
     rf_pixels_per_class: int = 500  # the per-pixel random forest baseline: labelled pixels per class
     rf_trees: int = 100

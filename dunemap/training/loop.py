@@ -335,9 +335,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             n_batches += 1
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
         lr_used = optimizer.param_groups[0]["lr"]
-        for group, lr in zip(optimizer.param_groups, epoch_lrs):
-            group["lr"] = lr  # the scheduler steps from the epoch's rate, not the last warm-up step's
-        scheduler.step()
+        scheduler.step()  # sets the next epoch's rate from the base rate, whatever the warm-up left
 
         loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
         train_matrix = all_reduce_sum(train_cm.matrix, ctx)
