@@ -8,7 +8,9 @@ and wall time, 1-minute load) and appends it to ``WORK/results.jsonl``.
 
 Usage: ``python benchmarks/bench_heldout.py WORK NAME SCENES_PER_REGION SCENE_SIZE ['{"augment": "spectral"}']``
 (the JSON holds TrainConfig fields; defaults are the demo's recipe without calibration), or
-``python benchmarks/bench_heldout.py WORK NAME --score-only WEIGHTS [--tta d8] [--stride 64]`` to score a trained model.
+``python benchmarks/bench_heldout.py WORK NAME --score-only WEIGHTS [WEIGHTS ...] [--tta d8] [--stride 64]`` to score a
+trained model (several weights: their ensemble, the mean of their class probabilities, then each member alone and the
+share of the first member's wrong pixels that the second also gets wrong).
 """
 
 from __future__ import annotations
@@ -64,13 +66,27 @@ def dihedral_mean(predict):
     return tta
 
 
-def score(work: Path, weights: Path, tta: str = "none", stride: int = WINDOW - 32) -> dict:
-    predictor = load_predictor(weights, device="cpu", precision="auto")
+def ensemble_mean(predictors):
+    """The log of the mean class probabilities of several models: a softmax of it is their average."""
+    members = [p.predict for p in predictors]  # bound now: the first predictor's predict is replaced by this mean
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([f(x).softmax(1) for f in members]).mean(0).clamp_min(1e-12).log()
+    return mean
+
+
+def score(work: Path, weights: Path | list[Path], tta: str = "none", stride: int = WINDOW - 32) -> dict:
+    members = [weights] if isinstance(weights, Path) else list(weights)
+    predictor = load_predictor(members[0], device="cpu", precision="auto")
+    if len(members) > 1:
+        predictor.predict = ensemble_mean([predictor] + [load_predictor(w, device="cpu", precision="auto")
+                                                         for w in members[1:]])
     if tta == "d8":
         predictor.predict = dihedral_mean(predictor.predict)
     pooled, per_scene = ConfusionMatrix(10), {}
+    tag = f"_ens{len(members)}" if len(members) > 1 else ""
     for name, emb, lab in held_out_scenes(work):
-        out = weights.parent / f"map_{name}_{tta}_s{stride}.tif"
+        out = members[0].parent / f"map_{name}_{tta}_s{stride}{tag}.tif"
         out.unlink(missing_ok=True)
         map_raster(emb, predictor, out, MapConfig(window=WINDOW, stride=stride, progress=False))
         with rasterio.open(out) as m, rasterio.open(lab) as t:
@@ -83,6 +99,21 @@ def score(work: Path, weights: Path, tta: str = "none", stride: int = WINDOW - 3
                 pooled_held=round(float(pooled.compute().miou), 3))
 
 
+def shared_errors(work: Path, a: Path, b: Path, tta: str, stride: int) -> float:
+    """Of the labelled pixels model ``a`` maps wrongly (its maps from :func:`score`), the share ``b`` gets wrong too."""
+    wrong_a = wrong_both = 0
+    for name, _, lab in held_out_scenes(work):
+        with rasterio.open(lab) as t:
+            truth = t.read(1)
+        wrong = []
+        for weights in (a, b):
+            with rasterio.open(weights.parent / f"map_{name}_{tta}_s{stride}.tif") as m:
+                wrong.append((m.read(1) != truth) & (truth != 255))
+        wrong_a += int(wrong[0].sum())
+        wrong_both += int((wrong[0] & wrong[1]).sum())
+    return round(wrong_both / max(wrong_a, 1), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
@@ -90,14 +121,18 @@ def main() -> None:
     ap.add_argument("scenes_per_region", type=int, nargs="?", default=6)
     ap.add_argument("scene_size", type=int, nargs="?", default=384)
     ap.add_argument("overrides", nargs="?", default="{}")
-    ap.add_argument("--score-only", type=Path, help="a trained checkpoint to score (no training)")
+    ap.add_argument("--score-only", type=Path, nargs="+", help="trained checkpoints to score (no training); "
+                    "several are scored as one ensemble")
     ap.add_argument("--tta", default="none", choices=("none", "d8"))
     ap.add_argument("--stride", type=int, default=WINDOW - 32, help="mapping stride in pixels (default 96)")
     args = ap.parse_args()
     work, line = args.work, {"name": args.name}
     if args.score_only:
-        line.update(weights=str(args.score_only), tta=args.tta, stride=args.stride,
+        line.update(weights=[str(w) for w in args.score_only], tta=args.tta, stride=args.stride,
                     **score(work, args.score_only, args.tta, args.stride))
+        if len(args.score_only) > 1:  # each member alone, and how many of the first one's errors the second shares
+            line["members_mean_held"] = [score(work, w, args.tta, args.stride)["mean_held"] for w in args.score_only]
+            line["shared_errors"] = shared_errors(work, *args.score_only[:2], args.tta, args.stride)
     else:
         data = work / "data" / f"d{args.scenes_per_region}x{args.scene_size}"
         if not (data / "manifest.csv").exists():

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.registry import choose
@@ -133,6 +134,67 @@ class RandomSpectralShift:
         return f"{type(self).__name__}(angle={self.angle}, offset={self.offset})"
 
 
+class RandomRescale:
+    """Per-tile random zoom of image and label, then a random crop or a pad back to the tile's size.
+
+    The zoom factor ``s`` is log-uniform in ``[min_scale, max_scale]``: a landform whose crests lie
+    ``d`` px apart appears ``s * d`` px apart, imitating the scene-to-scene spread of dune size and
+    spacing. The image is resampled bilinearly (antialiased when shrinking) and every pixel vector is
+    given back the resampled length of the vectors around it, so unit AEF vectors stay unit; the label
+    is resampled by nearest neighbour. Zoom-in keeps a random window of the tile's size; zoom-out
+    places the smaller tile at a random offset and pads with zero vectors (nodata) labelled 255
+    (ignored by the loss). Pixels nearest to a nodata pixel become nodata. An AEF vector encodes its
+    own context at a fixed 10 m scale, so a zoomed raster is not the embedding of a larger landscape;
+    the benefit is measured in ``docs/quality.md``, not assumed. Each call draws exactly three uniform
+    numbers (scale and two offsets).
+
+    Args:
+        min_scale: smallest zoom factor, at least 0.25.
+        max_scale: largest zoom factor, at most 4 (equal to ``min_scale`` for a fixed zoom).
+        generator: the torch RNG to draw from; None uses the global one.
+    """
+
+    def __init__(self, min_scale: float = 0.75, max_scale: float = 1.33,
+                 generator: torch.Generator | None = None) -> None:
+        if not (math.isfinite(min_scale) and math.isfinite(max_scale) and 0.25 <= min_scale <= max_scale <= 4.0):
+            raise ConfigError(f"rescale range [{min_scale}, {max_scale}]; expected 0.25 <= min <= max <= 4")
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+        self.generator = generator
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.dim() != 3 or image.shape[-2:] != label.shape[-2:]:
+            raise InputError(f"image {tuple(image.shape)} and label {tuple(label.shape)}; "
+                             "expected (C, H, W) and (H, W)")
+        u = torch.rand((3,), generator=self.generator, dtype=torch.float64)
+        scale = math.exp(math.log(self.min_scale) + float(u[0]) * math.log(self.max_scale / self.min_scale))
+        h, w = image.shape[-2:]
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        if (nh, nw) == (h, w):
+            return image, label
+        norm = image.square().sum(0, keepdim=True).sqrt()  # (1, H, W)
+        stack = torch.cat([image, norm])[None]
+        out = F.interpolate(stack, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+        valid = F.interpolate((norm > 0).to(image.dtype)[None], size=(nh, nw), mode="nearest-exact")[0] > 0
+        vec, length = out[:-1], out[-1:]
+        vec = vec * (length / vec.square().sum(0, keepdim=True).sqrt().clamp_min(1e-12)) * valid
+        lab = F.interpolate(label[None, None].to(torch.float32), size=(nh, nw), mode="nearest-exact")[0, 0]
+        lab = lab.to(label.dtype)
+        if nh >= h:  # zoom in: a random window of the original size
+            top, left = int(float(u[1]) * (nh - h + 1)), int(float(u[2]) * (nw - w + 1))
+            top, left = min(top, nh - h), min(left, nw - w)
+            return (vec[:, top:top + h, left:left + w].contiguous(), lab[top:top + h, left:left + w].contiguous())
+        top, left = min(int(float(u[1]) * (h - nh + 1)), h - nh), min(int(float(u[2]) * (w - nw + 1)), w - nw)
+        img_out = image.new_zeros(image.shape)
+        lab_out = torch.full_like(label, 255)
+        img_out[:, top:top + nh, left:left + nw] = vec
+        lab_out[top:top + nh, left:left + nw] = lab
+        return img_out, lab_out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_scale={self.min_scale}, max_scale={self.max_scale})"
+
+
 class Compose:
     """Apply joint transforms one after another."""
 
@@ -153,10 +215,16 @@ def flip_rot90_spectral() -> Compose:
     return Compose([RandomFlipRotate(), RandomSpectralShift()])
 
 
+def flip_rot90_spectral_rescale() -> Compose:
+    """:class:`RandomRescale` (zoom 0.75 to 1.33) followed by :func:`flip_rot90_spectral`."""
+    return Compose([RandomRescale(), RandomFlipRotate(), RandomSpectralShift()])
+
+
 AUGMENTATIONS: dict[str, Callable[[], Transform]] = {
     "none": NoAugment,
     "flip_rot90": RandomFlipRotate,
     "flip_rot90_spectral": flip_rot90_spectral,
+    "flip_rot90_spectral_rescale": flip_rot90_spectral_rescale,
     "spectral": RandomSpectralShift,
 }
 """Augmentation factories by name; a CLI's ``--augment`` choices are these keys."""

@@ -36,7 +36,9 @@ class TrainConfig:
     class_weights: str = "none"  # none | balanced: CE weights (share of the class's training pixels) ** -0.5
     loss_margin: int = 0  # pixels along each tile edge left out of the loss (labels there lack context); 0 = none
     ema_decay: float = 0.0  # 0 = off; else validate and keep an exponential moving average of the weights, per step
-    augment: str = "flip_rot90"  # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust) | spectral (no flips)
+    # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust) | spectral (no flips)
+    # | flip_rot90_spectral_rescale (plus a random zoom 0.75-1.33; measured worse on new scenes, docs/quality.md)
+    augment: str = "flip_rot90"
     precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader worker processes

@@ -10,6 +10,7 @@ from dunemap.data.transforms import (
     Compose,
     NoAugment,
     RandomFlipRotate,
+    RandomRescale,
     RandomSpectralShift,
     build_augmentation,
 )
@@ -94,18 +95,22 @@ def test_disabled_operations() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert sorted(AUGMENTATIONS) == ["flip_rot90", "flip_rot90_spectral", "none", "spectral"]
+    assert sorted(AUGMENTATIONS) == ["flip_rot90", "flip_rot90_spectral", "flip_rot90_spectral_rescale", "none",
+                                     "spectral"]
     assert isinstance(build_augmentation("spectral"), RandomSpectralShift)  # keeps the orientation of the tile
     assert isinstance(build_augmentation("flip_rot90"), RandomFlipRotate)
     combo = build_augmentation("flip_rot90_spectral")
     assert isinstance(combo, Compose)
     assert [type(t) for t in combo.transforms] == [RandomFlipRotate, RandomSpectralShift]
+    zoom = build_augmentation("flip_rot90_spectral_rescale")
+    assert [type(t) for t in zoom.transforms] == [RandomRescale, RandomFlipRotate, RandomSpectralShift]
     none = build_augmentation("none")
     assert isinstance(none, NoAugment)
     image, label = _pair(3, 4)
     x, y = none(image, label)
     assert x is image and y is label
-    with pytest.raises(ConfigError, match="unknown augmentation 'rot'; valid: flip_rot90, flip_rot90_spectral, none"):
+    valid = "flip_rot90, flip_rot90_spectral, flip_rot90_spectral_rescale, none"
+    with pytest.raises(ConfigError, match=f"unknown augmentation 'rot'; valid: {valid}"):
         build_augmentation("rot")
     with pytest.raises(InputError, match=r"image \(3, 4, 4\) and label \(4, 5\) differ"):
         RandomFlipRotate()(torch.zeros(3, 4, 4), torch.zeros(4, 5, dtype=torch.long))
@@ -190,3 +195,74 @@ def test_spectral_shift_rejects_bad_strengths(kw: dict, match: str) -> None:
         RandomSpectralShift(**kw)
     with pytest.raises(InputError, match=r"image of shape \(4, 4\); expected \(C, H, W\)"):
         RandomSpectralShift()(torch.zeros(4, 4), torch.zeros(4, 4, dtype=torch.long))
+
+
+def _stripes(c: int, h: int, w: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertical stripes ``width`` px wide: label = stripe index mod c, image = the one-hot unit vector of that label."""
+    label = (torch.arange(w) // width % c).expand(h, w).clone()
+    image = torch.nn.functional.one_hot(label, c).permute(2, 0, 1).float()
+    return image, label
+
+
+def _runs(row: torch.Tensor) -> list[int]:
+    """Lengths of the runs of equal values in a 1-D tensor."""
+    return torch.unique_consecutive(row, return_counts=True)[1].tolist()
+
+
+@pytest.mark.parametrize("scale", [0.75, 1.3])
+def test_rescale_zooms_image_and_label_together(scale: float) -> None:
+    image, label = _stripes(4, 64, 64, width=8)
+    x, y = RandomRescale(scale, scale)(image, label)
+    assert x.shape == image.shape and y.shape == label.shape and x.dtype == image.dtype and y.dtype == label.dtype
+    kept = y != 255
+    # Image and label still agree: each labelled pixel's vector points at its own label.
+    agree = (x.argmax(0) == y)[kept].float().mean()
+    assert agree > 0.97
+    # Stripes are scale times as wide (the inner runs of a row: the outer ones may be cut by the crop).
+    inner = _runs(y[y.shape[0] // 2][kept[y.shape[0] // 2]])[1:-1]
+    assert inner and all(abs(n - 8 * scale) <= 1 for n in inner)
+    norms = x.norm(dim=0)
+    if scale < 1:
+        # Zoom-out: the 48 x 48 zoomed tile sits somewhere inside zero vectors labelled 255.
+        assert int(kept.sum()) == 48 * 48
+        assert torch.equal(norms[~kept], torch.zeros(int((~kept).sum())))
+        rows, cols = kept.any(1).nonzero(), kept.any(0).nonzero()
+        assert int(rows[-1] - rows[0]) + 1 == 48 and int(cols[-1] - cols[0]) + 1 == 48
+    else:
+        assert bool(kept.all())
+    # Resampled vectors get their neighbourhood's length back: unit vectors stay unit.
+    torch.testing.assert_close(norms[kept], torch.ones(int(kept.sum())), atol=1e-5, rtol=0)
+
+
+def test_rescale_keeps_nodata_and_repeats_under_a_seed() -> None:
+    image, label = _unit_tile(8, 40, 40, seed=2)  # row 0 is nodata labelled 255
+    aug = RandomRescale(0.8, 1.25)
+
+    def run(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        torch.manual_seed(seed)
+        return [aug(image, label) for _ in range(6)]
+
+    a, b = run(5), run(5)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+    assert len({tuple(y.flatten().tolist()) for _, y in a}) > 1  # a new zoom per tile
+    for x, y in a:
+        nodata = x.norm(dim=0) == 0
+        assert torch.equal(y[nodata] == 255, torch.ones(int(nodata.sum()), dtype=torch.bool))  # nodata is never a class
+        assert bool(torch.isfinite(x).all())
+    # One call draws three numbers whatever the zoom, so the stream does not depend on the range.
+    torch.manual_seed(0)
+    RandomRescale(1.0, 1.0)(image, label)
+    after_identity = torch.rand(())
+    torch.manual_seed(0)
+    RandomRescale(0.5, 2.0)(image, label)
+    assert torch.equal(torch.rand(()), after_identity)
+    x, y = RandomRescale(1.0, 1.0)(image, label)
+    assert x is image and y is label
+
+
+def test_rescale_rejects_bad_ranges_and_shapes() -> None:
+    for lo, hi in ((1.5, 1.2), (0.1, 1.0), (1.0, 5.0), (1.0, float("nan"))):
+        with pytest.raises(ConfigError, match="rescale range"):
+            RandomRescale(lo, hi)
+    with pytest.raises(InputError, match=r"image \(3, 4, 4\) and label \(4, 5\)"):
+        RandomRescale()(torch.zeros(3, 4, 4), torch.zeros(4, 5, dtype=torch.long))
