@@ -134,6 +134,19 @@ class RandomSpectralShift:
         return f"{type(self).__name__}(angle={self.angle}, offset={self.offset})"
 
 
+def _overlap(zoomed: int, size: int, r: float) -> tuple[slice, slice]:
+    """Source and destination slices along one axis when a zoomed length goes back to ``size``.
+
+    The offset is uniform over the room between the two lengths (``r`` in [0, 1)): a longer axis is
+    cropped at it, a shorter one is placed at it (the rest stays padding).
+    """
+    room = abs(zoomed - size)
+    off = min(int(r * (room + 1)), room)
+    if zoomed >= size:
+        return slice(off, off + size), slice(0, size)
+    return slice(0, zoomed), slice(off, off + zoomed)
+
+
 class RandomRescale:
     """Per-tile random zoom of image and label, then a random crop or a pad back to the tile's size.
 
@@ -141,9 +154,9 @@ class RandomRescale:
     ``d`` px apart appears ``s * d`` px apart, imitating the scene-to-scene spread of dune size and
     spacing. The image is resampled bilinearly (antialiased when shrinking) and every pixel vector is
     given back the resampled length of the vectors around it, so unit AEF vectors stay unit; the label
-    is resampled by nearest neighbour. Zoom-in keeps a random window of the tile's size; zoom-out
-    places the smaller tile at a random offset and pads with zero vectors (nodata) labelled 255
-    (ignored by the loss). Pixels nearest to a nodata pixel become nodata. An AEF vector encodes its
+    is resampled by nearest neighbour. Along each axis, zoom-in keeps a random window of the tile's
+    size and zoom-out places the shorter tile at a random offset, padded with zero vectors (nodata)
+    labelled 255 (ignored by the loss). Pixels nearest to a nodata pixel become nodata. An AEF vector encodes its
     own context at a fixed 10 m scale, so a zoomed raster is not the embedding of a larger landscape;
     the benefit is measured in ``docs/quality.md``, not assumed. Each call draws exactly three uniform
     numbers (scale and two offsets).
@@ -180,15 +193,11 @@ class RandomRescale:
         vec = vec * (length / vec.square().sum(0, keepdim=True).sqrt().clamp_min(1e-12)) * valid
         lab = F.interpolate(label[None, None].to(torch.float32), size=(nh, nw), mode="nearest-exact")[0, 0]
         lab = lab.to(label.dtype)
-        if nh >= h:  # zoom in: a random window of the original size
-            top, left = int(float(u[1]) * (nh - h + 1)), int(float(u[2]) * (nw - w + 1))
-            top, left = min(top, nh - h), min(left, nw - w)
-            return (vec[:, top:top + h, left:left + w].contiguous(), lab[top:top + h, left:left + w].contiguous())
-        top, left = min(int(float(u[1]) * (h - nh + 1)), h - nh), min(int(float(u[2]) * (w - nw + 1)), w - nw)
+        (src_r, dst_r), (src_c, dst_c) = _overlap(nh, h, float(u[1])), _overlap(nw, w, float(u[2]))
         img_out = image.new_zeros(image.shape)
         lab_out = torch.full_like(label, 255)
-        img_out[:, top:top + nh, left:left + nw] = vec
-        lab_out[top:top + nh, left:left + nw] = lab
+        img_out[:, dst_r, dst_c] = vec[:, src_r, src_c]
+        lab_out[dst_r, dst_c] = lab[src_r, src_c]
         return img_out, lab_out
 
     def __repr__(self) -> str:

@@ -266,3 +266,17 @@ def test_rescale_rejects_bad_ranges_and_shapes() -> None:
             RandomRescale(lo, hi)
     with pytest.raises(InputError, match=r"image \(3, 4, 4\) and label \(4, 5\)"):
         RandomRescale()(torch.zeros(3, 4, 4), torch.zeros(4, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("scale", [0.97, 0.987, 1.013])
+def test_rescale_keeps_the_shape_of_a_tile_that_is_not_square(scale: float) -> None:
+    # At these zooms one axis rounds back to its old length and the other does not: each axis is cropped or
+    # padded on its own.
+    image, label = _stripes(4, 37, 41, width=8)
+    x, y = RandomRescale(scale, scale)(image, label)
+    assert x.shape == image.shape and y.shape == label.shape
+    nh, nw = round(37 * scale), round(41 * scale)
+    assert int((y != 255).sum()) == min(nh, 37) * min(nw, 41)
+    kept = y != 255
+    assert ((x.argmax(0) == y)[kept].float().mean()) > 0.97
+    assert torch.equal(x.norm(dim=0)[~kept], torch.zeros(int((~kept).sum())))
