@@ -1,8 +1,9 @@
-"""Shared fixtures: the location of ../shared, torch threads kept small, and a tiny learnable dataset."""
+"""Shared fixtures: the repository's own test data, torch threads kept small, and a tiny learnable dataset."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 from dunemap.data.seed_layout import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DUNEMAP_SHARED", REPO.parent / "shared"))
+FIXTURES = REPO / "tests" / "fixtures"  # the only place test data is read from (see its README files)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 TORCH_THREADS = torch.get_num_threads()
@@ -27,11 +28,30 @@ def _torch_threads():
     yield
 
 
+@dataclass(frozen=True)
+class MadsFixture:
+    """The published-layout checkpoint fixtures in ``tests/fixtures/mads`` (provenance in its README)."""
+
+    dir: Path
+    weights: Path  # a MiT-B0-sized fused state_dict in the published key layout, float16 tensors
+    text: Path  # the seed's text embeddings, (10, 512)
+    logits_every4: Path  # the published code's logits for the fixture input, every 4th row and column
+    full_shapes: Path  # every key and shape of the full published model
+
+
+def mads_fixture() -> MadsFixture:
+    """The fixture files; a missing one fails loudly (it never skips a test)."""
+    root = FIXTURES / "mads"
+    found = MadsFixture(root, root / "tiny_b0_fusion_fp16.pth", root / "text_embeds_detailed.npy",
+                        root / "tiny_logits_every4.npy", root / "full_state_dict_shapes.json")
+    missing = [str(p) for p in vars(found).values() if not p.exists()]
+    assert not missing, f"test fixtures missing from the repository: {missing}"
+    return found
+
+
 @pytest.fixture(scope="session")
-def mads_dir() -> Path:
-    path = SHARED / "fixtures" / "mads"
-    assert path.is_dir(), f"checkpoint fixtures not found at {path} (set DUNEMAP_SHARED)"
-    return path
+def mads() -> MadsFixture:
+    return mads_fixture()
 
 BANDS = 16
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-MADS = Path("/work/shared/fixtures/mads")
-WEIGHTS, TEXT = MADS / "tiny_b0_fusion.pth", MADS / "text_embeds_detailed.npy"
+from sklearn.metrics import accuracy_score, cohen_kappa_score
 
 
 def _dunemap(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -22,16 +21,15 @@ def _dunemap(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def fixture_split(tmp_path_factory) -> Path:
-    """The fixture's input as a one-tile test split; labels = argmax of its logits, rows 0-127 shifted by one
-    class, rows 300-339 ignored (255)."""
-    if not WEIGHTS.is_file():
-        pytest.skip(f"{MADS} not present")
+def fixture_split(tmp_path_factory, mads) -> Path:
+    """The fixture's input as a one-tile test split, labelled on every 4th row and column (where the published
+    code's logits are known) with their argmax, rows 0-127 shifted by one class, rows 300-339 ignored (255)."""
     root = tmp_path_factory.mktemp("mads_split")
     x = np.random.default_rng(7).standard_normal((64, 512, 512), dtype=np.float32)
     x = x / np.linalg.norm(x, axis=0, keepdims=True)
-    labels = np.load(MADS / "tiny_logits.npy").argmax(0).astype(np.uint8)
-    labels[:128] = (labels[:128] + 1) % 10
+    labels = np.full((512, 512), 255, np.uint8)
+    labels[::4, ::4] = np.load(mads.logits_every4).argmax(0)
+    labels[:128] = np.where(labels[:128] == 255, 255, (labels[:128] + 1) % 10)
     labels[300:340] = 255
     (root / "img_dir" / "test").mkdir(parents=True)
     (root / "ann_dir" / "test").mkdir(parents=True)
@@ -40,20 +38,34 @@ def fixture_split(tmp_path_factory) -> Path:
     return root
 
 
-def test_default_evaluation_is_exact_and_records_how_it_ran(fixture_split: Path, tmp_path: Path) -> None:
-    before = sorted(p.name for p in MADS.iterdir())
-    args = ["evaluate", "--data-root", str(fixture_split), "--weights", str(WEIGHTS), "--text-embeddings", str(TEXT),
-            "--no-progress"]
+def _published_scores(mads, fixture_split: Path) -> tuple[float, float]:
+    """OA and Kappa of the published code's own predictions against the split's labels (scikit-learn)."""
+    labels = np.asarray(Image.open(fixture_split / "ann_dir" / "test" / "tile.png"))[::4, ::4].ravel()
+    pred = np.load(mads.logits_every4).argmax(0).ravel()
+    keep = labels != 255
+    return accuracy_score(labels[keep], pred[keep]), cohen_kappa_score(labels[keep], pred[keep])
+
+
+def _fixture_hashes(mads) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(mads.dir.iterdir())}
+
+
+def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split: Path, tmp_path: Path) -> None:
+    before = _fixture_hashes(mads)
+    args = ["evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
+            "--text-embeddings", str(mads.text), "--no-progress"]
     proc = _dunemap(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "eval_mads-tiny_b0_fusion_test"  # a new folder here, named after the checkpoint and split
+    out = tmp_path / "eval_mads-tiny_b0_fusion_fp16_test"  # a new folder here, named after the checkpoint and split
     report = json.loads((out / "metrics.json").read_text())
-    assert round(report["metrics"]["oa"] * 100, 2) == 72.88
-    assert round(report["metrics"]["kappa"], 4) == 0.6873
+    oa, kappa = _published_scores(mads, fixture_split)
+    assert round(oa * 100, 2) == 72.88  # 86 of the 118 labelled rows of every 4th pixel are not shifted
+    assert report["metrics"]["oa"] == pytest.approx(oa, abs=1e-9)  # the published code's numbers, exactly
+    assert report["metrics"]["kappa"] == pytest.approx(kappa, abs=1e-9)
     assert report["precision"] == "fp32" and report["device"] == "cpu"
     assert report["torch_version"] == __import__("torch").__version__
-    assert report["checkpoint_sha256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
-    assert sorted(p.name for p in MADS.iterdir()) == before  # nothing written beside the weights
+    assert report["checkpoint_sha256"] == hashlib.sha256(mads.weights.read_bytes()).hexdigest()
+    assert _fixture_hashes(mads) == before  # nothing written beside the weights, and the weights unchanged
 
     again = _dunemap(*args, cwd=tmp_path)  # an existing report is never replaced silently
     assert again.returncode == 1 and "metrics.json: already exists; pass --overwrite" in again.stderr

@@ -142,7 +142,7 @@ def _placeholders(argv: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, mads_dir: Path) -> dict[str, Path]:
+def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     """The tiny files every placeholder name stands for."""
     import pyogrio.raw
     import rasterio
@@ -190,8 +190,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads_dir: Path) -> dict[str,
         "W": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg", "zones.gpkg": root / "zones.gpkg",
         "points.gpkg": root / "points.gpkg", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
     }
-    files["best_model.pth"] = mads_dir / "tiny_b0_fusion.pth"  # the published weights' layout
-    files["text_embeds_detailed.npy"] = mads_dir / "text_embeds_detailed.npy"
+    files["best_model.pth"] = mads.weights  # the published weights' layout
+    files["text_embeds_detailed.npy"] = mads.text
     return files
 
 

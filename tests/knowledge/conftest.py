@@ -11,8 +11,6 @@ import yaml
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.knowledge.encoders import TextEncoder, get_encoder
 
-SEED_TEXT = Path("/work/shared/fixtures/mads/text_embeds_detailed.npy")
-
 EXTRA_CLASS = {
     "id": 10,
     "name": "yardang",
@@ -97,7 +95,6 @@ def write_catalog(tmp_path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def seed_text() -> Path:
-    if not SEED_TEXT.is_file():
-        pytest.skip(f"seed text fixture {SEED_TEXT} not present")
-    return SEED_TEXT
+def seed_text(mads) -> Path:
+    """The seed's published text embeddings (10, 512), from the repository's fixtures."""
+    return mads.text

@@ -131,9 +131,9 @@ def _mads_dataset(root: Path) -> Path:
     return root
 
 
-def test_calibrate_cli_on_a_published_state_dict(mads_dir: Path, tmp_path: Path) -> None:
+def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path) -> None:
     data = _mads_dataset(tmp_path / "data")
-    weights, text = mads_dir / "tiny_b0_fusion.pth", mads_dir / "text_embeds_detailed.npy"
+    weights, text = mads.weights, mads.text
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert load_checkpoint(weights, text_embeddings=np.load(text)).calibration == {}
     out = tmp_path / "calibrated.pth"
@@ -150,7 +150,7 @@ def test_calibrate_cli_on_a_published_state_dict(mads_dir: Path, tmp_path: Path)
     assert onto.returncode == 1 and "would overwrite the input" in onto.stderr
 
 
-def test_calibrate_cli_leaves_a_held_out_region_out(mads_dir: Path, tmp_path: Path) -> None:
+def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> None:
     """``--holdout-region``: a leave-one-region-out model is calibrated and described without that region."""
     from dunemap.data.manifest import TileRecord, write_manifest
 
@@ -160,7 +160,7 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads_dir: Path, tmp_path: Pa
     records += [TileRecord("val_0", "val", region="namib", source="v0"), TileRecord("val_1", "val", region="mojave",
                                                                                    source="v1")]
     write_manifest(data, records)
-    weights, text = mads_dir / "tiny_b0_fusion.pth", mads_dir / "text_embeds_detailed.npy"
+    weights, text = mads.weights, mads.text
     fits = {}
     for name, extra in (("all", ()), ("loro", ("--holdout-region", "namib"))):
         out = tmp_path / f"{name}.pth"
@@ -174,11 +174,10 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads_dir: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("split", ["none"])
-def test_calibrate_without_applicability(mads_dir: Path, tmp_path: Path, split: str) -> None:
+def test_calibrate_without_applicability(mads, tmp_path: Path, split: str) -> None:
     data = _mads_dataset(tmp_path / "data")
     out = tmp_path / "cal.pth"
-    proc = _dunemap("calibrate", "--weights", mads_dir / "tiny_b0_fusion.pth", "--text-embeddings",
-                    mads_dir / "text_embeds_detailed.npy", "--data-root", data, "--out", out,
+    proc = _dunemap("calibrate", "--weights", mads.weights, "--text-embeddings", mads.text, "--data-root", data, "--out", out,
                     "--applicability-split", split)
     assert proc.returncode == 0, proc.stderr
     assert load_checkpoint(out).applicability is None
