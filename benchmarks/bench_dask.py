@@ -87,7 +87,7 @@ def time_overhead(raster: Path, config) -> float:
 
     from dunemap.mapping.engine import plan_map
     from dunemap.mapping.predict import predict_block
-    from dunemap.mapping.reader import EmbeddingReader
+    from dunemap.raster.reader import EmbeddingReader
 
     torch.set_num_threads(1)
     with EmbeddingReader(raster) as reader:

@@ -128,7 +128,7 @@ def make_random_checkpoint(path: Path, model_name: str, seed: int = 0) -> Path:
 
 def shifted_starts(length: int, offset: int) -> list[int]:
     """The seed's window starts on a grid moved ``offset`` pixels along the axis (plus one window at 0)."""
-    from dunemap.mapping.windows import window_starts
+    from dunemap.raster.geometry import window_starts
 
     if offset == 0 or length <= SEED_WINDOW + offset:
         return window_starts(length, SEED_WINDOW, SEED_STRIDE)
@@ -378,7 +378,7 @@ def main() -> None:
 
     from dunemap.io.atomic import atomic_path
     from dunemap.mapping.config import MapConfig
-    from dunemap.mapping.windows import window_count
+    from dunemap.raster.geometry import window_count
 
     args.work.mkdir(parents=True, exist_ok=True)
     truth: Path | None = None

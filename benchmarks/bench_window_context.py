@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-
 from bench_heldout import held_out_scenes
+
 from dunemap.mapping.predict import window_batch
-from dunemap.mapping.reader import EmbeddingReader
-from dunemap.mapping.windows import Box
 from dunemap.metrics import ConfusionMatrix
 from dunemap.models.checkpoint import load_predictor
+from dunemap.raster.geometry import Box
+from dunemap.raster.reader import EmbeddingReader
 
 BIN = 8  # px per distance bin
 

@@ -171,8 +171,8 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     """
     from dunemap.mapping.config import MapConfig
     from dunemap.mapping.predict import finish_block, predict_block_data, split_contribution
-    from dunemap.mapping.reader import AEF_DTYPE, BlockData, valid_pixels
     from dunemap.mapping.windows import plan_blocks
+    from dunemap.raster.reader import AEF_DTYPE, BlockData, valid_pixels
 
     config = _config(MapConfig, config, options)
     config.validate()

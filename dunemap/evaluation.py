@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from dunemap import __version__
-
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
@@ -73,7 +72,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     A calibrated checkpoint also gets its expected calibration error before and after calibration
     (and ``reliability.png``); one with an area of applicability gets its metrics inside and outside it.
     """
-    from dunemap.knowledge.encoders import file_sha256
+    from dunemap.io.checksum import file_sha256
 
     out_dir = Path(config.out_dir) if config.out_dir else default_out_dir(config.weights, config.split)
     json_path, png_path = out_dir / "metrics.json", out_dir / "confusion_matrix.png"

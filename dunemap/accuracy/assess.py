@@ -20,9 +20,9 @@ from dunemap.accuracy.estimator import StratifiedEstimate, stratified_estimate
 from dunemap.accuracy.sampling import draw_sample
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
-from dunemap.mapping.legend import NODATA_CLASS
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
+from dunemap.raster.legend import NODATA_CLASS
 
 CLASS_KEYS = ("id", "name", "mapped_area_km2", "area_km2", "area_km2_ci95", "users_accuracy", "users_accuracy_ci95",
               "producers_accuracy", "producers_accuracy_ci95")

@@ -1,9 +1,9 @@
 """Windowed reads of the public AEF COGs into one float32 GeoTIFF mosaic over a bbox, across tiles and UTM zones.
 
 Only the windows a bbox needs are read (GDAL range requests through ``/vsicurl/`` for URLs), never
-whole 8192 x 8192 tiles. The int8 values are de-quantised with :func:`dunemap.io.aef.dequantize`,
-bottom-up tiles are flipped north-up, and the output is built chunk by chunk (``chunk`` pixels square)
-so memory stays bounded: each chunk is filled from the tiles it touches, tiles in the output CRS
+whole 8192 x 8192 tiles, through the one embedding reader (:class:`dunemap.raster.reader.EmbeddingReader`:
+int8 de-quantised as :mod:`dunemap.io.aef` says, bottom-up tiles seen north-up, its valid-pixel rule).
+The output is built chunk by chunk (``chunk`` pixels square) so memory stays bounded: each chunk is filled from the tiles it touches, tiles in the output CRS
 first (copied exactly when their grid is aligned), tiles of other UTM zones reprojected with
 :func:`rasterio.warp.reproject`. **Nodata is written as NaN** (all bands), and the GeoTIFF's nodata
 value is set to NaN. With bilinear resampling each vector is renormalised to unit length, as the
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from dunemap.acquire.index import (
-    BBox,
     AefTile,
+    BBox,
     bbox_center,
     check_bbox,
     check_year,
@@ -31,11 +31,11 @@ from dunemap.acquire.index import (
     select_tiles,
     utm_epsg,
 )
-from dunemap.data.prepare import north_up_transform, source_rows, tile_transform
-from dunemap.errors import ConfigError, InputError, RasterIOError
-from dunemap.io.aef import dequantize
+from dunemap.errors import ConfigError, DunemapError, InputError
 from dunemap.io.atomic import atomic_path
-from dunemap.mapping.reader import valid_pixels
+from dunemap.raster.geometry import Box
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.transform import tile_transform
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
@@ -143,29 +143,23 @@ def _chunk_bounds(transform: Any, row: int, col: int, h: int, w: int) -> tuple[f
 
 
 class _Tile:
-    """An open AEF COG (header only until a window is read)."""
+    """An open AEF COG (header only until a window is read), read through the one embedding reader."""
 
     def __init__(self, info: AefTile):
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
         self.info = info
         try:
-            self.ds = rasterio.open(info.gdal_path)
-        except RasterioIOError as exc:
-            raise RasterIOError(f"{info.path}: cannot open AEF tile {info.gdal_path} ({' '.join(str(exc).split())})") \
-                from None
-        ds = self.ds
-        if set(ds.dtypes) != {"int8"}:
-            ds.close()
-            raise InputError(f"{info.path}: AEF tile has dtype {ds.dtypes[0]}; expected int8 quantised embeddings")
-        if ds.crs is None:
-            ds.close()
+            reader = self.reader = EmbeddingReader(info.gdal_path, bands=None)
+        except DunemapError as exc:
+            raise type(exc)(f"{info.path}: cannot open AEF tile {info.gdal_path} ({exc})") from None
+        if reader.dtype != "int8":
+            reader.close()
+            raise InputError(f"{info.path}: AEF tile has dtype {reader.dtype}; expected int8 quantised embeddings")
+        if reader.crs is None:
+            reader.close()
             raise InputError(f"{info.path}: AEF tile has no CRS")
-        self.crs, self.height, self.width, self.count = ds.crs, ds.height, ds.width, ds.count
-        self.bottom_up = ds.transform.e > 0
-        self.nu = north_up_transform(ds.transform, ds.height, where=info.path)
-        self.descriptions = ds.descriptions
+        self.crs, self.height, self.width, self.count = reader.crs, reader.height, reader.width, reader.bands
+        self.nu = reader.transform
+        self.descriptions = reader.descriptions
 
     def footprint(self, dst_crs: Any) -> tuple[float, float, float, float]:
         from rasterio.warp import transform_bounds
@@ -175,13 +169,10 @@ class _Tile:
 
     def read_north_up(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """De-quantised float32 (bands, r1 - r0, c1 - c0) of north-up rows/cols, NaN at nodata."""
-        from rasterio.windows import Window
-
-        raw = self.ds.read(window=Window(c0, source_rows(r0, r1 - r0, self.height, self.bottom_up), c1 - c0, r1 - r0))
-        if self.bottom_up:
-            raw = raw[:, ::-1, :]
-        values, _ = dequantize(raw)
-        values[:, ~valid_pixels(raw, self.ds.nodata)] = np.nan  # the one valid-pixel rule (mapping.reader)
+        box = Box(r0, c0, r1 - r0, c1 - c0)
+        block = self.reader.read(box)  # the one valid-pixel rule, the raster's mask included
+        values = block.embeddings(box)
+        values[:, ~block.valid] = np.nan
         return values
 
     def read_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:
@@ -227,7 +218,7 @@ class _Tile:
         return out
 
     def close(self) -> None:
-        self.ds.close()
+        self.reader.close()
 
 
 def _env_options() -> dict[str, str]:

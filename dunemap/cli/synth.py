@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_alias, add_no_progress, add_overwrite, csv_list, default_of, fraction
+from dunemap.cli.options import add, add_alias, add_no_progress, add_overwrite, default_of, fraction
 from dunemap.data.splits import SPLIT_MODES
 from dunemap.regions import REGIONS
 from dunemap.synth.encoding import ENCODINGS
@@ -69,16 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.synth_command == "scene":
+        from dunemap.io.outputs import claim_outputs
         from dunemap.synth.scene import SceneConfig
         from dunemap.synth.writers import write_scene_files
-
-        from dunemap.io.outputs import claim_outputs
 
         cfg = SceneConfig(size=(args.size, args.size), region=args.region, seed=args.seed,
                           nodata_holes=args.nodata_holes, region_px=args.region_px, embedding_seed=args.embedding_seed)
         suffixes = ("_emb.tif", "_labels.tif", "_hillshade.png", "_overlay.png")
         outs = [args.out / f"{cfg.name}{suffix}" for suffix in suffixes]
-        from dunemap.mapping.legend import style_paths
+        from dunemap.raster.legend import style_paths
 
         outs += style_paths(outs[1]).values()  # the labels' legend companions
         with claim_outputs(outs, overwrite=args.overwrite):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -27,18 +26,29 @@ from typing import Any
 
 import numpy as np
 
-from dunemap.data.manifest import MANIFEST_NAME, TileRecord, write_manifest
+from dunemap.data.labels import RasterLabels, VectorLabels, fold_name, is_vector, read_vector_labels
+from dunemap.data.manifest import TileRecord, write_manifest
 from dunemap.data.seed_layout import (
-    ANN_DIR, IGNORE_INDEX, IMG_DIR, check_dataset_out, image_path, label_path, write_sample)
+    ANN_DIR,
+    IGNORE_INDEX,
+    IMG_DIR,
+    check_dataset_out,
+    image_path,
+    label_path,
+    publish_dataset,
+    write_sample,
+)
 from dunemap.data.splits import SPLIT_MODES, SPLITS, SplitResult, parse_fractions, split_scenes, split_tiles
-from dunemap.errors import ConfigError, InputError, RasterIOError
+from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.raster.geometry import Box, window_starts
+from dunemap.raster.reader import EmbeddingReader, open_raster
+from dunemap.raster.transform import source_rows, tile_transform
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
-VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite")
 _STAGING_SPLIT = "all"  # staging sub-folder holding every kept tile before the split is known
 
 
@@ -88,344 +98,29 @@ class PrepareSummary:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------- pure tile geometry
-
-
-def tile_offsets(size: int, tile: int, stride: int) -> list[int]:
-    """Offsets of tiles of side ``tile`` stepping by ``stride`` along an axis of ``size`` pixels.
-
-    The last tile is shifted back to end exactly at the edge so every tile is full-size and the
-    whole axis is covered; an axis shorter than ``tile`` gets one tile at 0 (padded when read).
-    """
-    if tile <= 0 or stride <= 0:
-        raise ConfigError(f"tile {tile} and stride {stride} must be positive pixel counts")
-    if size <= tile:
-        return [0]
-    offsets = list(range(0, size - tile + 1, stride))
-    if offsets[-1] + tile < size:
-        offsets.append(size - tile)
-    return offsets
-
-
-def north_up_transform(transform: Any, height: int, where: str = "raster") -> Any:
-    """The north-up (negative y pixel size) geotransform of a raster stored north-up or bottom-up.
-
-    Rotated or sheared geotransforms and east-to-west columns are rejected.
-    """
-    from affine import Affine
-
-    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
-    if b != 0 or d != 0:
-        raise InputError(f"{where}: rotated/sheared geotransform {tuple(transform)[:6]} is not supported; "
-                         "expected a north-up or bottom-up grid")
-    if a <= 0 or e == 0:
-        raise InputError(f"{where}: geotransform pixel size ({a}, {e}) is not supported; "
-                         "expected a positive x size and a non-zero y size")
-    if e > 0:
-        return Affine(a, 0.0, c, 0.0, -e, f + e * height)
-    return Affine(a, 0.0, c, 0.0, e, f)
-
-
-def source_rows(row_off: int, height: int, raster_height: int, bottom_up: bool) -> int:
-    """First stored row of the north-up rows ``[row_off, row_off + height)`` in a raster that may be bottom-up."""
-    return raster_height - row_off - height if bottom_up else row_off
-
-
-def tile_transform(nu_transform: Any, row_off: int, col_off: int) -> Any:
-    """Geotransform of the north-up tile whose top-left pixel is (row_off, col_off).
-
-    Same arithmetic as ``rasterio.windows.transform`` (whose ``*`` on Affine warns under affine 3), so the two agree exactly.
-    """
-    from affine import Affine
-
-    t = nu_transform
-    x = t.a * col_off + t.b * row_off + t.c
-    y = t.d * col_off + t.e * row_off + t.f
-    return Affine(t.a, t.b, t.c + (x - t.c), t.d, t.e, t.f + (y - t.f))
-
-
-def class_id_for(value: Any, names: list[str], labels: list[str] | None = None) -> int | None:
-    """The class id named by ``value``: an integer id (or its string) or a class name/label, case-insensitive.
-
-    Returns None when nothing matches. Names match after folding case and treating spaces, '-' and
-    '/' like '_'; catalog display labels are accepted too.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value) if 0 <= int(value) < len(names) else None
-    if isinstance(value, (float, np.floating)):
-        if math.isfinite(value) and float(value).is_integer():
-            return class_id_for(int(value), names)
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if re.fullmatch(r"[+-]?\d+", text):
-        return class_id_for(int(text), names)
-    key = _fold(text)
-    for i, name in enumerate(names):
-        if _fold(name) == key:
-            return i
-    for i, label in enumerate(labels or []):
-        if _fold(label) == key:
-            return i
-    return None
-
-
-def _fold(text: str) -> str:
-    return re.sub(r"[\s_\-/]+", "_", text.strip().casefold()).strip("_")
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _open_image(path: Path) -> EmbeddingReader:
+    """An embedding image through the one reader (its valid-pixel rule, north-up rows); it must have a CRS."""
+    image = EmbeddingReader(path, bands=None)
+    if image.crs is None:
+        image.close()
+        raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF")
+    return image
 
 
-# --------------------------------------------------------------------------- image and label sources
-
-
-class _ImageSource:
-    """An open embedding raster read through its north-up grid (pixels by the one reader's valid-pixel rule)."""
-
-    def __init__(self, path: Path):
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
-        self.path = path
-        try:
-            self.ds = rasterio.open(path)
-        except RasterioIOError as exc:
-            raise RasterIOError(f"{path}: cannot open image ({_one_line(exc)})") from None
-        ds = self.ds
-        if ds.crs is None:
-            ds.close()
-            raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF")
-        dtypes = set(ds.dtypes)
-        if dtypes != {"int8"} and not dtypes <= {"float16", "float32", "float64"}:
-            ds.close()
-            raise InputError(f"{path}: band dtype(s) {sorted(dtypes)} not supported; "
-                             "expected float embeddings or AEF int8")
-        self.height, self.width, self.count, self.crs = ds.height, ds.width, ds.count, ds.crs
-        self.bottom_up = ds.transform.e > 0
-        try:
-            self.nu_transform = north_up_transform(ds.transform, ds.height, where=str(path))
-        except InputError:
-            ds.close()
-            raise
-        from dunemap.mapping.reader import EmbeddingReader
-
-        self.reader = EmbeddingReader(path, bands=None)
-
-    def close(self) -> None:
-        self.reader.close()
-        self.ds.close()
-
-    def read_raw(self, ds: Any, row_off: int, col_off: int, size: int, fill: Any, band: int | None = None) -> np.ndarray:
-        """Read the north-up ``size`` x ``size`` window of ``ds`` (on this grid), padding outside pixels with ``fill``."""
-        if band is None:
-            return _read_north_up(lambda w: ds.read(window=w), ds.height, ds.width, self.bottom_up,
-                                  row_off, col_off, size, fill)
-        return _read_north_up(lambda w: ds.read(band, window=w)[None], ds.height, ds.width, self.bottom_up,
-                              row_off, col_off, size, fill)
-
-    def read(self, row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """North-up tile as (float32 (C, size, size) with 0 at nodata, bool valid mask (size, size)).
-
-        Read through :class:`dunemap.mapping.reader.EmbeddingReader`, so training tiles and maps
-        share one valid-pixel rule; pixels beyond the raster's edge are nodata.
-        """
-        from dunemap.mapping.windows import Box
-
-        h, w = min(size, self.height - row_off), min(size, self.width - col_off)
-        block = self.reader.read(Box(row_off, col_off, h, w))
-        values = np.zeros((self.count, size, size), dtype=np.float32)
-        valid = np.zeros((size, size), dtype=bool)
-        values[:, :h, :w] = block.embeddings(block.box)
-        valid[:h, :w] = block.valid
-        return values, valid
-
-
-def _read_north_up(reader: Any, height: int, width: int, bottom_up: bool, row_off: int, col_off: int, size: int,
-                   fill: Any) -> np.ndarray:
-    """Call ``reader(window)`` for the stored rows of a north-up tile, flip bottom-up rows, pad to ``size`` with ``fill``."""
-    from rasterio.windows import Window
-
-    h = min(size, height - row_off)
-    w = min(size, width - col_off)
-    data = reader(Window(col_off, source_rows(row_off, h, height, bottom_up), w, h))
-    if bottom_up:
-        data = data[:, ::-1, :]
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(data)
-    out = np.full((data.shape[0], size, size), fill, dtype=np.result_type(data.dtype, np.min_scalar_type(fill)))
-    out[:, :h, :w] = data
-    return out
-
-
-class _RasterLabels:
-    """A label raster that must share its image's grid (CRS, transform and shape)."""
-
-    def __init__(self, path: Path, image: _ImageSource, num_classes: int, names: list[str]):
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
-        self.path, self.image, self.num_classes, self.names = path, image, num_classes, names
-        try:
-            self.ds = rasterio.open(path)
-        except RasterioIOError as exc:
-            raise RasterIOError(f"{path}: cannot open label raster ({_one_line(exc)})") from None
-        ds, img = self.ds, image.ds
-        if ds.crs != img.crs or (ds.height, ds.width) != (img.height, img.width) \
-                or not ds.transform.almost_equals(img.transform, precision=1e-6 * abs(img.transform.a)):
-            desc = (f"label raster {path} (CRS {_crs_text(ds.crs)}, {ds.width}x{ds.height} px, "
-                    f"transform {_affine_text(ds.transform)}) is not on the grid of image {image.path} "
-                    f"(CRS {_crs_text(img.crs)}, {img.width}x{img.height} px, transform {_affine_text(img.transform)}); "
-                    "expected the same CRS, transform and shape (resample it or use polygons)")
-            ds.close()
-            raise InputError(desc)
-        if np.dtype(ds.dtypes[0]).kind not in "iuf":
-            ds.close()
-            raise InputError(f"{path}: label dtype {ds.dtypes[0]} is not numeric; expected integer class ids")
-
-    def close(self) -> None:
-        self.ds.close()
-
-    def read(self, row_off: int, col_off: int, size: int) -> np.ndarray:
-        raw = self.image.read_raw(self.ds, row_off, col_off, size, fill=IGNORE_INDEX, band=1)[0]
-        nodata = self.ds.nodata
-        ignore = np.zeros(raw.shape, dtype=bool)
-        if raw.dtype.kind == "f":
-            ignore |= ~np.isfinite(raw)
-        if nodata is not None and math.isfinite(nodata):
-            ignore |= raw == nodata
-        values = np.where(ignore, IGNORE_INDEX, raw)
-        bad = (values != IGNORE_INDEX) & ((values < 0) | (values >= self.num_classes) | (values != np.round(values)))
-        if bad.any():
-            v = values[bad].flat[0].item()
-            raise InputError(f"{self.path}: label value {v} (tile at row {row_off}, col {col_off}) is not a class id; "
-                             f"valid: 0..{self.num_classes - 1} ({', '.join(self.names)}) or {IGNORE_INDEX} = unlabelled")
-        return values.astype(np.uint8)
-
-
-@dataclass
-class VectorLabels:
-    """Polygons with class ids, in one CRS; rasterised tile by tile."""
-
-    geometries: np.ndarray  # shapely polygons, in file order (later ones win on overlap)
-    class_ids: np.ndarray  # int per geometry
-    crs: Any  # rasterio CRS
-    source: str = ""
-
-    def to_crs(self, crs: Any) -> "VectorLabels":
-        """These polygons in ``crs``: densified, then transformed vertex by vertex with pyproj."""
-        if crs == self.crs:
-            return self
-        import shapely
-        from pyproj import Transformer
-
-        transformer = Transformer.from_crs(self.crs.to_wkt(), crs.to_wkt(), always_xy=True)
-        step = 0.0005 if self.crs.is_geographic else 50.0  # densify: ~50 m, so curved edges stay accurate
-        dense = shapely.segmentize(self.geometries, step)
-
-        def project(coords: np.ndarray) -> np.ndarray:
-            x, y = transformer.transform(coords[:, 0], coords[:, 1])
-            return np.column_stack([x, y])
-
-        moved = shapely.transform(dense, project)
-        bad = ~np.isfinite(shapely.bounds(moved)).all(axis=1)
-        if bad.any():
-            raise InputError(f"{self.source}: feature #{int(np.flatnonzero(bad)[0])} cannot be transformed from "
-                             f"{_crs_text(self.crs)} to {_crs_text(crs)}; expected polygons inside the image's CRS area")
-        return VectorLabels(moved, self.class_ids, crs, self.source)
-
-    def rasterize(self, transform: Any, size: int, tree: Any = None) -> np.ndarray:
-        """Burn the polygons touching the ``size`` x ``size`` tile at ``transform``; 255 where none."""
-        import shapely
-        from rasterio.features import rasterize
-
-        x0, y0 = transform.c, transform.f
-        x1, y1 = x0 + transform.a * size, y0 + transform.e * size
-        tile_box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        tree = tree if tree is not None else shapely.STRtree(self.geometries)
-        hits = np.sort(tree.query(tile_box, predicate="intersects"))
-        if hits.size == 0:
-            return np.full((size, size), IGNORE_INDEX, dtype=np.uint8)
-        shapes = [(self.geometries[i], int(self.class_ids[i])) for i in hits]
-        return rasterize(shapes, out_shape=(size, size), transform=transform, fill=IGNORE_INDEX, dtype="uint8")
-
-
-def read_vector_labels(path: str | Path, class_field: str, names: list[str], labels: list[str] | None = None,
-                       layer: str | None = None) -> VectorLabels:
-    """Read polygons and their classes (ids or names) from a vector file with pyogrio.
-
-    Every error names the file, the feature and the value: a missing field lists the fields, an
-    unknown class lists the valid ids and names, non-polygon geometries are refused.
-    """
-    import pyogrio
-    import shapely
-    from rasterio.crs import CRS
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: label file not found")
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-    except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError types
-        raise InputError(f"{path}: cannot read vector labels ({_one_line(exc)})") from None
-    fields = [str(f) for f in info.get("fields", [])]
-    if class_field not in fields:
-        raise InputError(f"{path}: no field {class_field!r}; fields: {', '.join(fields) or '(none)'} "
-                         "(choose one with --class-field)")
-    _meta, fids, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=[class_field], return_fids=True)
-    if info.get("crs") is None:
-        raise InputError(f"{path}: labels have no CRS; expected a layer with a coordinate reference system")
-    crs = CRS.from_user_input(info["crs"])
-    geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
-    values = field_data[0] if len(field_data) else np.array([])
-    keep = np.ones(len(geoms), dtype=bool)
-    ids = np.zeros(len(geoms), dtype=np.int64)
-    fid_list = list(fids) if fids is not None else list(range(len(geoms)))
-    for i, (geom, value) in enumerate(zip(geoms, values)):
-        fid = fid_list[i]
-        if isinstance(value, np.generic):
-            value = value.item()
-        if geom is None or shapely.is_empty(geom):
-            keep[i] = False
-            log.debug("%s: feature %s has no geometry; skipped", path, fid)
-            continue
-        gtype = shapely.get_type_id(geom)
-        if gtype not in (3, 6):  # Polygon, MultiPolygon
-            raise InputError(f"{path}: feature {fid} is a {geom.geom_type}; expected Polygon or MultiPolygon labels")
-        if value is None or (isinstance(value, float) and math.isnan(value)) or np.ma.is_masked(value):
-            raise InputError(f"{path}: feature {fid} has no value in field {class_field!r}; expected a class id or name")
-        cid = class_id_for(value, names, labels)
-        if cid is None:
-            raise InputError(f"{path}: feature {fid}: class {value!r} in field {class_field!r} is not in the catalog; "
-                             f"valid ids 0..{len(names) - 1} or names: {', '.join(names)}")
-        ids[i] = cid
-    geoms = shapely.make_valid(geoms[keep]) if keep.any() else geoms[keep]
-    return VectorLabels(np.asarray(geoms, dtype=object), ids[keep], crs, str(path))
-
-
-def _crs_text(crs: Any) -> str:
-    if crs is None:
-        return "none"
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
-
-
-def _affine_text(t: Any) -> str:
-    return "(" + ", ".join(f"{v:g}" for v in tuple(t)[:6]) + ")"
-
-
-def _is_vector(path: Path) -> bool:
-    return path.suffix.lower() in VECTOR_SUFFIXES
+def _read_tile(image: EmbeddingReader, row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """North-up tile as (float32 (C, size, size) with 0 at nodata, bool valid mask (size, size)); pixels beyond
+    the raster's edge are nodata."""
+    h, w = min(size, image.height - row_off), min(size, image.width - col_off)
+    block = image.read(Box(row_off, col_off, h, w))
+    values = np.zeros((image.bands, size, size), dtype=np.float32)
+    valid = np.zeros((size, size), dtype=bool)
+    values[:, :h, :w] = block.embeddings(block.box)
+    valid[:h, :w] = block.valid
+    return values, valid
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -491,11 +186,11 @@ class _Cutter:
         self._vectors: dict[Path, VectorLabels] = {}
         self._stems: set[str] = set()
 
-    def _labeller(self, lbl_path: Path, image: _ImageSource) -> tuple[Any, Any]:
+    def _labeller(self, lbl_path: Path, image: EmbeddingReader) -> tuple[Any, Any]:
         """A function (row, col, tile transform) -> uint8 label tile, and the object to close afterwards."""
         cfg, cat = self.config, self.catalog
-        if not _is_vector(lbl_path):
-            raster = _RasterLabels(lbl_path, image, cat.num_classes, cat.names)
+        if not is_vector(lbl_path):
+            raster = RasterLabels(lbl_path, image, cat.num_classes, cat.names)
             return (lambda r, c, t: raster.read(r, c, cfg.tile)), raster
         import shapely
 
@@ -507,7 +202,7 @@ class _Cutter:
 
     def _stem(self, region: str, img_path: Path) -> str:
         # the region leads the name once: namib_0_emb of region namib stays namib_0_emb, scene_a becomes namib_scene_a
-        named = img_path.stem if _fold(region) in _fold(img_path.stem) else f"{region}_{img_path.stem}"
+        named = img_path.stem if fold_name(region) in fold_name(img_path.stem) else f"{region}_{img_path.stem}"
         stem = base = _safe_name(named)
         k = 1
         while stem in self._stems:
@@ -521,27 +216,27 @@ class _Cutter:
         from tqdm.auto import tqdm
 
         cfg, tile, num_classes = self.config, self.config.tile, self.catalog.num_classes
-        image = _ImageSource(img_path)
+        image = _open_image(img_path)
         closer = None
         try:
             if self.ref_crs is None:
-                self.ref_crs, self.ref_res, self.ref_count = image.crs, abs(image.nu_transform.a), image.count
-            elif image.count != self.ref_count:
-                raise InputError(f"{img_path}: has {image.count} bands but the first image has {self.ref_count}; "
+                self.ref_crs, self.ref_res, self.ref_count = image.crs, abs(image.transform.a), image.bands
+            elif image.bands != self.ref_count:
+                raise InputError(f"{img_path}: has {image.bands} bands but the first image has {self.ref_count}; "
                                  "expected every image to carry the same embedding bands")
             label_tile, closer = self._labeller(lbl_path, image)
             stem = self._stem(region, img_path)
             self.sources.append(str(img_path.resolve()))
             self.crs_texts.append(_manifest_crs(image.crs))
-            rows = tile_offsets(image.height, tile, self.stride)
-            cols = tile_offsets(image.width, tile, self.stride)
+            rows = window_starts(image.height, tile, self.stride, gaps=True)
+            cols = window_starts(image.width, tile, self.stride, gaps=True)
             with tqdm(total=len(rows) * len(cols), desc=img_path.name, unit="tile",
                       disable=None if cfg.progress else True) as bar:
                 for r in rows:
                     for c in cols:
                         bar.update(1)
-                        values, valid = image.read(r, c, tile)
-                        t = tile_transform(image.nu_transform, r, c)
+                        values, valid = _read_tile(image, r, c, tile)
+                        t = tile_transform(image.transform, r, c)
                         lbl = label_tile(r, c, t)
                         lbl[~valid] = IGNORE_INDEX
                         if float(np.mean(lbl != IGNORE_INDEX)) < cfg.min_valid:
@@ -646,13 +341,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
         write_manifest(final, records)
         with atomic_path(final / SUMMARY_NAME) as tmp:
             tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-        for name in (IMG_DIR, ANN_DIR, MANIFEST_NAME, SUMMARY_NAME):
-            old = out / name
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-            os.replace(final / name, old)
+        publish_dataset(final, out, SUMMARY_NAME, SPLITS)
         log.debug("prepared %d tiles in %s (%s); %d skipped for nodata, %d dropped between splits",
                  summary.total_tiles, out, ", ".join(f"{k} {v}" for k, v in tiles.items()), skipped, result.num_dropped)
         done = True
@@ -688,14 +377,8 @@ REGION_TAGS = ("REGION", "region")  # raster metadata naming an image's region (
 
 def image_region(path: Path) -> str:
     """An image's region: its REGION metadata tag when it has one, else its file stem."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        with rasterio.open(path) as ds:
-            tags = ds.tags()
-    except RasterioIOError as exc:
-        raise RasterIOError(f"{path}: cannot open image ({_one_line(exc)})") from None
+    with open_raster(path) as ds:
+        tags = ds.tags()
     for key in REGION_TAGS:
         if tags.get(key, "").strip():
             return tags[key].strip()

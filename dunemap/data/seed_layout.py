@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dunemap.errors import InputError
+from dunemap.data.manifest import MANIFEST_NAME
+from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import publish
 
 IMG_DIR = "img_dir"
 ANN_DIR = "ann_dir"
@@ -117,9 +119,6 @@ def list_samples(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 
 def check_dataset_out(out: str | Path, overwrite: bool, summary_name: str) -> None:
     """Refuse to write a dataset into ``out`` when it is a file or already holds one (unless ``overwrite``)."""
-    from dunemap.data.manifest import MANIFEST_NAME
-    from dunemap.errors import ConfigError
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} is a file; expected a dataset folder")
@@ -127,3 +126,17 @@ def check_dataset_out(out: str | Path, overwrite: bool, summary_name: str) -> No
     if existing and not overwrite:
         raise ConfigError(f"output {out} already holds a dataset ({', '.join(existing)}); "
                           "choose a new folder or pass --overwrite")
+
+
+def publish_dataset(staging: str | Path, out: str | Path, summary_name: str, splits: tuple[str, ...]) -> None:
+    """Move a dataset staged in ``staging`` (inside ``out``) into ``out`` as one set (:func:`dunemap.io.outputs.publish`).
+
+    Every split gets its folders, as readers expect the layout. The summary is the primary product: an
+    earlier dataset's summary goes first and the new one comes last, so a summary beside the tiles means
+    the whole set is from one run.
+    """
+    staging, out = Path(staging), Path(out)
+    for split in splits:
+        (staging / IMG_DIR / split).mkdir(parents=True, exist_ok=True)
+        (staging / ANN_DIR / split).mkdir(parents=True, exist_ok=True)
+    publish([(staging / name, out / name) for name in (IMG_DIR, ANN_DIR, MANIFEST_NAME, summary_name)])

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -276,7 +277,7 @@ def _fsync_dir(folder: Path) -> None:
 def publish(products: Sequence[tuple[PathLike, PathLike]], stale: Iterable[PathLike | None] = ()) -> None:
     """Move a run's finished files onto their final paths as one set; the last pair is the primary product.
 
-    Each pair is ``(finished temporary file, final path)``, on the same file system. The order makes
+    Each pair is ``(finished temporary file or folder, final path)``, on the same file system. The order makes
     the set consistent whatever moment the process dies at: the primary's earlier version is removed
     first (so an older set is never complete beside newer companions), then ``stale`` companions of
     an earlier run that this run does not produce, then each companion, and the primary last. Its
@@ -296,6 +297,8 @@ def publish(products: Sequence[tuple[PathLike, PathLike]], stale: Iterable[PathL
         for folder in folders:
             _fsync_dir(folder)
         for tmp, final in pairs:
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)  # a folder product (a dataset's tiles) is replaced whole
             os.replace(tmp, final)
         for folder in folders:
             _fsync_dir(folder)

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.checksum import file_sha256
 from dunemap.knowledge.matrix import normalize_rows
 from dunemap.registry import choose
 
@@ -29,19 +30,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "minilm"
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-_HASH_CHUNK = 1 << 20
 
 # (resolved dir, ((relpath, size, mtime_ns), ...)) -> content hash; hashing ~90 MB of weights once per process.
 _DIR_HASH_MEMO: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def directory_sha256(root: str | os.PathLike) -> str:

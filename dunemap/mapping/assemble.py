@@ -20,11 +20,12 @@ from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import work_folder
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.legend import ClassLegend
 from dunemap.mapping.predict import Contribution, Part, finish_block, split_contribution
 from dunemap.mapping.resume import JOURNAL_NAME, BlockJournal
-from dunemap.mapping.windows import Block, Box
+from dunemap.mapping.windows import Block
 from dunemap.mapping.writer import GridSpec, PartialMap
+from dunemap.raster.geometry import Box
+from dunemap.raster.legend import ClassLegend
 
 log = logging.getLogger(__name__)
 

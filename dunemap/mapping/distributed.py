@@ -49,12 +49,12 @@ from dunemap.mapping.engine import (
     resolve_input,
 )
 from dunemap.mapping.jobs import BatchMapResult, MapJob, ModelSource
-from dunemap.mapping.legend import ClassLegend
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
-from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Block
-from dunemap.products.provenance import model_tags
+from dunemap.raster.legend import ClassLegend
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.tags import model_tags
 
 if TYPE_CHECKING:
     from distributed import Client, Future

@@ -36,14 +36,14 @@ from dunemap.errors import CheckpointError, InputError
 from dunemap.io.outputs import locked_outputs
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
-from dunemap.mapping.reader import BlockData, EmbeddingReader
 from dunemap.mapping.windows import Block, plan_blocks
-from dunemap.mapping.writer import GridSpec, product_paths
+from dunemap.mapping.writer import GridSpec
 from dunemap.models.checkpoint import Predictor
-from dunemap.products.provenance import model_tags
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend
+from dunemap.raster.reader import BlockData, EmbeddingReader
+from dunemap.raster.tags import model_tags, product_paths
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, c
                    applicability_threshold: float | None = None, model: dict[str, str] | None = None) -> MapAssembler:
     """The assembler (single writer) of a planned map; its products' tags record the model (``model``:
     :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings."""
-    from dunemap.products.provenance import run_tags
+    from dunemap.raster.tags import run_tags
 
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "

@@ -22,7 +22,8 @@ from dunemap.errors import ConfigError, InputError
 from dunemap.io.outputs import check_outputs, locked_outputs
 from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import MapResult, load_map_predictor, map_raster
-from dunemap.mapping.writer import partial_dir, product_paths
+from dunemap.mapping.writer import partial_dir
+from dunemap.raster.tags import product_paths
 
 if TYPE_CHECKING:
     from distributed import Client

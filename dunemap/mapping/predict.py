@@ -23,10 +23,11 @@ import torch
 from dunemap.errors import InputError
 from dunemap.io.aef import code_table
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.legend import NODATA_CLASS
 from dunemap.mapping.profile import StageTimes
-from dunemap.mapping.reader import BlockData, EmbeddingReader
-from dunemap.mapping.windows import Block, Box, blend_weights
+from dunemap.mapping.windows import Block, blend_weights
+from dunemap.raster.geometry import Box
+from dunemap.raster.legend import NODATA_CLASS
+from dunemap.raster.reader import BlockData, EmbeddingReader
 from dunemap.runtime import gpu_batch_size
 
 T = TypeVar("T")

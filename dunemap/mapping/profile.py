@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.mapping.legend import NODATA_CLASS
-from dunemap.mapping.windows import window_extent, window_starts
+from dunemap.raster.geometry import window_extent, window_starts
+from dunemap.raster.legend import NODATA_CLASS
 
 STAGES = ("read", "decode", "model", "blend", "assemble", "write")
 SEAM_STRIP_ROWS = 1024  # rows of the class map held at once while measuring seams

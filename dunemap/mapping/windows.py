@@ -1,10 +1,10 @@
-"""Pure sliding-window geometry: pixel boxes, window grids, blocks with halos and blending weights.
+"""Pure mapping geometry: blocks with halos over the window grid, and blending weights.
 
 Everything here is in pixels of the (north-up) raster grid and has no I/O, so a block plan can be
 computed on one machine and its blocks predicted anywhere (a thread, a process, a Dask worker).
 
-The window grid is global: window starts along an axis are ``0, stride, 2*stride, ...`` plus one
-last window aligned to the raster's end, and a window never extends past the raster (on a raster
+The window grid is global and is the raster layer's one grid rule
+(:func:`dunemap.raster.geometry.window_starts`): a window never extends past the raster (on a raster
 smaller than the window the window shrinks to the raster). Blocks are square, tile-aligned pieces
 of the output. A block owns the windows that start in its core and predicts them once; the part of
 its windows beyond its core (its halo, to the right and below) is handed to the blocks there, so
@@ -13,52 +13,14 @@ no window is ever predicted twice and the blend of a pixel is the same as in one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from dunemap.errors import ConfigError
+from dunemap.raster.geometry import Box, window_extent, window_starts
 from dunemap.registry import choose
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle of pixels: ``rows [row, row + height)`` and ``cols [col, col + width)``."""
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-    @property
-    def row_stop(self) -> int:
-        return self.row + self.height
-
-    @property
-    def col_stop(self) -> int:
-        return self.col + self.width
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    def slices(self) -> tuple[slice, slice]:
-        """Index this box in an array whose origin is the raster's pixel (0, 0)."""
-        return slice(self.row, self.row_stop), slice(self.col, self.col_stop)
-
-    def relative_to(self, origin: Box) -> Box:
-        """This box in the coordinates of an array whose pixel (0, 0) is ``origin``'s corner."""
-        return Box(self.row - origin.row, self.col - origin.col, self.height, self.width)
-
-    def intersection(self, other: Box) -> Box | None:
-        """The overlap of two boxes, or None when they do not overlap."""
-        r0, c0 = max(self.row, other.row), max(self.col, other.col)
-        r1, c1 = min(self.row_stop, other.row_stop), min(self.col_stop, other.col_stop)
-        if r1 <= r0 or c1 <= c0:
-            return None
-        return Box(r0, c0, r1 - r0, c1 - c0)
 
 
 @dataclass(frozen=True)
@@ -77,37 +39,6 @@ class Block:
     windows: tuple[Box, ...]  # windows it owns, in global row-major order
     contributors: tuple[int, ...]  # blocks whose extent overlaps this core, ascending
     targets: tuple[int, ...]  # blocks whose core this block's extent overlaps, ascending
-
-
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows along an axis of ``length`` pixels.
-
-    Starts are ``0, stride, 2 * stride, ...`` while a window fits, plus one last window aligned to
-    the end when the regular grid leaves pixels uncovered. On an axis shorter than the window the
-    only window starts at 0 (and is shortened to the axis by :func:`window_extent`).
-    """
-    if length < 1 or window < 1 or stride < 1:
-        raise ConfigError(f"window geometry needs positive sizes; got length={length}, window={window}, stride={stride}")
-    if stride > window:
-        raise ConfigError(f"stride {stride} exceeds window {window}: pixels between windows would never be predicted")
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] + window < length:
-        starts.append(length - window)
-    return starts
-
-
-def window_count(length: int, window: int, stride: int) -> int:
-    """Number of windows along an axis: ``1`` if ``length <= window`` else ``ceil((length - window) / stride) + 1``."""
-    if length <= window:
-        return 1
-    return math.ceil((length - window) / stride) + 1
-
-
-def window_extent(length: int, window: int) -> int:
-    """Window size actually used along an axis: the window, or the axis when it is shorter."""
-    return min(length, window)
 
 
 def _axis_segments(length: int, window: int, stride: int, block_size: int) -> list[tuple[int, int, list[int], int, int]]:

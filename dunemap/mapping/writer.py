@@ -26,14 +26,14 @@ from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import publish, work_folder
 from dunemap.mapping.config import FRACTION_ENCODINGS
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
-from dunemap.mapping.windows import Box
+from dunemap.raster.geometry import Box
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
+from dunemap.raster.tags import PRODUCT_TAG, product_paths
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
 
 GDAL_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while writing: part of the mapping memory budget
-PRODUCT_TAG = "DUNEMAP_PRODUCT"  # dataset tag saying which product a file is: classes, confidence, probabilities
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,6 @@ class GridSpec:
     width: int
     crs: CRS | None
     transform: Affine
-
-
-def product_paths(out: str | Path) -> dict[str, Path]:
-    """Final paths of a map's products: the class map itself, its optional companions and its legend files."""
-    out = Path(out)
-    return {
-        "classes": out,
-        "confidence": out.with_name(f"{out.stem}_confidence{out.suffix}"),
-        "probabilities": out.with_name(f"{out.stem}_probabilities{out.suffix}"),
-        "applicability": out.with_name(f"{out.stem}_applicability{out.suffix}"),
-        **{f"style_{key}": path for key, path in style_paths(out).items()},
-    }
 
 
 def partial_dir(out: str | Path) -> Path:
@@ -253,7 +241,7 @@ class PartialMap:
     def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
         """Convert every intermediate to a validated COG and publish them as one set; remove the partial directory.
 
-        The class map's legend companions (:func:`dunemap.mapping.legend.style_paths`) are published
+        The class map's legend companions (:func:`dunemap.raster.legend.style_paths`) are published
         with it. The COGs are made inside the partial directory, then :func:`dunemap.io.outputs.publish` moves
         them into place, companions first and the class map last (its appearance means the whole
         set is from this run), after removing companions of an earlier run that this run does not

@@ -10,7 +10,6 @@ naming them.
 from __future__ import annotations
 
 import contextlib
-
 import os
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from dunemap.errors import InputError, RasterIOError
-from dunemap.mapping.legend import CLASS_NAMES_TAG
-from dunemap.mapping.writer import PRODUCT_TAG
+from dunemap.raster.legend import CLASS_NAMES_TAG
+from dunemap.raster.tags import PRODUCT_TAG
 
 NOT_CLASSES = {
     "confidence": "dunemap's confidence raster (the maximum class probability of each pixel)",

@@ -1,52 +1,19 @@
-"""Provenance of a map: what made it, as metadata tags in every product and as a STAC Item beside it.
+"""Provenance of a map as a STAC Item beside it.
 
-:func:`model_tags` names the model and hashes its checkpoint; :func:`run_tags` adds the dunemap
-version, the precision and the window settings. :func:`write_stac_item` describes a finished map
+The tags inside every product (model, checkpoint hash, version, precision, windows) are written by
+the mapping engine from :mod:`dunemap.raster.tags`. :func:`write_stac_item` describes a finished map
 and its companions (confidence, probabilities, applicability, the legend files) as one STAC Item
 with the projection, raster and classification extensions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
-MODEL_TAG = "MODEL"
-CHECKPOINT_TAG = "CHECKPOINT_SHA256"
-VERSION_TAG = "DUNEMAP_VERSION"
-PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_tags(predictor) -> dict[str, str]:
-    """The model's registered name and its checkpoint's SHA-256 (when it came from a file)."""
-    tags = {MODEL_TAG: str(getattr(predictor.config, "name", "unknown"))}
-    path = getattr(predictor, "path", None)
-    if path is not None and Path(path).is_file():
-        tags[CHECKPOINT_TAG] = file_sha256(path)
-    return tags
-
-
-def run_tags(config, precision: str | None, model: dict[str, str] | None = None) -> dict[str, str]:
-    """Every map product's provenance tags: model (:func:`model_tags`), dunemap version, precision, windows."""
-    from dunemap import __version__
-
-    tags = {**(model or {}), VERSION_TAG: __version__, "WINDOW": str(config.window), "STRIDE": str(config.stride),
-            "BLEND": str(config.blend)}
-    if precision:
-        tags[PRECISION_TAG] = precision
-    return tags
+from dunemap.raster.tags import CHECKPOINT_TAG, MODEL_TAG, PRECISION_TAG, VERSION_TAG
 
 
 def stac_path(class_map: str | os.PathLike) -> Path:
@@ -83,8 +50,8 @@ def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None 
     from rasterio.warp import transform_bounds, transform_geom
 
     from dunemap.io.atomic import atomic_path
-    from dunemap.mapping.legend import NODATA_CLASS, read_legend
-    from dunemap.mapping.writer import product_paths
+    from dunemap.raster.legend import NODATA_CLASS, read_legend
+    from dunemap.raster.tags import product_paths
 
     class_map = Path(class_map)
     out = Path(out) if out is not None else stac_path(class_map)

@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import rasterio
-from rasterio.coords import BoundingBox
 from affine import Affine
+from rasterio.coords import BoundingBox
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.atomic import atomic_path
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.products.classmap import open_class_map
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def axis_labels(crs: rasterio.crs.CRS) -> tuple[str, str]:
 
 def _outside_mask(map_path: Path, classes, shape: tuple[int, int]) -> np.ndarray:
     """(h, w) bool: decimated pixels outside the area of applicability, from the map's applicability companion."""
-    from dunemap.mapping.writer import PRODUCT_TAG, product_paths
+    from dunemap.raster.tags import PRODUCT_TAG, product_paths
 
     path = product_paths(map_path)["applicability"]
     if not path.is_file():

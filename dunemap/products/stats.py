@@ -28,9 +28,9 @@ from rasterio.windows import Window
 
 from dunemap.errors import InputError
 from dunemap.io.outputs import staged_outputs
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
-from dunemap.mapping.writer import PRODUCT_TAG, product_paths
 from dunemap.products.classmap import open_class_map
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.raster.tags import PRODUCT_TAG, product_paths
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from rasterio.windows import Window
 from dunemap.errors import InputError
 from dunemap.io.formats import file_set, supports_layers, write_vectors
 from dunemap.io.outputs import OutputExistsError
-from dunemap.mapping.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.products.classmap import open_class_map
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,10 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dunemap.data.manifest import MANIFEST_NAME, TileRecord, write_manifest
-from dunemap.data.seed_layout import ANN_DIR, IMG_DIR, write_sample
-from dunemap.data.splits import (
-    SPLIT_MODES, SPLITS, holdout_scenes, in_scene_fractions, parse_fractions, split_tiles)
+from dunemap.data.manifest import TileRecord, write_manifest
+from dunemap.data.seed_layout import check_dataset_out, publish_dataset, write_sample
+from dunemap.data.splits import SPLIT_MODES, SPLITS, holdout_scenes, in_scene_fractions, parse_fractions, split_tiles
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.regions import REGIONS, get_region
@@ -140,15 +138,6 @@ def _validate(regions: list[str], scenes_per_region: int, scene_size: int, tile:
     return names
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file; expected a dataset folder")
-    existing = [n for n in (IMG_DIR, ANN_DIR, MANIFEST_NAME, SUMMARY_NAME) if (out / n).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"output {out} already holds a dataset ({', '.join(existing)}); "
-                          "choose a new folder or pass --overwrite")
-
-
 def write_dataset(
     out_dir: str | Path,
     regions: list[str] | None = None,
@@ -175,7 +164,7 @@ def write_dataset(
     names = _validate(list(REGIONS) if regions is None else list(regions), scenes_per_region, scene_size, tile,
                       block_tiles, min_valid)
     fractions = parse_fractions(split)
-    _check_out(out, overwrite)
+    check_dataset_out(out, overwrite, SUMMARY_NAME)
     plan = plan_tiles(names, scenes_per_region, scene_size, tile, seed, block_tiles, fractions, split_by)
 
     created = not out.exists()
@@ -233,7 +222,7 @@ def write_dataset(
         }
         with atomic_path(staging / SUMMARY_NAME) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        _move_into_place(staging, out)
+        publish_dataset(staging, out, SUMMARY_NAME, SPLITS)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -242,20 +231,6 @@ def write_dataset(
     log.debug("wrote %d tiles to %s (%s)", len(records), out,
              ", ".join(f"{s} {n}" for s, n in tiles_per_split.items()))
     return out
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Replace ``out``'s dataset entries by the staged ones (old ones removed only now)."""
-    for s in SPLITS:  # empty splits still get their folders, as readers expect the layout
-        (staging / IMG_DIR / s).mkdir(parents=True, exist_ok=True)
-        (staging / ANN_DIR / s).mkdir(parents=True, exist_ok=True)
-    for name in (IMG_DIR, ANN_DIR, MANIFEST_NAME, SUMMARY_NAME):
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(staging / name, target)
 
 
 def read_summary(root: str | Path) -> dict:

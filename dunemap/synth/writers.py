@@ -43,7 +43,7 @@ def _profile(scene: Scene, count: int, dtype: str, nodata: float, predictor: int
 def _catalog_legend():
     """The packaged catalog's class names and colours: the classes the synthetic labels use."""
     from dunemap.knowledge.catalog import load_catalog
-    from dunemap.mapping.legend import ClassLegend
+    from dunemap.raster.legend import ClassLegend
 
     catalog = load_catalog()
     return ClassLegend.build(catalog.names, catalog.colors)
@@ -61,7 +61,7 @@ def write_scene_geotiff(
     ``dtype`` is ``"float32"`` (nodata NaN) or ``"int8"`` (AEF quantisation, nodata -128).
     ``bottom_up`` stores rows south to north with a positive pixel height, as AEF's public COGs do.
     Both files appear only when both are complete, the labels with the same legend companions as a
-    predicted map (GDAL categories and attribute table, QGIS style: :func:`dunemap.mapping.legend.style_paths`).
+    predicted map (GDAL categories and attribute table, QGIS style: :func:`dunemap.raster.legend.style_paths`).
     """
     import rasterio
     from rasterio.errors import RasterioError
@@ -72,7 +72,7 @@ def write_scene_geotiff(
     label = scene.label
     if bottom_up:
         data, label = data[:, ::-1, :], label[::-1, :]
-    from dunemap.mapping.legend import style_paths
+    from dunemap.raster.legend import style_paths
 
     legend = _catalog_legend()
     styles = style_paths(label_path)

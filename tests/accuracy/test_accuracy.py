@@ -17,7 +17,7 @@ from affine import Affine
 from dunemap.accuracy.estimator import stratified_estimate
 from dunemap.accuracy.sampling import allocate
 from dunemap.cli import main
-from dunemap.mapping.legend import ClassLegend
+from dunemap.raster.legend import ClassLegend
 
 # Olofsson et al. 2014, section 5 and Table 8: deforestation, forest gain, stable forest, stable non-forest.
 NAMES = ["deforestation", "forest_gain", "stable_forest", "stable_nonforest"]

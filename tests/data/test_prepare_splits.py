@@ -13,7 +13,7 @@ import shapely
 from affine import Affine
 
 from dunemap.data.manifest import read_manifest
-from dunemap.data.prepare import PrepareConfig, prepare_dataset, tile_offsets
+from dunemap.data.prepare import PrepareConfig, prepare_dataset
 from dunemap.data.splits import (
     assign_blocks,
     block_keys,
@@ -22,6 +22,7 @@ from dunemap.data.splits import (
     split_tiles,
 )
 from dunemap.errors import ConfigError
+from dunemap.raster.geometry import window_starts
 
 
 def grid_boxes(n_rows: int, n_cols: int, tile: float, stride: float) -> np.ndarray:
@@ -115,7 +116,7 @@ def test_prepare_split_has_no_leak_between_splits(tmp_path: Path):
     summary = prepare_dataset(PrepareConfig(images=[img], labels=[gpkg], out=out, tile=tile, stride=stride,
                                             block_tiles=block, split=(0.6, 0.2, 0.2), seed=0))
     records = read_manifest(out)
-    n_positions = len(tile_offsets(h, tile, stride)) * len(tile_offsets(w, tile, stride))
+    n_positions = len(window_starts(h, tile, stride)) * len(window_starts(w, tile, stride))
     assert len(records) + summary.dropped_for_split == n_positions
     assert all(summary.tiles[s] > 0 for s in ("train", "val", "test"))
     extent = block * stride * 10.0

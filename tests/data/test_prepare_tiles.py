@@ -18,18 +18,14 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as rasterio_window_transform
 
+from dunemap.data.labels import class_id_for
 from dunemap.data.manifest import read_manifest
-from dunemap.data.prepare import (
-    PrepareConfig,
-    class_id_for,
-    north_up_transform,
-    prepare_dataset,
-    source_rows,
-    tile_offsets,
-)
+from dunemap.data.prepare import PrepareConfig, prepare_dataset
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.aef import dequantize, quantize
 from dunemap.knowledge.catalog import load_catalog
+from dunemap.raster.geometry import window_starts
+from dunemap.raster.transform import north_up_transform, source_rows
 
 UTM = "EPSG:32733"
 ORIGIN = (560000.0, 7300000.0)  # Namib, UTM 33S
@@ -74,12 +70,12 @@ def load_tile(root: Path, split: str, name: str) -> tuple[np.ndarray, np.ndarray
 
 
 def test_tile_offsets_cover_axis_with_full_tiles():
-    assert tile_offsets(64, 16, 16) == [0, 16, 32, 48]
-    assert tile_offsets(70, 16, 16) == [0, 16, 32, 48, 54]
-    assert tile_offsets(40, 16, 8) == [0, 8, 16, 24]
-    assert tile_offsets(10, 16, 16) == [0]
+    assert window_starts(64, 16, 16) == [0, 16, 32, 48]
+    assert window_starts(70, 16, 16) == [0, 16, 32, 48, 54]
+    assert window_starts(40, 16, 8) == [0, 8, 16, 24]
+    assert window_starts(10, 16, 16) == [0]
     for size, tile, stride in [(100, 32, 20), (513, 512, 256), (33, 8, 3)]:
-        offs = tile_offsets(size, tile, stride)
+        offs = window_starts(size, tile, stride)
         assert offs[0] == 0 and offs[-1] + tile == size
         assert all(0 < b - a <= stride for a, b in zip(offs, offs[1:]))
 

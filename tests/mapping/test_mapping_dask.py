@@ -23,13 +23,13 @@ from dunemap.errors import ConfigError, InputError
 from dunemap.io.aef import quantize
 from dunemap.mapping.config import ClusterConfig
 from dunemap.mapping.distributed import gpu_slot, open_client
-from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
-from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
+from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
 from dunemap.mapping.predict import predict_block
-from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.writer import partial_dir
 from dunemap.models.checkpoint import load_predictor
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.tags import model_tags
 
 # small blocks so that a 96x80 raster makes several tasks; confidence exercises a companion product
 CONFIG = MapConfig(window=32, stride=24, block_size=32, confidence="uint8", progress=False)

@@ -14,12 +14,12 @@ from rio_cogeo.cogeo import cog_validate
 
 from dunemap.cli import main
 from dunemap.io.aef import dequantize, quantize
-from dunemap.products.provenance import model_tags
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
-from dunemap.mapping.reader import EmbeddingReader
-from dunemap.mapping.windows import Box, window_starts
 from dunemap.models.checkpoint import load_predictor
+from dunemap.raster.geometry import Box, window_starts
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.tags import model_tags
 
 QUIET = dict(progress=False)
 

@@ -13,8 +13,8 @@ from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 
 from dunemap.errors import InputError
 from dunemap.io.aef import dequantize, quantize
-from dunemap.mapping.reader import EmbeddingReader
-from dunemap.mapping.windows import Box
+from dunemap.raster.geometry import Box
+from dunemap.raster.reader import EmbeddingReader
 
 
 def test_aef_int8_is_dequantized_exactly_like_the_codec(tmp_path: Path) -> None:

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 
 from dunemap.errors import ConfigError
-from dunemap.mapping.windows import (
-    BLEND_MODES,
-    Box,
-    blend_weights,
-    plan_blocks,
-    window_count,
-    window_extent,
-    window_starts,
-)
+from dunemap.mapping.windows import BLEND_MODES, blend_weights, plan_blocks
+from dunemap.raster.geometry import Box, window_count, window_extent, window_starts
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
 from dunemap.errors import RasterIOError
-from dunemap.mapping.legend import ClassLegend, read_legend
-from dunemap.mapping.windows import Box
 from dunemap.mapping.writer import GridSpec, PartialMap, validate_cog
+from dunemap.raster.geometry import Box
+from dunemap.raster.legend import ClassLegend, read_legend
 
 LEGEND = ClassLegend.build(["interdune", "barchan / crescentic", "linear"], [(200, 200, 200), (230, 120, 0), (20, 90, 200)])
 GRID = GridSpec(96, 80, CRS.from_string(UTM_CRS), UTM_TRANSFORM)

@@ -8,9 +8,9 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from dunemap.mapping.legend import ClassLegend
-from dunemap.mapping.windows import Box
 from dunemap.mapping.writer import GridSpec, PartialMap
+from dunemap.raster.geometry import Box
+from dunemap.raster.legend import ClassLegend
 
 LEGEND = ClassLegend.build(["interdune", "crescentic", "linear", "star"],
                            [(210, 200, 180), (230, 120, 0), (20, 90, 200), (160, 30, 120)])

@@ -14,14 +14,15 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import torch
 from affine import Affine
-
 from gis_helpers import ORIGIN, aef_codes, cli, tiny_checkpoint, write_aef
 from products_helpers import LEGEND, write_class_map
 
+from dunemap.io.checksum import file_sha256
 from dunemap.io.formats import VECTOR_DRIVERS
-from dunemap.mapping.legend import style_paths
-from dunemap.products.provenance import file_sha256
+from dunemap.raster.legend import style_paths
+from dunemap.runtime import resolve_precision
 
 UTM = "EPSG:32633"
 MAP_ARGS = ("--window", "64", "--stride", "32", "--no-progress")
@@ -62,7 +63,9 @@ def test_class_map_has_categories_rat_qml_and_provenance(mapped) -> None:
     entries = qml.findall(".//rasterrenderer[@type='paletted']/colorPalette/paletteEntry")
     assert [(e.get("value"), e.get("label")) for e in entries] == [(str(i), n) for i, n in enumerate(names)]
     assert tags["MODEL"] == "mit_tiny" and tags["CHECKPOINT_SHA256"] == file_sha256(mapped["weights"])
-    assert tags["PRECISION"] == "fp32" and (tags["WINDOW"], tags["STRIDE"]) == ("64", "32")
+    # --precision auto: bf16 where this CPU has native bf16, fp32 elsewhere
+    assert tags["PRECISION"] == resolve_precision("auto", torch.device("cpu"))
+    assert (tags["WINDOW"], tags["STRIDE"]) == ("64", "32")
     assert tags["DUNEMAP_VERSION"] and tags["BLEND"]
     with rasterio.open(out.with_name("map_confidence.tif")) as src:
         assert src.tags()["CHECKPOINT_SHA256"] == tags["CHECKPOINT_SHA256"]

@@ -1,7 +1,8 @@
 """Embedding raster input: the one reader of embedding rasters (float or AEF int8 GeoTIFF/VRT) by pixel boxes.
 
 Every command that reads embeddings from a raster (``map``, ``prepare``, ``fetch-aef``) uses this
-module, so they agree on which pixels hold data. **The valid-pixel rule** (:func:`valid_pixels`):
+module, so they agree on which pixels hold data; label rasters are read through the same north-up
+rows (:func:`read_north_up`). **The valid-pixel rule** (:func:`valid_pixels`):
 a pixel is nodata when
 
 - any band is not finite after conversion to float32 (NaN, +inf, -inf, or a float64 beyond float32),
@@ -36,7 +37,8 @@ from rasterio.windows import Window
 
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.aef import AEF_NODATA, code_table
-from dunemap.mapping.windows import Box
+from dunemap.raster.geometry import Box
+from dunemap.raster.transform import north_up_transform, source_rows
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +105,34 @@ class _Tile:
         return box.intersection(Box(self.row, self.col, self.height, self.width))
 
 
-def _open(path: Path) -> rasterio.io.DatasetReader:
+def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
+    """Open a raster for reading; a missing file, a folder or an unreadable file is one line naming it."""
+    path = Path(path)
     if not path.exists() and not str(path).startswith("/vsi"):
         raise InputError(f"{path}: input raster not found")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; expected an embedding raster")
+        raise InputError(f"{path}: is a folder; expected a raster")
     try:
         return rasterio.open(path)
     except RasterioError as exc:
-        raise RasterIOError(f"{path}: cannot open as a raster ({' '.join(str(exc).split())})") from None
+        raise RasterIOError(f"{path}: cannot open image as a raster ({' '.join(str(exc).split())})") from None
 
 
-def _north_up(t: Affine, height: int) -> Affine:
-    """The transform of a raster's rows read north to south (a bottom-up raster's rows flipped)."""
-    return t @ Affine.translation(0, height) @ Affine.scale(1, -1) if t.e > 0 else t
+def read_north_up(src: rasterio.io.DatasetReader, box: Box, bottom_up: bool, indexes: int | list[int] | None = None,
+                  masks: bool = False) -> np.ndarray:
+    """The (C, h, w) stored values (or, with ``masks``, band 1's (1, h, w) mask) of ``box`` of the raster's
+    north-up grid, rows north to south; a bottom-up raster's rows are read where they are stored and flipped.
+
+    ``box`` must lie inside the raster. This is the one place rows are flipped.
+    """
+    window = Window(box.col, source_rows(box.row, box.height, src.height, bottom_up), box.width, box.height)
+    if masks:
+        data = src.read_masks(1, window=window)[None]
+    elif isinstance(indexes, int):
+        data = src.read(indexes, window=window)[None]
+    else:
+        data = src.read(indexes, window=window)
+    return data[:, ::-1, :] if bottom_up else data
 
 
 class EmbeddingReader:
@@ -137,10 +153,12 @@ class EmbeddingReader:
         self.path = paths[0]  # the raster errors name (the first tile of a mosaic)
         metas = []
         for p in paths:
-            with _open(p) as src:
-                metas.append((p, src.crs, _north_up(src.transform, src.height), src.transform.e > 0, src.height,
-                              src.width, src.count, tuple(src.dtypes), src.nodata,
+            with open_raster(p) as src:
+                metas.append((p, src.crs, north_up_transform(src.transform, src.height, where=str(p)),
+                              src.transform.e > 0, src.height, src.width, src.count, tuple(src.dtypes), src.nodata,
                               MaskFlags.per_dataset in src.mask_flag_enums[0]))
+                if p == paths[0]:
+                    self.descriptions: tuple[str | None, ...] = src.descriptions  # band names of the first raster
         _, crs, t0, _, _, _, count, dtypes, nodata, _ = metas[0]
         bands = count if bands is None else bands
         self.bands = bands
@@ -152,8 +170,6 @@ class EmbeddingReader:
             if d[0] != AEF_DTYPE and d[0] not in FLOAT_DTYPES:
                 raise InputError(f"{p}: dtype {d[0]} is not an embedding type; expected int8 (AEF quantised) or "
                                  "float16/float32/float64")
-            if t.b != 0 or t.d != 0:
-                raise InputError(f"{p}: a rotated raster cannot be mapped; transform is {tuple(t)[:6]}")
             if len(paths) == 1:
                 continue
             if c != crs:
@@ -200,20 +216,13 @@ class EmbeddingReader:
 
     def _read_tile(self, tile: _Tile, part: Box) -> tuple[np.ndarray, np.ndarray | None]:
         """(C, h, w) data as stored and the (h, w) mask of ``part`` (mosaic pixels inside ``tile``), rows north to south."""
-        row = part.row - tile.row
-        if tile.bottom_up:
-            row = tile.height - (row + part.height)
-        window = Window(part.col - tile.col, row, part.width, part.height)
-        src = self._dataset(tile.path)
+        src, local = self._dataset(tile.path), part.relative_to(Box(tile.row, tile.col, tile.height, tile.width))
         try:
-            data = src.read(window=window)
-            mask = src.read_masks(1, window=window) > 0 if tile.per_dataset_mask else None
+            data = read_north_up(src, local, tile.bottom_up)
+            mask = read_north_up(src, local, tile.bottom_up, masks=True)[0] > 0 if tile.per_dataset_mask else None
         except RasterioError as exc:
             raise RasterIOError(f"{tile.path}: cannot read rows {part.row}-{part.row_stop}, cols {part.col}-"
                                 f"{part.col_stop} ({' '.join(str(exc).split())})") from None
-        if tile.bottom_up:
-            data = data[:, ::-1, :]
-            mask = None if mask is None else mask[::-1, :]
         return data, mask
 
     def read(self, box: Box) -> BlockData:

@@ -1,0 +1,54 @@
+"""Tags and file names every map product carries: which product a file is, and what made it.
+
+A map is a set of files named after its class map (:func:`product_paths`). Each carries the
+``DUNEMAP_PRODUCT`` tag saying which product it is, and the provenance tags of the run that made it:
+the model's name and checkpoint hash (:func:`model_tags`), the dunemap version, the precision and the
+window settings (:func:`run_tags`). Readers of maps (stats, quicklook, STAC) and the mapping engine
+share these names from here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dunemap.io.checksum import file_sha256
+from dunemap.raster.legend import style_paths
+
+PRODUCT_TAG = "DUNEMAP_PRODUCT"  # dataset tag saying which product a file is: classes, confidence, probabilities
+MODEL_TAG = "MODEL"
+CHECKPOINT_TAG = "CHECKPOINT_SHA256"
+VERSION_TAG = "DUNEMAP_VERSION"
+PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+
+
+def product_paths(out: str | os.PathLike) -> dict[str, Path]:
+    """Final paths of a map's products: the class map itself, its optional companions and its legend files."""
+    out = Path(out)
+    return {
+        "classes": out,
+        "confidence": out.with_name(f"{out.stem}_confidence{out.suffix}"),
+        "probabilities": out.with_name(f"{out.stem}_probabilities{out.suffix}"),
+        "applicability": out.with_name(f"{out.stem}_applicability{out.suffix}"),
+        **{f"style_{key}": path for key, path in style_paths(out).items()},
+    }
+
+
+def model_tags(predictor) -> dict[str, str]:
+    """The model's registered name and its checkpoint's SHA-256 (when it came from a file)."""
+    tags = {MODEL_TAG: str(getattr(predictor.config, "name", "unknown"))}
+    path = getattr(predictor, "path", None)
+    if path is not None and Path(path).is_file():
+        tags[CHECKPOINT_TAG] = file_sha256(path)
+    return tags
+
+
+def run_tags(config, precision: str | None, model: dict[str, str] | None = None) -> dict[str, str]:
+    """Every map product's provenance tags: model (:func:`model_tags`), dunemap version, precision, windows."""
+    from dunemap import __version__
+
+    tags = {**(model or {}), VERSION_TAG: __version__, "WINDOW": str(config.window), "STRIDE": str(config.stride),
+            "BLEND": str(config.blend)}
+    if precision:
+        tags[PRECISION_TAG] = precision
+    return tags
