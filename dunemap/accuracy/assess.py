@@ -296,3 +296,15 @@ def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike
     truth_rows = {r.class_id: r.area_km2 for r in class_areas(truth_path).rows}
     truth_area = np.array([truth_rows.get(cid, 0.0) for cid in result.class_ids])
     return TruthComparison(result, truth_path, truth_area, int((~keep).sum()))
+
+
+def error_adjusted_table(map_path: str | os.PathLike, reference: str | os.PathLike, field_name: str = "ref_class") -> str:
+    """Mapped area beside the error-adjusted area (95 % interval) of each class, from labelled reference points."""
+    result = assess_map(map_path, reference, field_name)
+    lines = [f"error-adjusted areas from {result.n_points} reference points ({reference}):",
+             f"{'class':<28} {'mapped_km2':>12} {'adjusted_km2':>14} {'ci95_km2':>10}"]
+    for c in result.classes():
+        if c["mapped_area_km2"] or c["area_km2"]:
+            label = f"{c['id']} {c['name']}"[:28]
+            lines.append(f"{label:<28} {c['mapped_area_km2']:>12.4f} {c['area_km2']:>14.4f} {c['area_km2_ci95']:>10.4f}")
+    return "\n".join(lines)

@@ -88,7 +88,7 @@ def run_stats(args: argparse.Namespace) -> int:
         stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
     print(stats.table())
     if args.reference:
-        from dunemap.products.stats import error_adjusted_table
+        from dunemap.accuracy.assess import error_adjusted_table
 
         print(error_adjusted_table(args.map, args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")

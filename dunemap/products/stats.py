@@ -307,17 +307,3 @@ def map_statistics(
     stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
     log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats
-
-
-def error_adjusted_table(map_path: str | os.PathLike, reference: str | os.PathLike, field_name: str = "ref_class") -> str:
-    """Mapped area beside the error-adjusted area (95 % interval) of each class, from labelled reference points."""
-    from dunemap.accuracy.assess import assess_map
-
-    result = assess_map(map_path, reference, field_name)
-    lines = [f"error-adjusted areas from {result.n_points} reference points ({reference}):",
-             f"{'class':<28} {'mapped_km2':>12} {'adjusted_km2':>14} {'ci95_km2':>10}"]
-    for c in result.classes():
-        if c["mapped_area_km2"] or c["area_km2"]:
-            label = f"{c['id']} {c['name']}"[:28]
-            lines.append(f"{label:<28} {c['mapped_area_km2']:>12.4f} {c['area_km2']:>14.4f} {c['area_km2_ci95']:>10.4f}")
-    return "\n".join(lines)
