@@ -223,7 +223,8 @@ def map_statistics(map_path: PathLike, zones: PathLike | None = None, zone_field
         map_path: a class map (uint8 GeoTIFF with a colour table / class names, 255 = nodata).
         zones: optional polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within.
         zone_field: attribute naming each zone (default: ``zone_<feature index>``).
-        out: optionally also write this CSV and its ``.json`` twin (never over an existing file).
+        out: optionally also write this report (``.csv`` or ``.json``; the other goes beside it; never over an
+            existing file).
 
     Returns:
         a pandas DataFrame, one row per zone and class: ``zone``, ``class_id``, ``class_name``, ``pixels``,
@@ -234,15 +235,14 @@ def map_statistics(map_path: PathLike, zones: PathLike | None = None, zone_field
     """
     import pandas as pd
 
-    from dunemap.io.outputs import claim_outputs
-    from dunemap.products.stats import class_areas, write_area_stats
+    from dunemap.products.stats import class_areas, map_statistics as write_statistics
 
     if zone_field and not zones:
         raise InputError(f"zone_field {zone_field!r} given without zones")
-    stats = class_areas(map_path, zones, zone_field)
     if out is not None:
-        with claim_outputs([out, Path(out).with_suffix(".json")], [map_path, zones]):
-            write_area_stats(stats, out)
+        stats = write_statistics(map_path, out, zones, zone_field)
+    else:
+        stats = class_areas(map_path, zones, zone_field)
     frame = pd.DataFrame([vars(r) for r in stats.rows])
     if stats.applicability is None:
         frame = frame.drop(columns=["inside_km2", "outside_km2"], errors="ignore")

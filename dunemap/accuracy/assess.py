@@ -7,8 +7,6 @@ stratum is read from the map at the point. Reference classes are ids or class na
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ import numpy as np
 from dunemap.accuracy.estimator import StratifiedEstimate, stratified_estimate
 from dunemap.accuracy.sampling import draw_sample
 from dunemap.errors import InputError
-from dunemap.io.atomic import atomic_path
+from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
 from dunemap.raster.legend import NODATA_CLASS
@@ -197,30 +195,17 @@ def assess_map(map_path: str | os.PathLike, points: str | os.PathLike,
 
 
 def write_assessment(result: AccuracyAssessment, out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``out`` (JSON) and the per-class CSV beside it (same name, ``.csv``)."""
-    out = Path(out)
-    csv_path = out.with_suffix(".csv")
-    with atomic_path(csv_path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(CLASS_KEYS))
-            writer.writeheader()
-            writer.writerows(result.classes())
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return out, csv_path
+    """Write the report pair ``out`` names (:mod:`dunemap.io.reports`): the JSON record and the per-class CSV."""
+    return write_report(out, result.to_dict(), list(CLASS_KEYS), result.classes())
 
 
 def accuracy_report(map_path: str | os.PathLike, points: str | os.PathLike, out: str | os.PathLike,
                     field_name: str = "ref_class", overwrite: bool = False) -> tuple[AccuracyAssessment, Path, Path]:
-    """``dunemap accuracy``: :func:`assess_map` and :func:`write_assessment`, under the one output policy."""
-    from dunemap.io.outputs import check_outputs
-
-    out = Path(out)
-    if out.suffix.lower() != ".json":
-        raise InputError(f"{out}: the report is JSON; give a name ending in .json (the CSV goes beside it)")
-    check_outputs([out, out.with_suffix(".csv")], [map_path, points], overwrite=overwrite)
-    result = assess_map(map_path, points, field_name)
-    return (result, *write_assessment(result, out))
+    """``dunemap accuracy``: :func:`assess_map` and :func:`write_assessment`, the pair claimed first (locked,
+    replaced only with ``overwrite``, never over the map or the points)."""
+    with claimed_report(out, [map_path, points], overwrite=overwrite):
+        result = assess_map(map_path, points, field_name)
+        return (result, *write_assessment(result, out))
 
 
 @dataclass

@@ -41,12 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "accuracy", help="accuracy and error-adjusted class areas with 95 %% intervals from labelled points",
         description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
         "of each class's area, each with a 95 %% confidence interval, from reference points labelled by an expert. "
-        "Writes OUT (JSON) and a CSV beside it.",
+        "Writes the report OUT names (.json or .csv) and its twin beside it.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
     p.add_argument("--field", default="ref_class", help="field holding each point's reference class id or name")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write; the CSV goes beside it")
+    p.add_argument("--out", type=Path, required=True, help="report to write: a name ending in .json or .csv; the other file goes beside it")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)
 

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, metavar="CSV",
-                   help="CSV to write; the JSON goes beside it (default: MAP_areas.csv beside the map)")
+    p.add_argument("--out", type=Path, metavar="REPORT",
+                   help="report to write: a name ending in .csv or .json, the other file goes beside it "
+                        "(default: MAP_areas.csv beside the map)")
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within "
                                               "(default: the whole map)")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
@@ -77,15 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     from dunemap.products.stats import map_statistics
 
-    from dunemap.io.outputs import claim_outputs
-
     if args.reference and args.zones:
         raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
     if args.out is None:
         args.out = default_product(args.map, "_areas.csv")
-    outs = [args.out, args.out.with_suffix(".json")]
-    with claim_outputs(outs, [args.map, args.zones, args.reference], overwrite=args.overwrite):
-        stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field)
+    stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field, overwrite=args.overwrite,
+                           inputs=[args.reference])
     print(stats.table())
     if args.reference:
         from dunemap.accuracy.assess import error_adjusted_table
@@ -112,10 +110,9 @@ def run_quicklook(args: argparse.Namespace) -> int:
 
 
 def run_vectorize(args: argparse.Namespace) -> int:
-    from dunemap.products.vectorize import vectorize_map
-
     from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import claim_outputs
+    from dunemap.products.vectorize import vectorize_map
 
     # an existing GeoPackage gets a new layer; other formats are replaced whole (vectorize_map applies --overwrite)
     with claim_outputs([args.out], [args.map], resume=True, companions=file_set(args.out)[:-1]):

@@ -9,12 +9,11 @@ map (same datum), where the planar area of each cell is its true area.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyproj
@@ -27,7 +26,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from dunemap.errors import InputError
-from dunemap.io.outputs import staged_outputs
+from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
@@ -259,9 +258,8 @@ def _zone_masks(zones: list[Zone], transform: Affine, shape: tuple[int, int]) ->
 
 
 def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
-    """Write ``stats`` to ``out`` (CSV) and the same name with ``.json``; returns them with the paths set."""
-    out = Path(out)
-    json_path = out.with_suffix(".json")
+    """Write ``stats`` as a report pair (:mod:`dunemap.io.reports`: ``out`` names the JSON or the CSV, the other
+    goes beside it); returns them with the paths set."""
     columns = ["zone", "class_id", "class_name", "pixels", "area_km2", "fraction"]
     if stats.applicability is not None:
         columns += ["inside_km2", "outside_km2"]
@@ -282,16 +280,12 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
             for z in stats.zones
         ],
     }
-    with staged_outputs(json_path, out) as (tmp_json, tmp_csv):  # published as a set, the CSV last
-        with open(tmp_csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for r in stats.rows:
-                row = {k: v for k, v in asdict(r).items() if k in columns}
-                row.update({k: f"{row[k]:.6f}" for k in ("area_km2", "fraction", "inside_km2", "outside_km2") if k in row})
-                writer.writerow(row)
-        tmp_json.write_text(json.dumps(payload, indent=2) + "\n")
-    stats.csv_path, stats.json_path = out, json_path
+    rows = []
+    for r in stats.rows:
+        row = {k: v for k, v in asdict(r).items() if k in columns}
+        row.update({k: f"{row[k]:.6f}" for k in ("area_km2", "fraction", "inside_km2", "outside_km2") if k in row})
+        rows.append(row)
+    stats.json_path, stats.csv_path = write_report(out, payload, columns, rows)
     return stats
 
 
@@ -300,10 +294,17 @@ def map_statistics(
     out: str | os.PathLike,
     zones: str | os.PathLike | None = None,
     zone_field: str | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
 ) -> AreaStats:
-    """Compute :func:`class_areas` and write them to ``out`` (CSV) and its ``.json`` twin."""
+    """Compute :func:`class_areas` and write them as the report ``out`` names (:func:`write_area_stats`).
+
+    The pair is claimed first (locked; an existing one is replaced only with ``overwrite``; never over
+    ``map_path``, ``zones`` or the other ``inputs``).
+    """
     if zone_field and not zones:
         raise InputError(f"--zone-field {zone_field!r} given without --zones")
-    stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
+    with claimed_report(out, [map_path, zones, *inputs], overwrite=overwrite):
+        stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
     log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats
