@@ -150,13 +150,15 @@ class OutputLock:
     The lock is an ``flock`` on ``.NAME.lock`` beside the output, holding the owner's pid. The kernel
     releases it when the process dies, so the lock of a killed run is simply taken over (and said so).
     A second run on the same output is refused with a line naming the pid of the one that holds it.
+    The lock is keyed on the output's resolved path, so a run reaching the same file through a symbolic
+    link to a folder meets the same lock.
     """
 
     _held: dict[Path, list] = {}  # lock file -> [fd, depth, folders it created]: re-entrant within this process
 
     def __init__(self, output: PathLike) -> None:
-        self.output = Path(os.path.abspath(output))
-        self.path = lock_path(self.output)
+        self.output = Path(os.path.abspath(output))  # as the user named it, for messages
+        self.path = lock_path(_real(output))
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:
@@ -239,9 +241,10 @@ def locked_outputs(outputs: Iterable[PathLike | None], companions: Iterable[Path
     ``outputs`` are locked (in sorted order, so two runs never deadlock); ``companions`` are files
     written with them under the same lock, whose leftover temporary files are cleaned too.
     """
-    paths = sorted({Path(os.path.abspath(p)) for p in outputs if p is not None})
+    given = {_real(p): Path(p) for p in outputs if p is not None}  # one lock per file, however it is reached
+    paths = [given[real] for real in sorted(given)]
     with contextlib.ExitStack() as stack:
-        fresh = [path for path in paths if lock_path(path) not in OutputLock._held]
+        fresh = [real for real in given if lock_path(real) not in OutputLock._held]
         for path in paths:
             stack.enter_context(OutputLock(path))
         if fresh:

@@ -90,6 +90,19 @@ def test_lock_refuses_a_second_holder_naming_its_pid(tmp_path):
     assert not lock_path(out).exists()
 
 
+def test_a_run_folder_reached_through_a_link_meets_the_same_lock(tmp_path):
+    """mkdir R; ln -s R L: ``train --save-dir L`` must be refused while ``train --save-dir R`` runs (real CLI)."""
+    real, link = tmp_path / "R", tmp_path / "L"
+    real.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    with OutputLock(real):  # the first run holds its run folder
+        proc = subprocess.run([sys.executable, "-m", "dunemap", "train", "--data-root", str(tmp_path / "none"),
+                               "--save-dir", str(link), "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{link}: another dunemap run (pid {os.getpid()})" in proc.stderr and "Traceback" not in proc.stderr
+    assert real.is_dir() and not any(real.iterdir())  # nothing of the second run
+
+
 def test_lock_is_reentrant_in_one_process(tmp_path):
     out = tmp_path / "x.tif"
     with OutputLock(out), OutputLock(out):
