@@ -6,8 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, config_from_args, default_of,
-                                 fraction)
+from dunemap.cli.options import add, add_alias, add_no_progress, add_overwrite, config_from_args, default_of, fraction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(p, "min_valid", PrepareConfig)
     add(p, "seed", PrepareConfig, help="seed of the block shuffle")
     add(p, "catalog", PrepareConfig)
+    p.add_argument("--patches", type=Path, metavar="FILE",
+                   help="labelling patches (e.g. from dunemap suggest): one --tile tile around each patch, labels "
+                        "only inside it (unlabelled patch pixels are ignored), every tile in the train split")
     add_overwrite(p, "a dataset already in --out")
     add_no_progress(p)
     add_alias(p, "--block-size", "--block-tiles", "block_tiles", type=int)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     with locked_outputs([args.out]):
         # prepare replaces only these; its own check refuses an existing dataset without --overwrite
-        check_outputs([args.out / MANIFEST_NAME, args.out / SUMMARY_NAME], [*args.images, *args.labels, args.catalog],
+        check_outputs([args.out / MANIFEST_NAME, args.out / SUMMARY_NAME], [*args.images, *args.labels, args.catalog, args.patches],
                       resume=True, folders=[args.out / IMG_DIR, args.out / ANN_DIR])
         for staging in args.out.glob(".prepare-*"):  # left by a killed run (we hold the lock: none is running)
             shutil.rmtree(staging, ignore_errors=True)

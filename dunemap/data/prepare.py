@@ -28,6 +28,7 @@ import numpy as np
 
 from dunemap.data.labels import RasterLabels, VectorLabels, fold_name, is_vector, read_vector_labels
 from dunemap.data.manifest import TileRecord, write_manifest
+from dunemap.data.patches import Patch, read_patches
 from dunemap.data.seed_layout import (
     ANN_DIR,
     IGNORE_INDEX,
@@ -71,6 +72,8 @@ class PrepareConfig:
     min_valid: float = 0.5  # skip tiles whose fraction of valid, labelled pixels is below this
     seed: int = 0  # seed of the block shuffle
     catalog: Path | None = None  # class catalog; None = the packaged default
+    patches: Path | None = None  # labelling patches (dunemap suggest): one training tile around each, labels only
+    # inside the patch, every tile in the train split (fine-tuning data; the base dataset keeps val/test)
     overwrite: bool = False  # replace an existing dataset in ``out``
     progress: bool = True  # a progress bar per image (only on a terminal)
 
@@ -109,6 +112,25 @@ def _open_image(path: Path) -> EmbeddingReader:
         image.close()
         raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF")
     return image
+
+
+def _around(box: Box, tile: int, image: EmbeddingReader) -> tuple[int, int]:
+    """Top-left (row, col) of the ``tile``-pixel training tile centred on ``box``, kept inside the image."""
+    row = min(max(box.row + box.height // 2 - tile // 2, 0), max(image.height - tile, 0))
+    col = min(max(box.col + box.width // 2 - tile // 2, 0), max(image.width - tile, 0))
+    return row, col
+
+
+def _inside_patch(labels: np.ndarray, patch: Patch, row: int, col: int, source: Path) -> np.ndarray:
+    """The tile's labels inside ``patch`` only (255 elsewhere); a patch without any label is an error."""
+    out = np.full_like(labels, IGNORE_INDEX)
+    r = patch.box.intersection(Box(row, col, *labels.shape))
+    if r is not None:
+        rel = r.relative_to(Box(row, col, *labels.shape))
+        out[rel.slices()] = labels[rel.slices()]
+    if not (out != IGNORE_INDEX).any():
+        raise InputError(f"{source}: patch {patch.number} has no label: no polygon of a class covers its valid pixels")
+    return out
 
 
 def _read_tile(image: EmbeddingReader, row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,30 +250,35 @@ class _Cutter:
             stem = self._stem(region, img_path)
             self.sources.append(str(img_path.resolve()))
             self.crs_texts.append(_manifest_crs(image.crs))
-            rows = window_starts(image.height, tile, self.stride, gaps=True)
-            cols = window_starts(image.width, tile, self.stride, gaps=True)
-            with tqdm(total=len(rows) * len(cols), desc=img_path.name, unit="tile",
+            if cfg.patches is not None:
+                positions = [(*_around(patch.box, tile, image), patch) for patch in read_patches(cfg.patches, image)]
+            else:
+                rows = window_starts(image.height, tile, self.stride, gaps=True)
+                cols = window_starts(image.width, tile, self.stride, gaps=True)
+                positions = [(r, c, None) for r in rows for c in cols]
+            with tqdm(total=len(positions), desc=img_path.name, unit="tile",
                       disable=None if cfg.progress else True) as bar:
-                for r in rows:
-                    for c in cols:
-                        bar.update(1)
-                        values, valid = _read_tile(image, r, c, tile)
-                        t = tile_transform(image.transform, r, c)
-                        lbl = label_tile(r, c, t)
-                        lbl[~valid] = IGNORE_INDEX
-                        if float(np.mean(lbl != IGNORE_INDEX)) < cfg.min_valid:
-                            self.skipped += 1
-                            continue
-                        name = f"{stem}_{r:06d}_{c:06d}"
-                        write_sample(self.staging, _STAGING_SPLIT, name, values, lbl)
-                        box = (t.c, t.f + t.e * tile, t.c + t.a * tile, t.f)  # minx, miny, maxx, maxy
-                        if image.crs != self.ref_crs:
-                            box = transform_bounds(image.crs, self.ref_crs, *box, densify_pts=21)
-                        counts = np.bincount(lbl[lbl != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
-                        self.candidates.append(_Candidate(
-                            name=name, image_index=idx, region=region, col_off=c,
-                            record_row=source_rows(r, tile, image.height, image.bottom_up), transform=t,
-                            box=tuple(float(v) for v in box), class_pixels=counts.astype(np.int64)))
+                for r, c, patch in positions:
+                    bar.update(1)
+                    values, valid = _read_tile(image, r, c, tile)
+                    t = tile_transform(image.transform, r, c)
+                    lbl = label_tile(r, c, t)
+                    lbl[~valid] = IGNORE_INDEX
+                    if patch is not None:  # labels count only inside the patch; the rest is its context
+                        lbl = _inside_patch(lbl, patch, r, c, cfg.patches)
+                    elif float(np.mean(lbl != IGNORE_INDEX)) < cfg.min_valid:
+                        self.skipped += 1
+                        continue
+                    name = f"{stem}_{r:06d}_{c:06d}" if patch is None else f"{stem}_patch{patch.number:04d}"
+                    write_sample(self.staging, _STAGING_SPLIT, name, values, lbl)
+                    box = (t.c, t.f + t.e * tile, t.c + t.a * tile, t.f)  # minx, miny, maxx, maxy
+                    if image.crs != self.ref_crs:
+                        box = transform_bounds(image.crs, self.ref_crs, *box, densify_pts=21)
+                    counts = np.bincount(lbl[lbl != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+                    self.candidates.append(_Candidate(
+                        name=name, image_index=idx, region=region, col_off=c,
+                        record_row=source_rows(r, tile, image.height, image.bottom_up), transform=t,
+                        box=tuple(float(v) for v in box), class_pixels=counts.astype(np.int64)))
         finally:
             image.close()
             if closer is not None:
@@ -297,7 +324,10 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
                                                 [c.region for c in candidates], fractions, **geometry), [], {})
             return split_tiles(boxes, fractions, **geometry)
 
-        result, block_tiles = _choose_blocks(split, config, fractions, len(candidates))
+        if config.patches is not None:  # fine-tuning tiles: all train; the base dataset holds val and test
+            result, block_tiles = SplitResult(["train"] * len(candidates), [], {}), 0
+        else:
+            result, block_tiles = _choose_blocks(split, config, fractions, len(candidates))
 
         final = staging / "dataset"
         for split in SPLITS:
@@ -322,7 +352,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
         records.sort(key=lambda rec: (SPLITS.index(rec.split), rec.name))
         tiles = result.counts()
         for name, frac in zip(SPLITS, fractions):
-            if frac > 0 and tiles[name] == 0:
+            if frac > 0 and tiles[name] == 0 and config.patches is None:
                 log.warning("split %s received no tiles (%d kept in all); use a smaller --block-tiles, 0 (auto) or "
                             "more data", name, len(candidates) - result.num_dropped)
         summary = PrepareSummary(
@@ -364,6 +394,7 @@ def _config_dict(config: PrepareConfig, stride: int, fractions: tuple[float, flo
     d = {k: ([str(p) for p in v] if isinstance(v, list) and k in ("images", "labels") else v) for k, v in d.items()}
     d["out"] = str(config.out)
     d["catalog"] = str(config.catalog) if config.catalog else None
+    d["patches"] = str(config.patches) if config.patches else None
     d["stride"] = stride
     d["split"] = list(fractions)
     d["block_tiles"] = block_tiles  # the block side used (chosen when 0 was asked for)
