@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.prepare",
     "dunemap.cli.acquire",
     "dunemap.cli.map",
+    "dunemap.cli.suggest",
     "dunemap.cli.products",
     "dunemap.cli.accuracy",
     "dunemap.cli.synth",
