@@ -280,7 +280,8 @@ def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: 
     import torch
 
     from dunemap.io.aef import dequantize
-    from dunemap.models.checkpoint import cast_autocast_weights, load_checkpoint
+    from dunemap.models.checkpoint import load_checkpoint
+    from dunemap.runtime import cast_autocast_weights
     from dunemap.runtime import bf16_supported
 
     torch.set_num_threads(threads or 1)

@@ -27,7 +27,7 @@ from dunemap.mapping.predict import window_batch
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Box
 from dunemap.metrics import ConfusionMatrix
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 
 BIN = 8  # px per distance bin
 

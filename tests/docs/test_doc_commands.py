@@ -151,7 +151,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
 
     from dunemap.accuracy.sampling import draw_sample
     from dunemap.mapping.config import MapConfig
-    from dunemap.mapping.engine import load_map_predictor, map_raster
+    from dunemap.mapping.engine import map_raster
+    from dunemap.runtime import load_predictor as load_map_predictor
     import rasterio.shutil
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig

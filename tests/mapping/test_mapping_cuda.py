@@ -12,7 +12,7 @@ import torch
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import map_raster
 from dunemap.products.provenance import PRECISION_TAG
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 from dunemap.runtime import MAX_GPU_BATCH, gpu_batch_size
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -19,7 +19,7 @@ from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, m
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.windows import Box, window_starts
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 
 QUIET = dict(progress=False)
 

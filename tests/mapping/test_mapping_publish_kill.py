@@ -22,7 +22,7 @@ from dunemap.mapping.engine import make_assembler, map_fingerprint, map_raster, 
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.writer import partial_dir
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = ["--window", "64", "--stride", "32", "--block-size", "32", "--precision", "fp32", "--threads", "1",

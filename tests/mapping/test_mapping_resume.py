@@ -18,7 +18,7 @@ from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, m
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.reader import EmbeddingReader
 from dunemap.mapping.resume import BlockJournal
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 
 
 def test_journal_round_trip_and_foreign_journals(tmp_path: Path) -> None:
