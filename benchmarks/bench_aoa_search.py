@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from sklearn.neighbors import BallTree, KDTree
 
 from dunemap.io.aef import dequantize
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 from dunemap.trust.applicability import POOL, nearest_distance, pool_features, pool_inputs
 
 WINDOW = 128

@@ -28,7 +28,7 @@ import torch
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import map_raster
 from dunemap.metrics import ConfusionMatrix
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 from dunemap.synth.dataset import write_dataset
 from dunemap.synth.scene import SceneConfig, generate_scene
 from dunemap.synth.writers import write_scene_geotiff

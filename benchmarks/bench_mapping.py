@@ -280,8 +280,8 @@ def model_levers(raster: Path, weights: Path, windows: int, reps: int, threads: 
     import torch
 
     from dunemap.io.aef import dequantize
-    from dunemap.models.checkpoint import cast_autocast_weights, load_checkpoint
-    from dunemap.runtime import bf16_supported
+    from dunemap.models.checkpoint import load_checkpoint
+    from dunemap.runtime import bf16_supported, cast_autocast_weights
 
     torch.set_num_threads(threads or 1)
     base = load_checkpoint(weights).model.eval()

@@ -30,7 +30,7 @@ from dunemap.demo import DemoConfig
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import map_raster
 from dunemap.metrics import metrics_from_matrix
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 from dunemap.synth import SceneConfig, generate_scene, write_scene_geotiff
 from dunemap.synth.embedding import EMBED_SEED
 from dunemap.training import TrainConfig, train

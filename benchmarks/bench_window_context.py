@@ -25,9 +25,9 @@ from bench_heldout import held_out_scenes
 
 from dunemap.mapping.predict import window_batch
 from dunemap.metrics import ConfusionMatrix
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import EmbeddingReader
+from dunemap.runtime import load_predictor
 
 BIN = 8  # px per distance bin
 

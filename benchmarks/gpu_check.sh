@@ -32,8 +32,8 @@ if device.type == "cuda" and not torch.cuda.is_available():
 
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import GPU_BYTES_PER_WINDOW_PIXEL, window_batch
-from dunemap.mapping.reader import BlockData
-from dunemap.mapping.windows import Box
+from dunemap.raster.reader import BlockData
+from dunemap.raster.geometry import Box
 from dunemap.mapping.writer import write_cog
 from dunemap.models import create_model
 from dunemap.runtime import gpu_batch_size, resolve_precision

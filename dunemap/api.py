@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +22,7 @@ if TYPE_CHECKING:  # heavy modules load on first call, not on ``import dunemap``
     from dunemap.evaluation import EvalConfig, EvalResult
     from dunemap.mapping.config import MapConfig
     from dunemap.mapping.engine import MapResult
-    from dunemap.models.checkpoint import Predictor
+    from dunemap.runtime import Predictor
     from dunemap.synth.scene import Scene, SceneConfig
     from dunemap.training.config import TrainConfig
     from dunemap.training.loop import TrainResult
@@ -58,7 +57,7 @@ def train(config: TrainConfig | None = None, **options: Any) -> TrainResult:
         DatasetError: a bad or missing file of the dataset, named.
         TrainingDivergedError: the loss stayed non-finite.
     """
-    from dunemap.training.config import TrainConfig
+    from dunemap.training.config import TrainConfig  # deferred, as below: torch loads on first call
     from dunemap.training.loop import train as run
 
     return run(_config(TrainConfig, config, options))
@@ -69,7 +68,8 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> EvalResult:
 
     Args:
         config: a :class:`dunemap.evaluation.EvalConfig`, or its fields as keywords: ``data_root``,
-            ``weights`` and optionally ``split`` ("test"), ``out_dir``, ``precision``, ...
+            ``model`` (a :class:`dunemap.runtime.ModelSpec`) or the ModelSpec fields one by one (``weights``,
+            ``precision`` (default fp32), ``device``, ...), and optionally ``split`` ("test"), ``out_dir``, ...
         **options: EvalConfig fields replacing those of ``config``.
 
     Returns:
@@ -80,7 +80,7 @@ def evaluate(config: EvalConfig | None = None, **options: Any) -> EvalResult:
         OutputExistsError: the report already exists in ``out_dir`` and ``overwrite`` is False.
         CheckpointError / DatasetError: an unreadable checkpoint or a bad dataset file, named.
     """
-    from dunemap.evaluation import EvalConfig
+    from dunemap.evaluation import EvalConfig  # deferred: torch loads on first call
     from dunemap.evaluation import evaluate as run
 
     return run(_config(EvalConfig, config, options))
@@ -100,15 +100,15 @@ def load_predictor(weights: PathLike, device: str = "auto", precision: str = "au
         replace_text: let ``text_embeddings`` replace the text a dunemap checkpoint carries.
 
     Returns:
-        a :class:`dunemap.models.checkpoint.Predictor` (``class_names``, ``colors``, ``in_channels``,
+        a :class:`dunemap.runtime.Predictor` (``class_names``, ``colors``, ``in_channels``,
         ``predict(x)`` on a torch tensor or numpy array).
 
     Raises:
         CheckpointError: the file is not a checkpoint, or its text does not match.
     """
-    from dunemap.mapping.engine import load_map_predictor
+    from dunemap import runtime  # deferred: torch loads on first call
 
-    return load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog, replace_text=replace_text)
+    return runtime.load_predictor(runtime.ModelSpec(weights, device, precision, text_embeddings, catalog, replace_text))
 
 
 def map_raster(input: PathLike | list[PathLike], weights: PathLike | Predictor, out: PathLike,
@@ -129,7 +129,7 @@ def map_raster(input: PathLike | list[PathLike], weights: PathLike | Predictor, 
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         InputError: the raster has the wrong band count or dtype, or no CRS (unless ``allow_no_crs``).
     """
-    from dunemap.mapping.config import MapConfig
+    from dunemap.mapping.config import MapConfig  # deferred: torch and rasterio load on first call
     from dunemap.mapping.engine import map_raster as run
 
     predictor = load_predictor(weights) if isinstance(weights, (str, os.PathLike)) else weights
@@ -169,7 +169,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     Raises:
         InputError: not a (C, H, W) array of the model's band count, or not float / int8.
     """
-    from dunemap.mapping.config import MapConfig
+    from dunemap.mapping.config import MapConfig  # deferred: torch and rasterio load on first call
     from dunemap.mapping.predict import finish_block, predict_block_data, split_contribution
     from dunemap.mapping.windows import plan_blocks
     from dunemap.raster.reader import AEF_DTYPE, BlockData, valid_pixels
@@ -235,7 +235,8 @@ def map_statistics(map_path: PathLike, zones: PathLike | None = None, zone_field
     """
     import pandas as pd
 
-    from dunemap.products.stats import class_areas, map_statistics as write_statistics
+    from dunemap.products.stats import class_areas
+    from dunemap.products.stats import map_statistics as write_statistics
 
     if zone_field and not zones:
         raise InputError(f"zone_field {zone_field!r} given without zones")
@@ -263,7 +264,7 @@ def generate_scene(config: SceneConfig | None = None, **options: Any) -> Scene:
     Raises:
         ConfigError: an unknown region or a size too small for a scene.
     """
-    from dunemap.synth.scene import SceneConfig
+    from dunemap.synth.scene import SceneConfig  # deferred: scipy loads on first call
     from dunemap.synth.scene import generate_scene as run
 
     return run(_config(SceneConfig, config, options))

@@ -77,12 +77,13 @@ def _done(path: Path) -> bool:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run every stage (skipping completed ones) and write ``report.md``; returns the headline numbers."""
+    # deferred: the CLI imports this module for DemoConfig at start-up; torch, pyproj and shapely load when it runs
     from dunemap.evaluation import EvalConfig, evaluate
     from dunemap.mapping.config import MapConfig
     from dunemap.mapping.engine import map_raster
-    from dunemap.models.checkpoint import load_predictor
     from dunemap.products.quicklook import render_quicklook
     from dunemap.products.stats import class_areas
+    from dunemap.runtime import ModelSpec, load_predictor
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig, generate_scene
     from dunemap.synth.writers import write_hillshade_png, write_scene_geotiff
@@ -117,9 +118,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     # 3. Evaluate the best checkpoint on the test tiles: scenes seen in training and new scenes apart.
     t0 = time.perf_counter()
     weights = run / "best_model.pth"
-    evaluation = evaluate(EvalConfig(data_root=data, weights=weights, split="test", out_dir=out / "eval_test",
-                                     precision=config.precision, device="cpu", progress=config.progress,
-                                     overwrite=True))  # the demo's own report, redone on every run
+    model = ModelSpec(weights, device="cpu", precision=config.precision)
+    evaluation = evaluate(EvalConfig(data_root=data, model=model, split="test", out_dir=out / "eval_test",
+                                     progress=config.progress, overwrite=True))  # the demo's own report, redone each run
     seconds["evaluate"] = time.perf_counter() - t0
 
     # 4. A held-out georeferenced scene (a seed never used for training), stored as AEF int8.
@@ -139,7 +140,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     # 5. Map it: streaming windows, Gaussian blending, a COG with colour table and confidence.
     t0 = time.perf_counter()
     class_map = out / "map" / "heldout_classes.tif"
-    predictor = load_predictor(weights, device="cpu", precision=config.precision)
+    predictor = load_predictor(model)
     stride = config.map_stride or config.map_window // 2
     if not _done(class_map) or _mapped_with(class_map) != (config.map_window, stride):  # a changed option: redo
         map_raster(emb, predictor, class_map, MapConfig(window=config.map_window, stride=stride, confidence="uint8",
@@ -192,7 +193,7 @@ def _finished_training(metrics_json: Path, epochs: int) -> bool:
 
 
 def _agreement(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
-    from dunemap.metrics import ConfusionMatrix
+    from dunemap.metrics import ConfusionMatrix  # deferred: torch (see run_demo)
 
     cm = ConfusionMatrix(len(names))
     cm.update(pred, truth)
@@ -201,7 +202,7 @@ def _agreement(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
 
 def _map_with_forest(data: Path, emb: Path, out: Path, num_classes: int, config: DemoConfig) -> None:
     """Classify every pixel of the held-out scene with a random forest fitted on the demo's training tiles."""
-    from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier
+    from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier  # deferred: torch (see run_demo)
     from dunemap.data.dataset import SeedLayoutDataset
     from dunemap.io.aef import dequantize
 
@@ -350,7 +351,7 @@ AREA_MIN_PER_CLASS = 30
 
 def section_areas(ctx: ReportContext) -> str:
     """Error-adjusted areas (Olofsson et al. 2014) from points sampled on the map and labelled from the truth."""
-    from dunemap.accuracy.assess import assess_with_truth
+    from dunemap.accuracy.assess import assess_with_truth  # deferred: pyproj and shapely (see run_demo)
 
     truth = ctx.result.out / "scene" / "heldout_labels.tif"
     comparison = assess_with_truth(ctx.class_map, truth, AREA_SAMPLE_POINTS, AREA_MIN_PER_CLASS, seed=ctx.config.seed)

@@ -19,6 +19,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
+from dunemap.benchmark.report import write_quality_report
+from dunemap.benchmark.spec import (
+    METHODS,
+    SPLITS,
+    QualityConfig,
+    QualityPreset,
+    Run,
+    SynthSpec,
+    digest,
+    generator_fingerprint,
+    plan_runs,
+    run_settings,
+)
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import MANIFEST_NAME, read_manifest, scene_groups
 from dunemap.data.seed_layout import IMG_DIR
@@ -26,9 +40,11 @@ from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.metrics import metrics_from_matrix
-from dunemap.benchmark.spec import (
-    METHODS, SPLITS, QualityConfig, QualityPreset, Run, SynthSpec, digest, generator_fingerprint, plan_runs,
-    run_settings)
+from dunemap.models.checkpoint import load_checkpoint
+from dunemap.runtime import ModelSpec, confusion_over, load_predictor
+from dunemap.synth.dataset import SUMMARY_NAME, write_dataset
+from dunemap.training import TrainConfig, train
+from dunemap.training.loop import BEST, LAST
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +70,6 @@ def synthesize(spec: SynthSpec, work_dir: Path, progress: bool = False) -> Path:
     The generator stages everything and moves its summary into place last, so a dataset whose
     summary exists is complete; anything else there is regenerated.
     """
-    from dunemap.synth.dataset import SUMMARY_NAME, write_dataset
-
     root = work_dir / f"data-{digest([asdict(spec), generator_fingerprint()])}"
     if (root / SUMMARY_NAME).is_file():
         log.info("reusing synthetic dataset %s", root)
@@ -124,12 +138,6 @@ def _train_set(ctx: _Context, run: Run) -> SeedLayoutDataset:
 
 
 def _run_pixel(ctx: _Context, run: Run) -> dict:
-    from dunemap.benchmark.pixel import (
-        PixelConfig,
-        fit_pixel_classifier,
-        pixel_confusion,
-    )
-
     preset = ctx.preset
     pcfg = PixelConfig(method=run.method, pixels_per_class=preset.pixels_per_class, n_estimators=preset.rf_trees,
                        n_neighbors=preset.knn_neighbors, seed=run.seed,
@@ -143,11 +151,6 @@ def _run_pixel(ctx: _Context, run: Run) -> dict:
 
 
 def _run_network(ctx: _Context, run: Run) -> dict:
-    from dunemap.models.checkpoint import load_checkpoint
-    from dunemap.training import TrainConfig, train
-    from dunemap.runtime import resolve_device
-    from dunemap.training.loop import BEST, LAST, confusion_over
-
     method, preset, cfg = METHODS[run.method], ctx.preset, ctx.config
     save_dir = _train_dir(ctx, run)
     model = method.architecture or preset.model
@@ -168,25 +171,24 @@ def _run_network(ctx: _Context, run: Run) -> dict:
         best_epoch, best_val_miou = finished
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    net = load_checkpoint(save_dir / BEST).model.to(device)
+    # scored as trained (unprepared) and exactly (fp32) unless the benchmark runs in bf16 by name
+    spec = ModelSpec(save_dir / BEST, device=cfg.device, precision="bf16" if ctx.precision == "bf16" else "fp32")
+    predictor = load_predictor(spec, prepare=False)
     k = len(ctx.class_names)
     matrix = np.zeros((k, k), dtype=np.int64)
     test_sets = _test_sets(ctx, run)
     for dataset in test_sets:
         loader = DataLoader(dataset, batch_size=preset.batch_size, shuffle=False)
-        matrix += confusion_over(net, loader, k, device, ctx.precision, progress=cfg.progress, desc=dataset.split)
+        matrix += confusion_over(predictor, loader, k, progress=cfg.progress, desc=dataset.split)
     detail = {"model": model, "text": method.text, "best_epoch": best_epoch,
               "best_val_miou": best_val_miou,
-              "parameters": int(sum(p.numel() for p in net.parameters()))}
+              "parameters": int(sum(p.numel() for p in predictor.model.parameters()))}
     return {"matrix": matrix, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start,
             "test_splits": [d.split for d in test_sets], "detail": detail}
 
 
 def _finished_run(last: Path, epochs: int) -> tuple[int, float] | None:
     """(best epoch, best val mIoU) of a training run that already ran all ``epochs``; None otherwise."""
-    from dunemap.models.checkpoint import load_checkpoint
-
     if not last.is_file():
         return None
     state = load_checkpoint(last).train_state or {}
@@ -261,8 +263,6 @@ def _holdouts(config: QualityConfig, preset: QualityPreset, regions: dict[str, s
 
 def run_quality(config: QualityConfig) -> QualityResult:
     """Run (or reuse) every run of the grid, then write tables, figures and the BENCHMARKS.md section."""
-    from dunemap.benchmark.report import write_quality_report
-
     started = time.perf_counter()
     preset = config.resolved_preset
     if config.threads is not None:

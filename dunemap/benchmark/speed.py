@@ -21,10 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import dunemap
+from dunemap.benchmark.report import machine_description, speed_section, write_section
 from dunemap.errors import ConfigError
 from dunemap.io.atomic import atomic_path
 from dunemap.models import ARCHITECTURES, UNetConfig, create_model
 from dunemap.registry import choose
+from dunemap.runtime import Predictor, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +121,6 @@ def build_speed_model(name: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -135,13 +134,13 @@ def measure(case: SpeedCase, batch_size: int, warmup: int, iters: int, device: t
     x = (x / x.norm(dim=1, keepdim=True)).to(device)  # unit-length pixels, like AEF embeddings
     y = torch.randint(0, NUM_CLASSES, (batch_size, case.size, case.size), generator=gen).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if case.mode == "train" else None
+    predictor = Predictor.wrap(model, device, case.precision) if optimizer is None else None  # runs it as built
 
     def step() -> None:
-        if optimizer is None:
-            with torch.inference_mode(), _autocast(device, case.precision):
-                model(x)
+        if predictor is not None:
+            predictor.forward(x)
             return
-        with _autocast(device, case.precision):
+        with autocast(device, case.precision):
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,8 +164,6 @@ def measure(case: SpeedCase, batch_size: int, warmup: int, iters: int, device: t
 
 
 def _mapping_note() -> str:
-    import dunemap
-
     script = Path(dunemap.__file__).resolve().parents[1] / "benchmarks" / "bench_mapping.py"
     if script.is_file():
         return (f"Mapping throughput (km²/s, the seed's design against ours) is measured by "
@@ -176,9 +173,6 @@ def _mapping_note() -> str:
 
 def run_speed(config: SpeedConfig) -> SpeedResult:
     """Measure every case of ``config``, write ``speed.json`` / ``speed.md`` and the BENCHMARKS.md section."""
-    from dunemap.benchmark.report import machine_description, speed_section, write_section
-    from dunemap.runtime import resolve_device
-
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_no_progress, add_overwrite
+from dunemap.cli.options import add, add_no_progress, add_overwrite, model_from_args
+from dunemap.io.outputs import claim_outputs
+from dunemap.runtime import ModelSpec
+from dunemap.trust.fit import calibrate_checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.trust.fit import calibrate_checkpoint
-
     p = subparsers.add_parser(
         "calibrate", help="calibrated confidence and an area of applicability for a checkpoint",
         description="Fit the softmax temperature on a labelled split the model was not trained on (default val) "
@@ -23,12 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
     p.add_argument("--applicability-split", default="train",
                    help="split that describes the training data (default train); 'none' skips the area of applicability")
-    add(p, "text_embeddings")
+    add(p, "text_embeddings", ModelSpec)
     add(p, "regions", calibrate_checkpoint, help="calibrate and describe only tiles of these regions, as the model "
         "was trained (comma-separated, manifest.csv; default: all)")
     add(p, "holdout_regions", calibrate_checkpoint, field="exclude_regions",
         help="leave these regions out, as a leave-one-region-out model was trained (comma-separated; default: none)")
-    add(p, "device", default="auto", help="auto, cpu, cuda or cuda:N (computed in fp32)")
+    add(p, "device", ModelSpec, help="auto, cpu, cuda or cuda:N (computed in fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
     add_overwrite(p, "an existing --out checkpoint")
     add_no_progress(p)
@@ -36,15 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dunemap.io.outputs import claim_outputs
-    from dunemap.runtime import resolve_device
-    from dunemap.trust.fit import calibrate_checkpoint
-
     split = None if args.applicability_split.lower() == "none" else args.applicability_split
-    with claim_outputs([args.out], [args.weights, args.text_embeddings], overwrite=args.overwrite):
-        fit = calibrate_checkpoint(args.weights, args.data_root, args.out, text_embeddings=args.text_embeddings,
-                                   calibration_split=args.split, applicability_split=split,
-                                   device=resolve_device(args.device), seed=args.seed, regions=args.regions,
+    model = model_from_args(args, precision="fp32")  # trust is fitted exactly, whatever the machine
+    with claim_outputs([args.out], model.files(), overwrite=args.overwrite):
+        fit = calibrate_checkpoint(model, args.data_root, args.out, calibration_split=args.split,
+                                   applicability_split=split, seed=args.seed, regions=args.regions,
                                    exclude_regions=args.holdout_regions)
     print(fit.summary())
     print(f"wrote {args.out}")

@@ -5,8 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_no_progress, add_overwrite, add_precision_device, add_replace_text, config_from_args
+from dunemap.cli.options import (
+    add,
+    add_no_progress,
+    add_overwrite,
+    add_precision_device,
+    add_replace_text,
+    config_from_args,
+    model_from_args,
+)
 from dunemap.errors import ConfigError
+from dunemap.io.outputs import check_outputs
+from dunemap.mapping.config import ClusterConfig, MapConfig
+from dunemap.mapping.jobs import expand_inputs, map_inputs, plan_jobs
+from dunemap.runtime import ModelSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="one output class map (COG) of all inputs (tiles of one grid); companions go beside it")
     outputs.add_argument("--out-dir", type=Path,
                          help="one map per input, OUT_DIR/<stem>_classes.tif, all in one job")
-    add(p, "text_embeddings")
+    add(p, "text_embeddings", ModelSpec)
     add_replace_text(p)
-    add(p, "catalog",
+    add(p, "catalog", ModelSpec,
         help="class catalog (YAML/TOML): checked against the checkpoint's; for an open-vocabulary model "
                         "(trained with --head text) it is the set of classes to map, any number of them (default: the "
                    "checkpoint's)")
@@ -89,10 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dunemap.mapping.config import ClusterConfig
-    from dunemap.mapping.jobs import map_inputs
-    from dunemap.mapping.engine import MapConfig
-
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads {args.threads} must be at least 1")
@@ -109,10 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
     stac = _stac_paths(args) if args.stac else []
-    result = map_inputs(args.inputs, args.weights, out=args.out, out_dir=args.out_dir, config=config,
-                        cluster=cluster, device=args.device, precision=args.precision,
-                        text_embeddings=args.text_embeddings, catalog=args.catalog,
-                        replace_text=args.replace_text)
+    result = map_inputs(args.inputs, model_from_args(args), out=args.out, out_dir=args.out_dir, config=config,
+                        cluster=cluster)
     print(result.summary())
     if stac:
         from dunemap.products.provenance import write_stac_item
@@ -124,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _stac_paths(args: argparse.Namespace) -> list[Path]:
     """The STAC Items ``--stac`` will write, checked against the output policy before any mapping."""
-    from dunemap.io.outputs import check_outputs
-    from dunemap.mapping.jobs import expand_inputs, plan_jobs
     from dunemap.products.provenance import stac_path
 
     jobs = plan_jobs(expand_inputs(args.inputs), args.out, args.out_dir)

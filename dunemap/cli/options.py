@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+from dunemap.runtime.spec import ModelSpec
+
 log = logging.getLogger("dunemap.cli")
 
 
@@ -58,6 +60,13 @@ def config_from_args(config_class: type, args: argparse.Namespace, **extra: Any)
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(extra)
     return config_class(**values)
+
+
+def model_from_args(args: argparse.Namespace, **extra: Any) -> ModelSpec:
+    """The :class:`ModelSpec` of the parsed model options (``--weights``, ``--device``, ...) the command has,
+    plus ``extra``; the ones it lacks keep ModelSpec's defaults."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelSpec) if hasattr(args, f.name)}
+    return ModelSpec(**{**values, **extra})
 
 
 def show_default(value: Any) -> str:
@@ -174,11 +183,13 @@ def add(parser: argparse.ArgumentParser, name: str, source: type | Callable | No
     return parser.add_argument(*flags, **kwargs)
 
 
-def add_precision_device(parser: argparse.ArgumentParser, source: type | Callable | None = None) -> None:
-    """``--precision`` and ``--device``, with ``source``'s defaults (auto and auto without one)."""
-    defaults = defaults_of(source) if source is not None else {}
-    add(parser, "precision", default=defaults.get("precision", "auto"))
-    add(parser, "device", default=defaults.get("device", "auto"))
+def add_precision_device(parser: argparse.ArgumentParser, source: type | Callable | None = None, *,
+                         precision: str | None = None) -> None:
+    """``--precision`` and ``--device``, with ``source``'s defaults where it has them, else :class:`ModelSpec`'s
+    (auto and auto); ``precision`` replaces the precision default (evaluation's exact fp32)."""
+    defaults = {**defaults_of(ModelSpec), **(defaults_of(source) if source is not None else {})}
+    add(parser, "precision", default=precision or defaults["precision"])
+    add(parser, "device", default=defaults["device"])
 
 
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
@@ -199,4 +210,4 @@ def add_quiet(parser: argparse.ArgumentParser, default: Any = False) -> None:
 
 
 def add_replace_text(parser: argparse.ArgumentParser) -> None:
-    add(parser, "replace_text")
+    add(parser, "replace_text", ModelSpec)

@@ -41,25 +41,23 @@ from dunemap.mapping.engine import (
     MapPlan,
     MapResult,
     applicability_threshold,
-    load_map_predictor,
     make_assembler,
     map_fingerprint,
     plan_map,
     predictor_fingerprint,
     resolve_input,
 )
-from dunemap.mapping.jobs import BatchMapResult, MapJob, ModelSource
+from dunemap.mapping.jobs import BatchMapResult, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
 from dunemap.raster.legend import ClassLegend
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
+from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 if TYPE_CHECKING:
     from distributed import Client, Future
-
-    from dunemap.models.checkpoint import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -70,45 +68,35 @@ LIMIT_REFRESH_SECONDS = 5.0  # how often the in-flight bound follows the cluster
 class PredictorSpec:
     """How a worker loads the model. Files carry their mtimes, so a worker reloads a changed file."""
 
-    weights: str  # absolute path, the same on every worker (shared storage)
+    model: ModelSpec  # absolute paths, the same on every worker (shared storage); the device is resolved there
     weights_mtime_ns: int
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N", resolved on the worker
-    precision: str = "auto"
-    text_embeddings: str | None = None
     text_mtime_ns: int | None = None
-    torch_threads: int | None = None
-    catalog: str | None = None  # the classes of an open-vocabulary map (dunemap.knowledge.sources)
     catalog_mtime_ns: int | None = None
-    replace_text: bool = False
+    torch_threads: int | None = None
 
     @classmethod
-    def from_files(
-        cls,
-        weights: str | os.PathLike,
-        device: str = "auto",
-        precision: str = "auto",
-        text_embeddings: str | os.PathLike | None = None,
-        torch_threads: int | None = None,
-        catalog: str | os.PathLike | None = None,
-        replace_text: bool = False,
-    ) -> PredictorSpec:
-        w = Path(weights).absolute()
+    def from_files(cls, model: ModelSpec | str | os.PathLike, torch_threads: int | None = None,
+                   **options) -> PredictorSpec:
+        """The spec of ``model`` (a ModelSpec, or its weights with ``options``, ModelSpec fields), its files
+        made absolute and checked."""
+        model = ModelSpec.of(model, **options)
+        w = Path(model.weights).absolute()
         if not w.is_file():
-            raise CheckpointError(f"{weights}: checkpoint not found")
+            raise CheckpointError(f"{model.weights}: checkpoint not found")
         text, text_mtime = None, None
-        if text_embeddings is not None:
-            t = Path(text_embeddings).absolute()
+        if model.text_embeddings is not None:
+            t = Path(model.text_embeddings).absolute()
             if not t.is_file():
-                raise InputError(f"text embeddings {text_embeddings}: file not found")
+                raise InputError(f"text embeddings {model.text_embeddings}: file not found")
             text, text_mtime = str(t), t.stat().st_mtime_ns
         cat, cat_mtime = None, None
-        if catalog is not None:
-            c = Path(catalog).absolute()
+        if model.catalog is not None:
+            c = Path(model.catalog).absolute()
             if not c.is_file():
-                raise InputError(f"catalog {catalog}: file not found")
+                raise InputError(f"catalog {model.catalog}: file not found")
             cat, cat_mtime = str(c), c.stat().st_mtime_ns
-        return cls(str(w), w.stat().st_mtime_ns, device, precision, text, text_mtime, torch_threads, cat, cat_mtime,
-                   replace_text)
+        model = ModelSpec.of(model, weights=str(w), text_embeddings=text, catalog=cat)
+        return cls(model, w.stat().st_mtime_ns, text_mtime, cat_mtime, torch_threads)
 
 
 @dataclass(frozen=True)
@@ -164,11 +152,9 @@ def worker_predictor(spec: PredictorSpec) -> Predictor:
             if spec.torch_threads is not None:
                 torch.set_num_threads(spec.torch_threads)
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            predictor = load_map_predictor(spec.weights, spec.device, spec.precision, spec.text_embeddings,
-                                           gpu_index=gpu_slot(_worker_name(), gpus), catalog=spec.catalog,
-                                           replace_text=spec.replace_text)
+            predictor = load_predictor(spec.model, gpu_index=gpu_slot(_worker_name(), gpus))
             _WORKER_MODELS[spec] = predictor
-            log.info("loaded %s on %s (%s)", spec.weights, predictor.device, predictor.precision)
+            log.info("loaded %s on %s (%s)", spec.model.weights, predictor.device, predictor.precision)
         return predictor
 
 
@@ -370,9 +356,8 @@ class DaskExecutor:
     any output is written.
     """
 
-    def __init__(self, model: ModelSource, cluster: ClusterConfig, client: Client | None = None) -> None:
-        self.spec = PredictorSpec.from_files(model.weights, model.device, model.precision, model.text_embeddings,
-                                             cluster.torch_threads, model.catalog, model.replace_text)
+    def __init__(self, model: ModelSpec, cluster: ClusterConfig, client: Client | None = None) -> None:
+        self.spec = PredictorSpec.from_files(model, cluster.torch_threads)
         self.cluster = cluster
         self.client = client
 

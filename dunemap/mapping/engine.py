@@ -40,10 +40,10 @@ from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predi
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec
-from dunemap.models.checkpoint import Predictor
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader
 from dunemap.raster.tags import model_tags, product_paths
+from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -267,37 +267,11 @@ def count_valid(path: Path) -> int:
 
 def map_checkpoint(
     input: str | os.PathLike | Sequence[str | os.PathLike],
-    weights: str | os.PathLike,
+    model: ModelSpec | str | os.PathLike,
     out: str | os.PathLike,
     config: MapConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
+    **options,
 ) -> MapResult:
-    """Load a checkpoint (dunemap or published MADS layout) and :func:`map_raster` with it."""
-    predictor = load_map_predictor(weights, device, precision, text_embeddings, catalog=catalog,
-                                   replace_text=replace_text)
-    return map_raster(input, predictor, out, config)
-
-
-def load_map_predictor(
-    weights: str | os.PathLike,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
-    gpu_index: int = 0,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
-) -> Predictor:
-    """Load a checkpoint for mapping; ``gpu_index`` is the GPU that ``device`` "auto" or "cuda" means.
-
-    The class text is resolved by :mod:`dunemap.knowledge.sources` (``catalog``: the classes of an
-    open-vocabulary map; ``replace_text``: let ``text_embeddings`` replace the checkpoint's text).
-    """
-    from dunemap.models.checkpoint import load_predictor
-    from dunemap.runtime import resolve_device
-
-    return load_predictor(weights, device=resolve_device(device, gpu_index), precision=precision,
-                          text_embeddings=text_embeddings, catalog=catalog, replace_text=replace_text)
+    """Load a checkpoint (dunemap or published MADS layout; a ModelSpec, or its weights with ``options``,
+    ModelSpec fields) and :func:`map_raster` with it."""
+    return map_raster(input, load_predictor(ModelSpec.of(model, **options)), out, config)

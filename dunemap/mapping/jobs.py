@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.formats import raster_driver
 from dunemap.io.outputs import check_outputs, locked_outputs
 from dunemap.mapping.config import ClusterConfig, MapConfig
-from dunemap.mapping.engine import MapResult, load_map_predictor, map_raster
+from dunemap.mapping.engine import MapResult, map_raster
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.tags import product_paths
+from dunemap.runtime import ModelSpec, load_predictor
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -116,18 +118,6 @@ class BatchMapResult:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """The model files of a job, loaded by each executor where its model runs."""
-
-    weights: str | os.PathLike
-    device: str = "auto"
-    precision: str = "auto"
-    text_embeddings: str | os.PathLike | None = None
-    catalog: str | os.PathLike | None = None
-    replace_text: bool = False
-
-
 class Executor(Protocol):
     """Runs planned, checked jobs and returns their maps."""
 
@@ -137,14 +127,12 @@ class Executor(Protocol):
 class LocalExecutor:
     """Maps jobs one after another in this process with one model (loaded once)."""
 
-    def __init__(self, model: ModelSource) -> None:
+    def __init__(self, model: ModelSpec) -> None:
         self.model = model
 
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
-        m = self.model
-        predictor = load_map_predictor(m.weights, m.device, m.precision, m.text_embeddings, catalog=m.catalog,
-                                       replace_text=m.replace_text)
+        predictor = load_predictor(self.model)
         maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 
@@ -152,8 +140,6 @@ class LocalExecutor:
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
     """The output policy for maps: no product may be an input; an existing map (or companion) needs
     ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
-    from dunemap.io.formats import raster_driver
-
     for job in jobs:
         partial = partial_dir(job.out)
         interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
@@ -164,17 +150,14 @@ def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequenc
 
 def map_many(
     jobs: Sequence[MapJob],
-    weights: str | os.PathLike,
+    model: ModelSpec | str | os.PathLike,
     config: MapConfig | None = None,
     cluster: ClusterConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
     client: Client | None = None,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
+    **options,
 ) -> BatchMapResult:
-    """Map every job, on a Dask cluster or one after another in this process.
+    """Map every job with ``model`` (a ModelSpec, or its weights with ``options``, ModelSpec fields), on a
+    Dask cluster or one after another in this process.
 
     The blocks run on ``client`` when one is given (it stays open), else on the cluster that
     ``cluster`` describes. Without either, the jobs run in this process. On a cluster, the inputs are
@@ -188,33 +171,30 @@ def map_many(
     if not jobs:
         raise InputError("no input raster given")
     _check_distinct_outputs(jobs)
-    model = ModelSource(weights, device, precision, text_embeddings, catalog, replace_text)
+    model = ModelSpec.of(model, **options)
     executor: Executor
     if client is None and not cluster.enabled:
         executor = LocalExecutor(model)
     else:
+        # deferred: mapping.distributed imports MapJob and BatchMapResult from here (a cycle to untangle apart)
         from dunemap.mapping.distributed import DaskExecutor
 
         executor = DaskExecutor(model, cluster, client)
     companions = [p for job in jobs for p in product_paths(job.out).values()]
     with locked_outputs([job.out for job in jobs], companions):
-        check_job_outputs(jobs, config, [weights, text_embeddings, catalog])
+        check_job_outputs(jobs, config, model.files())
         return executor.run(jobs, config)
 
 
 def map_inputs(
     inputs: Sequence[str | os.PathLike],
-    weights: str | os.PathLike,
+    model: ModelSpec | str | os.PathLike,
     out: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     config: MapConfig | None = None,
     cluster: ClusterConfig | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    text_embeddings: str | os.PathLike | None = None,
-    catalog: str | os.PathLike | None = None,
-    replace_text: bool = False,
+    **options,
 ) -> BatchMapResult:
-    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them."""
-    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), weights, config, cluster, device, precision,
-                    text_embeddings, catalog=catalog, replace_text=replace_text)
+    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them
+    with ``model`` (a ModelSpec, or its weights with ``options``, ModelSpec fields)."""
+    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), model, config, cluster, **options)

@@ -38,7 +38,7 @@ GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one for
 
 
 class SupportsPredict(Protocol):
-    """What mapping needs of a model: ``dunemap.models.checkpoint.Predictor`` provides it.
+    """What mapping needs of a model: ``dunemap.runtime.Predictor`` provides it.
 
     A predictor may also name the ``input_dtype`` its first layer consumes; windows are then
     decoded straight into it (float32 otherwise).

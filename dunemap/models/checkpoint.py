@@ -1,4 +1,4 @@
-"""Checkpoints: dunemap's self-describing files, the published MADS ``state_dict`` layout, and Predictor.
+"""Checkpoints: dunemap's self-describing files and the published MADS ``state_dict`` layout.
 
 A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True``::
 
@@ -15,6 +15,7 @@ A dunemap checkpoint is a dict saved with ``torch.save`` and loaded with ``weigh
 A published MADS file is a bare ``state_dict``; its sizes are inferred from tensor shapes and its
 text embeddings (the seed's ``text_embeds_detailed.npy``) must be given alongside. Which text a
 loaded model uses is decided by :mod:`dunemap.knowledge.sources`, the one text-source resolver.
+Running a loaded model is the runtime's job (:class:`dunemap.runtime.Predictor`).
 """
 
 from __future__ import annotations
@@ -22,19 +23,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dunemap.errors import CheckpointError
 from dunemap.io.atomic import atomic_path
+from dunemap.knowledge.catalog import Catalog, load_catalog
+from dunemap.knowledge.sources import checkpoint_text
 from dunemap.models.registry import build_model, config_from_dict
 from dunemap.models.segformer import MODEL_VARIANTS, ModelConfig, TextFusedSegFormer
-from dunemap.runtime import resolve_precision
-
-if TYPE_CHECKING:
-    from dunemap.knowledge.catalog import Catalog
 
 FORMAT = "dunemap-checkpoint"
 VERSION = 1
@@ -173,8 +171,6 @@ def _load_state(model: TextFusedSegFormer, state_dict: dict, source: str) -> Non
 
 
 def _default_classes(num_classes: int) -> tuple[list[str], list[tuple[int, int, int]]]:
-    from dunemap.knowledge.catalog import load_catalog
-
     catalog = load_catalog()
     if catalog.num_classes == num_classes:
         return list(catalog.names), [tuple(c) for c in catalog.colors]
@@ -196,8 +192,6 @@ def load_checkpoint(
     ``catalog`` is checked against the catalog the checkpoint was trained with; for an
     open-vocabulary model (``head="text"``) a different catalog becomes the new class set, any number of classes.
     """
-    from dunemap.knowledge.sources import checkpoint_text
-
     path = Path(path)
     obj = _read(path)
     if obj.get("format") == FORMAT:
@@ -238,114 +232,3 @@ def load_checkpoint(
     # unchanged by a new class; the new class itself is uncalibrated, see docs/knowledge.md).
     return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
                             metrics, path, calibration, applicability)
-
-
-# Modules whose ops autocast runs in bf16 anyway (matmuls and convolutions): their weights are cast once.
-_AUTOCAST_LOW_PRECISION = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
-                           torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
-
-
-def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-    """Cast, in place, the weights of the layers autocast would cast to ``dtype`` on every call.
-
-    Under ``torch.autocast(dtype=bf16)`` linear and convolution layers compute in bf16 from weights
-    rounded afresh at each call; rounding them once gives the same numbers without the per-call
-    copies. Norms, the text buffer and everything autocast keeps in float32 stay float32, so the
-    model must still run under autocast.
-    """
-    for module in model.modules():
-        if isinstance(module, _AUTOCAST_LOW_PRECISION):
-            module.to(dtype)
-    return model
-
-
-class Predictor:
-    """Inference wrapper: device placement, channels-last, bf16 autocast, float32 logits out.
-
-    With ``precision="bf16"`` the linear and convolution weights are rounded to bf16 once
-    (:func:`cast_autocast_weights`) and the model runs under bf16 autocast, which keeps norms,
-    softmax and the residual stream in float32: the logits equal those of per-call autocast on
-    float32 weights, a few per cent sooner. :attr:`input_dtype` is the dtype the first layer
-    consumes; an input already in that dtype, channels-last, on the device is used without a copy.
-    """
-
-    def __init__(self, loaded: LoadedCheckpoint, device: str | torch.device = "cpu", precision: str = "auto"):
-        self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
-        model = loaded.model.to(self.device).eval().to(memory_format=torch.channels_last)
-        if self.precision == "bf16":
-            cast_autocast_weights(model, torch.bfloat16)
-        self.model = model
-        self.input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.config = loaded.config
-        self.path = loaded.path  # the checkpoint file (provenance), None when built in memory
-        self.class_names = loaded.class_names
-        self.colors = loaded.colors
-        self.text_source = loaded.text_source
-        self.in_channels = loaded.config.in_channels
-        self.num_classes = len(loaded.class_names)
-        self.temperature = loaded.temperature  # logits are divided by it: calibrated probabilities
-        self.applicability = None
-        if loaded.applicability is not None:
-            from dunemap.trust.applicability import Applicability
-
-            self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))
-
-    @torch.inference_mode()
-    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """Calibrated logits (B, K, H, W) float32 (divided by the temperature) for x (B, in_channels, H, W).
-
-        ``x`` may also be a numpy array, (B, C, H, W) or one (C, H, W) image, float or AEF int8 codes
-        (de-quantised); the logits then come back as a numpy array of the same rank. One forward pass
-        over the whole input: for sliding windows blended as ``map`` does, use ``dunemap.predict_array``.
-        """
-        if isinstance(x, np.ndarray):
-            return self._predict_numpy(x)
-        x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            logits = self.model(x)
-        return self._calibrated(logits)
-
-    @torch.inference_mode()
-    def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel.
-
-        The DI is searched on the decoder's features (pooled to 1/8 resolution by checkpoints fitted since
-        the pooling; older ones at 1/4) and, where the record has one, on the input averaged over the same
-        cells, then upsampled bilinearly (:meth:`Applicability.dissimilarity_map`).
-        """
-        if self.applicability is None:
-            raise CheckpointError("this checkpoint has no area of applicability; fit one with dunemap calibrate")
-        x = x.to(device=self.device, dtype=self.input_dtype, memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            logits, features = self.model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-        di = self.applicability.dissimilarity_map(features, x)
-        return self._calibrated(logits), di.to(logits.device)
-
-    def _predict_numpy(self, x: np.ndarray) -> np.ndarray:
-        from dunemap.io.aef import dequantize
-
-        single = x.ndim == 3
-        batch = x[None] if single else x
-        if batch.ndim != 4:
-            raise CheckpointError(f"array of shape {x.shape}: expected (C, H, W) or (B, C, H, W)")
-        if batch.dtype == np.int8:
-            batch = np.stack([dequantize(image)[0] for image in batch])
-        logits = self.predict(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
-        return logits[0] if single else logits
-
-    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        return logits if self.temperature == 1.0 else logits / self.temperature
-
-
-def load_predictor(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    precision: str = "auto",
-    text_embeddings: "np.ndarray | str | Path | None" = None,
-    catalog: "str | Path | Catalog | None" = None,
-    replace_text: bool = False,
-) -> Predictor:
-    """Load a checkpoint (dunemap or MADS layout) ready for mapping; see ``load_checkpoint``."""
-    return Predictor(load_checkpoint(path, text_embeddings, catalog, replace_text), device, precision)

@@ -31,12 +31,20 @@ from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
 from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
 from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
-from dunemap.runtime import resolve_precision
 from dunemap.registry import choose
+from dunemap.runtime import ModelSpec, Predictor, autocast, confusion_over, resolve_precision
 from dunemap.training.config import CLASS_WEIGHTS, CONFIG_NAME, TrainConfig
 from dunemap.training.distributed import (
-    DistContext, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shard_indices, shutdown)
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    shard_indices,
+    shutdown,
+)
 from dunemap.training.text import resolve_text
+from dunemap.trust.fit import calibrate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,40 +90,12 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype, enabled=precision != "fp32")
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def build_datasets(config: TrainConfig, num_classes: int, in_channels: int) -> tuple[SeedLayoutDataset, SeedLayoutDataset]:
     kw = dict(num_classes=num_classes, in_channels=in_channels, regions=config.regions,
               exclude_regions=config.holdout_regions)
     train = SeedLayoutDataset(config.data_root, "train", transform=build_augmentation(config.augment), **kw)
     val = SeedLayoutDataset(config.data_root, "val", **kw)
     return train, val
-
-
-def confusion_over(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    num_classes: int,
-    device: torch.device,
-    precision: str,
-    ctx: DistContext | None = None,
-    progress: bool = False,
-    desc: str = "val",
-) -> np.ndarray:
-    """The (K, K) confusion matrix of ``model`` over ``loader`` (summed over ranks when distributed)."""
-    cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
-    model.eval()
-    with torch.inference_mode():
-        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            with _autocast(device, precision):
-                logits = model(x.to(device))
-            cm.update(logits.argmax(1).cpu(), y)
-    return all_reduce_sum(cm.matrix, ctx) if ctx is not None else cm.matrix
 
 
 def _write_history(save_dir: Path, history: list[dict]) -> None:
@@ -290,6 +270,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     val_shard = Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)) if ctx.distributed else val_set
     val_loader = DataLoader(val_shard, batch_size=config.batch_size, num_workers=config.num_workers)
     names, colors = catalog.names, catalog.colors
+    validator = Predictor.wrap(kept, device, precision, names, colors)  # runs the kept weights as they are
 
     end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
     for epoch in range(start_epoch, end_epoch):
@@ -318,7 +299,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
                 group["lr"] = lr * ramp
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = ignore_margin(y.to(device), config.loss_margin)
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 logits = net(x)  # (B, K, H, W)
                 loss = F.cross_entropy(logits.float(), y, weight=loss_weight, ignore_index=IGNORE_INDEX)
             nonfinite = _guard_loss(loss, nonfinite, epoch, step, 1 if ctx.distributed else MAX_NONFINITE_STEPS)
@@ -341,7 +322,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         train_matrix = all_reduce_sum(train_cm.matrix, ctx)
         train_metrics = metrics_from_matrix(train_matrix)
         broadcast_buffers(kept, ctx)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
-        val_metrics = metrics_from_matrix(confusion_over(kept, val_loader, num_classes, device, precision, ctx))
+        val_metrics = metrics_from_matrix(all_reduce_sum(confusion_over(validator, val_loader, num_classes), ctx))
         row = {
             "epoch": epoch + 1, "lr": float(lr_used), "train_loss": float(loss_tot[0] / max(loss_tot[1], 1)),
             "train_oa": float(train_metrics.oa), "train_miou": float(train_metrics.miou),
@@ -394,10 +375,8 @@ def _tensorboard(save_dir: Path, config: TrainConfig):
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
     """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint."""
-    from dunemap.trust.fit import calibrate_checkpoint
-
-    calibrate_checkpoint(path, config.data_root, path, device=device, regions=config.regions,
-                         exclude_regions=config.holdout_regions, seed=config.seed)
+    calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), config.data_root, path,
+                         regions=config.regions, exclude_regions=config.holdout_regions, seed=config.seed)
 
 
 def _flag(name: str) -> str:

@@ -24,6 +24,8 @@ from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
+from dunemap.models.checkpoint import save_checkpoint
+from dunemap.runtime import ModelSpec, Predictor, load_model, predict_over, resolve_device
 from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features, pool_inputs
 from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
 
@@ -70,30 +72,28 @@ def _folds(dataset: SeedLayoutDataset) -> np.ndarray:
     return np.arange(len(dataset))
 
 
-@torch.no_grad()
-def _calibration_sample(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
+def _calibration_sample(predictor: Predictor, dataset: SeedLayoutDataset, seed: int):
     """Logits (N, K) and labels (N,) of a random sample of the labelled pixels of ``dataset``, fp32."""
     total = sum(h * w for h, w in dataset.sizes)
     keep_share = min(1.0, MAX_CALIBRATION_PIXELS / max(total, 1))
     gen = torch.Generator().manual_seed(seed)
     logits_parts, label_parts = [], []
-    for x, y in DataLoader(dataset, batch_size=4, shuffle=False):
-        logits = model(x.to(device)).float().cpu()  # (B, K, H, W)
+    for logits, y, _ in predict_over(predictor, DataLoader(dataset, batch_size=4, shuffle=False)):
+        logits = logits.float().cpu()  # (B, K, H, W)
         keep = (y != IGNORE_INDEX) & (torch.rand(y.shape, generator=gen) < keep_share)
         logits_parts.append(logits.permute(0, 2, 3, 1)[keep])
         label_parts.append(y[keep])
     return torch.cat(logits_parts), torch.cat(label_parts)
 
 
-@torch.no_grad()
-def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, seed: int):
+def _training_features(predictor: Predictor, dataset: SeedLayoutDataset, seed: int):
     """A bounded random sample of labelled cells: decoder features (N, D), the input per cell (N, C), fold ids (N,)."""
     folds = _folds(dataset)
     rng = np.random.default_rng(seed)
     feats, inputs, fold_ids = [], [], []
     for i in range(len(dataset)):
         x, y = dataset[i]
-        _, features = model.forward_with_features(x[None].to(device))  # (1, D, h/4, w/4)
+        _, features = predictor.forward_with_features(x[None])  # (1, D, h/4, w/4)
         features = pool_features(features.float().cpu(), POOL)[0]  # (D, h/4/POOL, w/4/POOL)
         step = 4 * POOL
         cells = pool_inputs(x[None].float(), step)[0]  # (C, h/step, w/step), the same cells
@@ -112,7 +112,7 @@ def _training_features(model, dataset: SeedLayoutDataset, device: torch.device, 
 
 
 def fit_trust(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Predictor,
     data_root: str | Path,
     num_classes: int,
     in_channels: int,
@@ -126,10 +126,11 @@ def fit_trust(
 ) -> TrustFit:
     """Fit the temperature on ``calibration_split`` and (optionally) the area of applicability on ``applicability_split``.
 
-    The model runs in fp32 in eval mode; the result does not depend on the machine's bf16 support.
+    A model is run through :meth:`Predictor.wrap` on ``device``, in fp32 in eval mode, as it is; a
+    Predictor is used as it is (``device`` ignored; give it fp32 and unprepared for results that do
+    not depend on the machine's bf16 support, as :func:`calibrate_checkpoint` does).
     """
-    device = torch.device(device)
-    model = model.to(device).eval()
+    predictor = model if isinstance(model, Predictor) else Predictor.wrap(model, device, "fp32")
     kw = dict(num_classes=num_classes, in_channels=in_channels, regions=regions, exclude_regions=exclude_regions)
     cal_set = SeedLayoutDataset(data_root, calibration_split, **kw)
     new_ground = [n for n in cal_set.names if n in set(_new_ground(Path(data_root), calibration_split))]
@@ -137,7 +138,7 @@ def fit_trust(
         cal_set = SeedLayoutDataset(data_root, calibration_split, **kw, names=new_ground)
     if len(cal_set) == 0:
         raise InputError(f"{data_root}: split {calibration_split!r} has no tiles to calibrate on")
-    logits, labels = _calibration_sample(model, cal_set, device, seed)
+    logits, labels = _calibration_sample(predictor, cal_set, seed)
     temperature = fit_temperature(logits, labels)
     acc = ReliabilityAccumulator({"before": 1.0, "after": temperature})
     acc.update(logits.T[None, :, :, None], labels[None, :, None])  # (1, K, N, 1) and (1, N, 1)
@@ -148,10 +149,10 @@ def fit_trust(
     }
     applicability = None
     if applicability_split is not None:
-        if not hasattr(model, "forward_with_features"):
-            raise ConfigError(f"{type(model).__name__} exposes no decoder features: no area of applicability")
+        if not hasattr(predictor.model, "forward_with_features"):
+            raise ConfigError(f"{type(predictor.model).__name__} exposes no decoder features: no area of applicability")
         train_set = SeedLayoutDataset(data_root, applicability_split, **kw)
-        features, inputs, folds = _training_features(model, train_set, device, seed)
+        features, inputs, folds = _training_features(predictor, train_set, seed)
         applicability = fit_applicability(features, folds, seed=seed, pool=POOL)
         applicability.inputs = fit_applicability(inputs, folds, seed=seed, pool=4 * POOL)
     fit = TrustFit(calibration, applicability)
@@ -160,32 +161,34 @@ def fit_trust(
 
 
 def calibrate_checkpoint(
-    weights: str | Path,
+    model: ModelSpec | str | Path,
     data_root: str | Path,
     out: str | Path,
     *,
-    text_embeddings: np.ndarray | str | Path | None = None,
     calibration_split: str = "val",
     applicability_split: str | None = "train",
-    device: str | torch.device = "cpu",
     regions=None,
     exclude_regions=None,
     seed: int = 0,
+    **options,
 ) -> TrustFit:
-    """Fit the trust record of the checkpoint at ``weights`` and write the calibrated checkpoint to ``out``.
+    """Fit the trust record of the checkpoint ``model`` (a ModelSpec, or its weights with ``options``,
+    ModelSpec fields; the device then defaults to ``cpu``) and write the calibrated checkpoint to ``out``.
 
-    ``out`` may be ``weights`` itself only for the training loop's own best checkpoint; the CLI refuses it.
-    A published MADS state_dict becomes a self-describing dunemap checkpoint with its text inside.
+    The model runs in fp32 on the spec's device as it was trained, whatever its precision says: the
+    record does not depend on the machine. ``out`` may be the weights themselves only for the training
+    loop's own best checkpoint; the CLI refuses it. A published MADS state_dict becomes a
+    self-describing dunemap checkpoint with its text inside.
     """
-    from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
-
-    loaded = load_checkpoint(weights, text_embeddings=text_embeddings)
-    model = loaded.model
-    split = applicability_split if hasattr(model, "forward_with_features") else None
-    fit = fit_trust(model, data_root, len(loaded.class_names), loaded.config.in_channels,
-                    calibration_split=calibration_split, applicability_split=split, device=device,
+    spec = ModelSpec.of(model, path_device="cpu", **options)
+    device = resolve_device(spec.device)
+    loaded = load_model(spec)
+    predictor = Predictor(loaded, device, "fp32", prepare=False)
+    split = applicability_split if hasattr(loaded.model, "forward_with_features") else None
+    fit = fit_trust(predictor, data_root, len(loaded.class_names), loaded.config.in_channels,
+                    calibration_split=calibration_split, applicability_split=split,
                     regions=regions, exclude_regions=exclude_regions, seed=seed)
-    save_checkpoint(out, model.cpu(), loaded.class_names, loaded.colors, loaded.text_source,
+    save_checkpoint(out, loaded.model.cpu(), loaded.class_names, loaded.colors, loaded.text_source,
                     metrics=loaded.metrics, calibration=fit.calibration,
                     applicability=None if fit.applicability is None else fit.applicability.to_dict())
     return fit

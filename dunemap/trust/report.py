@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
-from dunemap.trust.applicability import Applicability
+from dunemap.runtime import Predictor, predict_over
 from dunemap.trust.calibration import Reliability, ReliabilityAccumulator, plot_reliability
 
 
@@ -27,32 +26,19 @@ def _bins(rel: Reliability) -> list[dict]:
             for i in range(rel.count.size) if rel.count[i]]
 
 
-@torch.no_grad()
-def trust_over(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    num_classes: int,
-    temperature: float,
-    applicability: Applicability | None,
-    device: torch.device,
-    class_names: list[str],
-    reliability_png: Path | None = None,
-) -> dict:
-    """Calibration (ECE at T = 1 and at ``temperature``) and, with ``applicability``, metrics inside/outside it."""
+def trust_over(predictor: Predictor, loader: DataLoader, reliability_png: Path | None = None) -> dict:
+    """Calibration (ECE at T = 1 and at the predictor's temperature) and, where it has an area of
+    applicability, metrics inside and outside it. Give an fp32 predictor: the figures are then exact."""
+    num_classes, temperature = predictor.num_classes, predictor.temperature
+    applicability = predictor.applicability if hasattr(predictor.model, "forward_with_features") else None
     acc = ReliabilityAccumulator({"uncalibrated": 1.0, "calibrated": temperature})
     inside_cm, outside_cm = ConfusionMatrix(num_classes, IGNORE_INDEX), ConfusionMatrix(num_classes, IGNORE_INDEX)
-    model.eval()
-    for x, y in loader:
-        x = x.to(device)
+    for logits, y, di in predict_over(predictor, loader, dissimilarity=applicability is not None):
         if applicability is not None:
-            logits, features = model.forward_with_features(x)  # (B, K, H, W), (B, D, h, w)
-            di = applicability.dissimilarity_map(features, x)
             pred = logits.argmax(1).cpu()
             inside = di <= applicability.threshold
             inside_cm.update(torch.where(inside, pred, IGNORE_INDEX), torch.where(inside, y, IGNORE_INDEX))
             outside_cm.update(torch.where(~inside, pred, IGNORE_INDEX), torch.where(~inside, y, IGNORE_INDEX))
-        else:
-            logits = model(x)
         acc.update(logits.float().cpu(), y, IGNORE_INDEX)
     raw, cal = acc.result("uncalibrated"), acc.result("calibrated")
     report: dict = {"calibration": {"temperature": temperature, "ece_uncalibrated": raw.ece,
@@ -65,8 +51,8 @@ def trust_over(
         report["applicability"] = {
             "threshold": applicability.threshold,
             "share_outside": n_out / max(n_in + n_out, 1),
-            "inside": metrics_from_matrix(inside_cm.matrix).to_dict(class_names) if n_in else None,
-            "outside": metrics_from_matrix(outside_cm.matrix).to_dict(class_names) if n_out else None,
+            "inside": metrics_from_matrix(inside_cm.matrix).to_dict(predictor.class_names) if n_in else None,
+            "outside": metrics_from_matrix(outside_cm.matrix).to_dict(predictor.class_names) if n_out else None,
         }
     return report
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from doc_commands import doc_commands
 
 from dunemap.cli import build_parser, leaf_parsers, main
@@ -146,13 +145,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     """The tiny files every placeholder name stands for."""
     import pyogrio.raw
     import rasterio
+    import rasterio.shutil
     import shapely
     from rasterio import features
 
     from dunemap.accuracy.sampling import draw_sample
     from dunemap.mapping.config import MapConfig
-    from dunemap.mapping.engine import load_map_predictor, map_raster
-    import rasterio.shutil
+    from dunemap.mapping.engine import map_raster
+    from dunemap.runtime import load_predictor as load_map_predictor
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig
     from dunemap.synth.writers import write_scene_files
@@ -253,8 +253,9 @@ def test_default_outputs_never_overwrite(world: dict[str, Path], tmp_path: Path,
 
 
 def test_readme_python_imports_work_as_printed_and_the_api_is_documented() -> None:
-    import dunemap
     from doc_commands import DOCS
+
+    import dunemap
 
     readme = DOCS[0].read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)

@@ -11,9 +11,8 @@ import torch
 
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import map_raster
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.tags import PRECISION_TAG
-from dunemap.runtime import MAX_GPU_BATCH, gpu_batch_size
+from dunemap.runtime import MAX_GPU_BATCH, gpu_batch_size, load_predictor
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -27,9 +27,9 @@ from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, m
 from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.writer import partial_dir
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
+from dunemap.runtime import load_predictor
 
 # small blocks so that a 96x80 raster makes several tasks; confidence exercises a companion product
 CONFIG = MapConfig(window=32, stride=24, block_size=32, confidence="uint8", progress=False)

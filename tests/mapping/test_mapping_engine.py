@@ -16,10 +16,10 @@ from dunemap.cli import main
 from dunemap.io.aef import dequantize, quantize
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
+from dunemap.runtime import load_predictor
 
 QUIET = dict(progress=False)
 

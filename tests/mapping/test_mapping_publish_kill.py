@@ -20,9 +20,9 @@ from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.writer import partial_dir
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
+from dunemap.runtime import load_predictor
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = ["--window", "64", "--stride", "32", "--block-size", "32", "--precision", "fp32", "--threads", "1",

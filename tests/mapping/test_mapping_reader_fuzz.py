@@ -1,7 +1,7 @@
 """Seeded fuzz of ``dunemap map`` over raster inputs: a valid map whose nodata is exactly the invalid input, or one line.
 
 Random shapes, dtypes, band counts, NaN/inf/declared-nodata/all-zero patterns, internal masks, with or
-without a CRS. The expected nodata is computed here from the documented rule (``mapping/reader.py``),
+without a CRS. The expected nodata is computed here from the documented rule (``raster/reader.py``),
 independently of the reader's code.
 """
 

@@ -16,9 +16,9 @@ import torch
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.resume import BlockJournal
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
+from dunemap.runtime import load_predictor
 
 
 def test_journal_round_trip_and_foreign_journals(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from dunemap.io.aef import dequantize, quantize
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import predict_block_data, window_batch
 from dunemap.mapping.windows import blend_weights, plan_blocks
-from dunemap.models.checkpoint import load_predictor
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import BlockData, EmbeddingReader
+from dunemap.runtime import load_predictor
 
 
 def _aef_block(height: int = 60, width: int = 70, seed: int = 0) -> BlockData:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dunemap.models.checkpoint import load_predictor
+from dunemap.runtime import load_predictor
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -11,7 +11,8 @@ import torch
 
 from dunemap.errors import CheckpointError
 from dunemap.models import create_model
-from dunemap.models.checkpoint import infer_mads_config, load_checkpoint, load_predictor, save_checkpoint
+from dunemap.models.checkpoint import infer_mads_config, load_checkpoint, save_checkpoint
+from dunemap.runtime import load_predictor
 
 
 def _fixture_input() -> torch.Tensor:

@@ -15,7 +15,8 @@ from dunemap.cli import main
 from dunemap.errors import CheckpointError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import map_raster
-from dunemap.models.checkpoint import load_checkpoint, load_predictor
+from dunemap.models.checkpoint import load_checkpoint
+from dunemap.runtime import load_predictor
 from dunemap.training import TrainConfig, train
 
 

@@ -10,7 +10,8 @@ import torch
 
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.models import create_model
-from dunemap.models.checkpoint import cast_autocast_weights, load_predictor, save_checkpoint
+from dunemap.models.checkpoint import save_checkpoint
+from dunemap.runtime import cast_autocast_weights, load_predictor
 
 CONV_LINEAR = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 import torch
+from affine import Affine
 
 from dunemap.data.seed_layout import write_sample
-from dunemap.models.checkpoint import Predictor, load_checkpoint
+from dunemap.models.checkpoint import load_checkpoint
+from dunemap.runtime import Predictor
 from dunemap.training import TrainConfig, train
 from dunemap.trust.applicability import Applicability
 

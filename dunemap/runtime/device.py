@@ -1,5 +1,5 @@
 """Where and in what precision the model runs: device and precision resolution shared by training,
-evaluation and mapping, and the GPU batch size chosen from free memory.
+evaluation and mapping, the one autocast context, and the GPU batch size chosen from free memory.
 
 One rule for everyone: ``--device auto`` is the GPU of this rank when CUDA exists, else the CPU;
 ``--precision auto`` is bf16 where bf16 matmuls are native (CUDA with bf16, a CPU with AVX512-BF16
@@ -57,6 +57,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a resolved ``precision`` on ``device``: bf16 autocast for ``bf16``, off for ``fp32``.
+
+    The one autocast of dunemap: training steps, the Predictor and the speed benchmark all run in it.
+    bf16 has float32's range, so no loss scaling and no fp16 fallback are needed.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision {precision!r} is not resolved; resolve_precision gives fp32 or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def gpu_batch_size(device: torch.device, bytes_per_window: int, free_bytes: int | None = None) -> int:
