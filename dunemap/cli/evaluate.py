@@ -20,7 +20,6 @@ from dunemap.runtime import ModelSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-
     p = subparsers.add_parser("evaluate", help="OA, mIoU, Kappa, F1 of a checkpoint on a split",
                               description="Evaluate a checkpoint; prints a table and writes metrics.json and "
                               "confusion_matrix.png. Exact (fp32) unless --precision says otherwise.")
