@@ -9,7 +9,7 @@ The benchmark uses a synthetic ``size x size`` int8 AEF-like raster (smooth rand
 quantised) and a randomly initialised model saved as a checkpoint. Both are cached in ``--work`` by
 size, model and seed. For each worker count it starts a LocalCluster of that many single-threaded
 worker processes and loads the model on every worker (so start-up is not timed). It then maps the
-raster with ``dunemap.mapping.jobs.map_many``. It prints markdown tables: throughput, the
+raster with ``dunemap.mapping.batch.map_many``. It prints markdown tables: throughput, the
 unit of work (one block: pixels, windows, bytes read and bytes sent back), and an estimate of wall
 time for the Namib Sand Sea and for all of Earth's active sand seas. The estimate is built from the
 measured cost per block and from the stated assumptions. Re-runnable; nothing here is committed.
@@ -55,9 +55,10 @@ def _load_model_on_worker(spec) -> int:
 
 def time_cluster(workers: int, raster: Path, weights: Path, config, precision: str, out: Path) -> dict:
     """Map ``raster`` on a fresh LocalCluster of ``workers`` processes with the model already loaded."""
+    from dunemap.mapping.batch import map_many
     from dunemap.mapping.config import ClusterConfig
     from dunemap.mapping.distributed import PredictorSpec, open_client
-    from dunemap.mapping.jobs import MapJob, map_many
+    from dunemap.mapping.jobs import MapJob
 
     t0 = time.perf_counter()
     with open_client(ClusterConfig(workers=workers, dashboard_address=":0")) as client:

@@ -16,8 +16,9 @@ from dunemap.cli.options import (
 )
 from dunemap.errors import ConfigError
 from dunemap.io.outputs import check_outputs
+from dunemap.mapping.batch import map_inputs
 from dunemap.mapping.config import ClusterConfig, MapConfig
-from dunemap.mapping.jobs import expand_inputs, map_inputs, plan_jobs
+from dunemap.mapping.jobs import expand_inputs, plan_jobs
 from dunemap.runtime import ModelSpec
 
 

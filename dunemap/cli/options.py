@@ -153,6 +153,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "split": (("--split",), dict(metavar="TRAIN,VAL,TEST", help="fractions of tiles per split")),
     "min_valid": (("--min-valid",), dict(type=fraction, metavar="FRAC",
                                          help="skip tiles with a smaller fraction of valid, labelled pixels")),
+    "patches": (("--patches",), dict(type=Path, metavar="FILE",
+                                     help="labelling patches (e.g. from dunemap suggest): one --tile tile around each "
+                                          "patch, labels only inside it (unlabelled patch pixels are ignored), every "
+                                          "tile in the train split (default: none: tiles over the whole image)")),
     "scene_size": (("--scene-size",), dict(type=int, metavar="PX", help="synthetic scene side in pixels")),
     "scenes_per_region": (("--scenes-per-region",), dict(type=int, metavar="N", help="synthetic scenes per region")),
     "region_px": (("--region-px",), dict(type=float, metavar="PX",

@@ -45,9 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(p, "min_valid", PrepareConfig)
     add(p, "seed", PrepareConfig, help="seed of the block shuffle")
     add(p, "catalog", PrepareConfig)
-    p.add_argument("--patches", type=Path, metavar="FILE",
-                   help="labelling patches (e.g. from dunemap suggest): one --tile tile around each patch, labels "
-                        "only inside it (unlabelled patch pixels are ignored), every tile in the train split")
+    add(p, "patches", PrepareConfig)
     add_overwrite(p, "a dataset already in --out")
     add_no_progress(p)
     add_alias(p, "--block-size", "--block-tiles", "block_tiles", type=int)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=Path, nargs="?", metavar="EMB.tif",
                    help="embedding raster to map first (not needed with --probabilities)")
-    add(p, "weights", help="checkpoint that maps EMB.tif (not needed with --probabilities)")
+    add(p, "weights", help="checkpoint that maps EMB.tif (default: none; needed unless --probabilities is given)")
     p.add_argument("--out", type=Path, required=True, metavar="PATCHES",
                    help="patches to write (.gpkg with a QGIS style numbering them, or any vector format)")
     p.add_argument("--n", type=int, default=d.n, metavar="N", help="patches to propose")
@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="patch sides kept free between two patches (suggest)")
     add(p, "seed", SuggestConfig, help="seed of the random draw (random)")
     p.add_argument("--probabilities", type=Path, metavar="MAP_probabilities.tif",
-                   help="a map's probabilities companion, used instead of predicting again")
+                   help="a map's probabilities companion, used instead of predicting again (default: none: map first)")
     p.add_argument("--applicability", type=Path, metavar="MAP_applicability.tif",
                    help="the same map's applicability companion (with --probabilities; without it the patches' "
-                        "dissimilarity counts as 0)")
+                        "dissimilarity counts as 0; default: none)")
     p.add_argument("--window", type=int, default=m.window, metavar="PX", help="mapping window side in pixels")
     p.add_argument("--stride", type=int, default=m.stride, metavar="PX", help="mapping step between windows")
     add(p, "text_embeddings")

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.formats import raster_driver
-from dunemap.io.outputs import check_outputs, locked_outputs
-from dunemap.mapping.config import ClusterConfig, MapConfig
+from dunemap.io.outputs import check_outputs
+from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import MapResult, map_raster
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.tags import product_paths
 from dunemap.runtime import ModelSpec, load_predictor
 
 if TYPE_CHECKING:
-    from distributed import Client
+    pass
 
 GLOB_CHARACTERS = "*?["
 
@@ -80,11 +80,11 @@ def plan_jobs(inputs: Sequence[Path], out: str | os.PathLike | None = None,
     if out is not None:
         return [MapJob(tuple(Path(p) for p in inputs), Path(out))]
     jobs = [MapJob((Path(p),), Path(out_dir) / f"{Path(p).stem}_classes.tif") for p in inputs]
-    _check_distinct_outputs(jobs)
+    check_distinct_outputs(jobs)
     return jobs
 
 
-def _check_distinct_outputs(jobs: Sequence[MapJob]) -> None:
+def check_distinct_outputs(jobs: Sequence[MapJob]) -> None:
     owner: dict[Path, MapJob] = {}
     for job in jobs:
         key = job.out.absolute()
@@ -146,55 +146,3 @@ def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequenc
         check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
                       resume=interrupted)
         raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
-
-
-def map_many(
-    jobs: Sequence[MapJob],
-    model: ModelSpec | str | os.PathLike,
-    config: MapConfig | None = None,
-    cluster: ClusterConfig | None = None,
-    client: Client | None = None,
-    **options,
-) -> BatchMapResult:
-    """Map every job with ``model`` (a ModelSpec, or its weights with ``options``, ModelSpec fields), on a
-    Dask cluster or one after another in this process.
-
-    The blocks run on ``client`` when one is given (it stays open), else on the cluster that
-    ``cluster`` describes. Without either, the jobs run in this process. On a cluster, the inputs are
-    checked and every map is planned before any output is written. A job that is run again with the
-    same arguments resumes each map from its journal.
-    """
-    config = config or MapConfig()
-    config.validate()
-    cluster = cluster or ClusterConfig()
-    cluster.validate()
-    if not jobs:
-        raise InputError("no input raster given")
-    _check_distinct_outputs(jobs)
-    model = ModelSpec.of(model, **options)
-    executor: Executor
-    if client is None and not cluster.enabled:
-        executor = LocalExecutor(model)
-    else:
-        # deferred: mapping.distributed imports MapJob and BatchMapResult from here (a cycle to untangle apart)
-        from dunemap.mapping.distributed import DaskExecutor
-
-        executor = DaskExecutor(model, cluster, client)
-    companions = [p for job in jobs for p in product_paths(job.out).values()]
-    with locked_outputs([job.out for job in jobs], companions):
-        check_job_outputs(jobs, config, model.files())
-        return executor.run(jobs, config)
-
-
-def map_inputs(
-    inputs: Sequence[str | os.PathLike],
-    model: ModelSpec | str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    config: MapConfig | None = None,
-    cluster: ClusterConfig | None = None,
-    **options,
-) -> BatchMapResult:
-    """``dunemap map``: expand input patterns, plan the jobs (:func:`plan_jobs`) and :func:`map_many` them
-    with ``model`` (a ModelSpec, or its weights with ``options``, ModelSpec fields)."""
-    return map_many(plan_jobs(expand_inputs(inputs), out, out_dir), model, config, cluster, **options)

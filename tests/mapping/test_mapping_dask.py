@@ -21,10 +21,11 @@ from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 from dunemap.cli import main
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.aef import quantize
+from dunemap.mapping.batch import map_many
 from dunemap.mapping.config import ClusterConfig
 from dunemap.mapping.distributed import gpu_slot, open_client
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
-from dunemap.mapping.jobs import MapJob, expand_inputs, map_many, plan_jobs
+from dunemap.mapping.jobs import MapJob, expand_inputs, plan_jobs
 from dunemap.mapping.predict import predict_block
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.reader import EmbeddingReader
