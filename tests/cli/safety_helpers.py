@@ -26,11 +26,25 @@ CRS = "EPSG:32733"
 BANDS = 16
 
 
-def run_cli(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m dunemap ARGV`` in a fresh process (this worktree first on the path)."""
+def run_cli(*argv: str, timeout: float = 240, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m dunemap ARGV`` in a fresh process (this worktree first on the path), started through
+    ``prefix`` (e.g. a ``setpriv`` command line) when given."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "dunemap", *map(str, argv)], capture_output=True, text=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "dunemap", *map(str, argv)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
+
+
+# Root ignores file permissions through these capabilities; without them it is held to the mode bits like a user.
+PERMISSION_CAPS = "-dac_override,-dac_read_search,-fowner,-linux_immutable"
+
+
+def permission_bound_prefix() -> tuple[str, ...]:
+    """A command prefix under which this user is held to file permissions: none for a user; for root,
+    ``setpriv`` dropping the capabilities that override them (kept out of the bounding and inheritable sets,
+    so no program it starts gets them back)."""
+    if os.geteuid() != 0:
+        return ()
+    return ("setpriv", f"--bounding-set={PERMISSION_CAPS}", f"--inh-caps={PERMISSION_CAPS}", "--")
 
 
 SERVER = r"""

@@ -22,8 +22,8 @@ import rasterio
 import shapely
 import torch
 
-from safety_helpers import (BANDS, CliServer, assert_one_line_error, hashes, unit_vectors, write_tif,
-                            write_tiny_dataset)
+from safety_helpers import (BANDS, CliServer, assert_one_line_error, hashes, permission_bound_prefix, run_cli,
+                            unit_vectors, write_tif, write_tiny_dataset)
 
 from dunemap.cli import main
 from dunemap.io.outputs import lock_path
@@ -202,13 +202,24 @@ def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path, cli) 
         assert not (tmp_path / "o.tif").exists() or (tmp_path / "o.tif") in before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder_is_one_line(world: dict[str, Path], tmp_path: Path, cli) -> None:
+def test_read_only_output_folder_is_one_line(world: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of mode 0555. Root writes anywhere, so as root the command runs without the capabilities that
+    let it (setpriv); a probe first shows that the folder really refuses a file under the same conditions."""
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
+    prefix = permission_bound_prefix()
     try:
-        assert_one_line_error(cli(*_map(world, tmp_path, "--out", folder / "o.tif")), r"o\.tif: cannot write in .*ro")
+        try:
+            probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
+                                   capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:  # no setpriv on this machine
+            pytest.skip("running as root without setpriv: no way to make a folder unwritable here")
+        if probe.returncode == 0 or "PermissionError" not in probe.stderr:
+            pytest.skip(f"a folder of mode 0555 is writable here even through {prefix}: {probe.stderr[-300:]}")
+        proc = run_cli(*_map(world, tmp_path, "--out", folder / "o.tif"), prefix=prefix)
+        assert_one_line_error(proc, r"o\.tif: cannot write in .*ro \(Permission denied\)")
+        assert list(folder.iterdir()) == []
     finally:
         folder.chmod(0o755)
 
