@@ -9,7 +9,6 @@ its traceback and exits 1), with its own stdout/stderr files and exit status.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 from scipy import ndimage
+
+from recompute import hashes  # noqa: F401  (the safety tests' file hashes)
 
 REPO = Path(__file__).resolve().parents[2]
 TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_000_000.0)
@@ -99,16 +100,6 @@ class CliServer:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
         self.proc.stdout.close()
-
-
-def hashes(*roots: Path) -> dict[Path, str]:
-    """sha256 of every regular file under ``roots`` (symlinks not followed)."""
-    out = {}
-    for root in roots:
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-        for p in files:
-            out[p] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
