@@ -8,7 +8,6 @@ every file that existed before are unchanged.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
