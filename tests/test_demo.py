@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
+from recompute import hashes, sklearn_scores
 
 from dunemap.cli import main
 from dunemap.demo import DemoConfig, run_demo
@@ -28,10 +31,16 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path) -> None:
         rf, truth = f.read(1), t.read(1)
     assert ((rf == 255) == (truth == 255)).all() and set(np.unique(rf)) <= set(range(10)) | {255}
     assert set(result.test_by_scene) == {"in_scene", "new_scene"}  # whole scenes held out, and blocks of the others
-    assert 0.0 <= result.rf_map_metrics["miou"] <= 1.0
     with rasterio.open(out / "map" / "heldout_classes.tif") as m, rasterio.open(out / "scene" / "heldout_emb.tif") as e:
         assert m.crs == e.crs and m.transform == e.transform and m.colormap(1)
-    assert 0.0 <= result.test_metrics["oa"] <= 1.0 and 0.0 <= result.map_metrics["oa"] <= 1.0
+        net = m.read(1)
+    # the reported scores of both maps, recomputed from the written GeoTIFFs with scikit-learn
+    for pred, reported in ((net, result.map_metrics), (rf, result.rf_map_metrics)):
+        expected = sklearn_scores(pred, truth, 10)
+        assert reported["oa"] == pytest.approx(expected["oa"], abs=1e-9)
+        assert reported["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+    evaluated = json.loads((out / "eval_test" / "metrics.json").read_text())
+    assert result.test_metrics == evaluated["metrics"]  # the headline is what evaluate wrote
     assert sum(result.areas_km2.values()) > 0
     report = (out / "report.md").read_text()
     assert "mIoU" in report and "km2" in report
@@ -44,9 +53,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path) -> None:
 
     stamp = (out / "run" / "best_model.pth").stat().st_mtime_ns
     map_stamp = (out / "map" / "heldout_classes.tif").stat().st_mtime_ns
+    before = {p: h for p, h in hashes(out).items() if p.name != "report.md"}
     again = run_demo(_micro(out))  # every stage already complete: nothing is redone
     assert (out / "run" / "best_model.pth").stat().st_mtime_ns == stamp
     assert (out / "map" / "heldout_classes.tif").stat().st_mtime_ns == map_stamp
+    assert {p: h for p, h in hashes(out).items() if p.name != "report.md"} == before  # no file's bytes changed
     assert again.map_metrics == result.map_metrics
     with rasterio.open(out / "map" / "heldout_classes.tif") as m:
         assert (m.tags()["WINDOW"], m.tags()["STRIDE"]) == ("64", "32")  # stride 0 = half the window

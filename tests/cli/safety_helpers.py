@@ -9,7 +9,6 @@ its traceback and exits 1), with its own stdout/stderr files and exit status.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -20,17 +19,33 @@ import rasterio
 from affine import Affine
 from scipy import ndimage
 
+from recompute import hashes  # noqa: F401  (the safety tests' file hashes)
+
 REPO = Path(__file__).resolve().parents[2]
 TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_000_000.0)
 CRS = "EPSG:32733"
 BANDS = 16
 
 
-def run_cli(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m dunemap ARGV`` in a fresh process (this worktree first on the path)."""
+def run_cli(*argv: str, timeout: float = 240, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m dunemap ARGV`` in a fresh process (this worktree first on the path), started through
+    ``prefix`` (e.g. a ``setpriv`` command line) when given."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "dunemap", *map(str, argv)], capture_output=True, text=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "dunemap", *map(str, argv)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
+
+
+# Root ignores file permissions through these capabilities; without them it is held to the mode bits like a user.
+PERMISSION_CAPS = "-dac_override,-dac_read_search,-fowner,-linux_immutable"
+
+
+def permission_bound_prefix() -> tuple[str, ...]:
+    """A command prefix under which this user is held to file permissions: none for a user; for root,
+    ``setpriv`` dropping the capabilities that override them (kept out of the bounding and inheritable sets,
+    so no program it starts gets them back)."""
+    if os.geteuid() != 0:
+        return ()
+    return ("setpriv", f"--bounding-set={PERMISSION_CAPS}", f"--inh-caps={PERMISSION_CAPS}", "--")
 
 
 SERVER = r"""
@@ -85,16 +100,6 @@ class CliServer:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
         self.proc.stdout.close()
-
-
-def hashes(*roots: Path) -> dict[Path, str]:
-    """sha256 of every regular file under ``roots`` (symlinks not followed)."""
-    out = {}
-    for root in roots:
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-        for p in files:
-            out[p] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:

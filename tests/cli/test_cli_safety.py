@@ -8,7 +8,6 @@ every file that existed before are unchanged.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import rasterio
 import shapely
 import torch
 
-from safety_helpers import (BANDS, CliServer, assert_one_line_error, hashes, unit_vectors, write_tif,
-                            write_tiny_dataset)
+from safety_helpers import (BANDS, CliServer, assert_one_line_error, hashes, permission_bound_prefix, run_cli,
+                            unit_vectors, write_tif, write_tiny_dataset)
 
 from dunemap.cli import main
 from dunemap.io.outputs import lock_path
@@ -166,8 +165,11 @@ CASES = {
     "train --resume with another lr and batch": (lambda w, t: _resume(w, t, "--epochs", "2", "--lr", "0.001",
                                                                       "--batch-size", "2"), 1,
                                                  r"--batch-size 2 \(saved run: 4\), --lr 0\.001 \(saved run: 6e-05\)"),
-    "train --lr 1e6 diverges": (lambda w, t: _train(w, t, "--lr", "1e6", "--epochs", "2"), 1,
-                                r"(training diverged.*epoch \d+ step \d+|refusing to save a checkpoint.*not finite)"),
+    # batch 1: 4 steps an epoch; the first (finite loss) step at lr 1e6 blows the weights up, the next 3 losses are
+    # not finite: the run stops there, before any checkpoint is written (not at the save guard after the epoch)
+    "train --lr 1e6 diverges": (lambda w, t: _train(w, t, "--lr", "1e6", "--epochs", "2", "--batch-size", "1"), 1,
+                                r"training diverged: the loss was not finite \(NaN or inf\) for 3 steps in a row, "
+                                r"last at epoch 1 step 4; lower --lr"),
     "text encode over its npy input": (_text_npy, 1, r"m\.npy: the output would overwrite the input"),
     "prepare into a folder holding its image": (_prepare_into_input, 1, r"img_dir: the output folder holds the input"),
     "synth scene over earlier files": (lambda w, t: ["synth", "scene", "--size", "32", "--out", t] if _file(
@@ -191,19 +193,32 @@ def test_failure_matrix(case: str, world: dict[str, Path], tmp_path: Path, cli) 
     assert {p: h for p, h in after.items() if p in before} == before, "a pre-existing file changed"
     if code == 1 and "diverges" not in case:  # refused before writing anything: no file, lock or folder left
         assert set(tmp_path.rglob("*")) == entries
+    if "diverges" in case:  # stopped inside the first epoch: the run folder holds no checkpoint at all
+        assert not list((tmp_path / "run").glob("*.pth"))
     if case == "map symlinked work folder":
         assert not any((tmp_path / "elsewhere").iterdir()), "dunemap wrote through the symlink"
     if code == 1 and case.startswith("map"):
         assert not (tmp_path / "o.tif").exists() or (tmp_path / "o.tif") in before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder_is_one_line(world: dict[str, Path], tmp_path: Path, cli) -> None:
+def test_read_only_output_folder_is_one_line(world: dict[str, Path], tmp_path: Path) -> None:
+    """A folder of mode 0555. Root writes anywhere, so as root the command runs without the capabilities that
+    let it (setpriv); a probe first shows that the folder really refuses a file under the same conditions."""
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
+    prefix = permission_bound_prefix()
     try:
-        assert_one_line_error(cli(*_map(world, tmp_path, "--out", folder / "o.tif")), r"o\.tif: cannot write in .*ro")
+        try:
+            probe = subprocess.run([*prefix, sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
+                                   capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:  # no setpriv on this machine
+            pytest.skip("running as root without setpriv: no way to make a folder unwritable here")
+        if probe.returncode == 0 or "PermissionError" not in probe.stderr:
+            pytest.skip(f"a folder of mode 0555 is writable here even through {prefix}: {probe.stderr[-300:]}")
+        proc = run_cli(*_map(world, tmp_path, "--out", folder / "o.tif"), prefix=prefix)
+        assert_one_line_error(proc, r"o\.tif: cannot write in .*ro \(Permission denied\)")
+        assert list(folder.iterdir()) == []
     finally:
         folder.chmod(0o755)
 

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from recompute import hashes, sklearn_scores
 
 from dunemap.cli import main
+from dunemap.models.checkpoint import load_checkpoint
 
 
 def _train_args(data: Path, save: Path, *extra: str) -> list[str]:
@@ -71,7 +74,10 @@ def test_train_then_evaluate_in_real_processes(tmp_path: Path, make_tiny_dataset
     proc = subprocess.run([sys.executable, "-m", "dunemap", *_train_args(data, run, "--epochs", "2")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "best val mIoU" in proc.stdout
+    history = json.loads((run / "metrics.json").read_text())
+    best = max(range(len(history)), key=lambda i: history[i]["val_miou"])
+    assert f"best val mIoU {history[best]['val_miou']:.4f} at epoch {best + 1};" in proc.stdout
+    before = hashes(data, run)
     proc = subprocess.run([sys.executable, "-m", "dunemap", "evaluate", "--data-root", str(data), "--weights",
                            str(run / "best_model.pth"), "--split", "test", "--no-progress", "--device", "cpu"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -79,7 +85,17 @@ def test_train_then_evaluate_in_real_processes(tmp_path: Path, make_tiny_dataset
     assert "mIoU" in proc.stdout and "blob_0" in proc.stdout
     report = json.loads((tmp_path / "eval_run-best_model_test" / "metrics.json").read_text())
     assert report["split"] == "test" and report["n_samples"] == 2
-    assert 0.0 <= report["metrics"]["oa"] <= 1.0
+    # the scores recomputed from the files: the saved model's argmax on the test tiles against their labels
+    model = load_checkpoint(run / "best_model.pth").model.eval()
+    x = torch.from_numpy(np.stack([np.load(p) for p in sorted((data / "img_dir" / "test").glob("*.npy"))]))
+    truth = np.stack([np.asarray(Image.open(p)) for p in sorted((data / "ann_dir" / "test").glob("*.png"))])
+    with torch.inference_mode():
+        pred = model(x).argmax(1).numpy()
+    expected = sklearn_scores(pred, truth, 4)
+    assert report["confusion_matrix"] == expected["confusion_matrix"].tolist()
+    for key in ("oa", "miou", "kappa"):
+        assert report["metrics"][key] == pytest.approx(expected[key], abs=1e-9), key
+    assert hashes(data, run) == before  # evaluating changed none of its inputs
     assert (tmp_path / "eval_run-best_model_test" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (run / "eval_test").exists()  # never into the weights' folder
 

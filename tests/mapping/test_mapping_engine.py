@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from dunemap.cli import main
 from dunemap.io.aef import dequantize, quantize
 from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
+from dunemap.models.checkpoint import load_checkpoint
 from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.raster.tags import model_tags
@@ -62,6 +65,39 @@ def test_raster_smaller_than_a_window_is_one_pass_exactly(tmp_path: Path, aef_ra
     assert result.windows_predicted == 1
     with rasterio.open(result.path) as src:
         np.testing.assert_array_equal(src.read(1), full.argmax(axis=0))
+
+
+def test_confidence_is_the_calibrated_max_probability(tmp_path: Path, aef_raster, local_checkpoint: Path) -> None:
+    """A checkpoint calibrated with T = 2.5: the Predictor's and ``dunemap map --confidence float32``'s confidence
+    is max softmax(logits / T) of the raw model, not of the logits themselves."""
+    temperature = 2.5
+    saved = torch.load(local_checkpoint, weights_only=True)
+    saved["calibration"] = {"temperature": temperature, "split": "val"}
+    calibrated = tmp_path / "calibrated.pth"
+    torch.save(saved, calibrated)
+    path = aef_raster(48, 40)  # smaller than one window: one pass of the model, nothing blended
+    with rasterio.open(path) as src:
+        x = torch.from_numpy(dequantize(src.read())[0])[None]
+    with torch.no_grad():
+        logits = load_checkpoint(local_checkpoint).model(x)
+    expected = torch.softmax(logits / temperature, dim=1).amax(dim=1)[0].numpy()
+    raw = torch.softmax(logits, dim=1).amax(dim=1)[0].numpy()
+    atol = 1e-4  # float32 rounding of channels-last against plain layout, logits of a 20x scaled classifier
+    assert np.abs(raw - expected).max() > 100 * atol  # far beyond the tolerance: ignoring T cannot pass
+
+    predictor = load_predictor(calibrated, precision="fp32")
+    assert predictor.temperature == temperature
+    got = torch.softmax(predictor.predict(x), dim=1).amax(dim=1)[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=atol)
+
+    out = tmp_path / "map.tif"
+    proc = subprocess.run([sys.executable, "-m", "dunemap", "map", str(path), "--weights", str(calibrated), "--out",
+                           str(out), "--window", "64", "--stride", "32", "--confidence", "float32", "--precision",
+                           "fp32", "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with rasterio.open(tmp_path / "map_confidence.tif") as src:
+        confidence = src.read(1)
+    np.testing.assert_allclose(confidence, expected, atol=atol)
 
 
 def test_grid_nodata_and_skipped_windows(tmp_path: Path, aef_raster, tiny_checkpoint: Path) -> None:

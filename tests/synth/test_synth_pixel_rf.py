@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier
 
@@ -26,10 +27,12 @@ def _pixels(root: Path, splits: tuple[str, ...], per_tile: int, seed: int) -> tu
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def test_pixel_random_forest_on_a_block_split_dataset_stays_well_below_half_miou(tmp_path):
+# Dataset seeds 0-4 gave mIoU 0.330, 0.297, 0.300, 0.339, 0.310: at least 0.11 inside either bound on each.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pixel_random_forest_on_a_block_split_dataset_stays_well_below_half_miou(tmp_path, seed: int):
     # Train and test tiles come from the same scenes (spatial blocks), so scene-wide materials and wind
     # are shared: the easiest setting for a per-pixel classifier.
-    root = write_dataset(tmp_path / "ds", scenes_per_region=1, scene_size=192, tile=64, block_tiles=1, seed=0,
+    root = write_dataset(tmp_path / "ds", scenes_per_region=1, scene_size=192, tile=64, block_tiles=1, seed=seed,
                          region_px=96, split=(0.6, 0.2, 0.2))
     x_train, y_train = _pixels(root, ("train",), 400, 0)
     x_test, y_test = _pixels(root, ("val", "test"), 400, 1)

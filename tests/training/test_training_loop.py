@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.training import TrainConfig, train
@@ -35,6 +37,40 @@ def test_tiny_model_learns(tiny_dataset: Path, tmp_path: Path) -> None:
     best = load_checkpoint(result.best_checkpoint)
     assert best.metrics["epoch"] == result.best_epoch
     assert best.text_source["mode"] == "random" and best.config.in_channels == 16
+
+
+def test_best_checkpoint_is_the_epoch_of_highest_val_miou_not_the_last(make_tiny_dataset, tmp_path: Path) -> None:
+    """Epochs 1-2 validate on the true labels; then the val labels are permuted and the run resumed, so epochs
+    3-5, fitting the training labels better, score far worse. The best epoch is then 1 or 2 (which one depends
+    on the machine's rounding): the argmax of the recorded history, never the last, and best_model.pth holds
+    exactly that epoch's weights (kept from the run's own last.pth after each of the first two epochs)."""
+    data = make_tiny_dataset(tmp_path / "data", n_train=8, n_val=2, n_test=0)
+    run = tmp_path / "run"
+    snapshots = {}
+    for epoch in (1, 2):
+        train(_config(data, run, epochs=5, stop_after_epochs=1, resume=epoch > 1, calibrate=False))
+        snapshots[epoch] = load_checkpoint(run / "last.pth").model.state_dict()
+    for png in (data / "ann_dir" / "val").glob("*.png"):
+        labels = np.asarray(Image.open(png))
+        Image.fromarray(((labels + 1) % 4).astype(np.uint8)).save(png)  # every val pixel now names another blob
+    result = train(_config(data, run, epochs=5, resume=True, calibrate=False))
+
+    history = json.loads((run / "metrics.json").read_text())
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5] and [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    val = [r["val_miou"] for r in history]
+    assert [float(r["val_miou"]) for r in rows] == pytest.approx(val)
+    assert max(val[2:]) < min(val[:2]) - 0.05, val  # the construction holds: the later epochs are clearly worse
+    best_epoch = int(np.argmax(val)) + 1
+    assert result.best_epoch == best_epoch and result.best_val_miou == pytest.approx(max(val))
+
+    best = load_checkpoint(run / "best_model.pth")
+    assert best.metrics["epoch"] == best_epoch and best.metrics["val"]["miou"] == pytest.approx(val[best_epoch - 1])
+    weights = best.model.state_dict()
+    assert all(torch.equal(weights[k], snapshots[best_epoch][k]) for k in weights)  # that epoch's weights, exactly
+    other = snapshots[3 - best_epoch]
+    assert any(not torch.equal(weights[k], other[k]) for k in other if other[k].is_floating_point())
 
 
 def test_resume_gives_the_same_final_weights(tiny_dataset: Path, tmp_path: Path) -> None:
