@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_overwrite
+from dunemap.cli.options import add, add_overwrite, default_of
 
 
 def _per_class(value: str) -> dict[str, int]:
@@ -19,6 +19,9 @@ def _per_class(value: str) -> dict[str, int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.accuracy.assess import accuracy_report
+    from dunemap.accuracy.sampling import sample_map
+
     p = subparsers.add_parser(
         "sample", help="stratified random reference points of a class map, to label in a GIS",
         description="Draw a stratified random sample of pixel centres of a class map (strata = map classes): at "
@@ -26,12 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "points (GeoPackage, Shapefile, ... by the extension of --out) with point_id, map_class, map_name and an empty ref_class to fill in.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--n", type=int, default=0, help="total number of points (0: give --per-class)")
-    p.add_argument("--min-per-class", type=int, default=0, metavar="M", help="at least M points per class")
+    p.add_argument("--n", type=int, default=default_of(sample_map, "n"), help="total number of points (0: give --per-class)")
+    p.add_argument("--min-per-class", type=int, default=default_of(sample_map, "min_per_class"), metavar="M",
+                   help="at least M points per class")
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
                    help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
                         "0=50,barchan=80 (default: none, use --n)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed draws the same points")
+    add(p, "seed", sample_map, help="random seed; the same seed draws the same points")
     p.add_argument("--out", type=Path, required=True,
                    help="points to write; the extension sets the format: .gpkg, .shp, .geojson, .fgb, .parquet")
     add_overwrite(p, "an existing --out")
@@ -45,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
-    p.add_argument("--field", default="ref_class", help="field holding each point's reference class id or name")
+    p.add_argument("--field", default=default_of(accuracy_report, "field_name"),
+                   help="field holding each point's reference class id or name")
     p.add_argument("--out", type=Path, required=True, help="report to write: a name ending in .json or .csv; the other file goes beside it")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)

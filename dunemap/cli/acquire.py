@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_no_progress, add_overwrite
+from dunemap.cli.options import add_no_progress, add_overwrite, default_of
 
 
 def _add_area(p: argparse.ArgumentParser, region: bool = True) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_warn(p)
     p.set_defaults(func=run_fetch_gee)
 
-    from dunemap.acquire.aef_cog import RESAMPLING
+    from dunemap.acquire.aef_cog import RESAMPLING, FetchConfig
     from dunemap.acquire.index import PUBLIC_INDEX_URL
 
     p = subparsers.add_parser("fetch-aef", help="read AEF COG windows over a bbox into one float32 GeoTIFF",
@@ -61,9 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"tile index: local file or URL (the public one is {PUBLIC_INDEX_URL})")
     p.add_argument("--out", required=True, type=Path, metavar="EMB.tif", help="output GeoTIFF")
     p.add_argument("--crs", default=None, help="output CRS (default: UTM zone of the bbox centre)")
-    p.add_argument("--resolution", type=float, default=10.0, metavar="M", help="output pixel size (default: 10)")
-    p.add_argument("--resampling", choices=sorted(RESAMPLING), default="nearest",
-                   help="for tiles off the output grid, e.g. other UTM zones (default: nearest)")
+    p.add_argument("--resolution", type=float, default=default_of(FetchConfig, "resolution"), metavar="M",
+                   help="output pixel size")
+    p.add_argument("--resampling", choices=sorted(RESAMPLING), default=default_of(FetchConfig, "resampling"),
+                   help="for tiles off the output grid, e.g. other UTM zones")
     add_overwrite(p, "an existing EMB.tif")
     p.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
                    help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; default: "
@@ -111,7 +112,6 @@ def run_fetch_gee(args: argparse.Namespace) -> int:
 def run_fetch_aef(args: argparse.Namespace) -> int:
     from dunemap.acquire.aef_cog import FetchConfig, fetch_aef
     from dunemap.acquire.index import parse_rewrite, resolve_area
-
     from dunemap.io.formats import raster_driver
     from dunemap.io.outputs import claim_outputs
 

@@ -163,7 +163,8 @@ def run_quality(args: argparse.Namespace) -> int:
 
 def run_speed(args: argparse.Namespace) -> int:
     from dunemap.benchmark.report import speed_tables
-    from dunemap.benchmark.speed import SpeedConfig, run_speed as run
+    from dunemap.benchmark.speed import SpeedConfig
+    from dunemap.benchmark.speed import run_speed as run
 
     config = config_from_args(SpeedConfig, args, command=speed_command(args))
     with claim_outputs([args.benchmarks_md], resume=True, folders=[args.out]):

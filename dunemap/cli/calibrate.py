@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_no_progress, add_overwrite, model_from_args
+from dunemap.cli.options import add, add_no_progress, add_overwrite, default_of, model_from_args
 from dunemap.io.outputs import claim_outputs
 from dunemap.runtime import ModelSpec
 from dunemap.trust.fit import calibrate_checkpoint
@@ -21,16 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add(p, "weights", required=True)
     add(p, "data_root", required=True, help="seed-layout dataset with the labelled splits")
     p.add_argument("--out", type=Path, required=True, help="the calibrated checkpoint to write (never the input)")
-    p.add_argument("--split", default="val", help="split to fit the temperature on (default val)")
-    p.add_argument("--applicability-split", default="train",
-                   help="split that describes the training data (default train); 'none' skips the area of applicability")
+    p.add_argument("--split", default=default_of(calibrate_checkpoint, "calibration_split"),
+                   help="split to fit the temperature on")
+    p.add_argument("--applicability-split", default=default_of(calibrate_checkpoint, "applicability_split"),
+                   help="split that describes the training data; 'none' skips the area of applicability")
     add(p, "text_embeddings", ModelSpec)
     add(p, "regions", calibrate_checkpoint, help="calibrate and describe only tiles of these regions, as the model "
         "was trained (comma-separated, manifest.csv; default: all)")
     add(p, "holdout_regions", calibrate_checkpoint, field="exclude_regions",
         help="leave these regions out, as a leave-one-region-out model was trained (comma-separated; default: none)")
     add(p, "device", ModelSpec, help="auto, cpu, cuda or cuda:N (computed in fp32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pixel samples (default 0)")
+    add(p, "seed", calibrate_checkpoint, help="seed of the pixel samples")
     add_overwrite(p, "an existing --out checkpoint")
     add_no_progress(p)
     p.set_defaults(func=run)

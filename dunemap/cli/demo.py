@@ -37,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dunemap.demo import DemoConfig, run_demo
-
     from dunemap.io.outputs import claim_outputs
 
     with claim_outputs([], folders=[args.out], resume=True):  # the demo continues its own earlier run

@@ -23,10 +23,10 @@ from dunemap.runtime import ModelSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.mapping.config import FRACTION_ENCODINGS, MapConfig
+    from dunemap.mapping.config import FRACTION_ENCODINGS
     from dunemap.mapping.windows import BLEND_MODES
 
-    d = MapConfig()
+    d, c = MapConfig(), ClusterConfig()
     p = subparsers.add_parser(
         "map", help="map a whole embedding raster to a class-map COG (sliding windows, resumable)",
         description="Predict dune classes over a float or AEF int8 embedding raster (GeoTIFF, VRT, or several "
@@ -80,18 +80,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "of the finished map (class changes across window edges / elsewhere; 1 = no visible seams)")
     add(p, "threads", help="torch CPU threads, per worker with a cluster (default: torch's choice)")
     dask = p.add_argument_group("Dask cluster (see docs/scale_out.md)")
-    dask.add_argument("--workers", type=int, default=0, metavar="N",
+    dask.add_argument("--workers", type=int, default=c.workers, metavar="N",
                       help="start a local Dask cluster of N worker processes, one thread and one model each "
-                           "(default 0: map in this process)")
+                           "(0: map in this process)")
     dask.add_argument("--scheduler", metavar="ADDRESS",
                       help="use a running Dask scheduler, e.g. tcp://HOST:8786 (default: none)")
-    dask.add_argument("--max-in-flight", type=int, default=0, metavar="N",
-                      help="block tasks submitted at a time (default 0 = 2 per worker thread, at least 4)")
-    dask.add_argument("--dashboard-address", metavar="ADDRESS",
-                      help="dashboard of a local cluster: [HOST]:PORT or ':0' for any free port (default :8787)")
-    dask.add_argument("--allowed-failures", type=int, metavar="N",
+    dask.add_argument("--max-in-flight", type=int, default=c.max_in_flight, metavar="N",
+                      help="block tasks submitted at a time (0 = 2 per worker thread, at least 4)")
+    dask.add_argument("--dashboard-address", metavar="ADDRESS", default=c.dashboard_address,
+                      help="dashboard of a local cluster: [HOST]:PORT or ':0' for any free port")
+    dask.add_argument("--allowed-failures", type=int, metavar="N", default=c.allowed_failures,
                       help="worker deaths a block task may be part of before the run fails, for clusters started "
-                           "here (default 2; a running scheduler keeps its own setting)")
+                           "here (a running scheduler keeps its own setting)")
     add_precision_device(p)
     add_no_progress(p)
     p.set_defaults(func=run, config_class=MapConfig)
@@ -108,11 +108,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = config_from_args(MapConfig, args)
     cluster = ClusterConfig(workers=args.workers, scheduler=args.scheduler, max_in_flight=args.max_in_flight,
-                            torch_threads=args.threads)
-    if args.allowed_failures is not None:
-        cluster.allowed_failures = args.allowed_failures
-    if args.dashboard_address is not None:
-        cluster.dashboard_address = args.dashboard_address
+                            torch_threads=args.threads, allowed_failures=args.allowed_failures,
+                            dashboard_address=args.dashboard_address)
     if cluster.enabled and not args.verbose:
         import distributed  # noqa: F401  (configures its loggers when imported; a local scheduler logs here)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_overwrite
+from dunemap.cli.options import add_overwrite, default_of
 from dunemap.errors import ConfigError
 
 
@@ -22,6 +22,10 @@ def default_product(map_path: Path, suffix: str) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.accuracy.assess import error_adjusted_table
+    from dunemap.products.quicklook import render_quicklook
+    from dunemap.products.vectorize import vectorize_map
+
     p = subparsers.add_parser(
         "stats", help="area in km2 of each class (per zone) of a class map, to CSV and JSON",
         description="Sum the true (ellipsoidal) area of each class of a class map, over the whole map or inside "
@@ -38,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, metavar="POINTS",
                    help="labelled reference points (see dunemap sample): also print each class's error-adjusted "
                         "area with its 95 %% interval beside the mapped area (default: none)")
-    p.add_argument("--field", default="ref_class", help="field of --reference with the reference class (default ref_class)")
+    p.add_argument("--field", default=default_of(error_adjusted_table, "field_name"),
+                   help="field of --reference with the reference class")
     p.set_defaults(func=run_stats)
 
     p = subparsers.add_parser(
@@ -50,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="PNG", help="PNG to write (default: MAP.png beside the map)")
     p.add_argument("--hillshade-from", type=Path, metavar="DEM",
                    help="elevation raster to shade the colours with (default: none)")
-    p.add_argument("--max-size", type=int, default=1600, metavar="PX", help="longest side of the drawn map in pixels")
+    p.add_argument("--max-size", type=int, default=default_of(render_quicklook, "max_size"), metavar="PX",
+                   help="longest side of the drawn map in pixels")
     p.add_argument("--title", help="title (default: the map's file name)")
-    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
+    p.add_argument("--dpi", type=int, default=default_of(render_quicklook, "dpi"), help="resolution of the PNG")
     p.add_argument("--hatch-outside", action="store_true",
                    help="hatch the area outside the area of applicability (needs MAP_applicability.tif beside MAP)")
     add_overwrite(p, "an existing PNG")
@@ -67,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="vector file to write; the extension sets the format: .gpkg (GeoPackage, with a QGIS "
                         "style), .shp (Shapefile), .geojson, .fgb (FlatGeobuf), .parquet (GeoParquet)")
-    p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="drop patches smaller than this (m2)")
+    p.add_argument("--min-area", type=float, default=default_of(vectorize_map, "min_area_m2"), metavar="M2",
+                   help="drop patches smaller than this (m2)")
     p.add_argument("--classes", type=_class_ids, help="only these class ids, e.g. 1,2,3 (default: all)")
-    p.add_argument("--layer", default="landforms", help="layer name (default landforms)")
+    p.add_argument("--layer", default=default_of(vectorize_map, "layer"), help="layer name")
     add_overwrite(p, "the layer if the GeoPackage already has it (its other layers are kept), or a file that is "
                      "not a GeoPackage")
     p.set_defaults(func=run_vectorize)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from dunemap.cli.options import add, default_of
+
 ENCODE_MODES = ("catalog", "random", "shuffled")  # text modes that produce a matrix ("none" has none)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from dunemap.knowledge.text import export_text_embeddings
+
     parser = subparsers.add_parser("text", help="class catalog and text embeddings",
                                    description="Encode or list the expert descriptions of the landform classes.")
     sub = parser.add_subparsers(dest="text_command", required=True, metavar="ACTION")
@@ -15,13 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc = sub.add_parser("encode", help="encode a catalog's descriptions to FILE.npy (+ FILE.json provenance)")
     enc.add_argument("--catalog", metavar="FILE", default=None,
                      help="class catalog (.yaml/.toml); default: the packaged 10-class dune catalog")
-    enc.add_argument("--encoder", metavar="NAME", default="minilm",
-                     help="text encoder: minilm (default, bundled, 384-d) or st:<dir> (local sentence-transformers "
-                          "model)")
-    enc.add_argument("--mode", choices=ENCODE_MODES, default="catalog",
-                     help="catalog (default), or an ablation: random (seeded unit vectors), "
+    add(enc, "encoder", export_text_embeddings,
+        help="text encoder: minilm (bundled, 384-d) or st:<dir> (local sentence-transformers model)")
+    enc.add_argument("--mode", choices=ENCODE_MODES, default=default_of(export_text_embeddings, "mode"),
+                     help="catalog, or an ablation: random (seeded unit vectors), "
                           "shuffled (catalog rows given to the wrong classes)")
-    enc.add_argument("--seed", type=int, default=0, help="seed of the random / shuffled ablations (default 0)")
+    add(enc, "seed", export_text_embeddings, help="seed of the random / shuffled ablations")
     enc.add_argument("--cache-dir", metavar="DIR", default=None,
                      help="text embedding cache (default $DUNEMAP_CACHE/text or ~/.cache/dunemap/text)")
     enc.add_argument("--out", metavar="FILE.npy", required=True, help="output matrix; FILE.json gets its provenance")

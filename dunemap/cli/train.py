@@ -7,8 +7,16 @@ import contextlib
 import os
 from pathlib import Path
 
-from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, add_precision_device, config_from_args,
-                                 csv_list, default_of)
+from dunemap.cli.options import (
+    add,
+    add_alias,
+    add_no_progress,
+    add_overwrite,
+    add_precision_device,
+    config_from_args,
+    csv_list,
+    default_of,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,10 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dunemap.training import TrainConfig, train
-
     from dunemap.errors import ConfigError
     from dunemap.io.outputs import claim_outputs
+    from dunemap.training import TrainConfig, train
     from dunemap.training.loop import RUN_FILES
 
     if args.config is not None:

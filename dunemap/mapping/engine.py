@@ -33,13 +33,14 @@ import torch
 from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, InputError
-from dunemap.io.outputs import locked_outputs
+from dunemap.io.formats import raster_driver
+from dunemap.io.outputs import check_outputs, locked_outputs
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, plan_blocks
-from dunemap.mapping.writer import GridSpec
+from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader
 from dunemap.raster.tags import model_tags, product_paths
@@ -108,8 +109,7 @@ class MapPlan:
 
 
 def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
-    """The block plan of mapping ``reader``'s raster with ``config``."""
-    config.validate()
+    """The block plan of mapping ``reader``'s raster with ``config`` (validated by the caller, at the run's entry)."""
     if reader.crs is None:
         if not config.allow_no_crs:
             raise InputError(f"{reader.path}: the raster has no CRS, so its map could not be measured, vectorised "
@@ -205,6 +205,19 @@ def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: P
     return sources, [p.absolute() for p in sources]
 
 
+def check_map_outputs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike | None], config: MapConfig) -> None:
+    """The output policy for one map: no product may be an input; an existing map needs ``config.overwrite``.
+
+    Only a map that was never finished resumes without it: its work folder ``OUT.partial`` is there and
+    the class map is not (a finished map stays until ``--overwrite`` replaces it, whatever the work folder holds).
+    """
+    out = Path(out)
+    partial = partial_dir(out)
+    interrupted = config.resume and partial.is_dir() and not partial.is_symlink() and not out.exists()
+    check_outputs(product_paths(out).values(), inputs, overwrite=config.overwrite, resume=interrupted)
+    raster_driver(out)  # a map is a GeoTIFF: refuse any other extension before any work
+
+
 def map_raster(
     input: str | os.PathLike | Sequence[str | os.PathLike],
     predictor: Predictor,
@@ -216,14 +229,21 @@ def map_raster(
     Blocks are predicted in row-major order, each finished and written as soon as it is predicted
     into ``OUT.partial/``; a journal there records progress so that a killed run, started again
     with the same arguments, continues where it stopped. The finished COG(s) appear at ``out`` by
-    atomic rename.
+    atomic rename. The outputs are claimed first (:func:`check_map_outputs` under their lock), so this
+    function is exactly as safe as ``dunemap map``.
     """
     config = config or MapConfig()
     config.validate()
-    t0 = time.perf_counter()
     out = Path(out)
+    sources = [input] if isinstance(input, (str, os.PathLike)) else list(input)
     with locked_outputs([out], product_paths(out).values()):
-        return _map_raster(input, predictor, out, config, t0)
+        check_map_outputs(out, [*sources, getattr(predictor, "path", None)], config)
+        return map_claimed(input, predictor, out, config)
+
+
+def map_claimed(input, predictor: Predictor, out: str | os.PathLike, config: MapConfig) -> MapResult:
+    """:func:`map_raster` for a caller that has validated ``config`` and claimed ``out`` under its lock."""
+    return _map_raster(input, predictor, Path(out), config, time.perf_counter())
 
 
 def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: float) -> MapResult:

@@ -19,12 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
-from dunemap.io.formats import raster_driver
-from dunemap.io.outputs import check_outputs
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.engine import MapResult, map_raster
-from dunemap.mapping.writer import partial_dir
-from dunemap.raster.tags import product_paths
+from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.runtime import ModelSpec, load_predictor
 
 if TYPE_CHECKING:
@@ -133,16 +129,11 @@ class LocalExecutor:
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
         predictor = load_predictor(self.model)
-        maps = [map_raster(list(job.sources), predictor, job.out, config) for job in jobs]
+        maps = [map_claimed(list(job.sources), predictor, job.out, config) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 
 
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
-    """The output policy for maps: no product may be an input; an existing map (or companion) needs
-    ``overwrite``, unless an interrupted run of it is resumed (its ``OUT.partial`` work folder is there)."""
+    """:func:`dunemap.mapping.engine.check_map_outputs` for every job, its own sources and ``inputs`` as inputs."""
     for job in jobs:
-        partial = partial_dir(job.out)
-        interrupted = config.resume and partial.is_dir() and not partial.is_symlink()
-        check_outputs(product_paths(job.out).values(), [*job.sources, *inputs], overwrite=config.overwrite,
-                      resume=interrupted)
-        raster_driver(job.out)  # a map is a GeoTIFF: refuse any other extension before any work
+        check_map_outputs(job.out, [*job.sources, *inputs], config)

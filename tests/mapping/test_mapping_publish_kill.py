@@ -16,6 +16,7 @@ import pytest
 import rasterio
 import torch
 
+from dunemap.io.outputs import OutputExistsError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
 from dunemap.mapping.predict import predict_block
@@ -160,3 +161,19 @@ def test_damaged_intermediate_is_predicted_again(damage: str, reference, tiny_ch
         assert np.array_equal(got.read(1), want.read(1))
     assert out.read_bytes() == ref.path.read_bytes()
     assert not partial_dir(out).exists()
+
+
+def test_a_stale_work_folder_never_replaces_a_finished_map(aef_raster, tiny_checkpoint: Path, tmp_path: Path,
+                                                           one_torch_thread) -> None:
+    """map A --out S; an interrupted re-run leaves S.tif.partial; map B --out S is refused without --overwrite."""
+    a, b = aef_raster(96, 96, seed=0, name="a.tif"), aef_raster(96, 96, seed=1, name="b.tif")
+    out = tmp_path / "s.tif"
+    assert _run("map", a, "--weights", tiny_checkpoint, "--out", out, *OPTIONS).returncode == 0
+    before = out.read_bytes()
+    _interrupted(a, tiny_checkpoint, out, 2)  # the work folder an interrupted run over S leaves
+    proc = _run("map", b, "--weights", tiny_checkpoint, "--out", out, *OPTIONS)
+    assert proc.returncode == 1 and "s.tif: already exists; pass --overwrite" in proc.stderr, proc.stderr
+    assert out.read_bytes() == before
+    with pytest.raises(OutputExistsError, match="already exists"):  # the Python API is exactly as safe
+        map_raster(b, load_predictor(tiny_checkpoint, precision="fp32"), out, MapConfig(window=64, stride=32))
+    assert out.read_bytes() == before

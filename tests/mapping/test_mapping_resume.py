@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -55,7 +56,7 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
     restarted = map_raster(path, predictor, out, other)  # different settings: the journal does not apply
     assert restarted.blocks_resumed == 0
 
-    with EmbeddingReader(path) as reader:  # interrupted again, with the original settings
+    with EmbeddingReader(path) as reader:  # an --overwrite run with the original settings, interrupted
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint([path], plan, predictor, config), predictor.precision,
                                    model=model_tags(predictor))
@@ -63,7 +64,8 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, predictor, block, config))
 
-    resumed = map_raster(path, predictor, out, config)
+    # the finished map is still there: resuming the interrupted --overwrite run needs --overwrite too
+    resumed = map_raster(path, predictor, out, dataclasses.replace(config, overwrite=True))
     assert resumed.blocks_resumed == 2
     assert resumed.windows_predicted < reference.windows_predicted
     assert out.read_bytes() == reference.path.read_bytes()
