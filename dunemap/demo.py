@@ -202,7 +202,7 @@ def _agreement(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
 
 def _map_with_forest(data: Path, emb: Path, out: Path, num_classes: int, config: DemoConfig) -> None:
     """Classify every pixel of the held-out scene with a random forest fitted on the demo's training tiles."""
-    from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier  # deferred: torch (see run_demo)
+    from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier
     from dunemap.data.dataset import SeedLayoutDataset
     from dunemap.io.aef import dequantize
 

@@ -42,8 +42,8 @@ def _join(values) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from dunemap.benchmark.spec import METHODS, PRESETS, PROTOCOLS, QualityConfig
-    from dunemap.benchmark.speed import MODES, PRECISIONS, SpeedConfig
+    from dunemap.comparison.spec import METHODS, PRESETS, PROTOCOLS, QualityConfig
+    from dunemap.comparison.speed import MODES, PRECISIONS, SpeedConfig
     from dunemap.models import ARCHITECTURES
 
     p = subparsers.add_parser("benchmark", help="quality against per-pixel baselines and text ablations; speed",
@@ -144,8 +144,8 @@ def speed_command(args: argparse.Namespace) -> str:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from dunemap.benchmark.quality import run_quality as run
-    from dunemap.benchmark.spec import QualityConfig
+    from dunemap.comparison.quality import run_quality as run
+    from dunemap.comparison.spec import QualityConfig
 
     if args.out is None:
         args.out = Path("benchmark-results") / f"quality-{args.preset}"
@@ -162,9 +162,9 @@ def run_quality(args: argparse.Namespace) -> int:
 
 
 def run_speed(args: argparse.Namespace) -> int:
-    from dunemap.benchmark.report import speed_tables
-    from dunemap.benchmark.speed import SpeedConfig
-    from dunemap.benchmark.speed import run_speed as run
+    from dunemap.comparison.report import speed_tables
+    from dunemap.comparison.speed import SpeedConfig
+    from dunemap.comparison.speed import run_speed as run
 
     config = config_from_args(SpeedConfig, args, command=speed_command(args))
     with claim_outputs([args.benchmarks_md], resume=True, folders=[args.out]):

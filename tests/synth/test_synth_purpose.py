@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
+from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.evaluation import EvalConfig, evaluate
 from dunemap.metrics import metrics_from_matrix

@@ -1,9 +1,9 @@
-"""The quality benchmark's runner: data, one run per cell of the grid (:mod:`dunemap.benchmark.spec`), stored rows.
+"""The quality benchmark's runner: data, one run per cell of the grid (:mod:`dunemap.comparison.spec`), stored rows.
 
 Every (protocol, held-out region, method, seed) is one *run*; its result is a JSON row under
 ``OUT/runs/`` written atomically when the run is complete. A later call with the same settings reuses
 the stored rows and runs only what is missing, then aggregates everything into tables, figures and a
-``BENCHMARKS.md`` section (:mod:`dunemap.benchmark.report`).
+``BENCHMARKS.md`` section (:mod:`dunemap.comparison.report`).
 """
 
 from __future__ import annotations
@@ -19,20 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dunemap.benchmark.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
-from dunemap.benchmark.report import write_quality_report
-from dunemap.benchmark.spec import (
-    METHODS,
-    SPLITS,
-    QualityConfig,
-    QualityPreset,
-    Run,
-    SynthSpec,
-    digest,
-    generator_fingerprint,
-    plan_runs,
-    run_settings,
-)
+from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
+from dunemap.comparison.report import write_quality_report
+from dunemap.comparison.spec import (
+    METHODS, SPLITS, QualityConfig, QualityPreset, Run, SynthSpec, digest, generator_fingerprint, plan_runs,
+    run_settings)
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import MANIFEST_NAME, read_manifest, scene_groups
 from dunemap.data.seed_layout import IMG_DIR

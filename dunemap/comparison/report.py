@@ -1,7 +1,7 @@
 """Benchmark reports: markdown tables, figures, generated findings and BENCHMARKS.md sections.
 
-The numbers come from :mod:`dunemap.benchmark.stats`, the names of methods and protocols from
-:mod:`dunemap.benchmark.spec`; this module only renders them.
+The numbers come from :mod:`dunemap.comparison.stats`, the names of methods and protocols from
+:mod:`dunemap.comparison.spec`; this module only renders them.
 
 A section of ``BENCHMARKS.md`` lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``;
 :func:`write_section` replaces only that span, so the quality and speed sections (and anything a
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.benchmark.spec import METHODS, PROTOCOL_LABELS, QualityConfig, QualityPreset, generator_fingerprint
-from dunemap.benchmark.stats import METRICS, MIN_EFFECT, fmt_stat, method_stat, paired, quality_summary, seed_scores, stat
+from dunemap.comparison.spec import METHODS, PROTOCOL_LABELS, QualityConfig, QualityPreset, generator_fingerprint
+from dunemap.comparison.stats import (
+    METRICS, MIN_EFFECT, fmt_stat, method_stat, paired, quality_summary, seed_scores, stat)
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import dunemap
-from dunemap.benchmark.report import machine_description, speed_section, write_section
+from dunemap.comparison.report import machine_description, speed_section, write_section
 from dunemap.errors import ConfigError
 from dunemap.io.atomic import atomic_path
 from dunemap.models import ARCHITECTURES, UNetConfig, create_model

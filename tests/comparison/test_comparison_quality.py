@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dunemap.benchmark.quality import run_quality
-from dunemap.benchmark.spec import METHODS, PRESETS, QualityConfig, generator_fingerprint, plan_runs
+from dunemap.comparison.quality import run_quality
+from dunemap.comparison.spec import METHODS, PRESETS, QualityConfig, generator_fingerprint, plan_runs
 from dunemap.cli import main
 from dunemap.data.manifest import TileRecord, write_manifest
 from dunemap.data.seed_layout import write_sample

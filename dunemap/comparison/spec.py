@@ -1,7 +1,7 @@
 """The quality benchmark's run specification: presets, methods, protocols, the grid of runs and its settings.
 
-Pure descriptions: nothing here trains, reads data or renders a report, so :mod:`dunemap.benchmark.quality`
-(the runner), :mod:`dunemap.benchmark.stats` and :mod:`dunemap.benchmark.report` all import from it.
+Pure descriptions: nothing here trains, reads data or renders a report, so :mod:`dunemap.comparison.quality`
+(the runner), :mod:`dunemap.comparison.stats` and :mod:`dunemap.comparison.report` all import from it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dunemap.benchmark.speed import SpeedCase, SpeedConfig, measure
+from dunemap.comparison.speed import SpeedCase, SpeedConfig, measure
 from dunemap.cli import main
 from dunemap.errors import ConfigError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dunemap.benchmark.pixel import (
+from dunemap.comparison.pixel import (
     PixelConfig, allocate_draws, fit_pixel_classifier, pixel_confusion, stratified_pixel_sample)
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.seed_layout import write_sample

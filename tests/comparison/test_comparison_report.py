@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dunemap.benchmark.report import (
+from dunemap.comparison.report import (
     gap_finding, markdown_table, replace_section, rf_gap_finding, text_finding, write_section)
-from dunemap.benchmark.stats import fmt_stat, paired, seed_scores, stat
+from dunemap.comparison.stats import fmt_stat, paired, seed_scores, stat
 from dunemap.errors import InputError
 
 
