@@ -21,12 +21,14 @@ from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
 from dunemap.io.checksum import file_sha256
-from dunemap.io.outputs import check_outputs
+from dunemap.io.outputs import OutputIsInputError, claim_outputs
 from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix, plot_confusion_matrix
 from dunemap.runtime import ModelSpec, Predictor, confusion_over, load_model, resolve_device
 from dunemap.trust.report import trust_lines, trust_over
 
 log = logging.getLogger(__name__)
+
+RUN_MARKERS = ("best_model.pth", "last.pth", "config.yaml")  # files that make a folder a training run
 
 
 EXACT_PRECISION = "fp32"  # evaluation's default: exact and machine-independent; bf16 / auto only when asked
@@ -100,9 +102,18 @@ def evaluate(config: EvalConfig) -> EvalResult:
     """
     spec = config.model
     out_dir = Path(config.out_dir) if config.out_dir else default_out_dir(spec.weights, config.split)
-    json_path, png_path = out_dir / "metrics.json", out_dir / "confusion_matrix.png"
-    reliability_png = out_dir / "reliability.png"  # written when the checkpoint is calibrated
-    check_outputs([json_path, png_path, reliability_png], spec.files(), overwrite=config.overwrite)
+    if any((out_dir / name).exists() for name in RUN_MARKERS):
+        raise OutputIsInputError(f"{out_dir}: is a training run folder (its metrics.json is the run's history); "
+                                 "give evaluate another --out-dir")
+    outputs = [out_dir / "metrics.json", out_dir / "confusion_matrix.png", out_dir / "reliability.png"]
+    with claim_outputs(outputs, spec.files(), overwrite=config.overwrite):
+        return _evaluate(config, *outputs)
+
+
+def _evaluate(config: EvalConfig, json_path: Path, png_path: Path, reliability_png: Path) -> EvalResult:
+    """:func:`evaluate` once its outputs are claimed; ``reliability_png`` is written for a calibrated checkpoint."""
+    spec = config.model
+    out_dir = json_path.parent
     loaded = load_model(spec)
     predictor = Predictor(loaded, resolve_device(spec.device), spec.precision, prepare=False)
     device, precision = predictor.device, predictor.precision

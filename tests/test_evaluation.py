@@ -75,3 +75,16 @@ def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split:
     assert bf16.returncode == 0, bf16.stderr
     assert "precision bf16" in bf16.stdout  # asked for, and said so
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
+
+
+def test_evaluate_never_writes_into_a_training_run(mads, fixture_split: Path, tmp_path: Path) -> None:
+    """``evaluate --out-dir RUN --overwrite`` would replace the run's metrics.json history: refused in one line."""
+    run = tmp_path / "RUN"
+    run.mkdir()
+    (run / "config.yaml").write_text("epochs: 1\n")
+    (run / "metrics.json").write_text("[]\n")
+    proc = _dunemap("evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
+                    "--text-embeddings", str(mads.text), "--out-dir", str(run), "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 1 and "is a training run folder" in proc.stderr, proc.stderr
+    assert (run / "metrics.json").read_text() == "[]\n" and sorted(p.name for p in run.iterdir()) == [
+        "config.yaml", "metrics.json"]
