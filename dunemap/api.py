@@ -4,6 +4,8 @@ Each is a thin front to the library function the command line calls, taking eith
 config dataclass or its options as keywords; :func:`predict_array` runs the sliding-window, blended
 prediction of ``dunemap map`` on an in-memory array, block by block with the same windows and the
 same blending order, so its classes equal those of ``map`` on the same array written as a GeoTIFF.
+Heavy modules (torch, rasterio, the pipelines) load inside each function on first call, so ``import dunemap``
+stays cheap.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ The report is honest about new ground: it scores test tiles of scenes seen in tr
 scenes side by side, maps a scene no training tile came from, and shows that map's truth, prediction
 and errors next to a per-pixel random forest trained on the same tiles. ``report.md`` is assembled
 from :data:`REPORT_SECTIONS`; a new section is one more function there.
+Heavy modules (torch, the pipelines) load inside the functions that use them, so the command line starts
+quickly.
 """
 
 from __future__ import annotations

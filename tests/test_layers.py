@@ -6,6 +6,7 @@ them); import-linter checks every import, function-level ones included, so a cyc
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,36 @@ def test_no_module_is_over_450_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in sorted((REPO / "dunemap").rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def _function_level_dunemap_imports(path: Path) -> list[int]:
+    """Line numbers of imports of dunemap modules inside functions (not at module level, not for type checking)."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and id(node) not in top:
+            names = [node.module or ""] if node.level == 0 else ["dunemap"]
+        elif isinstance(node, ast.Import) and id(node) not in top:
+            names = [a.name for a in node.names]
+        else:
+            continue
+        if any(n == "dunemap" or n.startswith("dunemap.") for n in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_function_level_imports_say_what_they_defer() -> None:
+    """An import of a dunemap module inside a function defers a heavy dependency and says so: a ``deferred``
+    comment on its line or the line above, or (the command line, the API, the demo) the module's docstring."""
+    unexplained = []
+    for path in sorted((REPO / "dunemap").rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        declared = "Heavy" in (ast.get_docstring(ast.parse(text)) or "") or (
+            path.parent.name == "cli" and "Heavy imports" in (REPO / "dunemap" / "cli" / "__init__.py").read_text())
+        for n in _function_level_dunemap_imports(path):
+            near = " ".join(lines[max(n - 3, 0): n])
+            if not declared and "deferred" not in near:
+                unexplained.append(f"{path.relative_to(REPO)}:{n}: {lines[n - 1].strip()}")
+    assert not unexplained, "function-level imports without a reason:\n" + "\n".join(unexplained)

@@ -17,6 +17,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.formats import file_set, vector_driver, write_vectors
+from dunemap.io.outputs import check_outputs
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
 
@@ -157,8 +159,6 @@ def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points
     vector format ``out``'s extension names (:mod:`dunemap.io.formats`)."""
     import shapely
 
-    from dunemap.io.formats import write_vectors
-
     out = Path(out)
     names = {a.class_id: a.name for a in sample.allocation}
     fields = [
@@ -183,9 +183,6 @@ def sample_map(
 ) -> MapSample:
     """``dunemap sample``: :func:`draw_sample` and :func:`write_points` to ``out`` (any vector format of
     :mod:`dunemap.io.formats`; a Shapefile is checked and published with its sidecars)."""
-    from dunemap.io.formats import file_set, vector_driver
-    from dunemap.io.outputs import check_outputs
-
     check_outputs(file_set(out), [map_path], overwrite=overwrite)
     vector_driver(out)
     sample = draw_sample(map_path, n, min_per_class, seed, per_class)

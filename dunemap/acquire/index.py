@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.regions import get_region
 
 PUBLIC_INDEX_URL = "https://data.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
 INDEX_COLUMNS = ("path", "year", "crs", "utm_zone", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
@@ -69,8 +70,6 @@ def bbox_center(bbox: BBox) -> tuple[float, float]:
 
 def resolve_area(region: str | None, bbox: tuple[float, ...] | None) -> tuple[str, BBox, int]:
     """(name, bbox, UTM EPSG) of a region preset or of a bbox (zone of its centre); exactly one must be given."""
-    from dunemap.regions import get_region
-
     if (region is None) == (bbox is None):
         raise ConfigError("give either a region preset (--region) or a bbox (--bbox W S E N), not both or neither")
     if region is not None:

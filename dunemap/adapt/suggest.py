@@ -26,8 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.formats import file_set, vector_driver, write_vectors
+from dunemap.io.outputs import claim_outputs
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import ClassLegend, read_legend
+from dunemap.raster.tags import product_paths
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
@@ -217,8 +220,6 @@ def write_patches(suggestions: list[Suggestion], out: str | os.PathLike, crs, tr
     """Write the patches as polygons (rank, score, its parts, dominant class and class mix) in the map's CRS."""
     import shapely
 
-    from dunemap.io.formats import write_vectors
-
     polys = []
     for s in suggestions:
         x0, y0 = transform @ (s.box.col, s.box.row)
@@ -257,9 +258,6 @@ def suggest_patches(
     """
     import tempfile
 
-    from dunemap.io.formats import file_set, vector_driver
-    from dunemap.io.outputs import claim_outputs
-
     config = config or SuggestConfig()
     config.validate()
     out = Path(out)
@@ -273,9 +271,9 @@ def suggest_patches(
                 raise ConfigError("give the embedding raster and --weights, or a map's --probabilities")
             from dataclasses import replace
 
+            # deferred: mapping loads torch; patches from a map's companions need none
             from dunemap.mapping.config import MapConfig
             from dunemap.mapping.engine import map_raster
-            from dunemap.raster.tags import product_paths
 
             has_aoa = getattr(predictor, "applicability", None) is not None
             mapping = replace(map_config or MapConfig(), probabilities="float32", applicability=has_aoa,

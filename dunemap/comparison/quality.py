@@ -22,8 +22,17 @@ from torch.utils.data import DataLoader
 from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
 from dunemap.comparison.report import write_quality_report
 from dunemap.comparison.spec import (
-    METHODS, SPLITS, QualityConfig, QualityPreset, Run, SynthSpec, digest, generator_fingerprint, plan_runs,
-    run_settings)
+    METHODS,
+    SPLITS,
+    QualityConfig,
+    QualityPreset,
+    Run,
+    SynthSpec,
+    digest,
+    generator_fingerprint,
+    plan_runs,
+    run_settings,
+)
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.manifest import MANIFEST_NAME, read_manifest, scene_groups
 from dunemap.data.seed_layout import IMG_DIR

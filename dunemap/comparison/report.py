@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from dunemap.comparison.spec import METHODS, PROTOCOL_LABELS, QualityConfig, QualityPreset, generator_fingerprint
-from dunemap.comparison.stats import (
-    METRICS, MIN_EFFECT, fmt_stat, method_stat, paired, quality_summary, seed_scores, stat)
+from dunemap.comparison.stats import (METRICS, MIN_EFFECT, fmt_stat, method_stat, paired, quality_summary,
+                                      seed_scores, stat)
+from dunemap.data.manifest import read_manifest
 from dunemap.errors import InputError
 from dunemap.io.atomic import atomic_path
 
@@ -37,7 +38,7 @@ def machine_description(device: str = "cpu") -> dict[str, str]:
     """CPU model, logical cores, torch version and threads, and the GPU when ``device`` is CUDA."""
     import torch
 
-    from dunemap.runtime import bf16_supported
+    from dunemap.runtime import bf16_supported  # deferred: torch, needed only for the machine section
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):  # no /proc on this OS: keep platform's answer
@@ -277,8 +278,6 @@ def plot_class_heatmap(path: Path, rows: Sequence[dict], protocol: str, methods:
 
 def _tile_counts(data_root: Path) -> tuple[str, int]:
     """``"248 train, 56 val, 56 test tiles"`` and the number of regions, from the dataset manifest."""
-    from dunemap.data.manifest import read_manifest
-
     records = read_manifest(data_root) or []
     counts: dict[str, int] = {}
     for r in records:

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dunemap.synth
 from dunemap.errors import ConfigError
 from dunemap.registry import choose
 
@@ -221,8 +222,6 @@ def generator_fingerprint() -> str:
 
     Datasets and stored results are keyed by it, so neither is reused across generator versions.
     """
-    import dunemap.synth
-
     h = hashlib.sha256()
     for path in sorted(Path(dunemap.synth.__file__).parent.glob("*.py")):
         h.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")

@@ -166,8 +166,8 @@ def measure(case: SpeedCase, batch_size: int, warmup: int, iters: int, device: t
 def _mapping_note() -> str:
     script = Path(dunemap.__file__).resolve().parents[1] / "benchmarks" / "bench_mapping.py"
     if script.is_file():
-        return (f"Mapping throughput (km²/s, the seed's design against ours) is measured by "
-                f"`benchmarks/bench_mapping.py`, not here.")
+        return ("Mapping throughput (km²/s, the seed's design against ours) is measured by "
+                "`benchmarks/bench_mapping.py`, not here.")
     return "Mapping throughput (km²/s) is not measured: no mapping benchmark (`benchmarks/bench_mapping.py`) exists yet."
 
 

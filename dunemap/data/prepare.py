@@ -42,6 +42,7 @@ from dunemap.data.seed_layout import (
 from dunemap.data.splits import SPLIT_MODES, SPLITS, SplitResult, parse_fractions, split_scenes, split_tiles
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.knowledge.catalog import load_catalog
 from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import EmbeddingReader, open_raster
 from dunemap.raster.transform import source_rows, tile_transform
@@ -287,8 +288,6 @@ class _Cutter:
 
 def prepare_dataset(config: PrepareConfig) -> PrepareSummary:
     """Tile, label, filter and spatially split the images of ``config`` into a seed-layout dataset."""
-    from dunemap.knowledge.catalog import load_catalog
-
     images, regions, stride, fractions = _validate(config)
     out = Path(config.out)
     check_dataset_out(out, config.overwrite, SUMMARY_NAME)

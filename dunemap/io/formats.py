@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from dunemap.errors import ConfigError
+from dunemap.io.outputs import OutputWriteError, publish
 
 VECTOR_DRIVERS = {  # extension -> OGR driver
     ".gpkg": "GPKG",
@@ -86,8 +87,6 @@ def write_vectors(
     import tempfile
 
     import pyogrio.raw
-
-    from dunemap.io.outputs import OutputWriteError, publish
 
     out = Path(out)
     driver = vector_driver(out)

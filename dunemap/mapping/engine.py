@@ -43,7 +43,7 @@ from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader
-from dunemap.raster.tags import model_tags, product_paths
+from dunemap.raster.tags import model_tags, product_paths, run_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,6 @@ def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, c
                    applicability_threshold: float | None = None, model: dict[str, str] | None = None) -> MapAssembler:
     """The assembler (single writer) of a planned map; its products' tags record the model (``model``:
     :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings."""
-    from dunemap.raster.tags import run_tags
-
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")

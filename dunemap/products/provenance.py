@@ -13,7 +13,9 @@ import os
 import re
 from pathlib import Path
 
-from dunemap.raster.tags import CHECKPOINT_TAG, MODEL_TAG, PRECISION_TAG, VERSION_TAG
+from dunemap.io.atomic import atomic_path
+from dunemap.raster.legend import NODATA_CLASS, read_legend
+from dunemap.raster.tags import CHECKPOINT_TAG, MODEL_TAG, PRECISION_TAG, VERSION_TAG, product_paths
 
 
 def stac_path(class_map: str | os.PathLike) -> Path:
@@ -48,10 +50,6 @@ def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None 
     from pystac.extensions.projection import ProjectionExtension
     from pystac.extensions.raster import RasterBand, RasterExtension
     from rasterio.warp import transform_bounds, transform_geom
-
-    from dunemap.io.atomic import atomic_path
-    from dunemap.raster.legend import NODATA_CLASS, read_legend
-    from dunemap.raster.tags import product_paths
 
     class_map = Path(class_map)
     out = Path(out) if out is not None else stac_path(class_map)

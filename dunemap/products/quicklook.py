@@ -24,6 +24,7 @@ from dunemap.errors import InputError, RasterIOError
 from dunemap.io.atomic import atomic_path
 from dunemap.products.classmap import open_class_map
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.raster.tags import PRODUCT_TAG, product_paths
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +196,6 @@ def axis_labels(crs: rasterio.crs.CRS) -> tuple[str, str]:
 
 def _outside_mask(map_path: Path, classes, shape: tuple[int, int]) -> np.ndarray:
     """(h, w) bool: decimated pixels outside the area of applicability, from the map's applicability companion."""
-    from dunemap.raster.tags import PRODUCT_TAG, product_paths
-
     path = product_paths(map_path)["applicability"]
     if not path.is_file():
         raise InputError(f"{path}: not found; map with --applicability to hatch the area outside it")

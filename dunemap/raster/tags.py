@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dunemap import __version__
 from dunemap.io.checksum import file_sha256
 from dunemap.raster.legend import style_paths
 
@@ -45,8 +46,6 @@ def model_tags(predictor) -> dict[str, str]:
 
 def run_tags(config, precision: str | None, model: dict[str, str] | None = None) -> dict[str, str]:
     """Every map product's provenance tags: model (:func:`model_tags`), dunemap version, precision, windows."""
-    from dunemap import __version__
-
     tags = {**(model or {}), VERSION_TAG: __version__, "WINDOW": str(config.window), "STRIDE": str(config.stride),
             "BLEND": str(config.blend)}
     if precision:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dunemap.io.aef import quantize
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -23,8 +25,6 @@ class EmbeddingEncoding:
     def encode(self, embedding: "np.ndarray", valid: "np.ndarray") -> "np.ndarray":
         """The stored array: nodata pixels (``valid`` False) become NaN or -128."""
         import numpy as np
-
-        from dunemap.io.aef import quantize
 
         if self.dtype == "int8":
             return quantize(embedding, valid)

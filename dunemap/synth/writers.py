@@ -15,6 +15,8 @@ import numpy as np
 from dunemap.errors import RasterIOError
 from dunemap.io.aef import AEF_BANDS
 from dunemap.io.atomic import atomic_path
+from dunemap.knowledge.catalog import load_catalog
+from dunemap.raster.legend import ClassLegend, style_paths
 from dunemap.registry import choose
 from dunemap.synth.embedding import hillshade
 from dunemap.synth.encoding import ENCODINGS
@@ -42,9 +44,6 @@ def _profile(scene: Scene, count: int, dtype: str, nodata: float, predictor: int
 
 def _catalog_legend():
     """The packaged catalog's class names and colours: the classes the synthetic labels use."""
-    from dunemap.knowledge.catalog import load_catalog
-    from dunemap.raster.legend import ClassLegend
-
     catalog = load_catalog()
     return ClassLegend.build(catalog.names, catalog.colors)
 
@@ -72,7 +71,6 @@ def write_scene_geotiff(
     label = scene.label
     if bottom_up:
         data, label = data[:, ::-1, :], label[::-1, :]
-    from dunemap.raster.legend import style_paths
 
     legend = _catalog_legend()
     styles = style_paths(label_path)
@@ -108,8 +106,6 @@ def hillshade_rgb(scene: Scene, overlay_labels: bool = False, exaggeration: floa
     grey = (0.12 + 0.88 * shade)[..., None]
     rgb = np.repeat(grey, 3, axis=2)
     if overlay_labels:
-        from dunemap.knowledge.catalog import load_catalog
-
         colors = np.zeros((256, 3), np.float32)
         colors[: len(load_catalog().colors)] = np.asarray(load_catalog().colors, np.float32) / 255.0
         tint = colors[scene.label]

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dunemap.errors import ConfigError
+from dunemap.io.atomic import atomic_path
 
 CONFIG_NAME = "config.yaml"  # the resolved options of a run, written beside its checkpoints
 
@@ -69,8 +70,6 @@ class TrainConfig:
     def write_yaml(self, path: str | Path) -> Path:
         """Write the resolved options as YAML (readable again by ``dunemap train --config``), atomically."""
         import yaml
-
-        from dunemap.io.atomic import atomic_path
 
         d = self.to_dict()
         d.pop("resume", None), d.pop("overwrite", None)  # how this invocation treated the folder, not the run

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dunemap.errors import InputError
+from dunemap.io.atomic import atomic_path
 
 DEFAULT_BINS = 15
 T_RANGE = (0.05, 20.0)  # a fitted temperature outside this range means the split is unusable, not a real fit
@@ -123,8 +124,6 @@ def plot_reliability(curves: dict[str, Reliability], out: Path, title: str = "Re
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dunemap.io.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
