@@ -63,7 +63,8 @@ def _repository_untouched():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from dunemap.mapping.config import MapConfig
-    from dunemap.mapping.engine import load_map_predictor, map_raster
+    from dunemap.mapping.engine import map_raster
+    from dunemap.runtime import load_predictor
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig
     from dunemap.synth.writers import write_scene_files
@@ -77,7 +78,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                       text="random", device="cpu", precision="fp32", progress=False, check_data=False))
     scene = write_scene_files(SceneConfig(size=(128, 128), region="namib", seed=1), root / "scene", dtype="int8")
     classes = root / "map.tif"
-    map_raster(scene.embedding, load_map_predictor(run / "best_model.pth", device="cpu", precision="fp32"), classes,
+    map_raster(scene.embedding, load_predictor(run / "best_model.pth", device="cpu", precision="fp32"), classes,
                MapConfig(window=64, stride=32, progress=False))
     return {"weights": run / "best_model.pth", "emb": scene.embedding, "labels": scene.labels, "map": classes}
 
