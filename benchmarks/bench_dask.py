@@ -147,7 +147,7 @@ def main() -> None:
         make_noise_raster(raster, args.size, args.seed)
     if not weights.exists():
         make_checkpoint(weights, args.model, args.seed)
-    config = MapConfig(block_size=args.block_size, resume=False, progress=False)
+    config = MapConfig(block_size=args.block_size, resume=False, progress=False).for_model(None)
     stats = block_stats(args.size, config)
 
     runs = [time_cluster(n, raster, weights, config, args.precision, args.work / f"map_{n}w.tif")

@@ -435,7 +435,7 @@ def main() -> None:
                      **compare_maps(shifted, seed_map, truth, num_classes, args.margin, SEED_WINDOW,
                                                   SEED_STRIDE)})
 
-    d = MapConfig()
+    d = MapConfig().for_model(None)  # the windows of a checkpoint that records no training tile
     runs = []
     if not args.no_defaults:
         label = f"(b) dunemap defaults: {d.window}/{d.stride}, batch {d.batch_size}, {d.blend}, precision auto"

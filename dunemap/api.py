@@ -176,8 +176,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     from dunemap.mapping.windows import plan_blocks
     from dunemap.raster.reader import AEF_DTYPE, BlockData, valid_pixels
 
-    config = _config(MapConfig, config, options)
-    config.validate()
+    config = _config(MapConfig, config, options).for_model(predictor.train_tile)  # validated, windows resolved
     array = np.asarray(array)
     if array.ndim != 3 or array.shape[0] != predictor.in_channels:
         raise InputError(f"array of shape {array.shape}: expected (C, H, W) with C = {predictor.in_channels} bands")

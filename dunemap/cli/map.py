@@ -11,6 +11,7 @@ from dunemap.cli.options import (
     add_overwrite,
     add_precision_device,
     add_replace_text,
+    add_windows,
     config_from_args,
     model_from_args,
 )
@@ -48,10 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="class catalog (YAML/TOML): checked against the checkpoint's; for an open-vocabulary model "
                         "(trained with --head text) it is the set of classes to map, any number of them (default: the "
                    "checkpoint's)")
-    p.add_argument("--window", type=int, default=d.window, metavar="PX", help="window side in pixels")
-    p.add_argument("--stride", type=int, default=d.stride, metavar="PX",
-                   help="step between windows in pixels, a multiple of 32; every pixel then lies at least "
-                        "(window - stride) / 2 px inside a window: keep that 32 px or more (docs/quality.md)")
+    add_windows(p)
     add(p, "batch_size", MapConfig, help="windows per forward pass (0 = 1 on a CPU, from free memory on a GPU)")
     p.add_argument("--blend", default=d.blend, choices=sorted(BLEND_MODES),
                    help="weighting of overlapping windows (uniform = plain averaging)")

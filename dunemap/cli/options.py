@@ -196,6 +196,19 @@ def add_precision_device(parser: argparse.ArgumentParser, source: type | Callabl
     add(parser, "device", default=defaults["device"])
 
 
+def add_windows(parser: argparse.ArgumentParser) -> None:
+    """``--window`` and ``--stride`` of mapping, with MapConfig's defaults (0: from the checkpoint)."""
+    from dunemap.mapping.config import FALLBACK_WINDOW, MapConfig  # deferred: options stay free of the pipelines
+
+    d = MapConfig()
+    parser.add_argument("--window", type=int, default=d.window, metavar="PX",
+                        help="window side in pixels; 0 = the tile size the model was trained on (checkpoints that "
+                             f"record none: {FALLBACK_WINDOW})")
+    parser.add_argument("--stride", type=int, default=d.stride, metavar="PX",
+                        help="step between windows in pixels; 0 = from the window, so that every pixel lies at least "
+                             "min(64, window / 4) px inside a window (docs/quality.md)")
+
+
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
     """``--overwrite``: the one flag that lets a command replace what an earlier run wrote."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")

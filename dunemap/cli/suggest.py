@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_no_progress, add_precision_device, config_from_args, model_from_args
+from dunemap.cli.options import (
+    add,
+    add_no_progress,
+    add_precision_device,
+    add_windows,
+    config_from_args,
+    model_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.adapt.suggest import SELECTIONS, UNCERTAINTIES, SuggestConfig
-    from dunemap.mapping.config import MapConfig
 
-    d, m = SuggestConfig(), MapConfig()
+    d = SuggestConfig()
     p = subparsers.add_parser(
         "suggest", help="propose patches to label where the model is unsure or outside its area of applicability",
         description="Rank square patches of an embedding raster by calibrated uncertainty, the share outside the "
@@ -40,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--applicability", type=Path, metavar="MAP_applicability.tif",
                    help="the same map's applicability companion (with --probabilities; without it the patches' "
                         "dissimilarity counts as 0; default: none)")
-    p.add_argument("--window", type=int, default=m.window, metavar="PX", help="mapping window side in pixels")
-    p.add_argument("--stride", type=int, default=m.stride, metavar="PX", help="mapping step between windows")
+    add_windows(p)
     add(p, "text_embeddings")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_precision_device(p)

@@ -7,13 +7,16 @@ here without heavy imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dunemap.errors import ConfigError
 from dunemap.mapping.windows import BLEND_MODES
 from dunemap.registry import choose
+
+log = logging.getLogger(__name__)
 
 UINT8_FRACTION_SCALE = 254  # fractions in [0, 1] are stored as round(p * 254); 255 is nodata
 AUTO_BLOCK_READ_BYTES = 128 * 1024 * 1024  # input bytes of one block (with halo) when block_size is 0
@@ -44,6 +47,16 @@ FRACTION_ENCODINGS: dict[str, FractionEncoding | None] = {
 }
 
 
+FALLBACK_WINDOW = 512  # window of a checkpoint that records no training tile (a published MADS file)
+
+
+def default_stride(window: int) -> int:
+    """The stride that leaves every pixel at least ``min(64, window / 4)`` px inside a window (docs/quality.md):
+    window 128 -> 64, 256 -> 128, 512 -> 384 (the margin stops paying at about 32-64 px)."""
+    margin = min(64, window // 4)
+    return max(1, window - 2 * margin)
+
+
 @dataclass
 class MapConfig:
     """Settings of a mapping run; the defaults were chosen with ``benchmarks/bench_mapping.py``.
@@ -55,8 +68,9 @@ class MapConfig:
     nothing on CPU, so one window at a time holds memory lowest.
     """
 
-    window: int = 512  # side of the square windows the model sees, pixels (the model pads to a multiple of 32)
-    stride: int = 384  # step between windows, pixels (overlap = window - stride); keep it a multiple of 32
+    window: int = 0  # side of the square windows the model sees, pixels; 0 = the checkpoint's training tile
+    # (FALLBACK_WINDOW for a checkpoint that records none); the model pads to a multiple of 32
+    stride: int = 0  # step between windows, pixels (overlap = window - stride); 0 = default_stride(window)
     batch_size: int = 0  # windows per forward pass; 0 = auto: 1 on a CPU (batches gain nothing there), from free memory on a GPU
     blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
@@ -72,10 +86,10 @@ class MapConfig:
     profile: bool = False  # time each stage and measure the seam index of the finished map
 
     def validate(self) -> None:
-        if self.window < 32:
+        if self.window and self.window < 32:
             raise ConfigError(f"window {self.window} is too small; use at least 32 pixels")
-        if not 0 < self.stride <= self.window:
-            raise ConfigError(f"stride {self.stride} must be in 1..window ({self.window})")
+        if self.stride < 0 or (self.window and self.stride > self.window):
+            raise ConfigError(f"stride {self.stride} must be in 1..window ({self.window}), or 0 (from the window)")
         if self.batch_size < 0:
             raise ConfigError(f"batch size {self.batch_size} must be 0 (auto) or positive")
         if self.block_size < 0 or self.block_size % 16:
@@ -85,6 +99,22 @@ class MapConfig:
         choose(BLEND_MODES, self.blend, "blend mode")
         choose(FRACTION_ENCODINGS, self.confidence, "confidence encoding")
         choose(FRACTION_ENCODINGS, self.probabilities, "probabilities encoding")
+
+    def for_model(self, train_tile: int | None) -> MapConfig:
+        """This config with its windows resolved for a model trained on ``train_tile``-pixel tiles (None: unknown).
+
+        A window of 0 becomes the training tile (a model sees at mapping time the context it learnt from), or
+        FALLBACK_WINDOW when the checkpoint records none; a stride of 0 follows the window (default_stride).
+        """
+        window = self.window or train_tile or FALLBACK_WINDOW
+        if not self.window and train_tile is None:
+            log.info("the checkpoint records no training tile size: mapping with %d px windows", window)
+        if train_tile and not 0.5 <= window / train_tile <= 2:
+            log.warning("window %d px is far from the %d px tiles the model was trained on; maps are best at "
+                        "about the training size (--window %d)", window, train_tile, train_tile)
+        resolved = replace(self, window=window, stride=self.stride or default_stride(window))
+        resolved.validate()
+        return resolved
 
     def resolved_block_size(self, bytes_per_pixel: int) -> int:
         """The block size to use: the configured one, or the largest multiple of 512 within the read budget."""

@@ -110,7 +110,8 @@ class ModelInfo:
     device: str
     precision: str  # fp32 or bf16, as resolved on the worker
     applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
-    model_tags: tuple[tuple[str, str], ...] = ()  # provenance: dunemap.products.provenance.model_tags
+    model_tags: tuple[tuple[str, str], ...] = ()  # provenance: dunemap.raster.tags.model_tags
+    train_tile: int | None = None  # the model's training tile side: the default window (MapConfig.for_model)
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
                      tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), p.precision,
-                     applicability_threshold(p), tuple(model_tags(p).items()))
+                     applicability_threshold(p), tuple(model_tags(p).items()), p.train_tile)
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
@@ -367,6 +368,7 @@ class DaskExecutor:
         with session as client:
             mapper = _ClusterMapper(client, self.spec, config, self.cluster)
             info = mapper.describe()
+            mapper.config = config = config.for_model(info.train_tile)  # the windows the model was trained for
             log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names),
                      info.device)
             runs = [mapper.prepare(i, job, info) for i, job in enumerate(jobs)]

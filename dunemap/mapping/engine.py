@@ -230,8 +230,7 @@ def map_raster(
     atomic rename. The outputs are claimed first (:func:`check_map_outputs` under their lock), so this
     function is exactly as safe as ``dunemap map``.
     """
-    config = config or MapConfig()
-    config.validate()
+    config = (config or MapConfig()).for_model(predictor.train_tile)  # validated, windows resolved
     out = Path(out)
     sources = [input] if isinstance(input, (str, os.PathLike)) else list(input)
     with locked_outputs([out], product_paths(out).values()):
@@ -240,7 +239,8 @@ def map_raster(
 
 
 def map_claimed(input, predictor: Predictor, out: str | os.PathLike, config: MapConfig) -> MapResult:
-    """:func:`map_raster` for a caller that has validated ``config`` and claimed ``out`` under its lock."""
+    """:func:`map_raster` for a caller that has resolved ``config`` (:meth:`MapConfig.for_model`) and claimed
+    ``out`` under its lock."""
     return _map_raster(input, predictor, Path(out), config, time.perf_counter())
 
 

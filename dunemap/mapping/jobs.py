@@ -129,6 +129,7 @@ class LocalExecutor:
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
         predictor = load_predictor(self.model)
+        config = config.for_model(predictor.train_tile)  # the windows the model was trained for
         maps = [map_claimed(list(job.sources), predictor, job.out, config) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 

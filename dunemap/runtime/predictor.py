@@ -79,6 +79,7 @@ class Predictor:
         self.num_classes = len(loaded.class_names)
         self.calibration = loaded.calibration  # {} for an uncalibrated model
         self.temperature = loaded.temperature  # predict divides the logits by it: calibrated probabilities
+        self.train_tile = loaded.metrics.get("tile")  # training tile side (px); None for older or published files
         self.applicability = None
         if loaded.applicability is not None:
             self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))

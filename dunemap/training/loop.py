@@ -220,6 +220,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     num_classes = catalog.num_classes
     in_channels = config.in_channels
     train_set, val_set = build_datasets(config, num_classes, in_channels)
+    train_tile = int(train_set[0][0].shape[-1])
     if config.check_data:
         for ds in (train_set, val_set):
             ds.check_all(progress=config.progress and ctx.is_main)
@@ -334,7 +335,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         if improved:
             best_miou, best_epoch = float(val_metrics.miou), epoch + 1
         if ctx.is_main:
-            summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names), "train_config": config.to_dict()}
+            summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names), "train_config": config.to_dict(),
+                       "tile": train_tile}  # the tile side it learnt from: map's default window
             if improved:
                 save_checkpoint(save_dir / BEST, kept, names, colors, text_source, metrics=summary)
             state = {
