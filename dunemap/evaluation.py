@@ -22,7 +22,8 @@ from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.io.atomic import atomic_path
 from dunemap.io.checksum import file_sha256
 from dunemap.io.outputs import OutputIsInputError, claim_outputs
-from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix, plot_confusion_matrix
+from dunemap.metrics import SegmentationMetrics, format_table, metrics_from_matrix
+from dunemap.products.figures import plot_confusion_matrix
 from dunemap.runtime import ModelSpec, Predictor, confusion_over, load_model, resolve_device
 from dunemap.trust.report import trust_lines, trust_over
 

@@ -18,15 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from dunemap.errors import InputError
-from dunemap.io.atomic import atomic_path
-from dunemap.registry import choose
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -151,7 +148,7 @@ class SegmentationMetrics:
 
     def to_dict(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN becomes None); ``class_names`` keys the per-class entries."""
-        names = _check_names(class_names, self.num_classes)
+        names = check_class_names(class_names, self.num_classes)
         per_class = {
             name: {
                 "iou": _num(self.per_class_iou[i]),
@@ -180,7 +177,7 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def _check_names(class_names: Sequence[str] | None, k: int) -> list[str]:
+def check_class_names(class_names: Sequence[str] | None, k: int) -> list[str]:
     if class_names is None:
         return [str(i) for i in range(k)]
     names = [str(n) for n in class_names]
@@ -191,7 +188,7 @@ def _check_names(class_names: Sequence[str] | None, k: int) -> list[str]:
     return names
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den with 0 where den == 0 (no warnings)."""
     out = np.zeros(num.shape, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
@@ -215,10 +212,10 @@ def metrics_from_matrix(matrix: np.ndarray) -> SegmentationMetrics:
     fp = predicted - tp
     fn = truth - tp
 
-    iou = _safe_ratio(tp, tp + fp + fn)
-    precision = _safe_ratio(tp, predicted)
-    recall = _safe_ratio(tp, truth)
-    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn)
+    iou = safe_ratio(tp, tp + fp + fn)
+    precision = safe_ratio(tp, predicted)
+    recall = safe_ratio(tp, truth)
+    f1 = safe_ratio(2 * tp, 2 * tp + fp + fn)
     for arr in (iou, precision, recall, f1):
         arr[~present] = np.nan
 
@@ -255,7 +252,7 @@ def format_table(metrics: SegmentationMetrics, class_names: Sequence[str] | None
 
     Classes absent from truth and prediction show ``-``.
     """
-    names = _check_names(class_names, metrics.num_classes)
+    names = check_class_names(class_names, metrics.num_classes)
     header = ["class", "IoU", "precision", "recall", "F1", "support"]
     rows = [
         [
@@ -282,81 +279,3 @@ def format_table(metrics: SegmentationMetrics, class_names: Sequence[str] | None
         f"pixels {metrics.n_pixels}"
     )
     return "\n".join([line(header), rule, *(line(r) for r in rows), rule, summary])
-
-
-def _normalize_rows(m: np.ndarray) -> np.ndarray:
-    return _safe_ratio(m, m.sum(axis=1, keepdims=True).repeat(m.shape[1], axis=1))
-
-
-def _normalize_cols(m: np.ndarray) -> np.ndarray:
-    return _safe_ratio(m, m.sum(axis=0, keepdims=True).repeat(m.shape[0], axis=0))
-
-
-def _normalize_all(m: np.ndarray) -> np.ndarray:
-    return _safe_ratio(m, np.full(m.shape, m.sum()))
-
-
-NORMALIZATIONS = {
-    "true": _normalize_rows,  # each truth row sums to 1 (recall on the diagonal)
-    "pred": _normalize_cols,  # each prediction column sums to 1 (precision on the diagonal)
-    "all": _normalize_all,  # the whole matrix sums to 1
-    "none": lambda m: m.astype(np.float64),  # raw counts
-}
-"""How :func:`plot_confusion_matrix` scales the colours; keys follow scikit-learn's ``normalize``."""
-
-_ANNOTATE_MAX_CLASSES = 20  # beyond this, cell text becomes illegible
-
-
-def _compact(n: int) -> str:
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
-
-
-def plot_confusion_matrix(
-    matrix: np.ndarray,
-    class_names: Sequence[str] | None,
-    path: str | Path,
-    normalize: str = "true",
-) -> Path:
-    """Draw the confusion matrix as a PNG at ``path`` (written atomically) and return the path.
-
-    Colours show the matrix normalised as ``normalize`` says (``true``: by truth row, ``pred``: by
-    predicted column, ``all``, ``none``); with at most 20 classes each cell is annotated with its
-    normalised value and its pixel count.
-    """
-    from matplotlib.figure import Figure
-
-    scale = choose(NORMALIZATIONS, normalize, "normalization")
-    counts = np.asarray(matrix)
-    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
-        raise InputError(f"confusion matrix has shape {counts.shape}; expected square (K, K)")
-    k = counts.shape[0]
-    names = _check_names(class_names, k)
-    values = scale(counts.astype(np.float64))
-    vmax = 1.0 if normalize != "none" else max(float(values.max()), 1.0)
-
-    side = max(4.0, 0.55 * k + 2.5)
-    fig = Figure(figsize=(side + 1.0, side), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(k), labels=names, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(k), labels=names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("truth")
-    title = {"true": "row-normalised", "pred": "column-normalised", "all": "normalised", "none": "counts"}[normalize]
-    ax.set_title(f"confusion matrix ({title}, {_compact(int(counts.sum()))} px)")
-    if k <= _ANNOTATE_MAX_CLASSES:
-        fontsize = 8 if k <= 10 else 6
-        for t in range(k):
-            for p in range(k):
-                c = int(counts[t, p])
-                text = _compact(c) if normalize == "none" else f"{values[t, p]:.2f}\n{_compact(c)}"
-                colour = "white" if values[t, p] > 0.6 * vmax else "black"
-                ax.text(p, t, text, ha="center", va="center", fontsize=fontsize, color=colour)
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    return target

@@ -20,7 +20,8 @@ from sklearn.metrics import (
 )
 
 from dunemap.errors import ConfigError, InputError
-from dunemap.metrics import ConfusionMatrix, format_table, metrics_from_matrix, plot_confusion_matrix
+from dunemap.metrics import ConfusionMatrix, format_table, metrics_from_matrix
+from dunemap.products.figures import plot_confusion_matrix
 
 K = 6
 IGNORE = 255
