@@ -43,6 +43,7 @@ from dunemap.training.distributed import (
     shard_indices,
     shutdown,
 )
+from dunemap.training.finetune import FineTune, check_finetune_options, start_finetune
 from dunemap.training.text import resolve_text
 from dunemap.trust.fit import calibrate_checkpoint
 
@@ -158,6 +159,7 @@ def check_train_options(config: TrainConfig) -> None:
         least = 0 if flag in ("--warmup-steps", "--num-workers") else 1
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value} must be at least {least}")
+    check_finetune_options(config)
 
 
 def ignore_margin(y: torch.Tensor, margin: int) -> torch.Tensor:
@@ -208,26 +210,12 @@ def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: i
     return streak
 
 
-def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
-    check_train_options(config)
-    device = ctx.device
-    precision = resolve_precision(config.precision, device)
-    save_dir = config.save_dir
-    if ctx.is_main:
-        save_dir.mkdir(parents=True, exist_ok=True)
-
-    catalog: Catalog = load_catalog(config.catalog)
-    num_classes = catalog.num_classes
-    in_channels = config.in_channels
-    train_set, val_set = build_datasets(config, num_classes, in_channels)
-    if config.check_data:
-        for ds in (train_set, val_set):
-            ds.check_all(progress=config.progress and ctx.is_main)
-
+def _new_model(config: TrainConfig, catalog: Catalog) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised model of ``config`` with its class text, and the text's provenance."""
     text, text_source = resolve_text(config, catalog)
     _seed_everything(config.seed)
     overrides = dict(config.model_overrides)
-    overrides.update(in_channels=in_channels, num_classes=num_classes)
+    overrides.update(in_channels=config.in_channels, num_classes=catalog.num_classes)
     if isinstance(choose(ARCHITECTURES, config.model, "model"), UNetConfig):
         if text is not None:
             raise ConfigError(f"model {config.model!r} uses no class texts; train it with --text none")
@@ -239,11 +227,36 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     model = build_model(model_config(config.model, **overrides))
     if text is not None:
         model.set_text(torch.from_numpy(text))
+    return model, text_source
+
+
+def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+    check_train_options(config)
+    tune: FineTune | None = None  # a fine-tune: the checkpoint's model, new tiles mixed with replay tiles
+    if config.init_from is not None:
+        config, tune = start_finetune(config, ctx.world_size)
+        _seed_everything(config.seed)
+    device = ctx.device
+    precision = resolve_precision(config.precision, device)
+    save_dir = config.save_dir
+    if ctx.is_main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    catalog: Catalog = load_catalog(config.catalog) if tune is None else None
+    names, colors = (catalog.names, catalog.colors) if tune is None else (tune.names, tune.colors)
+    num_classes, in_channels = len(names), config.in_channels
+    train_set, val_set = build_datasets(config, num_classes, in_channels) if tune is None else tune.datasets(config)
+    if config.check_data:
+        for ds in (train_set, val_set):
+            ds.check_all(progress=config.progress and ctx.is_main)
+
+    model, text_source = _new_model(config, catalog) if tune is None else (tune.model, tune.text_source)
     model.to(device, memory_format=torch.channels_last)  # NHWC convs: ~1.5x faster bf16 training on CPU
 
     loss_weight = class_loss_weights(train_set.class_counts(), config.class_weights)
     loss_weight = None if loss_weight is None else loss_weight.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: poly_factor(e, config.epochs, config.poly_power))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
@@ -269,7 +282,6 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     # Unpadded shards (not DistributedSampler, which repeats samples): each val pixel is counted once.
     val_shard = Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)) if ctx.distributed else val_set
     val_loader = DataLoader(val_shard, batch_size=config.batch_size, num_workers=config.num_workers)
-    names, colors = catalog.names, catalog.colors
     validator = Predictor.wrap(kept, device, precision, names, colors)  # runs the kept weights as they are
 
     end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
@@ -277,14 +289,20 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         # Per-rank stream (unchanged in one process) so ranks draw different augmentations and drop masks.
         torch.manual_seed(_epoch_seed(config.seed, epoch) * ctx.world_size + ctx.rank)
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        if ctx.distributed:
-            sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
-            sampler.set_epoch(epoch)
+        if tune is not None:  # batches of new and replay tiles in a fixed proportion
+            loader = DataLoader(train_set, batch_sampler=tune.batches(train_set, config.batch_size, gen),
+                                num_workers=config.num_workers)
         else:
-            sampler = RandomSampler(train_set, generator=gen)
-        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
-                            num_workers=config.num_workers, drop_last=False)
+            if ctx.distributed:
+                sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = RandomSampler(train_set, generator=gen)
+            loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                                num_workers=config.num_workers, drop_last=False)
         net.train()
+        if tune is not None:
+            tune.hold()  # frozen layers (and with --freeze-bn BatchNorm statistics) as in evaluation
         train_cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
         loss_sum, n_batches, nonfinite = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
@@ -328,6 +346,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             "train_oa": float(train_metrics.oa), "train_miou": float(train_metrics.miou),
             "val_oa": float(val_metrics.oa), "val_miou": float(val_metrics.miou),
             "val_kappa": float(val_metrics.kappa), "val_mf1": float(val_metrics.mf1),
+            **(tune.sampler.drawn(steps_per_epoch) if tune is not None else {}),
         }
         history.append(row)
         improved = val_metrics.miou > best_miou
@@ -374,9 +393,12 @@ def _tensorboard(save_dir: Path, config: TrainConfig):
 
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
-    """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint."""
-    calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), config.data_root, path,
-                         regions=config.regions, exclude_regions=config.holdout_regions, seed=config.seed)
+    """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint;
+    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too."""
+    root, more = (config.data_root, []) if config.init_from is None else (config.replay, [config.data_root])
+    fit = calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), root, path, seed=config.seed,
+                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more)
+    log.info("calibrated %s: %s", path, fit.summary())
 
 
 def _flag(name: str) -> str:
