@@ -80,9 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recipe = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
                       for k, v in FINETUNE_RECIPE.items())
     p.add_argument("--init-from", type=Path, metavar="RUN/best_model.pth",
-                   help="fine-tune this checkpoint on the tiles of --data-root (e.g. from 'dunemap prepare --patches'), "
-                        "mixed with --replay tiles: its model, bands, classes and class text are kept; options not "
-                        f"given take the fine-tune recipe {recipe} (default: none: a new model)")
+                   help="fine-tune this checkpoint on the tiles of --data-root (e.g. from 'dunemap prepare "
+                        "--patches'), mixed with --replay tiles: its model, bands, classes and class text are kept; "
+                        f"options not given take the fine-tune recipe {recipe} (default: none: a new model)")
     p.add_argument("--replay", type=Path, metavar="DATA",
                    help="with --init-from: the dataset the checkpoint was trained on; its train tiles fill "
                         "--replay-share of every batch (so other regions are not forgotten) and its val split "

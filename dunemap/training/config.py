@@ -64,7 +64,7 @@ class TrainConfig:
     # fine-tuning (dunemap.training.finetune; dunemap.training.finetune_config gives its recipe's defaults)
     init_from: Path | None = None  # start from this checkpoint's model, weights, classes and text (never modified)
     init_from_sha256: str | None = None  # the checkpoint's sha256, recorded; when given, the file must still have it
-    replay: Path | None = None  # with init_from: dataset whose train tiles are mixed into every batch; its val validates
+    replay: Path | None = None  # with init_from: dataset whose train tiles join every batch; its val validates
     replay_share: float = 0.5  # share of each fine-tuning batch drawn from the replay tiles
     train_layers: str = "all"  # all | decoder | classifier: the parameters a fine-tune updates (TRAIN_LAYERS)
     freeze_bn: bool = False  # keep the BatchNorm running statistics (a fine-tune's small batches would shift them)

@@ -44,18 +44,19 @@ from torch.utils.data import Dataset, Sampler
 from dunemap.data.dataset import SeedLayoutDataset, read_label
 from dunemap.data.seed_layout import IGNORE_INDEX, list_samples
 from dunemap.data.transforms import build_augmentation
-from dunemap.errors import ConfigError, InputError
+from dunemap.errors import CheckpointError, ConfigError, InputError
 from dunemap.io.checksum import file_sha256
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from dunemap.registry import choose
-from dunemap.training.config import FINETUNE_RECIPE, TRAIN_LAYERS, TrainConfig
+from dunemap.training.config import CONFIG_NAME, FINETUNE_RECIPE, TRAIN_LAYERS, TrainConfig
 
 log = logging.getLogger(__name__)
 
 KEPT = ("model", "in_channels", "text", "fusion_stage", "head", "encoder", "model_overrides")  # the checkpoint's
 INHERITED = ("augment", "class_weights", "loss_margin", "regions", "holdout_regions")  # the base run's, unless given
 DECIDED = (*KEPT, *INHERITED, *FINETUNE_RECIPE)  # options a fine-tune takes from elsewhere when not given
+RUN_MARKS = ("last.pth", "metrics.json", CONFIG_NAME)  # files that make a checkpoint's folder a training run
 # parameters each --train-layers value updates, by name prefix (SegFormer and U-Net)
 _TRAINED = {"decoder": ("decode_head.", "text_head.", "up.", "merge.", "classifier."),
             "classifier": ("decode_head.linear_pred.", "text_head.", "classifier.")}
@@ -86,10 +87,11 @@ def check_finetune_options(config: TrainConfig) -> None:
 
 
 def check_save_dir(init_from: Path, save_dir: Path) -> None:
-    """Refuse a save dir that is the base run's folder or inside it: the base run is never modified."""
+    """Refuse a save dir that is the checkpoint's folder, or inside it when that folder holds a training run
+    (a checkpoint beside its run's files): the base run is never modified."""
     base = Path(os.path.realpath(Path(init_from).parent))
     target = Path(os.path.realpath(save_dir))
-    if target == base or base in target.parents:
+    if target == base or (base in target.parents and any((base / name).exists() for name in RUN_MARKS)):
         raise ConfigError(f"--save-dir {save_dir} is inside the folder of --init-from {init_from}; a fine-tune "
                           "never writes into the base run: choose a folder outside it")
 
@@ -137,7 +139,8 @@ class MixedBatches(Sampler):
     """
 
     def __init__(self, n_new: int, n_replay: int, batch_size: int, share: float, generator: torch.Generator):
-        self.n_new, self.n_replay, self.batch_size, self.share, self.generator = n_new, n_replay, batch_size, share, generator
+        self.n_new, self.n_replay, self.batch_size = n_new, n_replay, batch_size
+        self.share, self.generator = share, generator
         slots = n_new if share == 0 else max(n_new, n_replay)  # then the fewest slots that hold both sources
         while (share > 0 and self.replay_slots(slots) < n_replay) or slots - self.replay_slots(slots) < n_new:
             slots += 1
@@ -230,48 +233,56 @@ def _open_vocabulary(path: Path, config: TrainConfig, loaded: LoadedCheckpoint) 
         has = f"class {i} is {catalog.names[i]!r}" if i < catalog.num_classes else f"has no class {i}"
         raise ConfigError(f"--catalog {config.catalog}: {has} but {path}'s class {i} is {old[i]!r}; keep the "
                           "model's classes at their ids and add new ones after them")
-    loaded = load_checkpoint(path, text_embeddings=config.text_embeddings, catalog=catalog)
+    try:
+        loaded = load_checkpoint(path, text_embeddings=config.text_embeddings, catalog=catalog)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--catalog {config.catalog}: {exc}") from None
     if loaded.model.open_vocabulary:  # the text head has no per-class weights: the class count is the text's
         loaded.model.config = dataclasses.replace(loaded.config, num_classes=len(loaded.class_names))
     return loaded
+
+
+def _datasets(config: TrainConfig, names: list[str], base: Path, open_vocabulary: bool
+              ) -> tuple[MixedTiles, SeedLayoutDataset]:
+    """The new tiles mixed with the replay train tiles, and the replay val tiles; every input checked first."""
+    bands, k = config.in_channels, len(names)
+    _check_bands(config.data_root, "train", bands, "--data-root", base)
+    for split in ("train", "val"):
+        _check_bands(config.replay, split, bands, "--replay", base)
+    _check_classes(config.data_root, names, base, open_vocabulary)
+    augment = build_augmentation(config.augment)
+    new = SeedLayoutDataset(config.data_root, "train", k, bands, transform=augment)
+    kw = dict(num_classes=k, in_channels=bands, regions=config.regions, exclude_regions=config.holdout_regions)
+    replay = SeedLayoutDataset(config.replay, "train", transform=augment, **kw)
+    size = (min(h for h, _ in new.sizes), min(w for _, w in new.sizes))
+    small = [(h, w) for h, w in replay.sizes if h < size[0] or w < size[1]]
+    if small:
+        raise InputError(f"--replay {config.replay}: tiles of {small[0][0]}x{small[0][1]} px, smaller than the "
+                         f"{size[0]}x{size[1]}-px tiles of {config.data_root}; prepare the patches with a "
+                         "--tile no larger than the replay tiles")
+    log.info("fine-tuning %s: %d new tiles of %s and %d replay tiles of %s, %.0f%% of each batch replayed",
+             base, len(new), config.data_root, len(replay), config.replay, 100 * config.replay_share)
+    return MixedTiles(new, replay, size), SeedLayoutDataset(config.replay, "val", **kw)
 
 
 @dataclass
 class FineTune:
     """A fine-tune under way: the base checkpoint's model (parameters frozen per ``train_layers``) and its data."""
 
-    base: Path
     model: nn.Module
     names: list[str]
     colors: list[tuple[int, int, int]]
     text_source: dict
+    train_set: MixedTiles
+    val_set: SeedLayoutDataset
     freeze_bn: bool
     share: float
     sampler: MixedBatches | None = None
 
-    def datasets(self, config: TrainConfig) -> tuple[MixedTiles, SeedLayoutDataset]:
-        """The new tiles mixed with the replay train tiles, and the replay val tiles; every input checked first."""
-        bands, k = config.in_channels, len(self.names)
-        _check_bands(config.data_root, "train", bands, "--data-root", self.base)
-        for split in ("train", "val"):
-            _check_bands(config.replay, split, bands, "--replay", self.base)
-        _check_classes(config.data_root, self.names, self.base, self.model.open_vocabulary)
-        augment = build_augmentation(config.augment)
-        new = SeedLayoutDataset(config.data_root, "train", k, bands, transform=augment)
-        kw = dict(num_classes=k, in_channels=bands, regions=config.regions, exclude_regions=config.holdout_regions)
-        replay = SeedLayoutDataset(config.replay, "train", transform=augment, **kw)
-        size = (min(h for h, _ in new.sizes), min(w for _, w in new.sizes))
-        small = [(h, w) for h, w in replay.sizes if h < size[0] or w < size[1]]
-        if small:
-            raise InputError(f"--replay {config.replay}: tiles of {small[0][0]}x{small[0][1]} px, smaller than the "
-                             f"{size[0]}x{size[1]}-px tiles of {config.data_root}; prepare the patches with a "
-                             "--tile no larger than the replay tiles")
-        log.info("fine-tuning %s: %d new tiles of %s and %d replay tiles of %s, %.0f%% of each batch replayed",
-                 self.base, len(new), config.data_root, len(replay), config.replay, 100 * self.share)
-        return MixedTiles(new, replay, size), SeedLayoutDataset(config.replay, "val", **kw)
-
-    def batches(self, dataset: MixedTiles, batch_size: int, generator: torch.Generator) -> MixedBatches:
-        self.sampler = MixedBatches(len(dataset.new), len(dataset.replay), batch_size, self.share, generator)
+    def batches(self, batch_size: int, generator: torch.Generator) -> MixedBatches:
+        """This epoch's batches (a new seeded draw for each generator)."""
+        self.sampler = MixedBatches(len(self.train_set.new), len(self.train_set.replay), batch_size, self.share,
+                                    generator)
         return self.sampler
 
     def hold(self) -> None:
@@ -286,7 +297,8 @@ class FineTune:
 
 def start_finetune(config: TrainConfig, world_size: int = 1) -> tuple[TrainConfig, FineTune]:
     """Load ``config.init_from`` for fine-tuning: the config with the checkpoint's model options and sha256,
-    and the :class:`FineTune` holding its model with the parameters outside ``config.train_layers`` frozen."""
+    and the :class:`FineTune` holding its model (the parameters outside ``config.train_layers`` frozen) and its
+    datasets. Every input is checked here, before the run writes anything."""
     path = config.init_from
     if world_size > 1:
         raise ConfigError("--init-from: a fine-tune runs in one process; start it without torchrun")
@@ -308,8 +320,9 @@ def start_finetune(config: TrainConfig, world_size: int = 1) -> tuple[TrainConfi
     log.info("fine-tuning %s (sha256 %s): %s, %d of %d parameters trained%s", path, sha256[:12],
              TRAIN_LAYERS[config.train_layers], trained, sum(p.numel() for p in model.parameters()),
              ", BatchNorm statistics frozen" if config.freeze_bn else "")
-    return config, FineTune(path, model, loaded.class_names, loaded.colors, loaded.text_source, config.freeze_bn,
-                            config.replay_share)
+    train_set, val_set = _datasets(config, loaded.class_names, path, model.open_vocabulary)
+    return config, FineTune(model, loaded.class_names, loaded.colors, loaded.text_source, train_set, val_set,
+                            config.freeze_bn, config.replay_share)
 
 
 __all__ = ["FINETUNE_RECIPE", "FineTune", "MixedBatches", "MixedTiles", "finetune_config", "start_finetune"]

@@ -245,7 +245,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     catalog: Catalog = load_catalog(config.catalog) if tune is None else None
     names, colors = (catalog.names, catalog.colors) if tune is None else (tune.names, tune.colors)
     num_classes, in_channels = len(names), config.in_channels
-    train_set, val_set = build_datasets(config, num_classes, in_channels) if tune is None else tune.datasets(config)
+    train_set, val_set = (build_datasets(config, num_classes, in_channels) if tune is None
+                          else (tune.train_set, tune.val_set))
     if config.check_data:
         for ds in (train_set, val_set):
             ds.check_all(progress=config.progress and ctx.is_main)
@@ -290,7 +291,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         torch.manual_seed(_epoch_seed(config.seed, epoch) * ctx.world_size + ctx.rank)
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
         if tune is not None:  # batches of new and replay tiles in a fixed proportion
-            loader = DataLoader(train_set, batch_sampler=tune.batches(train_set, config.batch_size, gen),
+            loader = DataLoader(train_set, batch_sampler=tune.batches(config.batch_size, gen),
                                 num_workers=config.num_workers)
         else:
             if ctx.distributed:
