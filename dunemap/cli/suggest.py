@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_no_progress, add_precision_device, config_from_args
+from dunemap.cli.options import add, add_no_progress, add_precision_device, config_from_args, model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,12 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.probabilities is None:
         if args.image is None or args.weights is None:
             raise ConfigError("give EMB.tif and --weights (the map is made first), or a map's --probabilities")
-        from dunemap.mapping.engine import load_map_predictor
+        from dunemap.runtime import load_predictor
 
         map_config = MapConfig(window=args.window, stride=args.stride, progress=args.progress)
         map_config.validate()
-        predictor = load_map_predictor(args.weights, device=args.device, precision=args.precision,
-                                       text_embeddings=args.text_embeddings)
+        predictor = load_predictor(model_from_args(args))
     suggestions = suggest_patches(args.image, args.out, config, predictor, map_config, args.probabilities,
                                   args.applicability)
     for s in suggestions:
