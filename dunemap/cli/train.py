@@ -5,25 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 
-from dunemap.cli.options import (
-    add,
-    add_alias,
-    add_no_progress,
-    add_overwrite,
-    add_precision_device,
-    config_from_args,
-    csv_list,
-    default_of,
-)
+from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, add_precision_device, config_from_args,
+                                 csv_list, default_of, fraction)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.data.transforms import AUGMENTATIONS
     from dunemap.knowledge.text import TEXT_MODES
     from dunemap.models import ARCHITECTURES
-    from dunemap.training.config import CLASS_WEIGHTS, TrainConfig
+    from dunemap.training.config import CLASS_WEIGHTS, FINETUNE_RECIPE, TRAIN_LAYERS, TrainConfig
 
     p = subparsers.add_parser("train", help="train on img_dir/ann_dir tiles (the seed's recipe by default)",
                               description="Train a text-fused SegFormer. Defaults: AdamW lr 6e-5 wd 0.01, linear "
@@ -84,6 +77,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip fitting the confidence temperature (val) and the area of applicability (train) at the end")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to SAVE_DIR/tensorboard (needs the tensorboard package)")
+    recipe = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}" if isinstance(v, float) else f" {v}")
+                      for k, v in FINETUNE_RECIPE.items())
+    p.add_argument("--init-from", type=Path, metavar="RUN/best_model.pth",
+                   help="fine-tune this checkpoint on the tiles of --data-root (e.g. from 'dunemap prepare "
+                        "--patches'), mixed with --replay tiles: its model, bands, classes and class text are kept; "
+                        f"options not given take the fine-tune recipe {recipe} (default: none: a new model)")
+    p.add_argument("--replay", type=Path, metavar="DATA",
+                   help="with --init-from: the dataset the checkpoint was trained on; its train tiles fill "
+                        "--replay-share of every batch (so other regions are not forgotten) and its val split "
+                        "validates (required with --init-from; default: none)")
+    p.add_argument("--replay-share", type=fraction, metavar="FRAC", default=default_of(TrainConfig, "replay_share"),
+                   help="share of each fine-tuning batch drawn from the --replay train tiles (0: none)")
+    p.add_argument("--train-layers", choices=list(TRAIN_LAYERS), default=default_of(TrainConfig, "train_layers"),
+                   help="the parameters a fine-tune updates: " + "; ".join(f"{k}: {v}" for k, v in TRAIN_LAYERS.items())
+                        + f" (default: {default_of(TrainConfig, 'train_layers')}; "
+                          f"{FINETUNE_RECIPE['train_layers']} with --init-from)")
+    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=default_of(TrainConfig, "freeze_bn"),
+                   help="keep the BatchNorm running statistics while fine-tuning (default: off; on with --init-from)")
     add_precision_device(p, TrainConfig)
     add_no_progress(p)
     add_alias(p, "--holdout", "--holdout-region", "holdout_regions", type=csv_list)
@@ -97,17 +108,23 @@ def run(args: argparse.Namespace) -> int:
     from dunemap.training import TrainConfig, train
     from dunemap.training.loop import RUN_FILES
 
-    if args.config is not None:
-        apply_config_file(args, args.config)
+    from_file = apply_config_file(args, args.config) if args.config is not None else set()
     for flag in ("data_root", "save_dir"):
         if getattr(args, flag) is None:
             raise ConfigError(f"--{flag.replace('_', '-')} is required (on the command line or in --config)")
     if args.overwrite and args.resume:
         raise ConfigError("give --resume (continue the run in --save-dir) or --overwrite (replace it), not both")
-    config = config_from_args(TrainConfig, args)
+    if args.init_from is not None:  # a fine-tune: what is not given comes from the checkpoint or the recipe
+        from dunemap.training.finetune import DECIDED, finetune_config
+
+        given = _given_dests(_train_parser(), getattr(args, "_argv", None) or sys.argv[1:]) | from_file
+        config = finetune_config(**{k: v for k, v in vars(args).items()
+                                    if k in TrainConfig.__dataclass_fields__ and (k in given or k not in DECIDED)})
+    else:
+        config = config_from_args(TrainConfig, args)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 owns the save dir
-    claim = claim_outputs([], [args.data_root, args.text_embeddings, args.catalog, args.config], overwrite=args.overwrite,
-                          resume=args.resume, folders=[args.save_dir],
+    inputs = [args.data_root, args.text_embeddings, args.catalog, args.config, args.init_from, args.replay]
+    claim = claim_outputs([], inputs, overwrite=args.overwrite, resume=args.resume, folders=[args.save_dir],
                           companions=[args.save_dir / n for n in RUN_FILES]) if main_rank else contextlib.nullcontext()
     with claim:
         result = train(config)
@@ -117,14 +134,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def apply_config_file(args: argparse.Namespace, path: Path) -> None:
+def apply_config_file(args: argparse.Namespace, path: Path) -> set[str]:
     """Fill ``args`` from a YAML file of options; an option given on the command line keeps its value.
 
     Keys are the long options with or without dashes (``data-root``, ``data_root``, ``bands``); an unknown
-    key is an error naming the file, as is a file that is not a mapping.
+    key is an error naming the file, as is a file that is not a mapping. Returns the dests the file set.
     """
-    import sys
-
     from dunemap.errors import ConfigError
     from dunemap.training.config import TrainConfig, read_config_file
 
@@ -134,11 +149,13 @@ def apply_config_file(args: argparse.Namespace, path: Path) -> None:
     by_flag = {a.option_strings[-1].lstrip("-").replace("-", "_"): a for a in parser._actions if a.option_strings}
     by_dest = {a.dest: a for a in parser._actions if a.option_strings}
     given = _given_dests(parser, getattr(args, "_argv", None) or sys.argv[1:])
+    done: set[str] = set()
     for key, value in values.items():
         name = key.replace("-", "_")
         action = by_flag.get(name) or by_dest.get(name)
         if action is None and name in fields and name not in given:  # a TrainConfig field without a flag
             setattr(args, name, value)
+            done.add(name)
             continue
         if action is None or action.dest in ("config", "help"):
             raise ConfigError(f"{path}: unknown option {key!r}; use the long options of dunemap train")
@@ -151,9 +168,11 @@ def apply_config_file(args: argparse.Namespace, path: Path) -> None:
         elif action.dest in ("regions", "holdout_regions") and isinstance(value, str):
             value = csv_list(value)
         setattr(args, action.dest, value)
-    for name in ("data_root", "save_dir", "text_embeddings", "catalog"):
+        done.add(action.dest)
+    for name in ("data_root", "save_dir", "text_embeddings", "catalog", "init_from", "replay"):
         if isinstance(getattr(args, name), str):
             setattr(args, name, Path(getattr(args, name)))
+    return done
 
 
 def _train_parser() -> argparse.ArgumentParser:

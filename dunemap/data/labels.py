@@ -173,6 +173,20 @@ class VectorLabels:
         return rasterize(shapes, out_shape=(size, size), transform=transform, fill=IGNORE_INDEX, dtype="uint8")
 
 
+def default_layer(path: Path, layer: str | None) -> str | None:
+    """``layer``, or when None the file's first layer with geometries: a GeoPackage styled in QGIS (or by
+    dunemap) also holds the non-spatial ``layer_styles`` table, which is not a layer to read."""
+    import pyogrio
+
+    if layer is not None:
+        return layer
+    try:
+        spatial = [str(name) for name, geometry in pyogrio.list_layers(path) if geometry is not None]
+    except Exception:  # unreadable: the caller's read names the problem
+        return None
+    return spatial[0] if spatial else None
+
+
 def read_vector_labels(path: str | Path, class_field: str, names: list[str], labels: list[str] | None = None,
                        layer: str | None = None) -> VectorLabels:
     """Read polygons and their classes (ids or names) from a vector file with pyogrio.
@@ -187,6 +201,7 @@ def read_vector_labels(path: str | Path, class_field: str, names: list[str], lab
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: label file not found")
+    layer = default_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError types

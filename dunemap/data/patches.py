@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.data.labels import VectorLabels, one_line
+from dunemap.data.labels import VectorLabels, default_layer, one_line
 from dunemap.errors import InputError
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import EmbeddingReader
@@ -51,6 +51,7 @@ def read_patches(path: str | os.PathLike, image: EmbeddingReader, layer: str | N
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: patches file not found")
+    layer = default_layer(path, layer)
     try:
         info = pyogrio.read_info(path, layer=layer)
         _meta, _fids, wkb, field_data = pyogrio.raw.read(path, layer=layer, return_fids=True)

@@ -11,6 +11,14 @@ from dunemap.io.atomic import atomic_path
 CONFIG_NAME = "config.yaml"  # the resolved options of a run, written beside its checkpoints
 
 CLASS_WEIGHTS = ("none", "balanced")  # loss weighting of classes (dunemap.training.loop.class_loss_weights)
+# a fine-tune's defaults (dunemap train --init-from; dunemap.training.finetune): 200 steps at a constant lr of
+# 3e-4, the decoder only, BatchNorm statistics kept; the evidence is in that module's docstring
+FINETUNE_RECIPE = {"epochs": 1, "max_steps_per_epoch": 200, "lr": 3e-4, "train_layers": "decoder", "freeze_bn": True}
+TRAIN_LAYERS = {  # --train-layers: which parameters a fine-tune updates (the others keep the checkpoint's values)
+    "all": "every layer",
+    "decoder": "the decoder and classifier; the backbone (and its text fusion) frozen",
+    "classifier": "the last classifier layer only (the text head of an open-vocabulary model)",
+}
 
 
 @dataclass
@@ -54,14 +62,22 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard scalars to save_dir/tensorboard (needs tensorboard)
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (e.g. drop_path)
+    # fine-tuning (dunemap.training.finetune; dunemap.training.finetune_config gives its recipe's defaults)
+    init_from: Path | None = None  # start from this checkpoint's model, weights, classes and text (never modified)
+    init_from_sha256: str | None = None  # the checkpoint's sha256, recorded; when given, the file must still have it
+    replay: Path | None = None  # with init_from: dataset whose train tiles join every batch; its val validates
+    replay_share: float = 0.5  # share of each fine-tuning batch drawn from the replay tiles
+    train_layers: str = "all"  # all | decoder | classifier: the parameters a fine-tune updates (TRAIN_LAYERS)
+    freeze_bn: bool = False  # keep the BatchNorm running statistics (a fine-tune's small batches would shift them)
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)
         self.save_dir = Path(self.save_dir)
         if self.text_embeddings is not None:
             self.text_embeddings = Path(self.text_embeddings)
-        if self.catalog is not None:
-            self.catalog = Path(self.catalog)
+        for name in ("catalog", "init_from", "replay"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
 
     def to_dict(self) -> dict:
         d = asdict(self)

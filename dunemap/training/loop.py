@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm.auto import tqdm
 
@@ -33,7 +33,7 @@ from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
 from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
 from dunemap.registry import choose
 from dunemap.runtime import ModelSpec, Predictor, autocast, confusion_over, resolve_precision
-from dunemap.training.config import CLASS_WEIGHTS, CONFIG_NAME, TrainConfig
+from dunemap.training.config import CONFIG_NAME, TrainConfig
 from dunemap.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -43,6 +43,8 @@ from dunemap.training.distributed import (
     shard_indices,
     shutdown,
 )
+from dunemap.training.finetune import FineTune, check_finetune_options, start_finetune
+from dunemap.training.objective import class_loss_weights, ignore_margin, poly_factor, warmup_factor, weight_average
 from dunemap.training.text import resolve_text
 from dunemap.trust.fit import calibrate_checkpoint
 
@@ -80,16 +82,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def poly_factor(epoch: int, epochs: int, power: float) -> float:
-    """Learning-rate multiplier at ``epoch`` of ``epochs`` under poly decay (power 1 = linear to zero)."""
-    return max(0.0, 1.0 - epoch / epochs) ** power
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Multiplier of the epoch's learning rate at global optimiser ``step`` (0-based): linear up to 1."""
-    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
-
-
 def build_datasets(config: TrainConfig, num_classes: int, in_channels: int) -> tuple[SeedLayoutDataset, SeedLayoutDataset]:
     kw = dict(num_classes=num_classes, in_channels=in_channels, regions=config.regions,
               exclude_regions=config.holdout_regions)
@@ -118,29 +110,6 @@ def train(config: TrainConfig) -> TrainResult:
         shutdown(ctx)
 
 
-def class_loss_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
-    """Cross-entropy class weights: None for ``none``; for ``balanced`` each class's pixel share to the power -0.5.
-
-    The inverse square root (not the inverse) of the share lifts rare classes without letting a class
-    of a few pixels dominate; weights are scaled to a pixel-weighted mean of 1, so the loss keeps its
-    size, and classes absent from the training tiles get the largest present weight.
-    """
-    if mode not in CLASS_WEIGHTS:
-        raise ConfigError(f"--class-weights {mode!r}; expected one of {', '.join(CLASS_WEIGHTS)}")
-    if mode == "none":
-        return None
-    counts = np.asarray(counts, dtype=np.float64)
-    if counts.sum() <= 0:
-        raise ConfigError("--class-weights balanced: the training tiles hold no labelled pixel")
-    share = counts / counts.sum()
-    present = share > 0
-    w = np.zeros_like(share)
-    w[present] = share[present] ** -0.5
-    w /= float((w * share).sum())
-    w[~present] = w[present].max()
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def check_train_options(config: TrainConfig) -> None:
     """Refuse option values that cannot train (each named as the command line spells it)."""
     if config.epochs < 1 or config.batch_size < 1:
@@ -158,36 +127,7 @@ def check_train_options(config: TrainConfig) -> None:
         least = 0 if flag in ("--warmup-steps", "--num-workers") else 1
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value} must be at least {least}")
-
-
-def ignore_margin(y: torch.Tensor, margin: int) -> torch.Tensor:
-    """``y`` (B, H, W) with the ``margin`` pixels along every edge set to the ignore index (a copy; ``y`` if 0).
-
-    A pixel near a tile's edge is seen with context on one side only; where its label depends on what
-    lies beyond the edge (a dune field's bare corridors), the loss there teaches guessing from the look
-    of the pixel. Leaving the rim out of the loss trains on the pixels the window can explain, as the
-    overlap-tile strategy of U-Net (Ronneberger et al. 2015) does.
-    """
-    if margin == 0:
-        return y
-    if 2 * margin >= min(y.shape[-2:]):
-        raise ConfigError(f"--loss-margin {margin} leaves no pixel of a {y.shape[-2]}x{y.shape[-1]} tile in the loss")
-    out = torch.full_like(y, IGNORE_INDEX)
-    out[..., margin:-margin, margin:-margin] = y[..., margin:-margin, margin:-margin]
-    return out
-
-
-def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of ``model``'s weights and buffers (None when ``decay`` is 0).
-
-    Updated after every optimiser step as ``avg = decay * avg + (1 - decay) * weights``; BatchNorm
-    statistics are averaged the same way, so the average is a complete model to validate and keep.
-    Averaging the iterates of the last few hundred steps lands in a flatter part of the loss surface
-    than the last iterate (Polyak & Juditsky 1992; Izmailov et al. 2018).
-    """
-    if decay == 0:
-        return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    check_finetune_options(config)
 
 
 def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: int = MAX_NONFINITE_STEPS) -> int:
@@ -208,27 +148,12 @@ def _guard_loss(loss: torch.Tensor, streak: int, epoch: int, step: int, limit: i
     return streak
 
 
-def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
-    check_train_options(config)
-    device = ctx.device
-    precision = resolve_precision(config.precision, device)
-    save_dir = config.save_dir
-    if ctx.is_main:
-        save_dir.mkdir(parents=True, exist_ok=True)
-
-    catalog: Catalog = load_catalog(config.catalog)
-    num_classes = catalog.num_classes
-    in_channels = config.in_channels
-    train_set, val_set = build_datasets(config, num_classes, in_channels)
-    train_tile = int(train_set[0][0].shape[-1])
-    if config.check_data:
-        for ds in (train_set, val_set):
-            ds.check_all(progress=config.progress and ctx.is_main)
-
+def _new_model(config: TrainConfig, catalog: Catalog) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised model of ``config`` with its class text, and the text's provenance."""
     text, text_source = resolve_text(config, catalog)
     _seed_everything(config.seed)
     overrides = dict(config.model_overrides)
-    overrides.update(in_channels=in_channels, num_classes=num_classes)
+    overrides.update(in_channels=config.in_channels, num_classes=catalog.num_classes)
     if isinstance(choose(ARCHITECTURES, config.model, "model"), UNetConfig):
         if text is not None:
             raise ConfigError(f"model {config.model!r} uses no class texts; train it with --text none")
@@ -240,11 +165,38 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     model = build_model(model_config(config.model, **overrides))
     if text is not None:
         model.set_text(torch.from_numpy(text))
+    return model, text_source
+
+
+def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
+    check_train_options(config)
+    tune: FineTune | None = None  # a fine-tune: the checkpoint's model, new tiles mixed with replay tiles
+    if config.init_from is not None:
+        config, tune = start_finetune(config, ctx.world_size)
+        _seed_everything(config.seed)
+    device = ctx.device
+    precision = resolve_precision(config.precision, device)
+    save_dir = config.save_dir
+    if ctx.is_main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    catalog: Catalog = load_catalog(config.catalog) if tune is None else None
+    names, colors = (catalog.names, catalog.colors) if tune is None else (tune.names, tune.colors)
+    num_classes, in_channels = len(names), config.in_channels
+    train_set, val_set = (build_datasets(config, num_classes, in_channels) if tune is None
+                          else (tune.train_set, tune.val_set))
+    train_tile = int(train_set[0][0].shape[-1])  # recorded in the checkpoint: map's default window
+    if config.check_data:
+        for ds in (train_set, val_set):
+            ds.check_all(progress=config.progress and ctx.is_main)
+
+    model, text_source = _new_model(config, catalog) if tune is None else (tune.model, tune.text_source)
     model.to(device, memory_format=torch.channels_last)  # NHWC convs: ~1.5x faster bf16 training on CPU
 
     loss_weight = class_loss_weights(train_set.class_counts(), config.class_weights)
     loss_weight = None if loss_weight is None else loss_weight.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: poly_factor(e, config.epochs, config.poly_power))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
@@ -270,7 +222,6 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
     # Unpadded shards (not DistributedSampler, which repeats samples): each val pixel is counted once.
     val_shard = Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)) if ctx.distributed else val_set
     val_loader = DataLoader(val_shard, batch_size=config.batch_size, num_workers=config.num_workers)
-    names, colors = catalog.names, catalog.colors
     validator = Predictor.wrap(kept, device, precision, names, colors)  # runs the kept weights as they are
 
     end_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, start_epoch + config.stop_after_epochs)
@@ -278,14 +229,20 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
         # Per-rank stream (unchanged in one process) so ranks draw different augmentations and drop masks.
         torch.manual_seed(_epoch_seed(config.seed, epoch) * ctx.world_size + ctx.rank)
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        if ctx.distributed:
-            sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
-            sampler.set_epoch(epoch)
+        if tune is not None:  # batches of new and replay tiles in a fixed proportion
+            loader = DataLoader(train_set, batch_sampler=tune.batches(config.batch_size, gen),
+                                num_workers=config.num_workers)
         else:
-            sampler = RandomSampler(train_set, generator=gen)
-        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
-                            num_workers=config.num_workers, drop_last=False)
+            if ctx.distributed:
+                sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = RandomSampler(train_set, generator=gen)
+            loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                                num_workers=config.num_workers, drop_last=False)
         net.train()
+        if tune is not None:
+            tune.hold()  # frozen layers (and with --freeze-bn BatchNorm statistics) as in evaluation
         train_cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
         loss_sum, n_batches, nonfinite = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
@@ -329,6 +286,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             "train_oa": float(train_metrics.oa), "train_miou": float(train_metrics.miou),
             "val_oa": float(val_metrics.oa), "val_miou": float(val_metrics.miou),
             "val_kappa": float(val_metrics.kappa), "val_mf1": float(val_metrics.mf1),
+            **(tune.sampler.drawn(steps_per_epoch) if tune is not None else {}),
         }
         history.append(row)
         improved = val_metrics.miou > best_miou
@@ -336,7 +294,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             best_miou, best_epoch = float(val_metrics.miou), epoch + 1
         if ctx.is_main:
             summary = {"epoch": epoch + 1, "val": val_metrics.to_dict(names), "train_config": config.to_dict(),
-                       "tile": train_tile}  # the tile side it learnt from: map's default window
+                       "tile": train_tile}
             if improved:
                 save_checkpoint(save_dir / BEST, kept, names, colors, text_source, metrics=summary)
             state = {
@@ -376,9 +334,12 @@ def _tensorboard(save_dir: Path, config: TrainConfig):
 
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
-    """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint."""
-    calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), config.data_root, path,
-                         regions=config.regions, exclude_regions=config.holdout_regions, seed=config.seed)
+    """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint;
+    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too."""
+    root, more = (config.data_root, []) if config.init_from is None else (config.replay, [config.data_root])
+    fit = calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), root, path, seed=config.seed,
+                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more)
+    log.info("calibrated %s: %s", path, fit.summary())
 
 
 def _flag(name: str) -> str:

@@ -61,15 +61,18 @@ def _new_ground(root: Path, split: str) -> list[str]:
     return scene_groups(read_manifest(root) or [], split)["new_scene"]
 
 
-def _folds(dataset: SeedLayoutDataset) -> np.ndarray:
-    """One fold id per sample: its source scene from the manifest when there are several, else the tile itself."""
-    records = read_manifest(dataset.root) or []
-    source = {r.name: r.source for r in records if r.split == dataset.split}
-    scenes = [source.get(name, "") for name in dataset.names]
+def _folds(datasets: list[SeedLayoutDataset]) -> np.ndarray:
+    """One fold id per sample of ``datasets`` (in order): its source scene from the manifests when there are
+    several, else the tile itself."""
+    scenes = []
+    for dataset in datasets:
+        records = read_manifest(dataset.root) or []
+        source = {r.name: r.source for r in records if r.split == dataset.split}
+        scenes += [source.get(name, "") for name in dataset.names]
     if len({s for s in scenes if s}) >= 2 and all(scenes):
         _, ids = np.unique(np.asarray(scenes), return_inverse=True)
         return ids
-    return np.arange(len(dataset))
+    return np.arange(len(scenes))
 
 
 def _calibration_sample(predictor: Predictor, dataset: SeedLayoutDataset, seed: int):
@@ -86,12 +89,13 @@ def _calibration_sample(predictor: Predictor, dataset: SeedLayoutDataset, seed: 
     return torch.cat(logits_parts), torch.cat(label_parts)
 
 
-def _training_features(predictor: Predictor, dataset: SeedLayoutDataset, seed: int):
+def _training_features(predictor: Predictor, datasets: list[SeedLayoutDataset], seed: int):
     """A bounded random sample of labelled cells: decoder features (N, D), the input per cell (N, C), fold ids (N,)."""
-    folds = _folds(dataset)
+    folds = _folds(datasets)
     rng = np.random.default_rng(seed)
     feats, inputs, fold_ids = [], [], []
-    for i in range(len(dataset)):
+    samples = [(dataset, i) for dataset in datasets for i in range(len(dataset))]
+    for (dataset, i), fold in zip(samples, folds):
         x, y = dataset[i]
         _, features = predictor.forward_with_features(x[None])  # (1, D, h/4, w/4)
         features = pool_features(features.float().cpu(), POOL)[0]  # (D, h/4/POOL, w/4/POOL)
@@ -107,7 +111,7 @@ def _training_features(predictor: Predictor, dataset: SeedLayoutDataset, seed: i
             vectors, values = vectors[keep], values[keep]
         feats.append(vectors)
         inputs.append(values)
-        fold_ids.append(np.full(vectors.shape[0], folds[i]))
+        fold_ids.append(np.full(vectors.shape[0], fold))
     return np.concatenate(feats), np.concatenate(inputs), np.concatenate(fold_ids)
 
 
@@ -123,8 +127,12 @@ def fit_trust(
     regions=None,
     exclude_regions=None,
     seed: int = 0,
+    applicability_roots=(),
 ) -> TrustFit:
     """Fit the temperature on ``calibration_split`` and (optionally) the area of applicability on ``applicability_split``.
+
+    ``applicability_roots`` are more datasets the model was trained on (a fine-tune's patch tiles): their
+    ``applicability_split`` tiles, unfiltered by region, describe the training data too.
 
     A model is run through :meth:`Predictor.wrap` on ``device``, in fp32 in eval mode, as it is; a
     Predictor is used as it is (``device`` ignored; give it fp32 and unprepared for results that do
@@ -151,8 +159,10 @@ def fit_trust(
     if applicability_split is not None:
         if not hasattr(predictor.model, "forward_with_features"):
             raise ConfigError(f"{type(predictor.model).__name__} exposes no decoder features: no area of applicability")
-        train_set = SeedLayoutDataset(data_root, applicability_split, **kw)
-        features, inputs, folds = _training_features(predictor, train_set, seed)
+        train_sets = [SeedLayoutDataset(data_root, applicability_split, **kw)]
+        train_sets += [SeedLayoutDataset(root, applicability_split, num_classes, in_channels)
+                       for root in applicability_roots]
+        features, inputs, folds = _training_features(predictor, train_sets, seed)
         applicability = fit_applicability(features, folds, seed=seed, pool=POOL)
         applicability.inputs = fit_applicability(inputs, folds, seed=seed, pool=4 * POOL)
     fit = TrustFit(calibration, applicability)
@@ -170,6 +180,7 @@ def calibrate_checkpoint(
     regions=None,
     exclude_regions=None,
     seed: int = 0,
+    applicability_roots=(),
     **options,
 ) -> TrustFit:
     """Fit the trust record of the checkpoint ``model`` (a ModelSpec, or its weights with ``options``,
@@ -187,7 +198,8 @@ def calibrate_checkpoint(
     split = applicability_split if hasattr(loaded.model, "forward_with_features") else None
     fit = fit_trust(predictor, data_root, len(loaded.class_names), loaded.config.in_channels,
                     calibration_split=calibration_split, applicability_split=split,
-                    regions=regions, exclude_regions=exclude_regions, seed=seed)
+                    regions=regions, exclude_regions=exclude_regions, seed=seed,
+                    applicability_roots=applicability_roots)
     save_checkpoint(out, loaded.model.cpu(), loaded.class_names, loaded.colors, loaded.text_source,
                     metrics=loaded.metrics, calibration=fit.calibration,
                     applicability=None if fit.applicability is None else fit.applicability.to_dict())

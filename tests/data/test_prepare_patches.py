@@ -96,3 +96,19 @@ def test_bad_patches_are_refused_in_one_line(scene: dict[str, Path], geoms: list
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (scene["root"] / "BAD").exists()  # nothing written
+
+
+def test_styled_geopackages_are_read_from_their_geometry_layer(scene: dict[str, Path]) -> None:
+    """QGIS and ``dunemap suggest`` keep a style in a GeoPackage's non-spatial ``layer_styles`` table: the patches
+    and the labels are read from the file's geometry layer, without a warning about several layers."""
+    from dunemap.io.formats import store_layer_style
+
+    patches = _write(scene["root"] / "patches.gpkg", [_box(10, 10, 26, 26)], {"rank": [1]})
+    for path in (patches, scene["labels"]):
+        store_layer_style(path, str(pyogrio.list_layers(path)[0][0]), "<!DOCTYPE qgis><qgis/>")
+        assert "layer_styles" in {str(name) for name, _ in pyogrio.list_layers(path)}
+    proc = _prepare(scene, patches)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and "layer" not in proc.stderr, proc.stderr
+    tiles = sorted(p.name for p in (scene["root"] / "NEW" / "ann_dir" / "train").iterdir())
+    assert tiles == ["namib_emb_patch0001.png"]

@@ -53,6 +53,7 @@ TINY = {  # options appended to make a printed command tiny
     "synth dataset": ["--regions", "namib", "--scenes-per-region", "2", "--scene-size", "64", "--tile", "32",
                       "--block-tiles", "1"],
     "prepare": ["--tile", "32"],
+    "suggest": ["--size", "16", "--n", "3", "--window", "64", "--stride", "32", "--device", "cpu"],
     "train": ["--model", "mit_tiny", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "2",
               "--no-calibrate", "--device", "cpu"],
     "evaluate": ["--batch-size", "2", "--device", "cpu"],
@@ -151,6 +152,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     from rasterio import features
 
     from dunemap.accuracy.sampling import draw_sample
+    from dunemap.adapt.suggest import SuggestConfig, suggest_patches
+    from dunemap.data.prepare import PrepareConfig, prepare_dataset
     from dunemap.mapping.config import MapConfig
     from dunemap.mapping.engine import map_raster
     from dunemap.runtime import load_predictor as load_map_predictor
@@ -158,6 +161,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     from dunemap.synth.scene import SceneConfig
     from dunemap.synth.writers import write_scene_files
     from dunemap.training import TrainConfig, train
+    from dunemap.training.finetune import finetune_config
 
     root = tmp_path_factory.mktemp("world")
     scene = write_scene_files(SceneConfig(size=(96, 96), region="namib", seed=1), root / "scene")
@@ -169,6 +173,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     predictor = load_map_predictor(weights, device="cpu")
     map_raster(scene.embedding, predictor, root / "MAP.tif",
                MapConfig(window=64, stride=32, confidence="uint8", applicability=True, progress=False))
+    # the adaptation loop: patches to label, the truth as the labeller, their tiles, a fine-tune with replay
+    suggest_patches(scene.embedding, root / "patches.gpkg", SuggestConfig(n=3, size=16), predictor,
+                    MapConfig(window=64, stride=32, progress=False))
+    prepare_dataset(PrepareConfig(images=[scene.embedding], labels=[scene.labels], out=root / "NEW", tile=32,
+                                  patches=root / "patches.gpkg", progress=False))
+    train(finetune_config(weights, root / "NEW", root / "RUN2", replay=data, max_steps_per_epoch=1, batch_size=2,
+                          device="cpu", progress=False, check_data=False))
     sample = draw_sample(root / "MAP.tif", 60, 3, 0, None)
     xy = shapely.to_wkb(shapely.points(sample.x, sample.y))
     pyogrio.raw.write(root / "points.gpkg", xy, [sample.map_class.astype(np.int32)], ["ref_class"], crs=str(sample.crs),
@@ -187,7 +198,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     files = {
         "EMB.tif": scene.embedding, "namib.tif": scene.embedding, "MAP.tif": root / "MAP.tif",
         "MAP_applicability.tif": root / "MAP_applicability.tif", "MAP_confidence.tif": root / "MAP_confidence.tif",
-        "MOSAIC.vrt": root / "MOSAIC.vrt", "DATA": data, "RUN": root / "RUN",
+        "MOSAIC.vrt": root / "MOSAIC.vrt", "DATA": data, "RUN": root / "RUN", "RUN2": root / "RUN2",
+        "LABELS": scene.labels, "patches.gpkg": root / "patches.gpkg", "NEW": root / "NEW",
         "W": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg", "zones.gpkg": root / "zones.gpkg",
         "points.gpkg": root / "points.gpkg", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
     }

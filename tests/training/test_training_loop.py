@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from dunemap.errors import ConfigError
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.training import TrainConfig, train
-from dunemap.errors import ConfigError
-from dunemap.training.loop import class_loss_weights, ignore_margin, poly_factor, warmup_factor
+from dunemap.training.objective import class_loss_weights, ignore_margin, poly_factor, warmup_factor
 
 
 def _config(data: Path, save: Path, **kw) -> TrainConfig:
