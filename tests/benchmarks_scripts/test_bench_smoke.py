@@ -30,7 +30,7 @@ from recompute import hashes
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-NOT_SOURCE = {".git", ".venv", ".pytest_cache", "__pycache__"}
+NOT_SOURCE = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
 HELD_OUT_STANDIN = 128  # px of the stand-ins for bench_heldout.py's held-out scenes
 
 
