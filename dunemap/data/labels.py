@@ -187,6 +187,24 @@ def default_layer(path: Path, layer: str | None) -> str | None:
     return spatial[0] if spatial else None
 
 
+def vector_layer(path: Path, layer: str | None, file: str, content: str, things: str) -> tuple[str | None, dict]:
+    """The layer of ``path`` to read (:func:`default_layer`) and pyogrio's description of it. A missing file, an
+    unreadable one and a layer without a CRS are each one line: "PATH: {file} not found", "PATH: cannot read
+    {content} (...)", "PATH: {things} have no CRS ..."."""
+    import pyogrio
+
+    if not path.exists():
+        raise InputError(f"{path}: {file} not found")
+    layer = default_layer(path, layer)
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError types
+        raise InputError(f"{path}: cannot read {content} ({one_line(exc)})") from None
+    if info.get("crs") is None:
+        raise InputError(f"{path}: {things} have no CRS; expected a layer with a coordinate reference system")
+    return layer, info
+
+
 def read_vector_labels(path: str | Path, class_field: str, names: list[str], labels: list[str] | None = None,
                        layer: str | None = None) -> VectorLabels:
     """Read polygons and their classes (ids or names) from a vector file with pyogrio.
@@ -199,20 +217,12 @@ def read_vector_labels(path: str | Path, class_field: str, names: list[str], lab
     from rasterio.crs import CRS
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: label file not found")
-    layer = default_layer(path, layer)
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-    except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError types
-        raise InputError(f"{path}: cannot read vector labels ({one_line(exc)})") from None
+    layer, info = vector_layer(path, layer, "label file", "vector labels", "labels")
     fields = [str(f) for f in info.get("fields", [])]
     if class_field not in fields:
         raise InputError(f"{path}: no field {class_field!r}; fields: {', '.join(fields) or '(none)'} "
                          "(choose one with --class-field)")
     _meta, fids, wkb, field_data = pyogrio.raw.read(path, layer=layer, columns=[class_field], return_fids=True)
-    if info.get("crs") is None:
-        raise InputError(f"{path}: labels have no CRS; expected a layer with a coordinate reference system")
     crs = CRS.from_user_input(info["crs"])
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
     values = field_data[0] if len(field_data) else np.array([])

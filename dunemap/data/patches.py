@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.data.labels import VectorLabels, default_layer, one_line
+from dunemap.data.labels import VectorLabels, one_line, vector_layer
 from dunemap.errors import InputError
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import EmbeddingReader
@@ -49,16 +49,11 @@ def read_patches(path: str | os.PathLike, image: EmbeddingReader, layer: str | N
     from rasterio.crs import CRS
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: patches file not found")
-    layer = default_layer(path, layer)
+    layer, info = vector_layer(path, layer, "patches file", "the patches", "the patches")
     try:
-        info = pyogrio.read_info(path, layer=layer)
         _meta, _fids, wkb, field_data = pyogrio.raw.read(path, layer=layer, return_fids=True)
     except Exception as exc:  # pyogrio raises its own DataSourceError/DataLayerError types
         raise InputError(f"{path}: cannot read the patches ({one_line(exc)})") from None
-    if info.get("crs") is None:
-        raise InputError(f"{path}: the patches have no CRS; expected a layer with a coordinate reference system")
     fields = [str(f) for f in info.get("fields", [])]
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
     if not len(geoms):
