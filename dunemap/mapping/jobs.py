@@ -16,15 +16,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.runtime import ModelSpec, load_predictor
-
-if TYPE_CHECKING:
-    pass
 
 GLOB_CHARACTERS = "*?["
 
