@@ -232,8 +232,8 @@ def map_raster(
     """
     config = (config or MapConfig()).for_model(predictor.train_tile)  # validated, windows resolved
     out = Path(out)
-    sources = [input] if isinstance(input, (str, os.PathLike)) else list(input)
     with locked_outputs([out], product_paths(out).values()):
+        sources, _ = resolve_input(input, out)
         check_map_outputs(out, [*sources, getattr(predictor, "path", None)], config)
         return map_claimed(input, predictor, out, config)
 
