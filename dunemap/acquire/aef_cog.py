@@ -34,7 +34,7 @@ from dunemap.acquire.index import (
 from dunemap.errors import ConfigError, DunemapError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.raster.geometry import Box
-from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.reader import HTTP_OPTIONS, EmbeddingReader
 from dunemap.raster.transform import tile_transform
 from dunemap.registry import choose
 
@@ -44,16 +44,6 @@ RESAMPLING: dict[str, str] = {  # option name -> rasterio.enums.Resampling membe
     "nearest": "nearest",  # exact source vectors; the default
     "bilinear": "bilinear",  # smoother across zone seams; vectors renormalised to unit length
 }
-# GDAL settings for cloud reads; a variable already set in the environment wins.
-HTTP_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "VSI_CACHE": "TRUE",
-}
-
 
 @dataclass
 class FetchConfig:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import re
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-import shapely
+from aef_archive_helpers import RES, serve, write_int8_cog
+from aef_archive_helpers import index_row as archive_index_row
 from affine import Affine
 from pyproj import Transformer
-from rasterio.warp import transform_bounds
 
 from dunemap.acquire.aef_cog import FetchConfig, aligned_offset, chunk_windows, fetch_aef, target_grid
 from dunemap.acquire.index import gdal_path, read_index, select_tiles
@@ -25,65 +21,6 @@ from dunemap.io.aef import dequantize, quantize
 
 SIZE = 256  # tile side in pixels (the real tiles are 8192); COG blocks of 128
 BANDS = 64
-RES = 10.0
-
-
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single byte-range support (206 responses); counts the bytes sent per file."""
-
-    def __init__(self, *args, served: dict, lock: threading.Lock, **kwargs):
-        self.served, self.lock = served, lock
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, format, *args):  # keep test output quiet
-        return
-
-    def _target(self) -> Path | None:
-        path = Path(self.translate_path(self.path))
-        return path if path.is_file() else None
-
-    def do_HEAD(self):
-        path = self._target()
-        if path is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-
-    def do_GET(self):
-        path = self._target()
-        if path is None:
-            self.send_error(404)
-            return
-        size = path.stat().st_size
-        data = path.read_bytes()
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", (self.headers.get("Range") or "").strip())
-        if m and (m.group(1) or m.group(2)):
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-            else:  # suffix range: the last N bytes
-                start, end = max(size - int(m.group(2)), 0), size - 1
-            if start >= size or start > end:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.end_headers()
-                return
-            body = data[start:end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(body)
-        with self.lock:
-            self.served[path.name] = self.served.get(path.name, 0) + len(body)
-            self.served.setdefault("_status", []).append(206 if len(body) < size else 200)
 
 
 @pytest.fixture
@@ -91,17 +28,8 @@ def http_root(tmp_path):
     """Serve ``tmp_path / 'www'`` on 127.0.0.1; yields (root dir, base URL, bytes-served dict)."""
     root = tmp_path / "www"
     root.mkdir()
-    served: dict = {}
-    handler = functools.partial(RangeHandler, directory=str(root), served=served, lock=threading.Lock())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(root) as (base, served):
+        yield root, base, served
 
 
 def write_aef_cog(path: Path, epsg: int, x0: float, y_bottom: float, seed: int,
@@ -117,20 +45,14 @@ def write_aef_cog(path: Path, epsg: int, x0: float, y_bottom: float, seed: int,
     if hole is not None:
         valid[hole] = False
     q = quantize(vec, valid)  # rows bottom-up: row 0 is the southern edge
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="COG", width=SIZE, height=SIZE, count=BANDS, dtype="int8", nodata=-128,
-                       crs=f"EPSG:{epsg}", transform=Affine(RES, 0, x0, 0, RES, y_bottom), blocksize=128,
-                       compress="deflate") as ds:
-        ds.write(q)
+    write_int8_cog(path, q, epsg, x0, y_bottom)
     values, ok = dequantize(q)
     values[:, ~ok] = np.nan
     return values[:, ::-1, :]  # north-up
 
 
 def index_row(rel_path: str, epsg: int, x0: float, y_bottom: float, year: int) -> dict:
-    w, s, e, n = transform_bounds(f"EPSG:{epsg}", "EPSG:4326", x0, y_bottom, x0 + SIZE * RES, y_bottom + SIZE * RES)
-    return dict(path=rel_path, year=year, crs=f"EPSG:{epsg}", utm_zone=f"{epsg % 100}S", wgs84_west=w,
-                wgs84_south=s, wgs84_east=e, wgs84_north=n, geometry=shapely.to_wkb(shapely.box(w, s, e, n)))
+    return archive_index_row(rel_path, epsg, x0, y_bottom, year, SIZE)
 
 
 # Two adjacent tiles of zone 33S just west of 18°E, and one tile of zone 34S just east of it.
