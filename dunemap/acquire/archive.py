@@ -29,13 +29,12 @@ from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import MapResult
 from dunemap.mapping.jobs import MapJob
 from dunemap.mapping.writer import partial_dir
+from dunemap.products.mapset import CATALOG_KIND, CATALOG_NAME
 from dunemap.raster.zones import ZoneView, utm_zone_name
 from dunemap.runtime import ModelSpec
 
 log = logging.getLogger(__name__)
 
-CATALOG_NAME = "catalog.json"  # the set's catalog in the output folder (catalog.csv beside it)
-CATALOG_KIND = "dunemap zone set"
 CATALOG_COLUMNS = ("zone", "epsg", "map", "tiles", "status", "error")
 OWNERSHIP_RULE = ("each pixel belongs to the UTM zone whose central meridian is nearest to its centre (north or "
                   "south by its latitude) and inside the bbox; other zones' ground is nodata in a zone's map")

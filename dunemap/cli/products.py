@@ -31,10 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sum the true (ellipsoidal) area of each class of a class map, over the whole map or inside "
         "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
+                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps, or a zone set of map --index (its "
+                        "folder or catalog.json), give one table summed over the maps, each in its own projection")
     p.add_argument("--out", type=Path, metavar="REPORT",
                    help="report to write: a name ending in .csv or .json, the other file goes beside it "
-                        "(default: MAP_areas.csv beside the map)")
+                        "(default: MAP_areas.csv beside the first map, DESERT_areas.csv beside a set's folder)")
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within "
                                               "(default: the whole map)")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
@@ -87,15 +89,17 @@ def run_stats(args: argparse.Namespace) -> int:
 
     if args.reference and args.zones:
         raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
+    if args.reference and len(args.map) > 1 or args.reference and args.map[0].is_dir():
+        raise ConfigError("--reference estimates the areas of one map; give one MAP")
     if args.out is None:
-        args.out = default_product(args.map, "_areas.csv")
+        args.out = default_product(args.map[0], "_areas.csv")
     stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field, overwrite=args.overwrite,
                            inputs=[args.reference])
     print(stats.table())
     if args.reference:
         from dunemap.accuracy.assess import error_adjusted_table
 
-        print(error_adjusted_table(args.map, args.reference, args.field))
+        print(error_adjusted_table(args.map[0], args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
 

@@ -130,18 +130,43 @@ def test_map_from_disk_is_one_map_per_zone_with_true_areas(mapped):
     assert record["maps"][0]["tile_paths"] == [f"{YEAR}/33S/t{n}.tiff" for n in range(4)]
     assert "central meridian" in record["ownership"]
     assert (out / "catalog.csv").read_text().splitlines()[0] == "zone,epsg,map,tiles,status,error"
-    totals: dict[int, float] = {}
     for epsg, name in ((32733, "utm33S.tif"), (32734, "utm34S.tif")):
         with rasterio.open(out / name) as ds:
             assert ds.crs.to_epsg() == epsg and ds.transform.e < 0  # its own CRS, north up
             data = ds.read(1)
         assert set(np.unique(data)) == {classes[epsg], 255}  # nodata outside its own ground
-        for row in map_statistics(out / name).itertuples():
-            totals[row.class_id] = totals.get(row.class_id, 0.0) + row.area_km2
+    totals = zone_totals(out)
     want = {classes[32733]: truth_km2(BBOX[0], 18.0), classes[32734]: truth_km2(18.0, BBOX[2])}
     for k, km2 in want.items():
         assert totals[k] == pytest.approx(km2, rel=1e-3), (k, totals, want)
     assert sum(v for k, v in totals.items() if k not in want) == 0
+
+
+def zone_totals(out: Path) -> dict[int, float]:
+    """km² per class added up over the zone maps, each measured alone."""
+    totals: dict[int, float] = {}
+    for name in ("utm33S.tif", "utm34S.tif"):
+        for row in map_statistics(out / name).itertuples():
+            totals[row.class_id] = totals.get(row.class_id, 0.0) + row.area_km2
+    return totals
+
+
+def test_stats_of_the_set_sum_the_zones_each_in_its_projection(mapped, tmp_path, capsys):
+    out, _, classes = mapped
+    totals = zone_totals(out)
+    for given in ([str(out)], [str(out / "catalog.json")], [str(out / "utm33S.tif"), str(out / "utm34S.tif")]):
+        report = tmp_path / f"areas{len(list(tmp_path.iterdir()))}.csv"
+        assert main(["stats", *given, "--out", str(report)]) == 0, capsys.readouterr().err
+        table = pd.read_csv(report)
+        got = dict(zip(table["class_id"], table["area_km2"]))
+        for k in classes.values():
+            assert got[k] == pytest.approx(totals[k], rel=1e-6)
+        assert table["fraction"].sum() == pytest.approx(1.0)
+        record = json.loads(report.with_suffix(".json").read_text())
+        assert [Path(m).name for m in record["maps"]] == ["utm33S.tif", "utm34S.tif"]
+    assert main(["stats", str(out), "--overwrite"]) == 0 and (out.parent / "desert_areas.csv").is_file()
+    assert main(["stats", str(tmp_path)]) == 1
+    assert "without catalog.json" in capsys.readouterr().err
 
 
 def test_map_over_a_flaky_http_server_is_byte_identical(mapped, local_checkpoint, tmp_path):
