@@ -16,7 +16,7 @@ from pyproj import Transformer
 from dunemap.acquire.aef_cog import FetchConfig, aligned_offset, chunk_windows, fetch_aef, target_grid
 from dunemap.acquire.index import gdal_path, read_index, select_tiles
 from dunemap.cli import main
-from dunemap.errors import InputError
+from dunemap.errors import ConfigError, InputError
 from dunemap.io.aef import dequantize, quantize
 
 SIZE = 256  # tile side in pixels (the real tiles are 8192); COG blocks of 128
@@ -183,6 +183,30 @@ def test_fetch_mosaics_a_second_utm_zone(aef_tiles, tmp_path, monkeypatch):
     assert not all(bil[:, r, c].tobytes() in c_vectors for r, c in zip(*np.nonzero(blended)))
 
 
+def test_fetch_int8_keeps_the_archive_codes_across_two_zones(aef_tiles, tmp_path, monkeypatch):
+    root, base, served, arrays, origins = aef_tiles
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    bbox = bbox_33(X33_EDGE - 0.5 * SIZE * RES, X33_EDGE + 0.6 * SIZE * RES)  # B's east part and C's west part
+    got = {}
+    for dtype in ("float32", "int8"):
+        res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=f"{base}/aef_index.parquet",
+                                    out=tmp_path / f"{dtype}.tif", crs="EPSG:32733", dtype=dtype))
+        assert res.tiles == ["2023/33S/b.tiff", "2023/34S/c.tiff"]
+        with rasterio.open(res.out) as ds:
+            assert ds.dtypes[0] == dtype and ds.transform.e < 0
+            got[dtype] = (ds.read(), ds.nodata, ds.transform)
+    codes, nodata, transform = got["int8"]
+    assert nodata == -128 and transform == got["float32"][2]
+    values, ok = dequantize(codes)
+    values[:, ~ok] = np.nan
+    np.testing.assert_array_equal(values, got["float32"][0])  # the same pixels, in a quarter of the bytes
+    assert ok.mean() > 0.9
+    with pytest.raises(ConfigError, match="int8 codes cannot hold"):
+        fetch_aef(FetchConfig(bbox=bbox, year=2023, index=str(root / "aef_index.parquet"), out=tmp_path / "b.tif",
+                              dtype="int8", resampling="bilinear"))
+    assert not (tmp_path / "b.tif").exists()
+
+
 def test_cli_fetch_aef_and_errors(aef_tiles, tmp_path, capsys):
     root, base, served, arrays, origins = aef_tiles
     w, s, e, n = bbox_33(X33_EDGE - 1.2 * SIZE * RES, X33_EDGE - 0.8 * SIZE * RES)
@@ -190,6 +214,8 @@ def test_cli_fetch_aef_and_errors(aef_tiles, tmp_path, capsys):
     args = ["fetch-aef", "--bbox", str(w), str(s), str(e), str(n), "--index", str(root / "aef_index.parquet")]
     assert main(args + ["--year", "2023", "--out", str(out)]) == 0
     assert "nodata = NaN" in capsys.readouterr().out and out.exists()
+    assert main(args + ["--year", "2023", "--out", str(tmp_path / "q.tif"), "--dtype", "int8"]) == 0
+    assert "int8" in capsys.readouterr().out and (tmp_path / "q.tif").stat().st_size < out.stat().st_size
     assert main(args + ["--year", "2021", "--out", str(tmp_path / "none.tif")]) == 1
     err = capsys.readouterr().err
     assert "no AEF tiles of year 2021" in err and "2022, 2023" in err and not (tmp_path / "none.tif").exists()
