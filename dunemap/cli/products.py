@@ -23,6 +23,7 @@ def default_product(map_path: Path, suffix: str) -> Path:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.accuracy.assess import error_adjusted_table
+    from dunemap.products.mosaic import mosaic_maps
     from dunemap.products.quicklook import render_quicklook
     from dunemap.products.vectorize import vectorize_map
 
@@ -82,6 +83,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overwrite(p, "the layer if the GeoPackage already has it (its other layers are kept), or a file that is "
                      "not a GeoPackage")
     p.set_defaults(func=run_vectorize)
+
+    p = subparsers.add_parser(
+        "mosaic", help="one class COG in a single CRS from a zone set or several class maps (nearest neighbour)",
+        description="Reproject class maps (a zone set of map --index: its folder or catalog.json, or a list) onto "
+        "one grid in --crs with nearest neighbour, classes never blended, into one class COG with the legend.",
+    )
+    p.add_argument("maps", type=Path, nargs="+", metavar="MAP", help="class maps, or a zone set's folder or catalog")
+    p.add_argument("--out", type=Path, required=True, metavar="MOSAIC.tif", help="the class COG to write")
+    p.add_argument("--crs", default=default_of(mosaic_maps, "crs"), help="CRS of the mosaic")
+    p.add_argument("--resolution", type=float, default=default_of(mosaic_maps, "resolution"), metavar="UNITS",
+                   help="pixel size in --crs units (default: none, the finest the maps' pixels give)")
+    add_overwrite(p, "an existing mosaic")
+    p.set_defaults(func=run_mosaic)
+
+
+def run_mosaic(args: argparse.Namespace) -> int:
+    from dunemap.io.formats import raster_driver
+    from dunemap.products.mosaic import mosaic_maps
+
+    raster_driver(args.out)  # a GeoTIFF: refuse any other extension before any work
+    result = mosaic_maps(args.maps, args.out, crs=args.crs, resolution=args.resolution, overwrite=args.overwrite)
+    print(f"wrote {result.path}: {result.width}x{result.height} px of {result.resolution:g} in {result.crs} from "
+          f"{len(result.maps)} map(s)")
+    return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:

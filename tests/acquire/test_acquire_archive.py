@@ -259,3 +259,21 @@ def test_bad_archive_input_is_one_line(archive, local_checkpoint, tmp_path, caps
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (args, err)
     assert not (tmp_path / "x" / "catalog.json").exists()
+
+
+def test_mosaic_of_the_set_is_one_class_cog_in_one_crs(mapped, tmp_path, capsys):
+    out, _, classes = mapped
+    totals = zone_totals(out)
+    for crs, name in (("EPSG:4326", "geo.tif"), ("EPSG:32733", "utm.tif")):
+        assert main(["mosaic", str(out), "--out", str(tmp_path / name), "--crs", crs]) == 0, capsys.readouterr().err
+        with rasterio.open(tmp_path / name) as ds:
+            assert ds.crs == rasterio.crs.CRS.from_user_input(crs) and ds.nodata == 255 and ds.colormap(1)
+            assert ds.overviews(1) or max(ds.shape) <= 512
+            data = ds.read(1)
+        assert set(np.unique(data)) == {*classes.values(), 255}
+        got = {int(r.class_id): r.area_km2 for r in map_statistics(tmp_path / name).itertuples()}
+        for k in classes.values():  # nearest neighbour moves edges by at most half a pixel
+            assert got[k] == pytest.approx(totals[k], rel=0.02), (crs, k, got, totals)
+    assert (tmp_path / "utm.qml").is_file() and (tmp_path / "utm.tif.aux.xml").is_file()
+    assert main(["mosaic", str(out), "--out", str(tmp_path / "utm.tif")]) == 1
+    assert "already exists" in capsys.readouterr().err
