@@ -54,8 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render a class map to a PNG: class colours, legend with class shares, scale bar, north "
         "arrow and, optionally, hillshading from an elevation raster.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, metavar="PNG", help="PNG to write (default: MAP.png beside the map)")
+    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
+                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps or a zone set (its folder or "
+                        "catalog.json) are drawn as one, mosaicked in an equal-area view centred on them")
+    p.add_argument("--out", type=Path, metavar="PNG",
+                   help="PNG to write (default: MAP.png beside the first map, DESERT.png beside a set's folder)")
     p.add_argument("--hillshade-from", type=Path, metavar="DEM",
                    help="elevation raster to shade the colours with (default: none)")
     p.add_argument("--max-size", type=int, default=default_of(render_quicklook, "max_size"), metavar="PX",
@@ -135,12 +138,21 @@ def run_quicklook(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise ConfigError(f"--dpi {args.dpi} is too small; use at least 10")
     from dunemap.io.outputs import claim_outputs
+    from dunemap.products.mapset import is_set, resolve_maps
+    from dunemap.products.mosaic import quicklook_of_set
 
     if args.out is None:
-        args.out = default_product(args.map, ".png")
-    with claim_outputs([args.out], [args.map, args.hillshade_from], overwrite=args.overwrite):
-        path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
-                                title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)
+        args.out = default_product(args.map[0], ".png")
+    maps, catalog = resolve_maps(args.map)
+    with claim_outputs([args.out], [*maps, catalog, args.hillshade_from], overwrite=args.overwrite):
+        if is_set(maps, catalog):
+            if args.hillshade_from or args.hatch_outside:
+                raise ConfigError("--hillshade-from and --hatch-outside draw one map; give one MAP")
+            path = quicklook_of_set(maps, args.out, max_size=args.max_size, dpi=args.dpi,
+                                    **({"title": args.title} if args.title else {}))
+        else:
+            path = render_quicklook(maps[0], args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
+                                    title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)
     print(f"wrote {path}")
     return 0
 

@@ -69,7 +69,7 @@ def mosaic_grid(maps: Sequence[Path], crs: CRS, resolution: float | None) -> tup
 
 
 def mosaic_maps(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
-                crs: str = "EPSG:4326", resolution: float | None = None, cog_tile: int = 512,
+                crs: str | CRS = "EPSG:4326", resolution: float | None = None, cog_tile: int = 512,
                 overwrite: bool = False) -> MosaicResult:
     """Write the class maps ``maps`` (maps, a zone set's folder or catalog) as one class COG at ``out`` in ``crs``.
 
@@ -132,3 +132,29 @@ def _write_blocks(paths: Sequence[Path], plain: Path, crs: CRS, transform: Affin
     finally:
         for src in sources:
             src.close()
+
+
+def equal_area_crs(maps: Sequence[Path]) -> CRS:
+    """A Lambert azimuthal equal-area CRS (WGS84, metres) centred on the maps' joint extent."""
+    boxes = []
+    for m in maps:
+        with rasterio.open(m) as src:
+            boxes.append(transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21))
+    lon = (min(b[0] for b in boxes) + max(b[2] for b in boxes)) / 2
+    lat = (min(b[1] for b in boxes) + max(b[3] for b in boxes)) / 2
+    return CRS.from_proj4(f"+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +datum=WGS84 +units=m +no_defs")
+
+
+def quicklook_of_set(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+                     **options) -> Path:
+    """One quicklook PNG of a set of class maps (a zone set's folder or catalog, or maps) in an equal-area view
+    centred on the set (:func:`equal_area_crs`): the maps are mosaicked there first (nearest neighbour), into a
+    temporary file; ``options`` go to :func:`dunemap.products.quicklook.render_quicklook`."""
+    from dunemap.products.quicklook import render_quicklook  # deferred: matplotlib, only for drawing
+
+    paths, catalog = resolve_maps(maps)
+    out = Path(out)
+    options.setdefault("title", (catalog.parent.name if catalog else f"{len(paths)} maps") + " (equal-area view)")
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
+        mosaic = mosaic_maps(paths, Path(work) / "set.tif", crs=equal_area_crs(paths))
+        return render_quicklook(mosaic.path, out, **options)

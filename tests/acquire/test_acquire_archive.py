@@ -277,3 +277,13 @@ def test_mosaic_of_the_set_is_one_class_cog_in_one_crs(mapped, tmp_path, capsys)
     assert (tmp_path / "utm.qml").is_file() and (tmp_path / "utm.tif.aux.xml").is_file()
     assert main(["mosaic", str(out), "--out", str(tmp_path / "utm.tif")]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_quicklook_of_the_set_is_one_equal_area_picture(mapped, capsys):
+    out, _, _ = mapped
+    png = out.parent / "desert.png"
+    assert main(["quicklook", str(out), "--max-size", "200", "--dpi", "50"]) == 0, capsys.readouterr().err
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".desert")]  # its mosaic was temporary
+    assert main(["quicklook", str(out), "--hatch-outside", "--overwrite"]) == 1
+    assert "give one MAP" in capsys.readouterr().err
