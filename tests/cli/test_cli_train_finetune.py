@@ -78,9 +78,9 @@ def _finetune(world: dict[str, Path], save: Path, *extra) -> list:
 
 @pytest.fixture(scope="module")
 def tuned(world: dict[str, Path], cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The recipe (decoder only, BatchNorm statistics frozen, lr 3e-4) for 3 steps."""
+    """The recipe with the decoder trained (BatchNorm statistics frozen, lr 3e-4) for 3 steps."""
     save = tmp_path_factory.mktemp("tuned") / "RUN2"
-    proc = cli(*_finetune(world, save, "--max-steps-per-epoch", "3"))
+    proc = cli(*_finetune(world, save, "--max-steps-per-epoch", "3", "--train-layers", "decoder"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return save
@@ -150,6 +150,20 @@ def test_a_negligible_learning_rate_leaves_the_base_weights(world, cli, tmp_path
     before = load_checkpoint(world["ckpt"]).model.state_dict()
     after = load_checkpoint(tmp_path / "RUN2" / "best_model.pth").model.state_dict()
     assert all(torch.allclose(before[k].double(), after[k].double(), rtol=0, atol=1e-20) for k in before)
+
+
+def test_the_default_fine_tune_keeps_the_network_and_refits_its_trust_record(world, cli, tmp_path: Path) -> None:
+    """--train-layers none (the recipe's default, docs/adapt.md): every weight is the base's, bit for bit; the
+    temperature, the area of applicability (with the patch tiles) and the new ground's class shares are fitted."""
+    proc = cli(*_finetune(world, tmp_path / "RUN2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr  # no optimizer step, so no scheduler step either
+    base, new = load_checkpoint(world["ckpt"]), load_checkpoint(tmp_path / "RUN2" / "best_model.pth")
+    before, after = base.model.state_dict(), new.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert yaml.safe_load((tmp_path / "RUN2" / "config.yaml").read_text())["train_layers"] == "none"
+    assert new.applicability["samples"].shape[0] > base.applicability["samples"].shape[0]
+    assert new.calibration["scene_prior"]["labelled_pixels"] > 0
 
 
 def test_the_new_grounds_class_shares_are_fitted_and_maps_use_them_on_that_ground_only(world, tuned, cli,
