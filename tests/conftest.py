@@ -12,6 +12,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from dunemap.data.seed_layout import write_sample
+from dunemap.knowledge.catalog import load_catalog
+from dunemap.models import create_model
+from dunemap.models.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # the only place test data is read from (see its README files)
@@ -103,3 +106,29 @@ def make_tiny_tile():
 def make_tiny_dataset():
     """The factory behind ``tiny_dataset``: ``make_tiny_dataset(root, n_train=..., n_val=..., n_test=...)``."""
     return write_dataset
+
+
+@pytest.fixture(scope="session")
+def local_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mit_tiny whose output depends only on a small neighbourhood of each pixel.
+
+    Self-attention outputs and the decoder's deeper-stage projections are zeroed, leaving the
+    stage-1 convolutions (a receptive field of about 20 pixels), so a window's prediction of a pixel
+    far from the window's edges equals a whole-raster pass: exactly what blending must preserve.
+    The classifier is scaled up so classes are decided by clear margins.
+    """
+    torch.manual_seed(1)
+    model = create_model("mit_tiny", num_classes=10, text_dim=32).eval()
+    model.set_text(torch.nn.functional.normalize(torch.randn(10, 32), dim=1))
+    zeroed = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".attn.proj." in name or any(name.startswith(f"decode_head.linear_layers.{i}.") for i in (1, 2, 3)):
+                p.zero_()
+                zeroed += 1
+            if name == "decode_head.linear_pred.weight":
+                p.mul_(20.0)
+    assert zeroed >= 10, "parameter names changed: the local model fixture no longer isolates stage 1"
+    catalog = load_catalog()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "local.pth", model, list(catalog.names),
+                           [tuple(c) for c in catalog.colors])

@@ -1,4 +1,4 @@
-"""Windowed reads of the public AEF COGs into one float32 GeoTIFF mosaic over a bbox, across tiles and UTM zones.
+"""Windowed reads of the public AEF COGs into one GeoTIFF mosaic over a bbox, across tiles and UTM zones.
 
 Only the windows a bbox needs are read (GDAL range requests through ``/vsicurl/`` for URLs), never
 whole 8192 x 8192 tiles, through the one embedding reader (:class:`dunemap.raster.reader.EmbeddingReader`:
@@ -6,7 +6,9 @@ int8 de-quantised as :mod:`dunemap.io.aef` says, bottom-up tiles seen north-up, 
 The output is built chunk by chunk (``chunk`` pixels square) so memory stays bounded: each chunk is filled from the tiles it touches, tiles in the output CRS
 first (copied exactly when their grid is aligned), tiles of other UTM zones reprojected with
 :func:`rasterio.warp.reproject`. **Nodata is written as NaN** (all bands), and the GeoTIFF's nodata
-value is set to NaN. With bilinear resampling each vector is renormalised to unit length, as the
+value is set to NaN. With ``dtype="int8"`` the archive's own codes are copied instead (a quarter of the
+bytes; -128 = nodata in all bands, de-quantised by every reader as :mod:`dunemap.io.aef` says),
+with nearest resampling only. With bilinear resampling each vector is renormalised to unit length, as the
 embedding's own overviews are.
 """
 
@@ -34,26 +36,20 @@ from dunemap.acquire.index import (
 from dunemap.errors import ConfigError, DunemapError, InputError
 from dunemap.io.atomic import atomic_path
 from dunemap.raster.geometry import Box
-from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.reader import HTTP_OPTIONS, EmbeddingReader
 from dunemap.raster.transform import tile_transform
 from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
 
+OUTPUT_DTYPES: dict[str, float] = {  # output dtype -> its nodata value
+    "float32": float("nan"),  # de-quantised embeddings, 256 bytes per pixel
+    "int8": -128,  # the archive's int8 codes, 64 bytes per pixel (nearest resampling only)
+}
 RESAMPLING: dict[str, str] = {  # option name -> rasterio.enums.Resampling member
     "nearest": "nearest",  # exact source vectors; the default
     "bilinear": "bilinear",  # smoother across zone seams; vectors renormalised to unit length
 }
-# GDAL settings for cloud reads; a variable already set in the environment wins.
-HTTP_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "VSI_CACHE": "TRUE",
-}
-
 
 @dataclass
 class FetchConfig:
@@ -68,6 +64,7 @@ class FetchConfig:
     resampling: str = "nearest"  # for tiles not on the output grid: nearest or bilinear
     rewrites: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path prefixes applied to the index
     chunk: int = 512  # output chunk side in pixels (memory: chunk^2 * bands * 4 bytes per tile read)
+    dtype: str = "float32"  # float32 (de-quantised, NaN nodata) or int8 (the archive's codes, -128 nodata)
 
 
 @dataclass
@@ -167,16 +164,21 @@ class _Tile:
         b = _chunk_bounds(self.nu, 0, 0, self.height, self.width)
         return b if self.crs == dst_crs else tuple(transform_bounds(self.crs, dst_crs, *b, densify_pts=21))
 
-    def read_north_up(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """De-quantised float32 (bands, r1 - r0, c1 - c0) of north-up rows/cols, NaN at nodata."""
+    def read_north_up(self, r0: int, r1: int, c0: int, c1: int, dtype: str = "float32") -> np.ndarray:
+        """De-quantised float32 (bands, r1 - r0, c1 - c0) of north-up rows/cols, NaN at nodata; with ``dtype``
+        int8 the stored codes, -128 at nodata."""
         box = Box(r0, c0, r1 - r0, c1 - c0)
         block = self.reader.read(box)  # the one valid-pixel rule, the raster's mask included
+        if dtype == "int8":
+            return block.data  # int8 codes, -128 in every band of a nodata pixel
         values = block.embeddings(box)
         values[:, ~block.valid] = np.nan
         return values
 
-    def read_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:
-        """This tile's data on the ``h`` x ``w`` grid at ``dst_transform`` (NaN elsewhere), or None if it misses it."""
+    def read_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str,
+                 dtype: str = "float32") -> np.ndarray | None:
+        """This tile's data on the ``h`` x ``w`` grid at ``dst_transform`` (nodata elsewhere), or None if it misses
+        it."""
         offset = aligned_offset(self.nu, dst_transform) if self.crs == dst_crs else None
         if offset is not None:
             row, col = offset
@@ -184,12 +186,13 @@ class _Tile:
             c0, c1 = max(col, 0), min(col + w, self.width)
             if r0 >= r1 or c0 >= c1:
                 return None
-            out = np.full((self.count, h, w), np.nan, dtype=np.float32)
-            out[:, r0 - row:r1 - row, c0 - col:c1 - col] = self.read_north_up(r0, r1, c0, c1)
+            out = np.full((self.count, h, w), OUTPUT_DTYPES[dtype], dtype=dtype)
+            out[:, r0 - row:r1 - row, c0 - col:c1 - col] = self.read_north_up(r0, r1, c0, c1, dtype)
             return out
-        return self._reproject_for(dst_transform, h, w, dst_crs, resampling)
+        return self._reproject_for(dst_transform, h, w, dst_crs, resampling, dtype)
 
-    def _reproject_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str) -> np.ndarray | None:
+    def _reproject_for(self, dst_transform: Any, h: int, w: int, dst_crs: Any, resampling: str,
+                       dtype: str) -> np.ndarray | None:
         from rasterio.enums import Resampling
         from rasterio.warp import reproject, transform_bounds
 
@@ -203,12 +206,13 @@ class _Tile:
         c0, c1 = max(int(math.floor(min(cols))) - margin, 0), min(int(math.ceil(max(cols))) + margin, self.width)
         if r0 >= r1 or c0 >= c1:
             return None
-        src = self.read_north_up(r0, r1, c0, c1)
-        if np.isnan(src[0]).all():
+        src = self.read_north_up(r0, r1, c0, c1, dtype)
+        nodata = OUTPUT_DTYPES[dtype]
+        if missing(src).all():
             return None
-        out = np.full((self.count, h, w), np.nan, dtype=np.float32)
+        out = np.full((self.count, h, w), nodata, dtype=dtype)
         reproject(source=src, destination=out, src_transform=tile_transform(self.nu, r0, c0), src_crs=self.crs,
-                  dst_transform=dst_transform, dst_crs=dst_crs, src_nodata=np.nan, dst_nodata=np.nan,
+                  dst_transform=dst_transform, dst_crs=dst_crs, src_nodata=nodata, dst_nodata=nodata,
                   resampling=Resampling[resampling])
         if resampling != "nearest":
             norm = np.sqrt(np.nansum(np.square(out), axis=0))
@@ -221,12 +225,18 @@ class _Tile:
         self.reader.close()
 
 
+def missing(block: np.ndarray) -> np.ndarray:
+    """The (H, W) nodata mask of a float32 (NaN) or int8 (-128) output block."""
+    return block[0] == -128 if block.dtype == np.int8 else np.isnan(block[0])
+
+
 def _env_options() -> dict[str, str]:
     return {k: v for k, v in HTTP_OPTIONS.items() if k not in os.environ}
 
 
 def fetch_aef(config: FetchConfig) -> FetchResult:
-    """Read the AEF windows covering ``config.bbox`` for ``config.year`` into one float32 GeoTIFF (NaN = nodata)."""
+    """Read the AEF windows covering ``config.bbox`` for ``config.year`` into one GeoTIFF: float32 (NaN = nodata) or,
+    with ``config.dtype`` int8, the archive's codes (-128 = nodata)."""
     import rasterio
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
@@ -237,6 +247,11 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
     bbox = check_bbox(config.bbox)
     year = check_year(config.year)
     resampling = choose(RESAMPLING, config.resampling, "resampling")
+    dtype = config.dtype
+    nodata = choose(OUTPUT_DTYPES, dtype, "output dtype")
+    if dtype == "int8" and resampling != "nearest":
+        raise ConfigError(f"resampling {resampling} blends vectors, which int8 codes cannot hold; use --resampling "
+                          "nearest with --dtype int8, or --dtype float32")
     try:
         dst_crs = CRS.from_user_input(config.crs) if config.crs else CRS.from_epsg(utm_epsg(*bbox_center(bbox)))
     except CRSError as exc:
@@ -258,8 +273,9 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
             anchor = (anchor_tile.nu.c, anchor_tile.nu.f) if anchor_tile is not None else None
             bounds = transform_bounds("EPSG:4326", dst_crs, *bbox, densify_pts=21)
             transform, width, height = target_grid(bounds, config.resolution, anchor)
-            log.info("AEF %d mosaic %dx%d px x %d bands (%.2f GB float32) in %s from %d tile(s)", year, width, height,
-                     count, width * height * count * 4 / 1e9, dst_crs.to_string(), len(tiles))
+            log.info("AEF %d mosaic %dx%d px x %d bands (%.2f GB %s) in %s from %d tile(s)", year, width, height,
+                     count, width * height * count * np.dtype(dtype).itemsize / 1e9, dtype, dst_crs.to_string(),
+                     len(tiles))
             footprints = [t.footprint(dst_crs) for t in tiles]
             chunks = chunk_windows(height, width, config.chunk)
             owners: list[list[int]] = [[] for _ in tiles]
@@ -274,9 +290,10 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
             descriptions = tiles[0].descriptions
             if not any(descriptions):
                 descriptions = tuple(f"A{i:02d}" for i in range(count))
-            profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="float32", crs=dst_crs,
-                           transform=transform, nodata=float("nan"), tiled=True, blockxsize=256, blockysize=256,
-                           compress="deflate", predictor=3, interleave="band", BIGTIFF="IF_SAFER")
+            profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
+                       "crs": dst_crs, "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
+                       "blockysize": 256, "compress": "deflate", "predictor": 3 if dtype == "float32" else 2,
+                       "interleave": "band", "BIGTIFF": "IF_SAFER"}
             valid_pixels = 0
             with atomic_path(out) as tmp:
                 with rasterio.open(tmp, "w", **profile) as dst:
@@ -284,40 +301,41 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
                         if desc:
                             dst.set_band_description(i, desc)
                     dst.update_tags(aef_year=str(year), aef_index=str(config.index),
-                                    bbox_wgs84=" ".join(f"{v:g}" for v in bbox), nodata="NaN in all bands",
+                                    bbox_wgs84=" ".join(f"{v:g}" for v in bbox),
+                                    nodata=f"{'NaN' if dtype == 'float32' else nodata} in all bands",
                                     resampling=resampling)
                     for ti, tile in enumerate(tiles):
                         for k in tqdm(owners[ti], desc=tile.info.name, unit="chunk", disable=None):
                             r, c, h, w = chunks[k]
                             block = _mosaic_chunk([tiles[j] for j in chunk_tiles[k]], transform, r, c, h, w,
-                                                  count, dst_crs, resampling)
-                            valid_pixels += int(np.count_nonzero(~np.isnan(block[0])))
+                                                  count, dst_crs, resampling, dtype)
+                            valid_pixels += int(np.count_nonzero(~missing(block)))
                             dst.write(block, window=Window(c, r, w, h))
                     for k in orphan:
                         r, c, h, w = chunks[k]
-                        dst.write(np.full((count, h, w), np.nan, dtype=np.float32), window=Window(c, r, w, h))
+                        dst.write(np.full((count, h, w), nodata, dtype=dtype), window=Window(c, r, w, h))
         finally:
             for t in tiles:
                 t.close()
 
     fraction = valid_pixels / float(width * height)
     if valid_pixels == 0:
-        log.warning("%s: no AEF data inside bbox %s for %d (all NaN)", out, bbox, year)
+        log.warning("%s: no AEF data inside bbox %s for %d (all nodata)", out, bbox, year)
     return FetchResult(out=str(out), crs=dst_crs.to_string(), width=width, height=height,
                        transform=tuple(transform)[:6], tiles=[t.info.path for t in tiles], valid_fraction=fraction)
 
 
 def _mosaic_chunk(tiles: list[_Tile], transform: Any, r: int, c: int, h: int, w: int, count: int, dst_crs: Any,
-                  resampling: str) -> np.ndarray:
-    """One output chunk: the first tile with data wins each pixel; NaN where none has data."""
+                  resampling: str, dtype: str = "float32") -> np.ndarray:
+    """One output chunk: the first tile with data wins each pixel; nodata where none has data."""
     chunk_transform = tile_transform(transform, r, c)
-    block = np.full((count, h, w), np.nan, dtype=np.float32)
+    block = np.full((count, h, w), OUTPUT_DTYPES[dtype], dtype=dtype)
     for tile in tiles:
-        data = tile.read_for(chunk_transform, h, w, dst_crs, resampling)
+        data = tile.read_for(chunk_transform, h, w, dst_crs, resampling, dtype)
         if data is None:
             continue
-        fill = np.isnan(block[0]) & ~np.isnan(data[0])
+        fill = missing(block) & ~missing(data)
         block[:, fill] = data[:, fill]
-        if not np.isnan(block[0]).any():
+        if not missing(block).any():
             break
     return block

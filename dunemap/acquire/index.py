@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.raster.zones import utm_epsg
 from dunemap.regions import get_region
 
 PUBLIC_INDEX_URL = "https://data.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
@@ -55,12 +56,6 @@ def check_year(year: int) -> int:
     if year < FIRST_YEAR:
         raise ConfigError(f"year {year} predates the AEF annual embedding; expected {FIRST_YEAR} or later")
     return int(year)
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS84 UTM zone holding (lon, lat): 326zz north of the equator, 327zz south."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 def bbox_center(bbox: BBox) -> tuple[float, float]:

@@ -49,10 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_warn(p)
     p.set_defaults(func=run_fetch_gee)
 
-    from dunemap.acquire.aef_cog import RESAMPLING, FetchConfig
+    from dunemap.acquire.aef_cog import OUTPUT_DTYPES, RESAMPLING, FetchConfig
     from dunemap.acquire.index import PUBLIC_INDEX_URL
 
-    p = subparsers.add_parser("fetch-aef", help="read AEF COG windows over a bbox into one float32 GeoTIFF",
+    p = subparsers.add_parser("fetch-aef",
+                              help="read AEF COG windows over a bbox into one GeoTIFF (float32 or the archive's int8)",
                               description="Read only the needed windows of the public AEF COGs (int8, bottom-up) "
                                           "listed in an index, de-quantise them and mosaic them across tiles and UTM "
                                           "zones into one float32 GeoTIFF; nodata is NaN.")
@@ -65,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output pixel size")
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default=default_of(FetchConfig, "resampling"),
                    help="for tiles off the output grid, e.g. other UTM zones")
+    p.add_argument("--dtype", choices=sorted(OUTPUT_DTYPES), default=default_of(FetchConfig, "dtype"),
+                   help="float32: de-quantised embeddings, NaN nodata (256 bytes per pixel); int8: the archive's own "
+                        "codes, -128 nodata (64 bytes per pixel; every dunemap command reads them), nearest only")
     add_overwrite(p, "an existing EMB.tif")
     p.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
                    help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; default: "
@@ -122,7 +126,8 @@ def run_fetch_aef(args: argparse.Namespace) -> int:
         raster_driver(args.out)  # a GeoTIFF: refuse any other extension before any work
         result = fetch_aef(FetchConfig(bbox=bbox, year=args.year, index=args.index, out=args.out, crs=crs,
                                        resolution=args.resolution, resampling=args.resampling,
-                                       rewrites=[parse_rewrite(r) for r in args.rewrite]))
-    print(f"wrote {result.out}: {result.width}x{result.height} px, {result.crs}, from {len(result.tiles)} tile(s), "
-          f"{result.valid_fraction:.1%} with data (nodata = NaN)")
+                                       rewrites=[parse_rewrite(r) for r in args.rewrite], dtype=args.dtype))
+    print(f"wrote {result.out}: {args.dtype} {result.width}x{result.height} px, {result.crs}, from "
+          f"{len(result.tiles)} tile(s), {result.valid_fraction:.1%} with data "
+          f"(nodata = {'NaN' if args.dtype == 'float32' else '-128'})")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dunemap.acquire.archive import ArchiveConfig, map_archive
 from dunemap.cli.options import (
     add,
     add_no_progress,
@@ -34,13 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tiles mosaicked on the fly) with overlapping windows blended smoothly, streaming block by block. "
         "Writes a colour-tabled uint8 COG (255 = nodata); a killed run started again resumes.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                    help="embedding raster(s) with the model's band count; quoted patterns such as 'scenes/*.tif' "
-                        "are expanded")
+                        "are expanded (none with --index)")
     add(p, "weights", required=True)
     outputs = p.add_mutually_exclusive_group(required=True)
     outputs.add_argument("--out", type=Path,
-                         help="one output class map (COG) of all inputs (tiles of one grid); companions go beside it")
+                         help="one output class map (COG) of all inputs (tiles of one grid); companions go beside it; "
+                              "with --index, the folder of the zone set")
     outputs.add_argument("--out-dir", type=Path,
                          help="one map per input, OUT_DIR/<stem>_classes.tif, all in one job")
     add(p, "text_embeddings", ModelSpec)
@@ -90,9 +92,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dask.add_argument("--allowed-failures", type=int, metavar="N", default=c.allowed_failures,
                       help="worker deaths a block task may be part of before the run fails, for clusters started "
                            "here (a running scheduler keeps its own setting)")
+    _add_archive(p)
     add_precision_device(p)
     add_no_progress(p)
     p.set_defaults(func=run, config_class=MapConfig)
+
+
+def _add_archive(p: argparse.ArgumentParser) -> None:
+    """``--index``: map a desert straight from the AEF archive, one map per UTM zone (dunemap.acquire.archive)."""
+    from dunemap.regions import REGIONS
+
+    a = ArchiveConfig()
+    g = p.add_argument_group("AEF archive: map a desert across UTM zones from the tile index (no INPUT)")
+    g.add_argument("--index", metavar="aef_index.parquet", default=a.index or None,
+                   help="AEF tile index (local file or URL); maps each UTM zone of the year's tiles meeting the "
+                        "area into OUT/utm<zone>.tif and lists them in OUT/catalog.json (default: none, map INPUT)")
+    area = g.add_mutually_exclusive_group()
+    area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), default=a.bbox,
+                      help="WGS84 box to map in degrees (default: none; or --region)")
+    area.add_argument("--region", choices=sorted(REGIONS), default=a.region,
+                      help="a region preset's box to map (default: none; or --bbox)")
+    g.add_argument("--year", type=int, default=a.year or None, help="embedding year (default: none; needed with --index)")
+    g.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
+                   help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; "
+                        "default: none)")
+    g.add_argument("--context", type=int, default=a.context, metavar="PX",
+                   help="pixels of embeddings read around a zone's own ground as the model's context")
+    g.add_argument("--allowed-tile-failures", type=int, default=a.allowed_tile_failures, metavar="N",
+                   help="tiles that may stay unreadable after the retries with the run still succeeding; each "
+                        "leaves its zone's map unfinished (resumable) and is named in the catalog")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
         import distributed  # noqa: F401  (configures its loggers when imported; a local scheduler logs here)
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    if args.index is not None:
+        return _run_archive(args, config, cluster)
+    if not args.inputs:
+        raise ConfigError("give the embedding raster(s) to map (INPUT), or --index with --bbox/--region and --year")
     stac = _stac_paths(args) if args.stac else []
     result = map_inputs(args.inputs, model_from_args(args), out=args.out, out_dir=args.out_dir, config=config,
                         cluster=cluster)
@@ -132,3 +164,18 @@ def _stac_paths(args: argparse.Namespace) -> list[Path]:
     paths = [stac_path(job.out) for job in jobs]
     check_outputs(paths, [p for job in jobs for p in job.sources], overwrite=args.overwrite)
     return paths
+
+
+def _run_archive(args: argparse.Namespace, config: MapConfig, cluster: ClusterConfig) -> int:
+    from dunemap.acquire.index import parse_rewrite
+
+    if args.inputs or args.out is None or args.stac:
+        raise ConfigError("--index maps the archive into the folder --out; give no INPUT, no --out-dir and no --stac")
+    if args.year is None:
+        raise ConfigError("--index needs --year")
+    archive = ArchiveConfig(index=args.index, year=args.year, out=args.out, bbox=args.bbox, region=args.region,
+                            rewrites=[parse_rewrite(r) for r in args.rewrite], context=args.context,
+                            allowed_tile_failures=args.allowed_tile_failures)
+    result = map_archive(archive, model_from_args(args), config, cluster)
+    print(result.summary())
+    return 0

@@ -23,6 +23,7 @@ def default_product(map_path: Path, suffix: str) -> Path:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.accuracy.assess import error_adjusted_table
+    from dunemap.products.mosaic import mosaic_maps
     from dunemap.products.quicklook import render_quicklook
     from dunemap.products.vectorize import vectorize_map
 
@@ -31,10 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sum the true (ellipsoidal) area of each class of a class map, over the whole map or inside "
         "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
+                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps, or a zone set of map --index (its "
+                        "folder or catalog.json), give one table summed over the maps, each in its own projection")
     p.add_argument("--out", type=Path, metavar="REPORT",
                    help="report to write: a name ending in .csv or .json, the other file goes beside it "
-                        "(default: MAP_areas.csv beside the map)")
+                        "(default: MAP_areas.csv beside the first map, DESERT_areas.csv beside a set's folder)")
     p.add_argument("--zones", type=Path, help="polygons (GeoPackage, shapefile, GeoJSON ...) to summarise within "
                                               "(default: the whole map)")
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
@@ -51,8 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render a class map to a PNG: class colours, legend with class shares, scale bar, north "
         "arrow and, optionally, hillshading from an elevation raster.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--out", type=Path, metavar="PNG", help="PNG to write (default: MAP.png beside the map)")
+    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
+                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps or a zone set (its folder or "
+                        "catalog.json) are drawn as one, mosaicked in an equal-area view centred on them")
+    p.add_argument("--out", type=Path, metavar="PNG",
+                   help="PNG to write (default: MAP.png beside the first map, DESERT.png beside a set's folder)")
     p.add_argument("--hillshade-from", type=Path, metavar="DEM",
                    help="elevation raster to shade the colours with (default: none)")
     p.add_argument("--max-size", type=int, default=default_of(render_quicklook, "max_size"), metavar="PX",
@@ -81,21 +87,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "not a GeoPackage")
     p.set_defaults(func=run_vectorize)
 
+    p = subparsers.add_parser(
+        "mosaic", help="one class COG in a single CRS from a zone set or several class maps (nearest neighbour)",
+        description="Reproject class maps (a zone set of map --index: its folder or catalog.json, or a list) onto "
+        "one grid in --crs with nearest neighbour, classes never blended, into one class COG with the legend.",
+    )
+    p.add_argument("maps", type=Path, nargs="+", metavar="MAP", help="class maps, or a zone set's folder or catalog")
+    p.add_argument("--out", type=Path, required=True, metavar="MOSAIC.tif", help="the class COG to write")
+    p.add_argument("--crs", default=default_of(mosaic_maps, "crs"), help="CRS of the mosaic")
+    p.add_argument("--resolution", type=float, default=default_of(mosaic_maps, "resolution"), metavar="UNITS",
+                   help="pixel size in --crs units (default: none, the finest the maps' pixels give)")
+    add_overwrite(p, "an existing mosaic")
+    p.set_defaults(func=run_mosaic)
+
+
+def run_mosaic(args: argparse.Namespace) -> int:
+    from dunemap.io.formats import raster_driver
+    from dunemap.products.mosaic import mosaic_maps
+
+    raster_driver(args.out)  # a GeoTIFF: refuse any other extension before any work
+    result = mosaic_maps(args.maps, args.out, crs=args.crs, resolution=args.resolution, overwrite=args.overwrite)
+    print(f"wrote {result.path}: {result.width}x{result.height} px of {result.resolution:g} in {result.crs} from "
+          f"{len(result.maps)} map(s)")
+    return 0
+
 
 def run_stats(args: argparse.Namespace) -> int:
     from dunemap.products.stats import map_statistics
 
     if args.reference and args.zones:
         raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
+    if args.reference and len(args.map) > 1 or args.reference and args.map[0].is_dir():
+        raise ConfigError("--reference estimates the areas of one map; give one MAP")
     if args.out is None:
-        args.out = default_product(args.map, "_areas.csv")
+        args.out = default_product(args.map[0], "_areas.csv")
     stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field, overwrite=args.overwrite,
                            inputs=[args.reference])
     print(stats.table())
     if args.reference:
         from dunemap.accuracy.assess import error_adjusted_table
 
-        print(error_adjusted_table(args.map, args.reference, args.field))
+        print(error_adjusted_table(args.map[0], args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
 
@@ -106,12 +138,21 @@ def run_quicklook(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise ConfigError(f"--dpi {args.dpi} is too small; use at least 10")
     from dunemap.io.outputs import claim_outputs
+    from dunemap.products.mapset import is_set, resolve_maps
+    from dunemap.products.mosaic import quicklook_of_set
 
     if args.out is None:
-        args.out = default_product(args.map, ".png")
-    with claim_outputs([args.out], [args.map, args.hillshade_from], overwrite=args.overwrite):
-        path = render_quicklook(args.map, args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
-                                title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)
+        args.out = default_product(args.map[0], ".png")
+    maps, catalog = resolve_maps(args.map)
+    with claim_outputs([args.out], [*maps, catalog, args.hillshade_from], overwrite=args.overwrite):
+        if is_set(maps, catalog):
+            if args.hillshade_from or args.hatch_outside:
+                raise ConfigError("--hillshade-from and --hatch-outside draw one map; give one MAP")
+            path = quicklook_of_set(maps, args.out, max_size=args.max_size, dpi=args.dpi,
+                                    **({"title": args.title} if args.title else {}))
+        else:
+            path = render_quicklook(maps[0], args.out, hillshade_from=args.hillshade_from, max_size=args.max_size,
+                                    title=args.title, dpi=args.dpi, hatch_outside=args.hatch_outside)
     print(f"wrote {path}")
     return 0
 

@@ -274,13 +274,13 @@ class _ClusterMapper:
     def prepare(self, index: int, job: MapJob, info: ModelInfo) -> _MapRun:
         """Check the inputs of job number ``index`` and plan its map. Nothing is written."""
         sources, path = resolve_input(list(job.sources), job.out)
-        reader = EmbeddingReader(path, bands=info.in_channels)  # absolute paths: workers open them too
+        reader = EmbeddingReader(path, bands=info.in_channels, view=job.view)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
         tags, model = dict(info.model_tags), info.fingerprint
         prior = None if info.scene_prior is None else ScenePrior.from_dict(json.loads(info.scene_prior))
         if prior is not None and prior.covers(reader.crs, reader.bounds):  # as the workers decide (use_ground)
             tags[SCENE_PRIOR_TAG], model = prior.describe(), f"{model}+scene-prior"
-        fingerprint = map_fingerprint(sources, plan, model, self.config)
+        fingerprint = map_fingerprint(sources, plan, model, self.config, job.view)
         legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
                                    info.applicability_threshold, tags)

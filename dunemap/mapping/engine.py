@@ -42,8 +42,9 @@ from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
-from dunemap.raster.reader import BlockData, EmbeddingReader
+from dunemap.raster.reader import BlockData, EmbeddingReader, as_source
 from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags
+from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ def predictor_legend(predictor: Predictor) -> ClassLegend:
     return ClassLegend.build(predictor.class_names, predictor.colors)
 
 
-def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor | str, config: MapConfig) -> dict:
+def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Predictor | str, config: MapConfig,
+                    view: ZoneView | None = None) -> dict:
     """Everything that determines a map's pixels: a resumed run must match it exactly.
 
     ``predictor`` may be given as its :func:`predictor_fingerprint` (computed where the model runs).
@@ -133,6 +135,7 @@ def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor
     g = plan.grid
     return {
         "input": [_input_fingerprint(s) for s in sources],
+        **({} if view is None else {"view": asdict(view)}),
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
         "config": {k: v for k, v in asdict(config).items()
@@ -193,7 +196,9 @@ def use_ground(predictor: Predictor, reader: EmbeddingReader) -> dict[str, str]:
     return {}
 
 
-def _input_fingerprint(path: Path) -> dict:
+def _input_fingerprint(path: Path | str) -> dict:
+    if not isinstance(path, Path):  # a GDAL network path: the archive's files do not change under their name
+        return {"path": path}
     st = path.stat()
     return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -209,16 +214,17 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
     return prefetched(read, blocks, prefetch, "dunemap-read")
 
 
-def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike], out: Path) -> tuple[list[Path], list[Path]]:
+def resolve_input(input: str | os.PathLike | Sequence[str | os.PathLike],
+                  out: Path) -> tuple[list[Path | str], list[Path | str]]:
     """The source rasters of the map at ``out`` and what :class:`EmbeddingReader` opens: absolute paths (workers
-    need them) of the one raster or the tiles of a mosaic."""
-    sources = [Path(input)] if isinstance(input, (str, os.PathLike)) else [Path(p) for p in input]
+    need them) of the one raster or the tiles of a mosaic; GDAL network paths stay as they are."""
+    sources = [as_source(input)] if isinstance(input, (str, os.PathLike)) else [as_source(p) for p in input]
     if not sources:
         raise InputError("no input raster given")
     for src in sources:
-        if src.resolve() == out.resolve():
+        if isinstance(src, Path) and src.resolve() == out.resolve():
             raise InputError(f"{out}: the output would overwrite its input")
-    return sources, [p.absolute() for p in sources]
+    return sources, [p.absolute() if isinstance(p, Path) else p for p in sources]
 
 
 def check_map_outputs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike | None], config: MapConfig) -> None:
@@ -256,19 +262,21 @@ def map_raster(
         return map_claimed(input, predictor, out, config)
 
 
-def map_claimed(input, predictor: Predictor, out: str | os.PathLike, config: MapConfig) -> MapResult:
+def map_claimed(input, predictor: Predictor, out: str | os.PathLike, config: MapConfig,
+                view: ZoneView | None = None) -> MapResult:
     """:func:`map_raster` for a caller that has resolved ``config`` (:meth:`MapConfig.for_model`) and claimed
-    ``out`` under its lock."""
-    return _map_raster(input, predictor, Path(out), config, time.perf_counter())
+    ``out`` under its lock; ``view`` maps one zone of a zone set (:mod:`dunemap.raster.zones`)."""
+    return _map_raster(input, predictor, Path(out), config, time.perf_counter(), view)
 
 
-def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: float) -> MapResult:
+def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: float,
+                view: ZoneView | None = None) -> MapResult:
     sources, path = resolve_input(input, out)
-    with EmbeddingReader(path, bands=predictor.in_channels) as reader:
+    with EmbeddingReader(path, bands=predictor.in_channels, view=view) as reader:
         plan = plan_map(reader, config)
         ground = use_ground(predictor, reader)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint(sources, plan, predictor, config), predictor.precision,
+                                   map_fingerprint(sources, plan, predictor, config, view), predictor.precision,
                                    applicability_threshold(predictor), {**model_tags(predictor), **ground})
         resumed = assembler.open(config.resume)
         todo = assembler.pending()

@@ -21,6 +21,7 @@ from typing import Protocol, Sequence
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
+from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, load_predictor
 
 GLOB_CHARACTERS = "*?["
@@ -28,10 +29,11 @@ GLOB_CHARACTERS = "*?["
 
 @dataclass(frozen=True)
 class MapJob:
-    """One output map: a single raster, or tiles of one grid that are mosaicked through a VRT."""
+    """One output map: a single raster, or tiles of one grid mosaicked on the fly (``view``: one zone of a set)."""
 
-    sources: tuple[Path, ...]
+    sources: tuple[Path | str, ...]  # local paths, or GDAL network paths (/vsicurl/...) as text
     out: Path
+    view: ZoneView | None = None  # the part of a zone a zone set maps (dunemap.raster.zones)
 
 
 def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
@@ -127,11 +129,11 @@ class LocalExecutor:
         t0 = time.perf_counter()
         predictor = load_predictor(self.model)
         config = config.for_model(predictor.train_tile)  # the windows the model was trained for
-        maps = [map_claimed(list(job.sources), predictor, job.out, config) for job in jobs]
+        maps = [map_claimed(list(job.sources), predictor, job.out, config, job.view) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 
 
 def check_job_outputs(jobs: Sequence[MapJob], config: MapConfig, inputs: Sequence[str | os.PathLike | None]) -> None:
     """:func:`dunemap.mapping.engine.check_map_outputs` for every job, its own sources and ``inputs`` as inputs."""
     for job in jobs:
-        check_map_outputs(job.out, [*job.sources, *inputs], config)
+        check_map_outputs(job.out, [*(s for s in job.sources if isinstance(s, Path)), *inputs], config)

@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, RasterIOError
-from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import publish, work_folder
 from dunemap.mapping.config import FRACTION_ENCODINGS
+from dunemap.raster.cog import GDAL_CACHE_BYTES, write_cog
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
@@ -33,7 +32,6 @@ from dunemap.registry import choose
 
 log = logging.getLogger(__name__)
 
-GDAL_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while writing: part of the mapping memory budget
 
 
 @dataclass(frozen=True)
@@ -262,38 +260,3 @@ class PartialMap:
             log.debug("wrote %s", finals[product])  # the caller's summary says it
         shutil.rmtree(self.directory)
         return {p: finals[p] for p in self.products}
-
-
-def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int = 512,
-              name: Path | None = None) -> Path:
-    """Copy ``src`` to a Cloud-Optimized GeoTIFF at ``dst`` (atomically) and validate it.
-
-    Compression, overview resampling and a single thread are fixed so the bytes depend only on the
-    pixels: a resumed map is byte-identical to an uninterrupted one. ``name`` is the path errors
-    mention (the final path when ``dst`` is a file in the work folder).
-    """
-    name = name or dst
-    if tile < 128 or tile % 16:
-        raise ConfigError(f"COG tile size {tile} must be a multiple of 16, at least 128")
-    with atomic_path(dst) as tmp:
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="1"):
-                rasterio.shutil.copy(
-                    src, tmp, driver="COG", COMPRESS="DEFLATE", LEVEL="6", PREDICTOR="YES",
-                    BLOCKSIZE=str(tile), OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=overview_resampling,
-                    NUM_THREADS="1", BIGTIFF="IF_SAFER", STATISTICS="NO",
-                )
-        except RasterioError as exc:
-            raise RasterIOError(f"{name}: cannot write the Cloud-Optimized GeoTIFF ({exc})") from None
-        validate_cog(tmp, name=name)
-    log.debug("wrote %s", dst)
-    return dst
-
-
-def validate_cog(path: Path, name: Path | None = None) -> None:
-    """Raise RasterIOError unless ``path`` is a valid Cloud-Optimized GeoTIFF."""
-    from rio_cogeo.cogeo import cog_validate
-
-    ok, errors, _warnings = cog_validate(str(path), quiet=True)
-    if not ok:
-        raise RasterIOError(f"{name or path}: not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}")

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from dunemap.errors import InputError
 from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
+from dunemap.products.mapset import is_set, resolve_maps
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
 
@@ -166,6 +167,7 @@ class AreaStats:
     json_path: Path | None = None
     zones: list[str] = field(default_factory=list)
     applicability: Path | None = None  # the companion the inside/outside areas come from
+    maps: list[Path] = field(default_factory=list)  # the maps of a set, summed (empty for one map)
 
     def table(self) -> str:
         aoa = self.applicability is not None
@@ -229,6 +231,37 @@ def class_areas(
     return AreaStats(map_path, rows, areas.method, zones=names, applicability=aoa_path)
 
 
+def set_class_areas(maps: Sequence[Path], name: Path, zones: str | os.PathLike | None = None,
+                    zone_field: str | None = None) -> AreaStats:
+    """:func:`class_areas` of a set of disjoint class maps (:mod:`dunemap.products.mapset`), summed per zone and
+    class, each map measured in its own projection; the maps must share their legend."""
+    parts = [class_areas(m, zones, zone_field) for m in maps]
+    names: dict[int, str] = {}
+    area: dict[tuple[str, int], list[float]] = {}
+    for stats in parts:
+        for r in stats.rows:
+            if names.setdefault(r.class_id, r.class_name) != r.class_name:
+                raise InputError(f"{stats.map_path}: class {r.class_id} is {r.class_name!r}, another map of the set "
+                                 f"calls it {names[r.class_id]!r}; a set's maps share one legend")
+            a = area.setdefault((r.zone, r.class_id), [0, 0.0, 0.0, 0.0])
+            a[0] += r.pixels
+            a[1] += r.area_km2
+            a[2] += r.inside_km2 or 0.0
+            a[3] += r.outside_km2 or 0.0
+    aoa = all(p.applicability is not None for p in parts)
+    zone_names = parts[0].zones
+    rows = []
+    for z in zone_names:
+        total = sum(v[1] for (zz, _), v in area.items() if zz == z)
+        for k in sorted(names):
+            pixels, km2, km2_in, km2_out = area.get((z, k), [0, 0.0, 0.0, 0.0])
+            rows.append(ClassArea(z, k, names[k], int(pixels), km2, km2 / total if total else 0.0,
+                                  *((km2_in, km2_out) if aoa else (None, None))))
+    method = "; ".join(dict.fromkeys(f"{p.map_path.name}: {p.method}" for p in parts))
+    return AreaStats(Path(name), rows, method, zones=zone_names, applicability=parts[0].applicability if aoa else None,
+                     maps=list(maps))
+
+
 @contextlib.contextmanager
 def _applicability_mask(path: Path, classes: rasterio.io.DatasetReader):
     """The open applicability companion of a class map (None when absent); it must share the map's grid."""
@@ -265,6 +298,7 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
         columns += ["inside_km2", "outside_km2"]
     payload = {
         "map": str(stats.map_path),
+        **({"maps": [str(m) for m in stats.maps]} if stats.maps else {}),
         "area_method": stats.method,
         "zones": [
             {
@@ -290,7 +324,7 @@ def write_area_stats(stats: AreaStats, out: str | os.PathLike) -> AreaStats:
 
 
 def map_statistics(
-    map_path: str | os.PathLike,
+    map_path: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     zones: str | os.PathLike | None = None,
     zone_field: str | None = None,
@@ -299,12 +333,18 @@ def map_statistics(
 ) -> AreaStats:
     """Compute :func:`class_areas` and write them as the report ``out`` names (:func:`write_area_stats`).
 
-    The pair is claimed first (locked; an existing one is replaced only with ``overwrite``; never over
-    ``map_path``, ``zones`` or the other ``inputs``).
+    ``map_path`` is one class map or a set (:func:`dunemap.products.mapset.resolve_maps`: maps, a zone set's
+    folder or catalog), whose areas are summed (:func:`set_class_areas`). The pair is claimed first (locked;
+    an existing one is replaced only with ``overwrite``; never over a map, ``zones`` or the other ``inputs``).
     """
     if zone_field and not zones:
         raise InputError(f"--zone-field {zone_field!r} given without --zones")
-    with claimed_report(out, [map_path, zones, *inputs], overwrite=overwrite):
-        stats = write_area_stats(class_areas(map_path, zones, zone_field), out)
+    maps, catalog = resolve_maps(map_path)
+    with claimed_report(out, [*maps, catalog, zones, *inputs], overwrite=overwrite):
+        if is_set(maps, catalog):
+            stats = set_class_areas(maps, catalog or maps[0], zones, zone_field)
+        else:
+            stats = class_areas(maps[0], zones, zone_field)
+        stats = write_area_stats(stats, out)
     log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats

@@ -16,13 +16,20 @@ Float rasters (Earth Engine exports, float16/32/64) are used as float32. int8 ra
 int8 in memory and de-quantised per window (``dunemap.io.aef``). Rasters stored bottom-up (positive
 pixel height) are flipped on read so that callers always see a north-up grid with a negative-y
 transform. A mosaic is a list of tiles of one grid, north-up or bottom-up (AEF's public COGs are
-bottom-up), read tile by tile in their own dtype, without a converted copy.
+bottom-up), read tile by tile in their own dtype, without a converted copy. Tiles may be local files
+or GDAL network paths (``/vsicurl/`` range reads): those are opened and read with :data:`HTTP_OPTIONS`
+(GDAL retries 429/5xx answers with a doubling delay) and, when GDAL gives up, reopened and tried
+again after :data:`READ_RETRY_DELAYS`; a tile still unreadable is one error naming it. A
+:class:`~dunemap.raster.zones.ZoneView` crops a mosaic to the part a zone set maps and marks the
+ground another zone owns as nodata, its embeddings kept as the model's context.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,12 +45,41 @@ from rasterio.windows import Window
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.aef import AEF_NODATA, code_table
 from dunemap.raster.geometry import Box
-from dunemap.raster.transform import north_up_transform, source_rows
+from dunemap.raster.transform import north_up_transform, source_rows, tile_transform
+from dunemap.raster.zones import ZoneView
 
 log = logging.getLogger(__name__)
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 AEF_DTYPE = "int8"
+# GDAL settings for network reads (a variable already set in the environment wins)
+HTTP_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "VSI_CACHE": "TRUE",
+}
+READ_RETRY_DELAYS = (0.5, 2.0)  # seconds before reopening a network tile GDAL gave up on, then trying again
+
+def as_source(path: str | os.PathLike) -> Path | str:
+    """A raster path as the reader keeps it: GDAL virtual paths (``/vsicurl/https://...``) stay text."""
+    text = os.fspath(path)
+    return text if text.startswith("/vsi") else Path(text)
+
+
+def is_network(path: str | os.PathLike) -> bool:
+    """Whether GDAL reads ``path`` over a network (``/vsicurl/``, ``/vsis3/``, ...), not from a local file."""
+    text = os.fspath(path)
+    return text.startswith("/vsi") and not text.startswith(("/vsimem/", "/vsizip//", "/vsigzip//", "/vsitar//"))
+
+
+def gdal_env(path: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """The GDAL settings to open and read ``path`` with: :data:`HTTP_OPTIONS` for network paths."""
+    if not is_network(path):
+        return contextlib.nullcontext()
+    return rasterio.Env(**{k: v for k, v in HTTP_OPTIONS.items() if k not in os.environ})
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -92,7 +128,7 @@ class BlockData:
 class _Tile:
     """One source raster of a reader: where its north-up grid sits in the mosaic, and its row order."""
 
-    path: Path
+    path: Path | str
     row: int  # offset of the tile's northern row in the mosaic
     col: int
     height: int
@@ -106,16 +142,27 @@ class _Tile:
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
-    """Open a raster for reading; a missing file, a folder or an unreadable file is one line naming it."""
-    path = Path(path)
-    if not path.exists() and not str(path).startswith("/vsi"):
+    """Open a raster for reading; a missing file, a folder or an unreadable file is one line naming it.
+
+    A network path that GDAL cannot open is tried again after each of :data:`READ_RETRY_DELAYS`.
+    """
+    path = as_source(path)
+    if isinstance(path, Path) and not path.exists():
         raise InputError(f"{path}: input raster not found")
-    if path.is_dir():
+    if isinstance(path, Path) and path.is_dir():
         raise InputError(f"{path}: is a folder; expected a raster")
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise RasterIOError(f"{path}: cannot open image as a raster ({' '.join(str(exc).split())})") from None
+    delays = READ_RETRY_DELAYS if is_network(path) else ()
+    for attempt in range(len(delays) + 1):
+        try:
+            with gdal_env(path):
+                return rasterio.open(path)
+        except RasterioError as exc:
+            if attempt == len(delays):
+                raise RasterIOError(f"{path}: cannot open image as a raster ({' '.join(str(exc).split())})") from None
+            log.warning("%s: cannot open it (%s); trying again in %g s", path, " ".join(str(exc).split()),
+                        delays[attempt])
+            time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
 
 
 def read_north_up(src: rasterio.io.DatasetReader, box: Box, bottom_up: bool, indexes: int | list[int] | None = None,
@@ -146,8 +193,9 @@ class EmbeddingReader:
     processes. Use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike], bands: int | None = 64) -> None:
-        paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike], bands: int | None = 64,
+                 view: ZoneView | None = None) -> None:
+        paths = [as_source(path)] if isinstance(path, (str, os.PathLike)) else [as_source(p) for p in path]
         if not paths:
             raise InputError("a mosaic needs at least one source raster")
         self.path = paths[0]  # the raster errors name (the first tile of a mosaic)
@@ -197,7 +245,16 @@ class EmbeddingReader:
             self.nodata = AEF_NODATA  # gaps between AEF tiles read as nodata, not as zero embeddings
         # the grid callers see: north-up even when the files store their rows south to north
         self.transform: Affine = Affine(xres, 0.0, west, 0.0, yres, north)
-        self._src: dict[Path, rasterio.io.DatasetReader] = {}
+        self.view, self._offset = view, (0, 0)
+        if view is not None:
+            if crs is None or crs.to_epsg() != view.epsg:
+                raise InputError(f"{self.path}: CRS {crs} is not the zone's EPSG:{view.epsg}")
+            crop = view.crop(self.transform, self.height, self.width)
+            if crop is None:
+                raise InputError(f"{self.path}: the tiles do not reach the part of zone EPSG:{view.epsg} to map")
+            self._offset, self.height, self.width = (crop.row, crop.col), crop.height, crop.width
+            self.transform = tile_transform(self.transform, crop.row, crop.col)
+        self._src: dict[Path | str, rasterio.io.DatasetReader] = {}
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -214,27 +271,46 @@ class EmbeddingReader:
         """Whether the raster (every tile of a mosaic) stores its rows south to north."""
         return all(t.bottom_up for t in self.tiles)
 
-    def _dataset(self, path: Path) -> rasterio.io.DatasetReader:
+    def _dataset(self, path: Path | str) -> rasterio.io.DatasetReader:
         src = self._src.get(path)
         if src is None or src.closed:
-            src = self._src[path] = rasterio.open(path)
+            src = self._src[path] = open_raster(path)
         return src
 
     def _read_tile(self, tile: _Tile, part: Box) -> tuple[np.ndarray, np.ndarray | None]:
         """(C, h, w) data as stored and the (h, w) mask of ``part`` (mosaic pixels inside ``tile``), rows north to south."""
-        src, local = self._dataset(tile.path), part.relative_to(Box(tile.row, tile.col, tile.height, tile.width))
-        try:
-            data = read_north_up(src, local, tile.bottom_up)
-            mask = read_north_up(src, local, tile.bottom_up, masks=True)[0] > 0 if tile.per_dataset_mask else None
-        except RasterioError as exc:
-            raise RasterIOError(f"{tile.path}: cannot read rows {part.row}-{part.row_stop}, cols {part.col}-"
-                                f"{part.col_stop} ({' '.join(str(exc).split())})") from None
-        return data, mask
+        local = part.relative_to(Box(tile.row, tile.col, tile.height, tile.width))
+        delays = READ_RETRY_DELAYS if is_network(tile.path) else ()
+        for attempt in range(len(delays) + 1):
+            try:
+                with gdal_env(tile.path):
+                    src = self._dataset(tile.path)
+                    data = read_north_up(src, local, tile.bottom_up)
+                    mask = read_north_up(src, local, tile.bottom_up, masks=True)[0] > 0 if tile.per_dataset_mask else None
+                return data, mask
+            except RasterioError as exc:
+                reason = " ".join(str(exc).split())
+                if attempt == len(delays):
+                    raise RasterIOError(f"{tile.path}: cannot read rows {part.row}-{part.row_stop}, cols {part.col}-"
+                                        f"{part.col_stop} ({reason})") from None
+                log.warning("%s: read failed (%s); reopening it in %g s", tile.path, reason, delays[attempt])
+                self._src.pop(tile.path).close()
+                time.sleep(delays[attempt])
+        raise AssertionError("unreachable")
 
     def read(self, box: Box) -> BlockData:
-        """Read ``box`` (inside the raster) as stored: int8 codes for AEF, float32 otherwise."""
+        """Read ``box`` (inside the raster) as stored: int8 codes for AEF, float32 otherwise.
+
+        With a :class:`ZoneView`, ground another zone owns is not valid; its stored values stay as context.
+        """
         if box.row < 0 or box.col < 0 or box.row_stop > self.height or box.col_stop > self.width:
             raise InputError(f"{self.path}: box {box} lies outside the {self.height}x{self.width} raster")
+        block = self._read_mosaic(Box(box.row + self._offset[0], box.col + self._offset[1], box.height, box.width))
+        if self.view is not None:
+            block.valid &= self.view.owned(self.transform, box)
+        return BlockData(box, block.data, block.valid)
+
+    def _read_mosaic(self, box: Box) -> BlockData:
         parts = [(tile, part) for tile in self.tiles if (part := tile.overlap(box)) is not None]
         if len(parts) == 1 and parts[0][1] == box:
             data, mask = self._read_tile(*parts[0])
@@ -259,7 +335,7 @@ class EmbeddingReader:
         return BlockData(box, data, valid)
 
     def close(self) -> None:
-        for src in self._src.values():
+        for src in list(self._src.values()):
             src.close()
         self._src = {}
 

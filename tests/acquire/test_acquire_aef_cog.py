@@ -2,88 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import re
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-import shapely
+from aef_archive_helpers import RES, serve, write_int8_cog
+from aef_archive_helpers import index_row as archive_index_row
 from affine import Affine
 from pyproj import Transformer
-from rasterio.warp import transform_bounds
 
 from dunemap.acquire.aef_cog import FetchConfig, aligned_offset, chunk_windows, fetch_aef, target_grid
 from dunemap.acquire.index import gdal_path, read_index, select_tiles
 from dunemap.cli import main
-from dunemap.errors import InputError
+from dunemap.errors import ConfigError, InputError
 from dunemap.io.aef import dequantize, quantize
 
 SIZE = 256  # tile side in pixels (the real tiles are 8192); COG blocks of 128
 BANDS = 64
-RES = 10.0
-
-
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single byte-range support (206 responses); counts the bytes sent per file."""
-
-    def __init__(self, *args, served: dict, lock: threading.Lock, **kwargs):
-        self.served, self.lock = served, lock
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, format, *args):  # keep test output quiet
-        return
-
-    def _target(self) -> Path | None:
-        path = Path(self.translate_path(self.path))
-        return path if path.is_file() else None
-
-    def do_HEAD(self):
-        path = self._target()
-        if path is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-
-    def do_GET(self):
-        path = self._target()
-        if path is None:
-            self.send_error(404)
-            return
-        size = path.stat().st_size
-        data = path.read_bytes()
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", (self.headers.get("Range") or "").strip())
-        if m and (m.group(1) or m.group(2)):
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-            else:  # suffix range: the last N bytes
-                start, end = max(size - int(m.group(2)), 0), size - 1
-            if start >= size or start > end:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.end_headers()
-                return
-            body = data[start:end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        self.wfile.write(body)
-        with self.lock:
-            self.served[path.name] = self.served.get(path.name, 0) + len(body)
-            self.served.setdefault("_status", []).append(206 if len(body) < size else 200)
 
 
 @pytest.fixture
@@ -91,17 +28,8 @@ def http_root(tmp_path):
     """Serve ``tmp_path / 'www'`` on 127.0.0.1; yields (root dir, base URL, bytes-served dict)."""
     root = tmp_path / "www"
     root.mkdir()
-    served: dict = {}
-    handler = functools.partial(RangeHandler, directory=str(root), served=served, lock=threading.Lock())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(root) as (base, served):
+        yield root, base, served
 
 
 def write_aef_cog(path: Path, epsg: int, x0: float, y_bottom: float, seed: int,
@@ -117,20 +45,14 @@ def write_aef_cog(path: Path, epsg: int, x0: float, y_bottom: float, seed: int,
     if hole is not None:
         valid[hole] = False
     q = quantize(vec, valid)  # rows bottom-up: row 0 is the southern edge
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="COG", width=SIZE, height=SIZE, count=BANDS, dtype="int8", nodata=-128,
-                       crs=f"EPSG:{epsg}", transform=Affine(RES, 0, x0, 0, RES, y_bottom), blocksize=128,
-                       compress="deflate") as ds:
-        ds.write(q)
+    write_int8_cog(path, q, epsg, x0, y_bottom)
     values, ok = dequantize(q)
     values[:, ~ok] = np.nan
     return values[:, ::-1, :]  # north-up
 
 
 def index_row(rel_path: str, epsg: int, x0: float, y_bottom: float, year: int) -> dict:
-    w, s, e, n = transform_bounds(f"EPSG:{epsg}", "EPSG:4326", x0, y_bottom, x0 + SIZE * RES, y_bottom + SIZE * RES)
-    return dict(path=rel_path, year=year, crs=f"EPSG:{epsg}", utm_zone=f"{epsg % 100}S", wgs84_west=w,
-                wgs84_south=s, wgs84_east=e, wgs84_north=n, geometry=shapely.to_wkb(shapely.box(w, s, e, n)))
+    return archive_index_row(rel_path, epsg, x0, y_bottom, year, SIZE)
 
 
 # Two adjacent tiles of zone 33S just west of 18°E, and one tile of zone 34S just east of it.
@@ -261,6 +183,30 @@ def test_fetch_mosaics_a_second_utm_zone(aef_tiles, tmp_path, monkeypatch):
     assert not all(bil[:, r, c].tobytes() in c_vectors for r, c in zip(*np.nonzero(blended)))
 
 
+def test_fetch_int8_keeps_the_archive_codes_across_two_zones(aef_tiles, tmp_path, monkeypatch):
+    root, base, served, arrays, origins = aef_tiles
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    bbox = bbox_33(X33_EDGE - 0.5 * SIZE * RES, X33_EDGE + 0.6 * SIZE * RES)  # B's east part and C's west part
+    got = {}
+    for dtype in ("float32", "int8"):
+        res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=f"{base}/aef_index.parquet",
+                                    out=tmp_path / f"{dtype}.tif", crs="EPSG:32733", dtype=dtype))
+        assert res.tiles == ["2023/33S/b.tiff", "2023/34S/c.tiff"]
+        with rasterio.open(res.out) as ds:
+            assert ds.dtypes[0] == dtype and ds.transform.e < 0
+            got[dtype] = (ds.read(), ds.nodata, ds.transform)
+    codes, nodata, transform = got["int8"]
+    assert nodata == -128 and transform == got["float32"][2]
+    values, ok = dequantize(codes)
+    values[:, ~ok] = np.nan
+    np.testing.assert_array_equal(values, got["float32"][0])  # the same pixels, in a quarter of the bytes
+    assert ok.mean() > 0.9
+    with pytest.raises(ConfigError, match="int8 codes cannot hold"):
+        fetch_aef(FetchConfig(bbox=bbox, year=2023, index=str(root / "aef_index.parquet"), out=tmp_path / "b.tif",
+                              dtype="int8", resampling="bilinear"))
+    assert not (tmp_path / "b.tif").exists()
+
+
 def test_cli_fetch_aef_and_errors(aef_tiles, tmp_path, capsys):
     root, base, served, arrays, origins = aef_tiles
     w, s, e, n = bbox_33(X33_EDGE - 1.2 * SIZE * RES, X33_EDGE - 0.8 * SIZE * RES)
@@ -268,6 +214,8 @@ def test_cli_fetch_aef_and_errors(aef_tiles, tmp_path, capsys):
     args = ["fetch-aef", "--bbox", str(w), str(s), str(e), str(n), "--index", str(root / "aef_index.parquet")]
     assert main(args + ["--year", "2023", "--out", str(out)]) == 0
     assert "nodata = NaN" in capsys.readouterr().out and out.exists()
+    assert main(args + ["--year", "2023", "--out", str(tmp_path / "q.tif"), "--dtype", "int8"]) == 0
+    assert "int8" in capsys.readouterr().out and (tmp_path / "q.tif").stat().st_size < out.stat().st_size
     assert main(args + ["--year", "2021", "--out", str(tmp_path / "none.tif")]) == 1
     err = capsys.readouterr().err
     assert "no AEF tiles of year 2021" in err and "2022, 2023" in err and not (tmp_path / "none.tif").exists()

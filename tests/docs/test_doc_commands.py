@@ -195,13 +195,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
                     "name", np.array(["west", "east"], dtype=object), crs)
     catalog = Path(__file__).resolve().parents[2] / "dunemap" / "knowledge" / "dune_classes.yaml"
     rasterio.shutil.copy(scene.embedding, root / "MOSAIC.vrt", driver="VRT")  # a GDAL VRT over the scene
+    _write_aef_archive(root / "aef")
     files = {
         "EMB.tif": scene.embedding, "namib.tif": scene.embedding, "MAP.tif": root / "MAP.tif",
         "MAP_applicability.tif": root / "MAP_applicability.tif", "MAP_confidence.tif": root / "MAP_confidence.tif",
         "MOSAIC.vrt": root / "MOSAIC.vrt", "DATA": data, "RUN": root / "RUN", "RUN2": root / "RUN2",
         "LABELS": scene.labels, "patches.gpkg": root / "patches.gpkg", "NEW": root / "NEW",
         "W": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg", "zones.gpkg": root / "zones.gpkg",
-        "points.gpkg": root / "points.gpkg", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
+        "points.gpkg": root / "points.gpkg", "aef_index.parquet": root / "aef" / "aef_index.parquet", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
     }
     files["best_model.pth"] = mads.weights  # the published weights' layout
     files["text_embeds_detailed.npy"] = mads.text
@@ -212,6 +213,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
 def world_hashes(world: dict[str, Path]) -> dict[Path, str]:
     """sha256 of every file of the world (folders' files included), before any command ran."""
     return hashes(*world.values())
+
+
+def _write_aef_archive(folder: Path) -> None:
+    """A one-tile AEF archive: the namib scene as an int8 COG stored bottom-up (year 2023) and its index."""
+    import pandas as pd
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    from dunemap.synth.scene import SceneConfig
+    from dunemap.synth.writers import write_scene_files
+
+    tile = write_scene_files(SceneConfig(size=(96, 96), region="namib", seed=1), folder / "2023", dtype="int8",
+                             bottom_up=True).embedding
+    with rasterio.open(tile) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        crs = src.crs.to_string()
+    pd.DataFrame([{"path": str(tile.relative_to(folder)), "year": 2023, "crs": crs, "utm_zone": "33S",
+                   "wgs84_west": w, "wgs84_south": s, "wgs84_east": e, "wgs84_north": n}]).to_parquet(
+        folder / "aef_index.parquet")
 
 
 def _write_polygons(path: Path, geoms: list, field: str, values: np.ndarray, crs) -> None:

@@ -12,7 +12,8 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
 from dunemap.errors import RasterIOError
-from dunemap.mapping.writer import GridSpec, PartialMap, validate_cog
+from dunemap.mapping.writer import GridSpec, PartialMap
+from dunemap.raster.cog import validate_cog
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import ClassLegend, read_legend
 
