@@ -24,8 +24,10 @@ import rasterio
 
 from dunemap.io.atomic import atomic_path
 from dunemap.regions import REGIONS
+from dunemap.training.config import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
+_SMALL_DATA = RECIPES["small-data"]
 
 
 @dataclass
@@ -41,12 +43,13 @@ class DemoConfig:
     region_px: float = 320.0  # typical width of one landform region of the training scenes, pixels
     split_by: str = "scene"  # whole scenes held out for val/test (dunemap.data.splits.SPLIT_MODES)
     tile: int = 128  # training tile side
-    model: str = "mit_b0"
-    epochs: int = 32
-    batch_size: int = 8
-    lr: float = 1.2e-3  # 20x the published LR, from scratch in few epochs: best of 3e-4..2.4e-3 (docs/quality.md)
-    augment: str = "flip_rot90_spectral"  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
-    class_weights: str = "balanced"  # loss weights share ** -0.5: rare landforms (dome, parabolic) count more
+    # the training recipe: dunemap train --recipe small-data (dunemap.training.config.RECIPES), measured here
+    model: str = _SMALL_DATA["model"]  # mit_b0
+    epochs: int = _SMALL_DATA["epochs"]  # 32
+    batch_size: int = _SMALL_DATA["batch_size"]  # 8
+    lr: float = _SMALL_DATA["lr"]  # 1.2e-3: 20x the published LR, from scratch: best of 3e-4..2.4e-3 (docs/quality.md)
+    augment: str = _SMALL_DATA["augment"]  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
+    class_weights: str = _SMALL_DATA["class_weights"]  # loss weights share ** -0.5: rare landforms count more
     map_region: str = "namib"  # region of the held-out scene that is mapped
     map_size: int = 1024  # held-out scene side, pixels
     map_window: int = 128  # mapping window side: the context the model trained on (the tile)
@@ -89,7 +92,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig, generate_scene
     from dunemap.synth.writers import write_hillshade_png, write_scene_geotiff
-    from dunemap.training import TrainConfig, train
+    from dunemap.training import train
     from dunemap.training.loop import LAST
 
     out = Path(config.out)
@@ -108,11 +111,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
     # 2. Train a small text-fused SegFormer (catalog descriptions encoded by the bundled MiniLM).
     t0 = time.perf_counter()
     run = out / "run"
-    train_config = TrainConfig(data_root=data, save_dir=run, model=config.model, epochs=config.epochs,
-                               batch_size=config.batch_size, lr=config.lr, augment=config.augment,
-                               class_weights=config.class_weights, seed=config.seed,
-                               precision=config.precision, device="cpu", progress=config.progress,
-                               resume=(run / LAST).exists())
+    train_config = recipe_config("small-data", data_root=data, save_dir=run, model=config.model,
+                                 epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                 augment=config.augment, class_weights=config.class_weights, seed=config.seed,
+                                 precision=config.precision, device="cpu", progress=config.progress,
+                                 resume=(run / LAST).exists())
     if not _finished_training(run / "metrics.json", config.epochs):
         train(train_config)
     seconds["train"] = time.perf_counter() - t0
