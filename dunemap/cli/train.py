@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from dunemap.io.outputs import claim_outputs
     from dunemap.registry import choose
     from dunemap.training import TrainConfig, train
-    from dunemap.training.config import RECIPES, recipe_config
+    from dunemap.training.config import CONFIG_NAME, RECIPES, read_config_file, recipe_config
     from dunemap.training.loop import RUN_FILES
 
     from_file = apply_config_file(args, args.config) if args.config is not None else set()
@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
                                     if k in TrainConfig.__dataclass_fields__ and (k in given or k not in DECIDED)
                                     and k != "recipe"})
     else:  # the recipe's values for the options not given (on the command line or in --config)
+        saved = args.save_dir / CONFIG_NAME
+        if args.resume and "recipe" not in given and saved.is_file():  # --resume continues the run's own recipe
+            args.recipe = read_config_file(saved).get("recipe", args.recipe)
         recipe = choose(RECIPES, args.recipe, "recipe")
         config = recipe_config(args.recipe, **{k: v for k, v in vars(args).items()
                                                if k in TrainConfig.__dataclass_fields__ and k != "recipe"

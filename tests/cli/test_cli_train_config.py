@@ -100,6 +100,16 @@ def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, 
     assert {k: published[k] for k in RECIPES["published"] if k not in ("model", "epochs")} == {
         k: v for k, v in RECIPES["published"].items() if k not in ("model", "epochs")}
 
+    # --resume without --recipe continues the saved run's recipe (the published one would change its options)
+    proc = run_cli("train", "--recipe", "small-data", "--data-root", data, "--save-dir", tmp_path / "res",
+                   *tiny, "--epochs", "2", "--stop-after-epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "--resume", "--data-root", data, "--save-dir", tmp_path / "res", *tiny, "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    resumed = yaml.safe_load((tmp_path / "res" / "config.yaml").read_text())
+    assert (resumed["recipe"], resumed["lr"], resumed["epochs"]) == ("small-data", 1.2e-3, 2)
+    assert len(json.loads((tmp_path / "res" / "metrics.json").read_text())) == 2
+
     proc = run_cli("train", "--recipe", "tiny-data", "--data-root", data, "--save-dir", tmp_path / "x")
     assert proc.returncode == 2 and "published" in proc.stderr and "small-data" in proc.stderr
     assert not (tmp_path / "x").exists()
