@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from dunemap.training.loop import RUN_FILES
 
     from_file = apply_config_file(args, args.config) if args.config is not None else set()
-    given = _given_dests(_train_parser(), getattr(args, "_argv", None) or sys.argv[1:]) | from_file
+    on_command_line = _given_dests(_train_parser(), getattr(args, "_argv", None) or sys.argv[1:])
+    given = on_command_line | from_file
     for flag in ("data_root", "save_dir"):
         if getattr(args, flag) is None:
             raise ConfigError(f"--{flag.replace('_', '-')} is required (on the command line or in --config)")
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None:  # a fine-tune: what is not given comes from the checkpoint or the recipe
         from dunemap.training.finetune import DECIDED, finetune_config
 
-        if "recipe" in given:
+        if "recipe" in on_command_line:  # a run's config.yaml names its recipe: ignored by a fine-tune
             raise ConfigError(f"--recipe {args.recipe}: a fine-tune (--init-from) keeps the checkpoint's model and "
                               "takes the fine-tune recipe; leave --recipe out")
         config = finetune_config(**{k: v for k, v in vars(args).items()
