@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.registry import choose
 
 if TYPE_CHECKING:  # heavy modules load on first call, not on ``import dunemap``
     import pandas as pd
@@ -47,7 +48,8 @@ def train(config: TrainConfig | None = None, **options: Any) -> TrainResult:
         config: a :class:`dunemap.training.TrainConfig`; or leave it out and give its fields as keywords,
             at least ``data_root`` (img_dir/ann_dir dataset) and ``save_dir`` (where checkpoints go).
         **options: TrainConfig fields (``model``, ``epochs``, ``lr``, ``batch_size``, ``in_channels``, ...),
-            replacing those of ``config``.
+            replacing those of ``config``. ``recipe`` (``published``, the default, or ``small-data``:
+            :data:`dunemap.training.config.RECIPES`) sets the recipe's values first; the other options win.
 
     Returns:
         :class:`dunemap.training.TrainResult`: ``best_checkpoint`` (``save_dir/best_model.pth``), ``last_checkpoint``,
@@ -59,9 +61,13 @@ def train(config: TrainConfig | None = None, **options: Any) -> TrainResult:
         DatasetError: a bad or missing file of the dataset, named.
         TrainingDivergedError: the loss stayed non-finite.
     """
-    from dunemap.training.config import TrainConfig  # deferred, as below: torch loads on first call
-    from dunemap.training.loop import train as run
+    from dunemap.training.config import RECIPES, TrainConfig, recipe_config  # deferred, as below
+    from dunemap.training.loop import train as run  # deferred: torch loads on first call
 
+    if config is None:
+        return run(recipe_config(options.pop("recipe", "published"), **options))
+    if "recipe" in options:  # the recipe's values, then the options given
+        options = {**choose(RECIPES, options["recipe"], "recipe"), **options}
     return run(_config(TrainConfig, config, options))
 
 

@@ -4,8 +4,8 @@ Each stage leaves its output in ``DemoConfig.out`` and is skipped when that outp
 complete, so an interrupted demo continues where it stopped (training resumes from ``last.pth``).
 The report is honest about new ground: it scores test tiles of scenes seen in training and of new
 scenes side by side, maps a scene no training tile came from, and shows that map's truth, prediction
-and errors next to a per-pixel random forest trained on the same tiles. ``report.md`` is assembled
-from :data:`REPORT_SECTIONS`; a new section is one more function there.
+and errors next to a per-pixel random forest trained on the same tiles (written as a class map like the
+network's). ``report.md`` is assembled by :mod:`dunemap.demo_report`; a new section is one more function there.
 Heavy modules (torch, the pipelines) load inside the functions that use them, so the command line starts
 quickly.
 """
@@ -15,17 +15,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
+from dunemap import __version__
+from dunemap.demo_report import DemoResult, ReportContext, build_report, render_comparison, render_trust
 from dunemap.io.atomic import atomic_path
+from dunemap.raster.legend import ClassLegend
+from dunemap.raster.tags import MODEL_TAG, PRODUCT_TAG, VERSION_TAG, product_paths
 from dunemap.regions import REGIONS
+from dunemap.training.config import RECIPES, recipe_config
 
 log = logging.getLogger(__name__)
+_SMALL_DATA = RECIPES["small-data"]
 
 
 @dataclass
@@ -41,12 +46,13 @@ class DemoConfig:
     region_px: float = 320.0  # typical width of one landform region of the training scenes, pixels
     split_by: str = "scene"  # whole scenes held out for val/test (dunemap.data.splits.SPLIT_MODES)
     tile: int = 128  # training tile side
-    model: str = "mit_b0"
-    epochs: int = 32
-    batch_size: int = 8
-    lr: float = 1.2e-3  # 20x the published LR, from scratch in few epochs: best of 3e-4..2.4e-3 (docs/quality.md)
-    augment: str = "flip_rot90_spectral"  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
-    class_weights: str = "balanced"  # loss weights share ** -0.5: rare landforms (dome, parabolic) count more
+    # the training recipe: dunemap train --recipe small-data (dunemap.training.config.RECIPES), measured here
+    model: str = _SMALL_DATA["model"]  # mit_b0
+    epochs: int = _SMALL_DATA["epochs"]  # 32
+    batch_size: int = _SMALL_DATA["batch_size"]  # 8
+    lr: float = _SMALL_DATA["lr"]  # 1.2e-3: 20x the published LR, from scratch: best of 3e-4..2.4e-3 (docs/quality.md)
+    augment: str = _SMALL_DATA["augment"]  # flips, quarter turns and a per-tile embedding shift (scene-to-scene look)
+    class_weights: str = _SMALL_DATA["class_weights"]  # loss weights share ** -0.5: rare landforms count more
     map_region: str = "namib"  # region of the held-out scene that is mapped
     map_size: int = 1024  # held-out scene side, pixels
     map_window: int = 128  # mapping window side: the context the model trained on (the tile)
@@ -60,19 +66,6 @@ class DemoConfig:
     progress: bool = True
 
 
-@dataclass
-class DemoResult:
-    out: Path
-    test_metrics: dict  # every test tile
-    test_by_scene: dict[str, dict]  # in_scene / new_scene test tiles, each a metrics dict
-    map_metrics: dict  # the network's map of the held-out scene against its truth
-    rf_map_metrics: dict  # the per-pixel random forest on the same scene
-    areas_km2: dict[str, float]
-    report: Path
-    comparison: Path  # truth | prediction | errors | random forest, side by side
-    seconds: dict[str, float]
-
-
 def _done(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
@@ -82,14 +75,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
     # deferred: the CLI imports this module for DemoConfig at start-up; torch, pyproj and shapely load when it runs
     from dunemap.evaluation import EvalConfig, evaluate
     from dunemap.mapping.config import MapConfig
-    from dunemap.mapping.engine import map_raster
+    from dunemap.mapping.engine import applicability_threshold, map_raster, predictor_legend
     from dunemap.products.quicklook import render_quicklook
     from dunemap.products.stats import class_areas
     from dunemap.runtime import ModelSpec, load_predictor
     from dunemap.synth.dataset import write_dataset
     from dunemap.synth.scene import SceneConfig, generate_scene
     from dunemap.synth.writers import write_hillshade_png, write_scene_geotiff
-    from dunemap.training import TrainConfig, train
+    from dunemap.training import train
     from dunemap.training.loop import LAST
 
     out = Path(config.out)
@@ -108,11 +101,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
     # 2. Train a small text-fused SegFormer (catalog descriptions encoded by the bundled MiniLM).
     t0 = time.perf_counter()
     run = out / "run"
-    train_config = TrainConfig(data_root=data, save_dir=run, model=config.model, epochs=config.epochs,
-                               batch_size=config.batch_size, lr=config.lr, augment=config.augment,
-                               class_weights=config.class_weights, seed=config.seed,
-                               precision=config.precision, device="cpu", progress=config.progress,
-                               resume=(run / LAST).exists())
+    train_config = recipe_config("small-data", data_root=data, save_dir=run, model=config.model,
+                                 epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                 augment=config.augment, class_weights=config.class_weights, seed=config.seed,
+                                 precision=config.precision, device="cpu", progress=config.progress,
+                                 resume=(run / LAST).exists())
     if not _finished_training(run / "metrics.json", config.epochs):
         train(train_config)
     seconds["train"] = time.perf_counter() - t0
@@ -139,21 +132,23 @@ def run_demo(config: DemoConfig) -> DemoResult:
         write_hillshade_png(scene, shade)
     seconds["scene"] = time.perf_counter() - t0
 
-    # 5. Map it: streaming windows, Gaussian blending, a COG with colour table and confidence.
+    # 5. Map it: streaming windows, Gaussian blending, a COG with colour table, confidence and applicability.
     t0 = time.perf_counter()
     class_map = out / "map" / "heldout_classes.tif"
     predictor = load_predictor(model)
     stride = config.map_stride or config.map_window // 2
-    if not _done(class_map) or _mapped_with(class_map) != (config.map_window, stride):  # a changed option: redo
+    aoa = applicability_threshold(predictor) is not None  # fitted at the end of training (TrainConfig.calibrate)
+    if (not _done(class_map) or _mapped_with(class_map) != (config.map_window, stride)  # a changed option: redo
+            or (aoa and not _done(product_paths(class_map)["applicability"]))):
         map_raster(emb, predictor, class_map, MapConfig(window=config.map_window, stride=stride, confidence="uint8",
-                                                        progress=config.progress, overwrite=True))
+                                                        applicability=aoa, progress=config.progress, overwrite=True))
     seconds["map"] = time.perf_counter() - t0
 
     # 6. The per-pixel random forest of the same training tiles, on the same scene.
     t0 = time.perf_counter()
     rf_map = out / "map" / "heldout_rf_classes.tif"
-    if not _done(rf_map):
-        _map_with_forest(data, emb, rf_map, len(predictor.class_names), config)
+    if not _done(rf_map) or _product_of(rf_map) != "classes":  # a plain GeoTIFF of an earlier demo: redo
+        _map_with_forest(data, emb, rf_map, predictor_legend(predictor), config)
     seconds["baseline"] = time.perf_counter() - t0
 
     # 7. Map products: agreement with the scene's truth, areas, quicklook, truth/prediction/errors side by side.
@@ -167,12 +162,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
                                  title=f"dunemap demo: held-out {config.map_region} scene")
     comparison = render_comparison(out / "map" / "heldout_comparison.png", true, pred, rf_pred, predictor.colors,
                                    names, map_metrics["miou"], rf_metrics["miou"])
+    trust_png, trust = render_trust(out / "map" / "heldout_trust.png", class_map, true)
     seconds["products"] = time.perf_counter() - t0
 
     by_scene = {g: m.to_dict(evaluation.class_names) for g, m in evaluation.by_scene.items()}
     result = DemoResult(out, evaluation.metrics.to_dict(evaluation.class_names), by_scene, map_metrics, rf_metrics,
-                        area_by_class, out / "report.md", comparison, seconds)
-    context = ReportContext(result, config, evaluation.table, class_map, quicklook, shade)
+                        area_by_class, out / "report.md", comparison, seconds, trust=trust,
+                        environment=_environment(config.precision))
+    context = ReportContext(result, config, evaluation.table, class_map, quicklook, shade, trust_png)
     with atomic_path(result.report) as tmp:
         tmp.write_text(build_report(context))
     return result
@@ -186,6 +183,29 @@ def _mapped_with(class_map: Path) -> tuple[int, int] | None:
         return int(tags["WINDOW"]), int(tags["STRIDE"])
     except (KeyError, ValueError):
         return None
+
+
+def _product_of(path: Path) -> str | None:
+    with rasterio.open(path) as src:
+        return src.tags().get(PRODUCT_TAG)
+
+
+def _environment(precision: str) -> dict:
+    """What two runs must share to give the same figures: the CPU, threads, torch and the precision trained in."""
+    import platform
+
+    import torch  # deferred (see run_demo)
+
+    from dunemap.runtime.device import resolve_precision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "precision": resolve_precision(precision, torch.device("cpu"))}
 
 
 def _finished_training(metrics_json: Path, epochs: int) -> bool:
@@ -202,62 +222,27 @@ def _agreement(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> dict:
     return cm.compute().to_dict(names)
 
 
-def _map_with_forest(data: Path, emb: Path, out: Path, num_classes: int, config: DemoConfig) -> None:
-    """Classify every pixel of the held-out scene with a random forest fitted on the demo's training tiles."""
+def _map_with_forest(data: Path, emb: Path, out: Path, legend: ClassLegend, config: DemoConfig) -> None:
+    """Classify every pixel of the held-out scene with a random forest fitted on the demo's training tiles, and
+    write it as ``dunemap map`` writes a class map (colour table, overviews, legend companions)."""
     from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier
     from dunemap.data.dataset import SeedLayoutDataset
     from dunemap.io.aef import dequantize
+    from dunemap.mapping.writer import GridSpec, write_class_map
 
-    forest = fit_pixel_classifier(SeedLayoutDataset(data, "train", num_classes=num_classes),
+    forest = fit_pixel_classifier(SeedLayoutDataset(data, "train", num_classes=legend.num_classes),
                                   PixelConfig(method="rf", pixels_per_class=config.rf_pixels_per_class,
                                               n_estimators=config.rf_trees, seed=config.seed, n_jobs=2))
     with rasterio.open(emb) as src:
         values, valid = dequantize(src.read())
-        profile = dict(driver="GTiff", height=src.height, width=src.width, count=1, dtype="uint8", nodata=255,
-                       crs=src.crs, transform=src.transform, compress="deflate", tiled=True)
+        grid = GridSpec(src.height, src.width, src.crs, src.transform)
     pixels = values[:, valid].T  # (N, 64)
     classes = np.full(valid.shape, 255, dtype=np.uint8)
     classes[valid] = np.concatenate([forest.estimator.predict(pixels[i:i + 65536])
                                      for i in range(0, len(pixels), 65536)]).astype(np.uint8)
-    with atomic_path(out) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(classes, 1)
-
-
-def render_comparison(path: Path, truth: np.ndarray, pred: np.ndarray, rf_pred: np.ndarray,
-                      colors: list[tuple[int, int, int]], names: list[str], miou: float | None,
-                      rf_miou: float | None) -> Path:
-    """Truth, the network's prediction, its errors and the per-pixel random forest's prediction, side by side."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    palette = np.ones((256, 3))
-    palette[: len(colors)] = np.asarray(colors, dtype=np.float64) / 255.0
-    valid = truth != 255
-    errors = np.ones(truth.shape + (3,))
-    errors[valid & (pred == truth)] = (0.82, 0.82, 0.82)
-    errors[valid & (pred != truth)] = (0.85, 0.1, 0.1)
-    wrong = float((pred != truth)[valid].mean()) if valid.any() else 0.0
-    fmt = _fmt
-    panels = [("truth", palette[truth]), (f"network: mIoU {fmt(miou)}", palette[pred]),
-              (f"network errors (red, {100 * wrong:.1f} % of pixels)", errors),
-              (f"per-pixel random forest: mIoU {fmt(rf_miou)}", palette[rf_pred])]
-    fig = Figure(figsize=(4.2 * len(panels), 5.0), dpi=110)
-    FigureCanvasAgg(fig)
-    for k, (title, image) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    present = np.unique(np.concatenate([truth[valid], pred[pred != 255], rf_pred[rf_pred != 255]]))
-    fig.legend(handles=[Patch(facecolor=palette[i], edgecolor="black", label=f"{i} {names[i]}") for i in present],
-               loc="lower center", ncol=min(len(present), 6), fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.14, wspace=0.04)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return path
+    tags = {MODEL_TAG: f"per-pixel random forest ({config.rf_trees} trees, {config.rf_pixels_per_class} pixels per "
+                       "class of the demo's training tiles)", VERSION_TAG: __version__}
+    write_class_map(out, classes, grid, legend, tags)
 
 
 def _write_height(scene, path: Path) -> None:
@@ -265,131 +250,5 @@ def _write_height(scene, path: Path) -> None:
     height = np.asarray(scene.height, dtype=np.float32)
     profile = dict(driver="GTiff", height=height.shape[0], width=height.shape[1], count=1, dtype="float32",
                    crs=scene.crs, transform=scene.transform, compress="deflate", tiled=True)
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(height, 1)
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f} %" if isinstance(v, float) else str(v)
-
-
-# ------------------------------------------------------------------------------------------------ report
-
-
-@dataclass
-class ReportContext:
-    """Everything a report section may draw on."""
-
-    result: DemoResult
-    config: DemoConfig
-    table: str  # the per-class table of the test tiles
-    class_map: Path
-    quicklook: Path
-    hillshade: Path
-
-    def rel(self, path: Path) -> str:
-        return str(path.relative_to(self.result.out))
-
-
-def _scores(m: dict) -> str:
-    return f"OA {_fmt(m['oa'])}, mIoU {_fmt(m['miou'])}, Kappa {m['kappa']:.4f}"
-
-
-def section_title(ctx: ReportContext) -> str:
-    return ("# dunemap demo report\n\nSynthetic Mars-analog dune fields (no real data); every number below was "
-            "measured by this run.")
-
-
-def section_headline(ctx: ReportContext) -> str:
-    r = ctx.result
-    rows = [("test tiles, all", r.test_metrics)]
-    rows += [(f"test tiles of {_GROUPS[g]}", m)
-             for g, m in r.test_by_scene.items()]
-    rows += [(f"held-out {ctx.config.map_region} scene: network", r.map_metrics),
-             ("held-out scene: per-pixel random forest, same training tiles", r.rf_map_metrics)]
-    lines = ["## Headline: memory of the scene against new ground", "",
-             "| what is scored | OA | mIoU | Kappa |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {_fmt(m['oa'])} | {_fmt(m['miou'])} | {m['kappa']:.4f} |" for name, m in rows]
-    gap = None
-    if r.map_metrics["miou"] is not None and r.rf_map_metrics["miou"] is not None:
-        gap = 100 * (r.map_metrics["miou"] - r.rf_map_metrics["miou"])
-        lines += ["", f"On the held-out scene the network scores {gap:+.1f} mIoU points against the per-pixel "
-                  "random forest."]
-    return "\n".join(lines)
-
-
-_GROUPS = {"in_scene": "scenes seen in training (in-scene)", "new_scene": "new scenes (never seen in training)"}
-
-
-def section_comparison(ctx: ReportContext) -> str:
-    c = ctx.config
-    return "\n".join([
-        f"## Held-out scene ({c.map_region}, {c.map_size} x {c.map_size} px, AEF int8)", "",
-        f"![truth, prediction, errors, random forest]({ctx.rel(ctx.result.comparison)})", "",
-        f"- map: `{ctx.rel(ctx.class_map)}` (COG, colour table, nodata 255), mapped in {c.map_window} px windows, "
-        f"stride {c.map_stride or c.map_window // 2} px",
-        f"- random forest map: `{ctx.rel(ctx.class_map.with_name('heldout_rf_classes.tif'))}`",
-        f"- quicklook: `{ctx.rel(ctx.quicklook)}`; hillshade: `{ctx.rel(ctx.hillshade)}`",
-    ])
-
-
-def section_per_class(ctx: ReportContext) -> str:
-    r = ctx.result
-    names = list(r.map_metrics["per_class"])
-    lines = ["## Per class on the held-out scene (IoU)", "", "| class | network | random forest | mapped area (km2) |",
-             "| --- | ---: | ---: | ---: |"]
-    for n in names:
-        a, b = r.map_metrics["per_class"][n]["iou"], r.rf_map_metrics["per_class"][n]["iou"]
-        if a is None and b is None and n not in r.areas_km2:
-            continue
-        lines.append(f"| {n} | {_fmt(a)} | {_fmt(b)} | {r.areas_km2.get(n, 0.0):.3f} |")
-    return "\n".join(lines)
-
-
-AREA_SAMPLE_POINTS = 600  # reference points sampled from the held-out map for the error-adjusted areas
-AREA_MIN_PER_CLASS = 30
-
-
-def section_areas(ctx: ReportContext) -> str:
-    """Error-adjusted areas (Olofsson et al. 2014) from points sampled on the map and labelled from the truth."""
-    from dunemap.accuracy.assess import assess_with_truth  # deferred: pyproj and shapely (see run_demo)
-
-    truth = ctx.result.out / "scene" / "heldout_labels.tif"
-    comparison = assess_with_truth(ctx.class_map, truth, AREA_SAMPLE_POINTS, AREA_MIN_PER_CLASS, seed=ctx.config.seed)
-    hit, counted = comparison.inside_count()
-    e = comparison.assessment.estimate
-    return "\n".join([
-        "## Area per class: mapped, error-adjusted (95 %), truth", "",
-        f"{AREA_SAMPLE_POINTS} points sampled from the map by class (at least {AREA_MIN_PER_CLASS} per class), "
-        "labelled from the scene's truth as an expert would label them, then the stratified estimator of "
-        "Olofsson et al. (2014): the way to report areas from a map (`dunemap sample`, `dunemap accuracy`). "
-        f"Overall accuracy {e.overall:.3f} ± {e.ci95(e.overall_se):.3f}; the truth area lies inside the 95 % interval "
-        f"for {hit} of {counted} classes.", "",
-        "```", comparison.table(), "```"])
-
-
-def section_test_tiles(ctx: ReportContext) -> str:
-    return "\n".join(["## Test tiles, per class", "", "```", ctx.table, "```"])
-
-
-def section_configuration(ctx: ReportContext) -> str:
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(ctx.config).items()}
-    return "\n".join(["## Configuration", "", "```json", json.dumps(cfg, indent=2), "```"])
-
-
-def section_times(ctx: ReportContext) -> str:
-    return "\n".join(["## Wall time per stage (s)", "", *[f"- {stage}: {s:.1f}"
-                                                           for stage, s in ctx.result.seconds.items()]])
-
-
-REPORT_SECTIONS: list[Callable[[ReportContext], str]] = [
-    section_title, section_headline, section_comparison, section_per_class, section_areas, section_test_tiles,
-    section_configuration, section_times,
-]
-"""The report, in order; each section is a function of the :class:`ReportContext` returning markdown."""
-
-
-def build_report(ctx: ReportContext, sections: list[Callable[[ReportContext], str]] | None = None) -> str:
-    """``report.md``: the sections' markdown, one blank line apart."""
-    return "\n\n".join(section(ctx).strip() for section in (sections or REPORT_SECTIONS)) + "\n"
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(height, 1)

@@ -152,7 +152,7 @@ def _evaluate(config: EvalConfig, json_path: Path, png_path: Path, reliability_p
     }
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    png_path = plot_confusion_matrix(matrix, class_names, png_path)
+    png_path = plot_confusion_matrix(matrix, class_names, png_path, split=config.split)
     table = "\n".join([format_table(metrics, class_names), *(trust_lines(trust) if trust else [])])
     return EvalResult(metrics, matrix, class_names, table, json_path, png_path, precision, by_scene, trust)
 

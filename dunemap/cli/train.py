@@ -8,23 +8,31 @@ import os
 import sys
 from pathlib import Path
 
-from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, add_precision_device, config_from_args,
-                                 csv_list, default_of, fraction)
+from dunemap.cli.options import (add, add_alias, add_no_progress, add_overwrite, add_precision_device, csv_list,
+                                 default_of, fraction, show_default)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.data.transforms import AUGMENTATIONS
     from dunemap.knowledge.text import TEXT_MODES
     from dunemap.models import ARCHITECTURES
-    from dunemap.training.config import CLASS_WEIGHTS, FINETUNE_RECIPE, TRAIN_LAYERS, TrainConfig
+    from dunemap.training.config import CLASS_WEIGHTS, FINETUNE_RECIPE, RECIPES, TRAIN_LAYERS, TrainConfig
 
     p = subparsers.add_parser("train", help="train on img_dir/ann_dir tiles (the seed's recipe by default)",
-                              description="Train a text-fused SegFormer. Defaults: AdamW lr 6e-5 wd 0.01, linear "
-                              "decay per epoch, batch 4, 50 epochs, best checkpoint by validation mIoU. Every run "
-                              "writes its resolved options to SAVE_DIR/config.yaml; --config reads such a file.")
+                              description="Train a text-fused SegFormer. Defaults: the published recipe (AdamW lr "
+                              "6e-5 wd 0.01, linear decay per epoch, batch 4, 50 epochs, mit_b2); --recipe small-data "
+                              "for a few hundred tiles from scratch. Options given explicitly override the recipe. "
+                              "Best checkpoint by validation mIoU. Every run writes its resolved options (and its "
+                              "recipe) to SAVE_DIR/config.yaml; --config reads such a file.")
     p.add_argument("--config", type=Path, metavar="RUN.yaml",
                    help="options from a YAML file (keys as the long options, e.g. data-root or data_root); flags "
                         "given on the command line win (default: none)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=default_of(TrainConfig, "recipe"),
+                   help="sets the options it names unless they are given: " + "; ".join(
+                       f"{name}: " + " ".join(f"--{k.replace('_', '-')} {show_default(v)}" for k, v in values.items())
+                       for name, values in RECIPES.items())
+                   + ". published: the MADS paper's recipe for its dataset; small-data: measured from scratch on a "
+                     "few hundred tiles with whole scenes held out (docs/quality.md, README 'Your own data')")
     add(p, "data_root", TrainConfig, help="dataset with img_dir/{train,val} and ann_dir/{train,val} (required, here or in --config)")
     p.add_argument("--save-dir", type=Path, metavar="RUN", help="where checkpoints, metrics and config.yaml go (required, here or in --config)")
     add(p, "model", TrainConfig, choices=sorted(ARCHITECTURES))
@@ -102,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_precision_device(p, TrainConfig)
     add_no_progress(p)
     add_alias(p, "--holdout", "--holdout-region", "holdout_regions", type=csv_list)
+    _state_recipe_defaults(p, RECIPES)
     p.set_defaults(config_class=TrainConfig)
     p.set_defaults(func=run)
 
@@ -109,10 +118,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dunemap.errors import ConfigError
     from dunemap.io.outputs import claim_outputs
+    from dunemap.registry import choose
     from dunemap.training import TrainConfig, train
+    from dunemap.training.config import CONFIG_NAME, RECIPES, read_config_file, recipe_config
     from dunemap.training.loop import RUN_FILES
 
     from_file = apply_config_file(args, args.config) if args.config is not None else set()
+    on_command_line = _given_dests(_train_parser(), getattr(args, "_argv", None) or sys.argv[1:])
+    given = on_command_line | from_file
     for flag in ("data_root", "save_dir"):
         if getattr(args, flag) is None:
             raise ConfigError(f"--{flag.replace('_', '-')} is required (on the command line or in --config)")
@@ -121,11 +134,20 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None:  # a fine-tune: what is not given comes from the checkpoint or the recipe
         from dunemap.training.finetune import DECIDED, finetune_config
 
-        given = _given_dests(_train_parser(), getattr(args, "_argv", None) or sys.argv[1:]) | from_file
+        if "recipe" in on_command_line:  # a run's config.yaml names its recipe: ignored by a fine-tune
+            raise ConfigError(f"--recipe {args.recipe}: a fine-tune (--init-from) keeps the checkpoint's model and "
+                              "takes the fine-tune recipe; leave --recipe out")
         config = finetune_config(**{k: v for k, v in vars(args).items()
-                                    if k in TrainConfig.__dataclass_fields__ and (k in given or k not in DECIDED)})
-    else:
-        config = config_from_args(TrainConfig, args)
+                                    if k in TrainConfig.__dataclass_fields__ and (k in given or k not in DECIDED)
+                                    and k != "recipe"})
+    else:  # the recipe's values for the options not given (on the command line or in --config)
+        saved = args.save_dir / CONFIG_NAME
+        if args.resume and "recipe" not in given and saved.is_file():  # --resume continues the run's own recipe
+            args.recipe = read_config_file(saved).get("recipe", args.recipe)
+        recipe = choose(RECIPES, args.recipe, "recipe")
+        config = recipe_config(args.recipe, **{k: v for k, v in vars(args).items()
+                                               if k in TrainConfig.__dataclass_fields__ and k != "recipe"
+                                               and (k in given or k not in recipe)})
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 owns the save dir
     inputs = [args.data_root, args.text_embeddings, args.catalog, args.config, args.init_from, args.replay]
     claim = claim_outputs([], inputs, overwrite=args.overwrite, resume=args.resume, folders=[args.save_dir],
@@ -177,6 +199,16 @@ def apply_config_file(args: argparse.Namespace, path: Path) -> set[str]:
         if isinstance(getattr(args, name), str):
             setattr(args, name, Path(getattr(args, name)))
     return done
+
+
+def _state_recipe_defaults(parser: argparse.ArgumentParser, recipes: dict[str, dict]) -> None:
+    """Say in the help of each option a recipe sets what each recipe gives it (the default is the published one's)."""
+    for action in parser._actions:
+        values = {name: r.get(action.dest) for name, r in recipes.items()}
+        if (action.option_strings and action.dest in recipes["published"] and len(set(values.values())) > 1
+                and "default" not in (action.help or "")):
+            each = ", ".join(f"{name}: {show_default(v)}" for name, v in values.items())
+            action.help = f"{action.help} (default: from --recipe; {each})".replace("%", "%%")
 
 
 def _train_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.outputs import publish, work_folder
-from dunemap.mapping.config import FRACTION_ENCODINGS
+from dunemap.mapping.config import FRACTION_ENCODINGS, MapConfig
 from dunemap.raster.cog import GDAL_CACHE_BYTES, write_cog
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
@@ -260,3 +260,21 @@ class PartialMap:
             log.debug("wrote %s", finals[product])  # the caller's summary says it
         shutil.rmtree(self.directory)
         return {p: finals[p] for p in self.products}
+
+
+def write_class_map(out: str | Path, classes: np.ndarray, grid: GridSpec, legend: ClassLegend,
+                    tags: dict[str, str] | None = None, cog_tile: int = MapConfig.cog_tile) -> Path:
+    """Write a whole (H, W) uint8 class array (255 = nodata) as ``dunemap map`` writes a class map.
+
+    The same writer and the same products: a validated COG with the legend's colour table, class tags,
+    overviews, GDAL categories and a QGIS style beside it, published as one set. ``tags`` add provenance
+    (e.g. ``MODEL``). For maps made by other means than the network, such as a baseline classifier's.
+    """
+    if classes.shape != (grid.height, grid.width):
+        raise ConfigError(f"{out}: class array of shape {classes.shape} does not fit the grid {grid.height} x "
+                          f"{grid.width}")
+    partial = PartialMap(out, grid, legend, block_size=256, tags=tags)
+    partial.create()
+    partial.write_block(Box(0, 0, grid.height, grid.width), classes.astype(np.uint8, copy=False))
+    return partial.finalize(cog_tile)["classes"]
+

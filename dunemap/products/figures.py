@@ -48,12 +48,14 @@ def plot_confusion_matrix(
     class_names: Sequence[str] | None,
     path: str | Path,
     normalize: str = "true",
+    split: str | None = None,
 ) -> Path:
     """Draw the confusion matrix as a PNG at ``path`` (written atomically) and return the path.
 
     Colours show the matrix normalised as ``normalize`` says (``true``: by truth row, ``pred``: by
     predicted column, ``all``, ``none``); with at most 20 classes each cell is annotated with its
-    normalised value and its pixel count.
+    normalised value and its pixel count. ``split`` (e.g. ``test``) is named in the title, which is
+    also stored as the PNG's ``Title`` text.
     """
     from matplotlib.figure import Figure
 
@@ -76,7 +78,8 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
     title = {"true": "row-normalised", "pred": "column-normalised", "all": "normalised", "none": "counts"}[normalize]
-    ax.set_title(f"confusion matrix ({title}, {_compact(int(counts.sum()))} px)")
+    heading = f"confusion matrix{f', {split} split' if split else ''} ({title}, {_compact(int(counts.sum()))} px)"
+    ax.set_title(heading)
     if k <= _ANNOTATE_MAX_CLASSES:
         fontsize = 8 if k <= 10 else 6
         for t in range(k):
@@ -87,5 +90,5 @@ def plot_confusion_matrix(
                 ax.text(p, t, text, ha="center", va="center", fontsize=fontsize, color=colour)
     target = Path(path)
     with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Title": heading})
     return target

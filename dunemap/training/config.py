@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dunemap.errors import ConfigError
 from dunemap.io.atomic import atomic_path
+from dunemap.registry import choose
 
 CONFIG_NAME = "config.yaml"  # the resolved options of a run, written beside its checkpoints
 
@@ -14,6 +15,16 @@ CLASS_WEIGHTS = ("none", "balanced")  # loss weighting of classes (dunemap.train
 # a fine-tune's defaults (dunemap train --init-from; dunemap.training.finetune): 200 steps at a constant lr of
 # 3e-4, the decoder only, BatchNorm statistics kept; the evidence is in that module's docstring
 FINETUNE_RECIPE = {"epochs": 1, "max_steps_per_epoch": 200, "lr": 3e-4, "train_layers": "none", "freeze_bn": True}
+# --recipe: named sets of TrainConfig field defaults; options given explicitly override them (recipe_config)
+RECIPES: dict[str, dict] = {
+    # the MADS paper's recipe for its published dataset of real AEF: the TrainConfig defaults
+    "published": {"model": "mit_b2", "lr": 6e-5, "weight_decay": 0.01, "poly_power": 1.0, "batch_size": 4,
+                  "epochs": 50, "class_weights": "none", "augment": "flip_rot90"},
+    # measured from scratch on a few hundred tiles with whole scenes held out (docs/quality.md, "The recipe");
+    # dunemap demo trains with it (dunemap.demo.DemoConfig)
+    "small-data": {"model": "mit_b0", "lr": 1.2e-3, "weight_decay": 0.01, "poly_power": 1.0, "batch_size": 8,
+                   "epochs": 32, "class_weights": "balanced", "augment": "flip_rot90_spectral"},
+}
 TRAIN_LAYERS = {  # --train-layers: which parameters a fine-tune updates (the others keep the checkpoint's values)
     "all": "every layer",
     "decoder": "the decoder and classifier; the backbone (and its text fusion) frozen",
@@ -50,6 +61,7 @@ class TrainConfig:
     # none | flip_rot90 (published) | flip_rot90_spectral (domain-robust) | spectral (no flips)
     # | flip_rot90_spectral_rescale (plus a random zoom 0.75-1.33; measured worse on new scenes, docs/quality.md)
     augment: str = "flip_rot90"
+    recipe: str = "published"  # the named recipe (RECIPES) whose values were the defaults of this run
     precision: str = "auto"  # auto | fp32 | bf16 (CPU autocast; AMP on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # DataLoader worker processes
@@ -115,3 +127,12 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
     return values
+
+
+def recipe_config(recipe: str = "published", **options) -> TrainConfig:
+    """The TrainConfig of a named recipe (:data:`RECIPES`); ``options`` (TrainConfig fields) override its values.
+
+    Raises ConfigError naming the valid recipes for an unknown one.
+    """
+    values = choose(RECIPES, recipe, "recipe")
+    return TrainConfig(**{**values, **options, "recipe": recipe})

@@ -68,3 +68,59 @@ def test_bad_config_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "expected a mapping" in capsys.readouterr().err
     assert main(["train", "--save-dir", str(tmp_path / "r")]) == 1
     assert "--data-root is required" in capsys.readouterr().err
+
+
+def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, make_tiny_dataset) -> None:
+    from dunemap.training.config import RECIPES
+
+    data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=1)
+    tiny = ["--model", "mit_tiny", "--bands", "16", "--text", "random", "--catalog", str(data / "catalog.yaml"),
+            "--epochs", "1", "--max-steps-per-epoch", "1", "--no-calibrate", "--device", "cpu"]
+    proc = run_cli("train", "--recipe", "small-data", "--data-root", data, "--save-dir", tmp_path / "small", *tiny)
+    assert proc.returncode == 0, proc.stderr
+    small = yaml.safe_load((tmp_path / "small" / "config.yaml").read_text())
+    assert small["recipe"] == "small-data"
+    # the recipe's values where no option was given; the explicit --model and --epochs win over it
+    assert (small["lr"], small["batch_size"], small["class_weights"], small["augment"]) == (
+        1.2e-3, 8, "balanced", "flip_rot90_spectral")
+    assert (small["model"], small["epochs"]) == ("mit_tiny", 1)
+    assert load_checkpoint(tmp_path / "small" / "best_model.pth").metrics["train_config"]["recipe"] == "small-data"
+
+    # the run's config.yaml names its recipe and reruns it; a flag still wins over the file and the recipe
+    proc = run_cli("train", "--config", tmp_path / "small" / "config.yaml", "--save-dir", tmp_path / "again",
+                   "--lr", "3e-4")
+    assert proc.returncode == 0, proc.stderr
+    again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
+    assert again == {**small, "save_dir": str(tmp_path / "again"), "lr": 3e-4}
+
+    proc = run_cli("train", "--data-root", data, "--save-dir", tmp_path / "pub", *tiny)  # no --recipe: published
+    assert proc.returncode == 0, proc.stderr
+    published = yaml.safe_load((tmp_path / "pub" / "config.yaml").read_text())
+    assert published["recipe"] == "published"
+    assert {k: published[k] for k in RECIPES["published"] if k not in ("model", "epochs")} == {
+        k: v for k, v in RECIPES["published"].items() if k not in ("model", "epochs")}
+
+    # --resume without --recipe continues the saved run's recipe (the published one would change its options)
+    proc = run_cli("train", "--recipe", "small-data", "--data-root", data, "--save-dir", tmp_path / "res",
+                   *tiny, "--epochs", "2", "--stop-after-epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "--resume", "--data-root", data, "--save-dir", tmp_path / "res", *tiny, "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    resumed = yaml.safe_load((tmp_path / "res" / "config.yaml").read_text())
+    assert (resumed["recipe"], resumed["lr"], resumed["epochs"]) == ("small-data", 1.2e-3, 2)
+    assert len(json.loads((tmp_path / "res" / "metrics.json").read_text())) == 2
+
+    proc = run_cli("train", "--recipe", "tiny-data", "--data-root", data, "--save-dir", tmp_path / "x")
+    assert proc.returncode == 2 and "published" in proc.stderr and "small-data" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = run_cli("train", "--recipe", "small-data", "--init-from", tmp_path / "small" / "best_model.pth",
+                   "--replay", data, "--data-root", data, "--save-dir", tmp_path / "ft")
+    assert proc.returncode == 1 and "leave --recipe out" in proc.stderr
+    assert not (tmp_path / "ft").exists()
+
+
+def test_recipe_help_states_each_recipes_value() -> None:
+    proc = run_cli("train", "--help")
+    text = " ".join(proc.stdout.split())
+    assert "--lr LR AdamW learning rate (default: from --recipe; published: 6e-05, small-data: 0.0012)" in text
+    assert "(default: published)" in text

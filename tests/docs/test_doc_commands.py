@@ -201,8 +201,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
         "MAP_applicability.tif": root / "MAP_applicability.tif", "MAP_confidence.tif": root / "MAP_confidence.tif",
         "MOSAIC.vrt": root / "MOSAIC.vrt", "DATA": data, "RUN": root / "RUN", "RUN2": root / "RUN2",
         "LABELS": scene.labels, "patches.gpkg": root / "patches.gpkg", "NEW": root / "NEW",
-        "W": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg", "zones.gpkg": root / "zones.gpkg",
-        "points.gpkg": root / "points.gpkg", "aef_index.parquet": root / "aef" / "aef_index.parquet", "my.yaml": catalog, "my_classes.yaml": catalog, "FILE": catalog,
+        "W": weights, "calibrated.pth": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg",
+        "zones.gpkg": root / "zones.gpkg", "points.gpkg": root / "points.gpkg",
+        "aef_index.parquet": root / "aef" / "aef_index.parquet", "my.yaml": catalog, "my_classes.yaml": catalog,
+        "FILE": catalog,
     }
     files["best_model.pth"] = mads.weights  # the published weights' layout
     files["text_embeds_detailed.npy"] = mads.text

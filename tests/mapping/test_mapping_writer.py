@@ -11,7 +11,7 @@ from mapping_helpers import UTM_CRS, UTM_TRANSFORM
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
-from dunemap.errors import RasterIOError
+from dunemap.errors import ConfigError, RasterIOError
 from dunemap.mapping.writer import GridSpec, PartialMap
 from dunemap.raster.cog import validate_cog
 from dunemap.raster.geometry import Box
@@ -108,3 +108,28 @@ def test_validation_rejects_a_plain_geotiff(tmp_path: Path) -> None:
         dst.write(np.zeros((1, 600, 600), dtype=np.uint8))
     with pytest.raises(RasterIOError, match=r"striped\.tif: not a valid Cloud-Optimized GeoTIFF"):
         validate_cog(path)
+
+
+def test_write_class_map_makes_a_class_map_every_product_reads(tmp_path: Path) -> None:
+    """A class array from elsewhere (the demo's random forest) gets the map writer's COG, legend and overviews."""
+    from dunemap.cli import main
+    from dunemap.mapping.writer import write_class_map
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, (300, 280)).astype(np.uint8)
+    classes[:10] = 255
+    grid = GridSpec(300, 280, GRID.crs, GRID.transform)
+    out = write_class_map(tmp_path / "rf.tif", classes, grid, LEGEND, {"MODEL": "random forest"}, cog_tile=128)
+    assert cog_validate(str(out), quiet=True)[0]
+    with rasterio.open(out) as src:
+        assert (src.read(1) == classes).all() and src.nodata == 255
+        assert src.colormap(1)[1] == (230, 120, 0, 255) and src.colormap(1)[255][3] == 0  # QGIS shows colours
+        assert src.overviews(1) == [2, 4]  # down to one 128 px tile: 300 -> 150 -> 75 px
+        assert src.tags()["MODEL"] == "random forest" and src.tags()["DUNEMAP_PRODUCT"] == "classes"
+        assert read_legend(src) == LEGEND
+    assert (tmp_path / "rf.tif.aux.xml").is_file() and (tmp_path / "rf.qml").is_file()
+    assert not (tmp_path / "rf.tif.partial").exists()
+    assert main(["quicklook", str(out)]) == 0  # the command refused the demo's plain GeoTIFF
+    assert (tmp_path / "rf.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="does not fit the grid"):
+        write_class_map(tmp_path / "bad.tif", classes[:10], grid, LEGEND)
