@@ -1,0 +1,63 @@
+"""Inputs that once passed silently or crashed (issue 29): each refused in one line naming the file, or warned
+about where it is made, through the real CLI in a subprocess on real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from affine import Affine
+
+from dunemap.raster.legend import ClassLegend
+from safety_helpers import assert_one_line_error, run_cli, write_tif
+
+MAP_TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_000_000.0)  # safety_helpers.write_tif's grid
+
+
+def _class_map(path: Path, classes: np.ndarray, names: list[str]) -> Path:
+    legend = ClassLegend.build(names, [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)][: len(names)])
+    return write_tif(path, classes[None].astype(np.uint8), nodata=255, colormap=legend.colormap(), tags=legend.tags())
+
+
+def _three_classes(root: Path) -> Path:
+    """A 100 x 100 map: class b on a 16 x 16 square, c on 4 pixels, a on the rest."""
+    classes = np.zeros((100, 100), np.uint8)
+    classes[:16, :16] = 1
+    classes[50:52, 50:52] = 2
+    return _class_map(root / "map.tif", classes, ["a", "b", "c"])
+
+
+def _points_per_class(path: Path) -> dict[int, int]:
+    _, _, _, values = pyogrio.raw.read(path, columns=["map_class"])
+    ids, counts = np.unique(values[0], return_counts=True)
+    return dict(zip(ids.tolist(), counts.tolist()))
+
+
+def test_sample_by_default_gives_every_class_the_two_points_accuracy_needs(tmp_path: Path) -> None:
+    map_path = _three_classes(tmp_path)
+    proc = run_cli("sample", map_path, "--n", "50", "--out", tmp_path / "p.gpkg")
+    assert proc.returncode == 0, proc.stderr
+    counts = _points_per_class(tmp_path / "p.gpkg")
+    assert sum(counts.values()) == 50 and min(counts[k] for k in (0, 1, 2)) >= 2, counts
+    assert "WARNING" not in proc.stderr
+    # a smaller minimum asked for: the sample is drawn, with one warning naming the classes accuracy will refuse
+    proc = run_cli("sample", map_path, "--n", "50", "--min-per-class", "0", "--out", tmp_path / "p0.gpkg")
+    assert proc.returncode == 0, proc.stderr
+    assert _points_per_class(tmp_path / "p0.gpkg").get(2, 0) < 2
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "class 2 (c) 0" in warnings[0] and "--min-per-class 2" in warnings[0], warnings
+
+
+def test_accuracy_refuses_reference_points_without_a_crs(tmp_path: Path) -> None:
+    map_path = _three_classes(tmp_path)
+    x, y = MAP_TRANSFORM @ (np.array([5.5, 80.5, 8.5, 9.5]), np.array([5.5, 80.5, 8.5, 9.5]))
+    points = tmp_path / "nocrs.gpkg"
+    with pytest.warns(UserWarning, match="'crs' was not provided"):  # what a user without a CRS gets, too
+        pyogrio.raw.write(points, shapely.to_wkb(shapely.points(x, y)), [np.array(["a", "a", "b", "b"], dtype=object)],
+                          ["ref_class"], driver="GPKG", geometry_type="Point")
+    proc = run_cli("accuracy", map_path, "--reference", points, "--out", tmp_path / "acc.json")
+    assert_one_line_error(proc, r"nocrs\.gpkg: the reference points have no CRS")
+    assert not (tmp_path / "acc.json").exists() and not (tmp_path / "acc.csv").exists()
