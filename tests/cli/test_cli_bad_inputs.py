@@ -10,9 +10,9 @@ import pyogrio
 import pytest
 import shapely
 from affine import Affine
+from safety_helpers import assert_one_line_error, run_cli, write_tif
 
 from dunemap.raster.legend import ClassLegend
-from safety_helpers import assert_one_line_error, run_cli, write_tif
 
 MAP_TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_000_000.0)  # safety_helpers.write_tif's grid
 
