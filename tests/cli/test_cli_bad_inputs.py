@@ -61,3 +61,14 @@ def test_accuracy_refuses_reference_points_without_a_crs(tmp_path: Path) -> None
     proc = run_cli("accuracy", map_path, "--reference", points, "--out", tmp_path / "acc.json")
     assert_one_line_error(proc, r"nocrs\.gpkg: the reference points have no CRS")
     assert not (tmp_path / "acc.json").exists() and not (tmp_path / "acc.csv").exists()
+
+
+def test_benchmarks_md_that_is_not_text_is_refused_before_measuring(tmp_path: Path) -> None:
+    binary = tmp_path / "BENCH.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    for command in (["benchmark", "speed", "--models", "unet", "--sizes", "32", "--precisions", "fp32", "--modes",
+                     "forward", "--iters", "1", "--warmup", "0"], ["benchmark", "quality", "--preset", "small"]):
+        proc = run_cli(*command, "--out", tmp_path / "out", "--benchmarks-md", binary)
+        assert_one_line_error(proc, r"BENCH\.bin: not readable as UTF-8 markdown text")
+        assert not (tmp_path / "out").exists()
+    assert binary.read_bytes() == bytes(range(256)) * 4
