@@ -114,7 +114,15 @@ def _read(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign pickles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "Weights only load failed" in text:  # Python objects beyond tensors: never unpickled (they can run code)
+            found = re.search(r"GLOBAL (\S+)", text)
+            raise CheckpointError(
+                f"{path}: holds Python objects beyond tensors ({found.group(0) if found else 'a custom class'}); dunemap "
+                "never unpickles those, as loading them can run any code. If you trust the file's source, load it in "
+                "your own Python session and torch.save only its tensors (a state_dict) to a new file; dunemap loads "
+                "that") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")

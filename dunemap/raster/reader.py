@@ -54,7 +54,8 @@ def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray
     if data.dtype == np.int8:
         valid = ~(data == AEF_NODATA).any(axis=0)
     else:
-        valid = np.isfinite(data.astype(np.float32, copy=False)).all(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # a float64 beyond float32 is inf: nodata, no warning
+            valid = np.isfinite(data.astype(np.float32, copy=False)).all(axis=0)
     if nodata is not None and np.isfinite(nodata):
         if data.dtype.kind == "f":
             valid &= ~(data == data.dtype.type(nodata)).any(axis=0)

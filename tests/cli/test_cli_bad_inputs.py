@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pytest
+import rasterio
 import shapely
 from affine import Affine
-from safety_helpers import assert_one_line_error, run_cli, write_tif
+from safety_helpers import BANDS, assert_one_line_error, run_cli, unit_vectors, write_tif
 
 from dunemap.raster.legend import ClassLegend
 
@@ -72,3 +73,79 @@ def test_benchmarks_md_that_is_not_text_is_refused_before_measuring(tmp_path: Pa
         assert_one_line_error(proc, r"BENCH\.bin: not readable as UTF-8 markdown text")
         assert not (tmp_path / "out").exists()
     assert binary.read_bytes() == bytes(range(256)) * 4
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 16-band, 10-class mit_tiny saved as a dunemap checkpoint."""
+    import torch
+
+    from dunemap.knowledge.catalog import load_catalog
+    from dunemap.models import create_model
+    from dunemap.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("mit_tiny", num_classes=10, text_dim=32, in_channels=BANDS).eval()
+    model.set_text(torch.nn.functional.normalize(torch.randn(10, 32), dim=1))
+    catalog = load_catalog()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, list(catalog.names),
+                           [tuple(c) for c in catalog.colors])
+
+
+MAP_OPTIONS = ("--window", "32", "--stride", "32", "--precision", "fp32", "--no-progress")
+
+
+def test_map_pattern_into_its_own_folder_again_leaves_the_first_maps_out(tmp_path: Path, tiny_weights: Path) -> None:
+    scenes = tmp_path / "scenes"
+    for k in (1, 2):
+        write_tif(scenes / f"s{k}.tif", unit_vectors(40, 48, seed=k))
+    argv = ("map", f"{scenes}/*.tif", "--out-dir", scenes, "--weights", tiny_weights, "--confidence", "uint8",
+            *MAP_OPTIONS)
+    proc = run_cli(*argv)
+    assert proc.returncode == 0, proc.stderr
+    first = {p.name: p.read_bytes() for p in scenes.glob("s?_classes*.tif")}
+    assert sorted(first) == ["s1_classes.tif", "s1_classes_confidence.tif", "s2_classes.tif",
+                             "s2_classes_confidence.tif"]
+    proc = run_cli(*argv, "--overwrite")  # the pattern now matches the first run's maps too
+    assert proc.returncode == 0, proc.stderr
+    left_out = [line for line in proc.stderr.splitlines() if "left out of the inputs" in line]
+    assert len(left_out) == 4 and all("is a product of the map of" in line for line in left_out), proc.stderr
+    assert {p.name: p.read_bytes() for p in scenes.glob("s?_classes*.tif")} == first  # the same maps, no others
+    assert not list(scenes.glob("*_classes_classes*"))
+
+
+def test_float64_beyond_float32_is_nodata_without_a_numpy_warning(tmp_path: Path, tiny_weights: Path) -> None:
+    data = unit_vectors(32, 32).astype(np.float64)
+    data[:, 3, 4] = 1e300  # finite in float64, inf in float32
+    emb = write_tif(tmp_path / "f64.tif", data)
+    proc = run_cli("map", emb, "--out", tmp_path / "m.tif", "--weights", tiny_weights, *MAP_OPTIONS)
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" not in proc.stderr and "overflow" not in proc.stderr, proc.stderr
+    with rasterio.open(tmp_path / "m.tif") as src:
+        classes = src.read(1)
+    assert classes[3, 4] == 255 and (classes != 255).sum() == 32 * 32 - 1
+
+
+EVIL = """
+import os, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.mkdir, (sys.argv[2],))
+torch.save({"state_dict": {}, "payload": Evil()}, sys.argv[1])
+"""
+
+
+def test_a_pickle_with_code_is_refused_saying_how_to_trust_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    evil, marker = tmp_path / "evil.pth", tmp_path / "pwned"
+    subprocess.run([sys.executable, "-c", EVIL, evil, marker], check=True, timeout=120)
+    emb = write_tif(tmp_path / "e.tif", unit_vectors(32, 32))
+    for argv in (("map", emb, "--weights", evil, "--out", tmp_path / "m.tif"),
+                 ("calibrate", "--weights", evil, "--data-root", tmp_path, "--out", tmp_path / "c.pth")):
+        proc = run_cli(*argv)
+        assert_one_line_error(proc, r"evil\.pth: holds Python objects beyond tensors \(GLOBAL posix\.mkdir\).*"
+                                    r"If you trust the file's source.*state_dict")
+        assert "weights_only" not in proc.stderr
+    assert not marker.exists()
