@@ -149,3 +149,17 @@ def test_a_pickle_with_code_is_refused_saying_how_to_trust_it(tmp_path: Path) ->
                                     r"If you trust the file's source.*state_dict")
         assert "weights_only" not in proc.stderr
     assert not marker.exists()
+
+
+def test_prepare_refuses_a_raster_without_the_embedding_bands(tmp_path: Path) -> None:
+    rgb = write_tif(tmp_path / "rgb.tif", np.random.default_rng(0).random((3, 64, 64), dtype=np.float32))
+    emb = write_tif(tmp_path / "emb.tif", unit_vectors(64, 64))
+    labels = write_tif(tmp_path / "labels.tif", np.ones((1, 64, 64), np.uint8))
+    args = ("--labels", labels, "--tile", "32", "--block-tiles", "1", "--no-progress")
+    proc = run_cli("prepare", "--image", rgb, *args, "--out", tmp_path / "a")
+    assert_one_line_error(proc, r"rgb\.tif: has 3 band\(s\); expected 64 embedding bands \(--bands; AEF: 64\)")
+    proc = run_cli("prepare", "--image", emb, "--image", rgb, *args, "--bands", str(BANDS), "--out", tmp_path / "b")
+    assert_one_line_error(proc, rf"rgb\.tif: has 3 band\(s\); expected {BANDS} embedding bands")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    proc = run_cli("prepare", "--image", emb, *args, "--bands", str(BANDS), "--out", tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr

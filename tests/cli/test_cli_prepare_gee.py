@@ -35,7 +35,8 @@ def _scene(root: Path, size: int) -> tuple[Path, Path]:
 
 def test_small_raster_gets_val_and_test_tiles_names_once_region_from_tag(tmp_path: Path) -> None:
     image, labels = _scene(tmp_path, 1024)
-    proc = run_cli("prepare", "--image", image, "--labels", labels, "--out", tmp_path / "data", "--tile", "256")
+    proc = run_cli("prepare", "--image", image, "--labels", labels, "--out", tmp_path / "data", "--tile", "256",
+                   "--bands", "2")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "data" / "summary.json").read_text())
     assert all(summary["tiles"][s] > 0 for s in ("train", "val", "test")), summary["tiles"]
@@ -50,7 +51,8 @@ def test_small_raster_gets_val_and_test_tiles_names_once_region_from_tag(tmp_pat
 
 def test_too_few_tiles_is_one_line_saying_what_to_change(tmp_path: Path) -> None:
     image, labels = _scene(tmp_path, 256)
-    proc = run_cli("prepare", "--image", image, "--labels", labels, "--out", tmp_path / "data", "--tile", "256")
+    proc = run_cli("prepare", "--image", image, "--labels", labels, "--out", tmp_path / "data", "--tile", "256",
+                   "--bands", "2")
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "cannot fill the train/val/test splits" in err[0] and "smaller --tile" in err[0]
