@@ -6,6 +6,7 @@ rows (:func:`read_north_up`). **The valid-pixel rule** (:func:`valid_pixels`):
 a pixel is nodata when
 
 - any band is not finite after conversion to float32 (NaN, +inf, -inf, or a float64 beyond float32),
+- any band's magnitude exceeds ``MAX_EMBEDDING_VALUE`` (finite but huge, e.g. 3e38: corrupt or unscaled data),
 - any band equals the raster's declared nodata value,
 - for int8 (AEF quantised) rasters, any band is -128,
 - the raster's own mask (an internal/per-dataset mask or alpha band) marks it invalid, or
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 AEF_DTYPE = "int8"
+# Embeddings are unit vectors (AEF: every band within [-1, 1]); a value beyond this is corrupt or unscaled, and its
+# square would wreck a network's BatchNorm statistics. Training tiles are held to the same bound.
+MAX_EMBEDDING_VALUE = 1e4
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -55,7 +59,7 @@ def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray
         valid = ~(data == AEF_NODATA).any(axis=0)
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # a float64 beyond float32 is inf: nodata, no warning
-            valid = np.isfinite(data.astype(np.float32, copy=False)).all(axis=0)
+            valid = (np.abs(data.astype(np.float32, copy=False)) <= MAX_EMBEDDING_VALUE).all(axis=0)  # NaN: False
     if nodata is not None and np.isfinite(nodata):
         if data.dtype.kind == "f":
             valid &= ~(data == data.dtype.type(nodata)).any(axis=0)

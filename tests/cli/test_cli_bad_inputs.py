@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from safety_helpers import BANDS, assert_one_line_error, run_cli, unit_vectors, write_tif
+from safety_helpers import BANDS, assert_one_line_error, run_cli, unit_vectors, write_tif, write_tiny_dataset
 
 from dunemap.raster.legend import ClassLegend
 
@@ -163,3 +163,31 @@ def test_prepare_refuses_a_raster_without_the_embedding_bands(tmp_path: Path) ->
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     proc = run_cli("prepare", "--image", emb, *args, "--bands", str(BANDS), "--out", tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_refuses_a_tile_with_finite_but_huge_values_before_any_step(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 1})
+    tile = data / "img_dir" / "train" / "train_1.npy"
+    image = np.load(tile)
+    image[5, 7, 9] = 3e38  # finite in float32
+    np.save(tile, image)
+    proc = run_cli("train", "--data-root", data, "--save-dir", tmp_path / "RUN", "--model", "mit_tiny", "--bands",
+                   str(BANDS), "--epochs", "1", "--text", "random", "--catalog", data / "catalog.yaml", "--device",
+                   "cpu", "--precision", "fp32", "--no-progress")
+    assert_one_line_error(proc, r"train_1\.npy: image holds 1 value\(s\) beyond \+-10000 \(largest 3e\+38\)")
+    assert not (tmp_path / "RUN" / "best_model.pth").exists()
+
+
+def test_map_takes_a_finite_but_huge_pixel_as_nodata_like_nan(tmp_path: Path, tiny_weights: Path) -> None:
+    data = unit_vectors(32, 32)
+    maps = {}
+    for name, value in (("huge", 3e38), ("nan", np.nan)):
+        bad = data.copy()
+        bad[2, 10, 11] = value
+        proc = run_cli("map", write_tif(tmp_path / f"{name}.tif", bad), "--out", tmp_path / f"{name}_map.tif",
+                       "--weights", tiny_weights, *MAP_OPTIONS)
+        assert proc.returncode == 0, proc.stderr
+        with rasterio.open(tmp_path / f"{name}_map.tif") as src:
+            maps[name] = src.read(1)
+    assert maps["huge"][10, 11] == 255 and (maps["huge"] == 255).sum() == 1
+    assert np.array_equal(maps["huge"], maps["nan"])  # the same pixel, the same nodata, the same neighbours
