@@ -259,8 +259,8 @@ class TruthComparison:
                 "classes": self.rows(), "truth_inside_ci95": {"classes": inside, "of": counted}}
 
 
-def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike, n: int, min_per_class: int = MIN_STRATUM_POINTS,
-                      seed: int = 0) -> TruthComparison:
+def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike, n: int,
+                      min_per_class: int = MIN_STRATUM_POINTS, seed: int = 0) -> TruthComparison:
     """Sample ``n`` points from the map (stratified), label them from the truth raster, and assess the map.
 
     The truth raster is a class map of the same classes (uint8, 255 = nodata) in any grid and CRS;

@@ -5,8 +5,9 @@ classes' true areas (largest remainder), or an explicit per-class table. A class
 than asked is taken whole. The default minimum is the 2 points the stratified estimator needs for a
 variance (``dunemap accuracy`` refuses a class with fewer), so any sample it draws can be assessed;
 Olofsson et al. (2014) advise 50 to 100 for rare classes. A sample that leaves a class under 2 points
-(an explicit smaller minimum or table) is drawn with a warning naming the classes. The draw is deterministic for a seed: the ranks of the chosen pixels are
-drawn per class, in class order, and located by one row-major scan of the map; nodata is never a stratum.
+(an explicit smaller minimum or table) is drawn with a warning naming the classes. The draw is
+deterministic for a seed: the ranks of the chosen pixels are drawn per class, in class order, and located
+by one row-major scan of the map; nodata is never a stratum.
 """
 
 from __future__ import annotations

@@ -117,11 +117,11 @@ def _read(path: Path) -> dict:
         text = str(exc).strip()
         if "Weights only load failed" in text:  # Python objects beyond tensors: never unpickled (they can run code)
             found = re.search(r"GLOBAL (\S+)", text)
+            what = found.group(0) if found else "a custom class"
             raise CheckpointError(
-                f"{path}: holds Python objects beyond tensors ({found.group(0) if found else 'a custom class'}); dunemap "
-                "never unpickles those, as loading them can run any code. If you trust the file's source, load it in "
-                "your own Python session and torch.save only its tensors (a state_dict) to a new file; dunemap loads "
-                "that") from None
+                f"{path}: holds Python objects beyond tensors ({what}); dunemap never unpickles those, as loading "
+                "them can run any code. If you trust the file's source, load it in your own Python session and "
+                "torch.save only its tensors (a state_dict) to a new file; dunemap loads that") from None
         first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):

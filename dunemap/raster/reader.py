@@ -48,6 +48,17 @@ AEF_DTYPE = "int8"
 # Embeddings are unit vectors (AEF: every band within [-1, 1]); a value beyond this is corrupt or unscaled, and its
 # square would wreck a network's BatchNorm statistics. Training tiles are held to the same bound.
 MAX_EMBEDDING_VALUE = 1e4
+# The most pixels a raster may have (per band): the Sahara at 10 m is 9.2e10. Bigger headers (a sparse 10^6 x 10^6
+# file, say) would take days to read through, so every command refuses them up front, naming the size.
+MAX_RASTER_PIXELS = 10**11
+
+
+def check_raster_size(path: str | os.PathLike, height: int, width: int) -> None:
+    """Refuse (one InputError naming ``path`` and its size) a raster of more than ``MAX_RASTER_PIXELS`` pixels."""
+    if height * width > MAX_RASTER_PIXELS:
+        raise InputError(f"{path}: {width:,} x {height:,} = {height * width:.3g} pixels is more than the "
+                         f"{MAX_RASTER_PIXELS:.0e} pixels a raster may have (the Sahara at 10 m is 9.2e10); cut it "
+                         "into tiles or a smaller window (e.g. gdal_translate -srcwin)")
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -111,16 +122,23 @@ class _Tile:
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
-    """Open a raster for reading; a missing file, a folder or an unreadable file is one line naming it."""
+    """Open a raster for reading; a missing file, a folder, an unreadable file or one of more than
+    ``MAX_RASTER_PIXELS`` pixels is one line naming it."""
     path = Path(path)
     if not path.exists() and not str(path).startswith("/vsi"):
         raise InputError(f"{path}: input raster not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected a raster")
     try:
-        return rasterio.open(path)
+        src = rasterio.open(path)
     except RasterioError as exc:
         raise RasterIOError(f"{path}: cannot open image as a raster ({' '.join(str(exc).split())})") from None
+    try:
+        check_raster_size(path, src.height, src.width)
+    except InputError:
+        src.close()
+        raise
+    return src
 
 
 def read_north_up(src: rasterio.io.DatasetReader, box: Box, bottom_up: bool, indexes: int | list[int] | None = None,
@@ -196,6 +214,7 @@ class EmbeddingReader:
         self.dtype: str = dtypes[0]
         self.height: int = max(t.row + t.height for t in self.tiles)
         self.width: int = max(t.col + t.width for t in self.tiles)
+        check_raster_size(self.path, self.height, self.width)  # a mosaic of small tiles may span a huge grid
         self.crs: CRS | None = crs
         self.nodata: float | None = nodata
         if self.nodata is None and self.dtype == AEF_DTYPE and len(paths) > 1:

@@ -191,3 +191,75 @@ def test_map_takes_a_finite_but_huge_pixel_as_nodata_like_nan(tmp_path: Path, ti
             maps[name] = src.read(1)
     assert maps["huge"][10, 11] == 255 and (maps["huge"] == 255).sum() == 1
     assert np.array_equal(maps["huge"], maps["nan"])  # the same pixel, the same nodata, the same neighbours
+
+
+def _header_only_vrt(path: Path, size: int, bands: int, dtype: str = "Float32") -> Path:
+    """A ``size`` x ``size`` raster that is only a header (a VRT without sources reads as zeros: nodata)."""
+    from rasterio.crs import CRS
+
+    band_xml = "".join(f'<VRTRasterBand dataType="{dtype}" band="{i + 1}"/>' for i in range(bands))
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{CRS.from_epsg(32733).to_wkt()}'
+                    f'</SRS><GeoTransform>500000, 10, 0, 7000000, 0, -10</GeoTransform>{band_xml}</VRTDataset>')
+    return path
+
+
+def test_every_raster_command_refuses_a_huge_header_in_one_line_naming_its_size(tmp_path: Path,
+                                                                                tiny_weights: Path) -> None:
+    from safety_helpers import CliServer
+
+    emb = _header_only_vrt(tmp_path / "huge.vrt", 1_000_000, BANDS)
+    classes = _header_only_vrt(tmp_path / "huge_map.vrt", 1_000_000, 1, "Byte")
+    labels = write_tif(tmp_path / "labels.tif", np.zeros((1, 32, 32), np.uint8))
+    size = r"1,000,000 x 1,000,000 = 1e\+12 pixels is more than the 1e\+11"
+    out = tmp_path / "out"
+    server = CliServer(tmp_path)
+    try:
+        for argv in (["map", emb, "--weights", tiny_weights, "--out", out / "m.tif"],
+                     ["prepare", "--image", emb, "--labels", labels, "--bands", str(BANDS), "--out", out / "ds"],
+                     ["suggest", emb, "--weights", tiny_weights, "--out", out / "p.gpkg"],
+                     ["stats", classes, "--out", out / "a.csv"], ["quicklook", classes, "--out", out / "q.png"],
+                     ["vectorize", classes, "--out", out / "v.gpkg"], ["sample", classes, "--n", "9", "--out",
+                                                                       out / "s.gpkg"]):
+            assert_one_line_error(server.run(*argv), rf"huge(_map)?\.vrt: {size}")
+        for argv in (["synth", "scene", "--size", "20000", "--out", out], ["synth", "dataset", "--scene-size",
+                                                                          "20000", "--out", out / "d"]):
+            assert_one_line_error(server.run(*argv), r"scene size 20000x20000 would need about 194\.\d GiB of "
+                                                     r"memory, more than the 2 GiB a command may use; the largest")
+    finally:
+        server.close()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_map_of_a_million_blocks_plans_lazily_within_2_gib(tmp_path: Path, tiny_weights: Path) -> None:
+    """300,000 px a side (9e10 pixels, under the limit) in 128-px blocks: 5.5 million blocks, which a plan built
+    up front holds in gigabytes; the lazy plan predicts its first blocks at a few hundred MB."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from safety_helpers import REPO
+
+    emb = _header_only_vrt(tmp_path / "big.vrt", 300_000, BANDS)
+    out = tmp_path / "big_map.tif"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "dunemap", "map", emb, "--weights", tiny_weights, "--out", out,
+                             "--block-size", "128", "--window", "64", "--stride", "64", "--precision", "fp32",
+                             "--no-progress"], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    journal, predicted, peak_kb = out.with_name("big_map.tif.partial") / "journal.json", 0, 0
+    try:
+        deadline = time.monotonic() + 400
+        while proc.poll() is None and predicted < 20 and time.monotonic() < deadline:
+            time.sleep(1)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak_kb = int(status.split("VmHWM:")[1].split()[0])  # the process's peak resident memory so far
+            try:
+                predicted = len(json.loads(journal.read_text())["predicted"])
+            except (OSError, ValueError, KeyError):
+                pass
+    finally:
+        proc.kill()
+        err = proc.communicate()[1]
+    assert predicted >= 20, err[-2000:]
+    assert peak_kb < 2 * 1024**2, f"peak {peak_kb / 1024:.0f} MB"
