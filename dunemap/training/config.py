@@ -69,6 +69,7 @@ class TrainConfig:
     replay_share: float = 0.5  # share of each fine-tuning batch drawn from the replay tiles
     train_layers: str = "all"  # all | decoder | classifier: the parameters a fine-tune updates (TRAIN_LAYERS)
     freeze_bn: bool = False  # keep the BatchNorm running statistics (a fine-tune's small batches would shift them)
+    scene_prior: bool = True  # with init_from: fit the new ground's class shares at the end (dunemap.trust.prior)
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)

@@ -335,10 +335,13 @@ def _tensorboard(save_dir: Path, config: TrainConfig):
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
     """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint;
-    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too."""
+    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too, and its class
+    shares of the new ground from the new tiles' source rasters (``scene_prior``, see dunemap.trust.prior)."""
     root, more = (config.data_root, []) if config.init_from is None else (config.replay, [config.data_root])
+    prior = more if config.scene_prior else []
     fit = calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), root, path, seed=config.seed,
-                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more)
+                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more,
+                               prior_roots=prior)
     log.info("calibrated %s: %s", path, fit.summary())
 
 
