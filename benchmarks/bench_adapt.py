@@ -1,34 +1,35 @@
 """A few labels on new ground, measured without a person (issue 26): suggest, label, fine-tune, map again.
 
 A **simulated labeller** closes the loop: it labels the patches ``dunemap suggest`` proposes from the
-scene's synthetic truth, exactly as a user would draw polygons in QGIS, by handing the truth raster to
+scene's synthetic truth, as a user would draw polygons in QGIS, by handing the truth raster to
 ``prepare --patches`` as the labels. For each training seed (a base model trained with the demo's
 recipe on the demo's data), each of the four held-out scenes of ``bench_heldout.py`` and each round of
-``k`` patches chosen three ways (``suggest``, ``uncertainty``, ``random``), it
+``k`` patches of 64 px chosen three ways (``suggest``, ``uncertainty``, ``random``) from the base model's
+map of the scene (its probabilities and applicability companions, mapped once per scene), it
 
-1. proposes ``k`` patches of 64 px from the base model's map of the scene (its probabilities and
-   applicability companions, mapped once per scene);
-2. makes the patch tiles (``prepare_dataset`` with ``patches``) with the truth as labels;
-3. fine-tunes the base model on them with replay of the base data (``finetune_config``: the library's
-   fine-tune recipe unless ``--recipe`` overrides it);
-4. maps the scene again and scores it on the pixels **outside** the labelled patches; for the rounds of
-   ``--forgetting-k`` patches it also maps the three other held-out scenes (their whole area) to
-   measure forgetting.
+1. makes the patch tiles (``prepare_dataset`` with ``patches``), the truth as labels;
+2. maps the scene with the base network and the class shares of the patches' ground
+   (``fit_scene_prior``: what the default fine-tune stores) -- the "prior" rows;
+3. in the rounds of ``--finetune-k`` and ``--recipe-methods`` (k = 10, ``suggest``), runs the real
+   fine-tune (``finetune_config`` + ``train``: the library's recipe, "default") and any ``--recipe
+   NAME=JSON`` (for ``--recipe-seeds``), maps the scene with each (``same_map_as_prior`` records whether
+   the default's map is byte-identical to the "prior" map) and maps the three other held-out scenes with
+   each (forgetting);
 
-Every round is kept in ``WORK/rounds/...`` with its ``result.json``, so a rerun resumes where it stopped.
-The summary (per-scene mean, pooled mIoU, share labelled, forgetting, wall time of fine-tune + map)
-is printed as a Markdown table and written to ``WORK/adapt_NAME.json``.
+and scores every map of the scene on the pixels **outside** the labelled patches (k = 0: the base map,
+whole scene). Every round is kept in ``WORK/rounds/NAME/...`` with its ``result.json``, so a rerun resumes.
+The summary (per-scene mean, pooled mIoU, gain over the base map on the same pixels and the scenes made
+worse, share labelled, forgetting, wall time of fine-tune + map) is printed as a Markdown table and
+written to ``WORK/adapt_NAME.json``.
 
 Usage: ``python benchmarks/bench_adapt.py WORK [--name NAME] [--seeds 0 1] [--k 0 5 10 20]
-[--methods suggest uncertainty random] [--recipe '{"lr": 3e-4}'] [--forgetting-k 10]``.
+[--methods suggest uncertainty random] [--finetune-k 10] [--recipe decoder='{"train_layers": "decoder"}']``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ from dunemap.data.prepare import PrepareConfig, prepare_dataset  # noqa: E402
 from dunemap.demo import DemoConfig  # noqa: E402
 from dunemap.mapping.config import MapConfig  # noqa: E402
 from dunemap.mapping.engine import map_raster  # noqa: E402
-from dunemap.metrics import ConfusionMatrix  # noqa: E402
+from dunemap.metrics import ConfusionMatrix, metrics_from_matrix  # noqa: E402
 from dunemap.raster.reader import EmbeddingReader  # noqa: E402
 from dunemap.raster.tags import product_paths  # noqa: E402
 from dunemap.runtime import Predictor, load_predictor  # noqa: E402
@@ -55,14 +56,15 @@ from dunemap.training import TrainConfig, train  # noqa: E402
 from dunemap.training.finetune import finetune_config  # noqa: E402
 from dunemap.trust.fit import fit_scene_prior  # noqa: E402
 
-PATCH = 64  # patch side, pixels (the issue's figure: 10 patches are under 4 % of a 1024 px scene)
-TILE = 128  # training tile and mapping window of the demo's model
-STRIDE = 64
+DEMO = DemoConfig()  # the base models' data and recipe (--demo replaces fields: the smoke test's tiny world)
+PATCH = 64  # patch side, pixels (the issue's figure: 10 patches are under 4 % of a 1024 px scene); --patch
+TILE = DEMO.tile  # training tile and mapping window of the demo's model (128)
+STRIDE = TILE // 2
 
 
 def base_model(work: Path, seed: int) -> Path:
     """The demo's recipe trained on the demo's data (scenes_per_region 6 x 384 px), seed ``seed``; cached."""
-    c = DemoConfig()
+    c = DEMO
     data = work / "data"
     if not (data / "manifest.csv").exists():
         write_dataset(data, regions=c.regions, scenes_per_region=c.scenes_per_region, scene_size=c.scene_size,
@@ -105,29 +107,36 @@ def _score(cm: ConfusionMatrix) -> dict:
     return {"matrix": cm.matrix.tolist(), "miou": float(cm.compute().miou)}
 
 
-def variants(work: Path, base: Path, weights: Path, new_data: Path) -> dict[str, Predictor]:
-    """The predictors a round compares: the fine-tune as the library makes it (network and class shares of the
-    new ground), its network alone, and the base network with the new ground's class shares alone."""
-    tuned = load_predictor(weights, device="cpu", precision="auto")
-    network = copy.copy(tuned)
-    network.scene_prior = None
+def _prior_predictor(work: Path, base: Path, new_data: Path) -> Predictor:
+    """The base network with the class shares of the patches' ground: what the default fine-tune
+    (``--train-layers none``) gives, computed without its run folder."""
     fitter = load_predictor(base, device="cpu", precision="fp32", prepare=False)
     counts = SeedLayoutDataset(work / "data", "train", 10, 64).class_counts()
-    shares = load_predictor(base, device="cpu", precision="auto")
-    shares.scene_prior = fit_scene_prior(fitter, [new_data], counts)
-    return {"finetune+prior": tuned, "finetune": network, "prior": shares}
+    predictor = load_predictor(base, device="cpu", precision="auto")
+    predictor.scene_prior = fit_scene_prior(fitter, [new_data], counts)
+    return predictor
 
 
-def run_round(work: Path, name: str, seed: int, scene: tuple[str, Path, Path], method: str, k: int, recipe: dict,
-              others: list[tuple[str, Path, Path]] | None) -> dict:
-    """One round: suggest k patches, label them from the truth, fine-tune, map again; cached in result.json."""
+def _finetune(work: Path, base: Path, folder: Path, seed: int, recipe: dict) -> tuple[Path, float]:
+    """``train --init-from`` with ``recipe`` over the library's fine-tune recipe; its best checkpoint and seconds."""
+    t0 = time.time()
+    if not (folder / "trained").exists():
+        train(finetune_config(base, folder.parent / "data", folder, replay=work / "data", seed=seed, device="cpu",
+                              precision="auto", progress=False, overwrite=True, **recipe))
+        (folder / "trained").touch()
+    return folder / "best_model.pth", time.time() - t0
+
+
+def run_round(work: Path, name: str, seed: int, scene: tuple[str, Path, Path], method: str, k: int,
+              recipes: dict[str, dict], others: list[tuple[str, Path, Path]]) -> dict:
+    """One round: suggest k patches, label them from the truth (prepare --patches), then map the scene with
+    the base network and the patches' class shares ("prior") and with each fine-tune of ``recipes``; score
+    on the unlabelled pixels; map ``others`` with each fine-tune (forgetting). Cached in result.json."""
     scene_name, emb, truth = scene
     folder = work / "rounds" / name / f"s{seed}" / scene_name / f"{method}_k{k}"
     done = folder / "result.json"
     if done.exists():
-        result = json.loads(done.read_text())
-        if others is None or "others" in result:
-            return result
+        return json.loads(done.read_text())
     base = base_model(work, seed)
     base_map = map_scene(base, emb, work / "maps" / f"s{seed}" / f"{scene_name}.tif", companions=True)
     paths = product_paths(base_map)
@@ -135,40 +144,33 @@ def run_round(work: Path, name: str, seed: int, scene: tuple[str, Path, Path], m
     patches = folder / "patches.gpkg"
     suggest_patches(emb, patches, SuggestConfig(n=k, size=PATCH, method=method, seed=seed, overwrite=True),
                     probabilities=paths["probabilities"], applicability=paths["applicability"])
-    t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.time()
     prepare_dataset(PrepareConfig(images=[emb], labels=[truth], out=folder / "data", tile=TILE, patches=patches,
                                   overwrite=True, progress=False))
     t_prepare = time.time() - t0
-    if not (folder / "run" / "trained").exists():
-        train(finetune_config(base, folder / "data", folder / "run", replay=work / "data", seed=seed, device="cpu",
-                              precision="auto", progress=False, overwrite=True, **recipe))
-        (folder / "run" / "trained").touch()
-    t_train = time.time() - t0 - t_prepare
-    weights = folder / "run" / "best_model.pth"
-    predictors = variants(work, base, weights, folder / "data")
-    (folder / "map.tif").unlink(missing_ok=True)
-    map_scene(predictors["finetune+prior"], emb, folder / "map.tif")
-    wall = time.time() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
     with rasterio.open(truth) as t:
         size = t.width * t.height
     with EmbeddingReader(emb) as image:
         labelled = sum(p.box.height * p.box.width for p in read_patches(patches, image))
-    result = {"seed": seed, "scene": scene_name, "method": method, "k": k, "recipe": recipe,
-              "labelled_share": labelled / size, "base": _score(confusion(base_map, truth, patches, emb)),
-              "variants": {}, "seconds": {"prepare": round(t_prepare, 1), "finetune": round(t_train, 1),
-                                          "map": round(wall - t_prepare - t_train, 1), "total": round(wall, 1),
-                                          "cpu": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1)}}
-    for variant, predictor in predictors.items():
-        out = folder / ("map.tif" if variant == "finetune+prior" else f"map_{variant}.tif")
-        result["variants"][variant] = _score(confusion(map_scene(predictor, emb, out), truth, patches, emb))
-    if others is not None:  # forgetting: the other held-out scenes, whole, before and after
-        result["others"] = {}
-        for other, o_emb, o_truth in others:
+    result = {"seed": seed, "scene": scene_name, "method": method, "k": k, "labelled_share": labelled / size,
+              "base": _score(confusion(base_map, truth, patches, emb)), "variants": {}, "seconds": {}}
+    prior_map = map_scene(_prior_predictor(work, base, folder / "data"), emb, folder / "map_prior.tif")
+    result["variants"]["prior"] = _score(confusion(prior_map, truth, patches, emb))
+    for recipe_name, recipe in recipes.items():
+        weights, t_train = _finetune(work, base, folder / recipe_name, seed, recipe)
+        t1 = time.time()
+        out = map_scene(weights, emb, folder / f"map_{recipe_name}.tif")
+        result["variants"][recipe_name] = _score(confusion(out, truth, patches, emb))
+        result["seconds"][recipe_name] = {"prepare": round(t_prepare, 1), "finetune": round(t_train, 1),
+                                          "map": round(time.time() - t1, 1),
+                                          "total": round(t_prepare + t_train + time.time() - t1, 1)}
+        result["same_map_as_prior"] = result.get("same_map_as_prior", {})
+        result["same_map_as_prior"][recipe_name] = out.read_bytes() == prior_map.read_bytes()
+        for other, o_emb, o_truth in others:  # forgetting: the other held-out scenes, whole, before and after
             before = confusion(map_scene(base, o_emb, work / "maps" / f"s{seed}" / f"{other}.tif", True), o_truth)
-            after = {v: float(confusion(map_scene(p, o_emb, folder / f"other_{other}_{v}.tif"), o_truth).compute().miou)
-                     for v, p in predictors.items()}
-            result["others"][other] = {"before": float(before.compute().miou), **after}
+            after = confusion(map_scene(weights, o_emb, folder / f"other_{other}_{recipe_name}.tif"), o_truth)
+            result.setdefault("others", {}).setdefault(other, {"before": float(before.compute().miou)})
+            result["others"][other][recipe_name] = float(after.compute().miou)
     done.write_text(json.dumps(result))
     return result
 
@@ -193,10 +195,8 @@ def summarise(results: list[dict]) -> list[dict]:
         for s in seeds:
             rs = [r for r in group if r["seed"] == s]
             per_seed.append(np.mean([r["variants"][variant]["miou"] for r in rs]))
-            cm = ConfusionMatrix(10)
-            for r in rs:
-                cm = cm.merge(_matrix(r["variants"][variant]["matrix"]))
-            pooled.append(float(cm.compute().miou))
+            total = np.sum([np.asarray(r["variants"][variant]["matrix"], dtype=np.int64) for r in rs], axis=0)
+            pooled.append(float(metrics_from_matrix(total).miou))
         row = {"variant": variant, "method": method, "k": k, "seeds": seeds, "rounds": len(group),
                "mean": round(float(np.mean(per_seed)), 3), "per_seed_mean": [round(float(v), 3) for v in per_seed],
                "pooled": round(float(np.mean(pooled)), 3),
@@ -206,20 +206,14 @@ def summarise(results: list[dict]) -> list[dict]:
             deltas = [r["variants"][variant]["miou"] - r["base"]["miou"] for r in group]
             row.update(gain_mean=round(float(np.mean(deltas)), 3), worse=sum(d < 0 for d in deltas),
                        worst=round(float(min(deltas)), 3))
-        drops = [o["before"] - o[variant] for r in group for o in r.get("others", {}).values()]
+        drops = [o["before"] - o[variant] for r in group for o in r.get("others", {}).values() if variant in o]
         if drops:
             row.update(forgetting_mean=round(float(np.mean(drops)), 4), forgetting_worst=round(float(np.max(drops)), 4))
-        walls = [r["seconds"]["total"] for r in group if "seconds" in r]
+        walls = [r["seconds"][variant]["total"] for r in group if variant in r.get("seconds", {})]
         if walls:
             row.update(wall_mean_s=round(float(np.mean(walls)), 1), wall_max_s=round(float(np.max(walls)), 1))
         rows.append(row)
     return rows
-
-
-def _matrix(values: list) -> ConfusionMatrix:
-    cm = ConfusionMatrix(10)
-    cm.matrix[...] = np.asarray(values, dtype=cm.matrix.dtype)
-    return cm
 
 
 def markdown(rows: list[dict]) -> str:
@@ -236,17 +230,28 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    global DEMO, PATCH, TILE, STRIDE  # --demo and --patch set the module's sizes
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
     ap.add_argument("--name", default="default", help="name of this set of rounds (default: default)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--k", type=int, nargs="+", default=[0, 5, 10, 20])
     ap.add_argument("--methods", nargs="+", default=["suggest", "uncertainty", "random"])
-    ap.add_argument("--recipe", default="{}", help="TrainConfig fields overriding the fine-tune recipe (JSON)")
-    ap.add_argument("--forgetting-k", type=int, default=10, help="rounds of this k also map the other scenes")
+    ap.add_argument("--finetune-k", type=int, nargs="*", default=[10],
+                    help="rounds of these k and --recipe-methods also run the real fine-tune (train --init-from, "
+                         "the library's recipe) and map the other scenes with it (forgetting)")
+    ap.add_argument("--recipe-methods", nargs="+", default=["suggest"])
+    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=JSON",
+                    help="another fine-tune for those rounds of --recipe-seeds: TrainConfig fields over the "
+                         "library's recipe, e.g. decoder='{\"train_layers\": \"decoder\"}'")
+    ap.add_argument("--recipe-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--scenes", type=int, nargs="+", help="indices of the held-out scenes (default: all four)")
+    ap.add_argument("--demo", default="{}", help="DemoConfig fields for the base models (JSON; default: the demo's)")
+    ap.add_argument("--patch", type=int, default=PATCH, help=f"patch side in pixels (default {PATCH})")
     args = ap.parse_args()
-    recipe = json.loads(args.recipe)
+    DEMO = DemoConfig(**json.loads(args.demo))
+    PATCH, TILE, STRIDE = args.patch, DEMO.tile, DEMO.tile // 2
+    extra = dict(item.split("=", 1) for item in args.recipe)
     scenes = held_out_scenes(args.work)
     chosen = [scenes[i] for i in (args.scenes or range(len(scenes)))]
     results = []
@@ -257,15 +262,19 @@ def main() -> None:
                     results.append(base_round(args.work, seed, scene))
                     continue
                 for method in args.methods:
-                    others = [s for s in scenes if s[0] != scene[0]] if k == args.forgetting_k else None
-                    r = run_round(args.work, args.name, seed, scene, method, k, recipe, others)
+                    real = k in args.finetune_k and method in args.recipe_methods
+                    recipes = {"default": {}} if real else {}
+                    if real and seed in args.recipe_seeds:
+                        recipes.update({n: json.loads(v) for n, v in extra.items()})
+                    others = [s for s in scenes if s[0] != scene[0]] if recipes else []
+                    r = run_round(args.work, args.name, seed, scene, method, k, recipes, others)
                     results.append(r)
                     print(json.dumps({key: r[key] for key in ("seed", "scene", "method", "k")}
                                      | {"base": round(r["base"]["miou"], 3)}
                                      | {v: round(x["miou"], 3) for v, x in r["variants"].items()}
-                                     | {"total_s": r["seconds"]["total"]}), flush=True)
+                                     | {f"{v}_s": x["total"] for v, x in r["seconds"].items()}), flush=True)
     rows = summarise(results)
-    (args.work / f"adapt_{args.name}.json").write_text(json.dumps(dict(recipe=recipe, rows=rows), indent=1))
+    (args.work / f"adapt_{args.name}.json").write_text(json.dumps(dict(recipes=extra, rows=rows), indent=1))
     print(markdown(rows))
 
 
