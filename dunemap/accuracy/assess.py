@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.accuracy.estimator import StratifiedEstimate, stratified_estimate
+from dunemap.accuracy.estimator import MIN_STRATUM_POINTS, StratifiedEstimate, stratified_estimate
 from dunemap.accuracy.sampling import draw_sample
 from dunemap.errors import InputError
 from dunemap.io.reports import claimed_report, write_report
@@ -108,9 +108,10 @@ def estimate_from_points(map_path: Path, map_class: np.ndarray, ref_class: np.nd
     mapped = np.array([r.area_km2 for r in stats.rows])
     pixels = np.array([r.pixels for r in stats.rows])
     census = (counts.sum(axis=1) == 1) & (pixels == 1)  # a class mapped on one pixel, and that pixel checked
-    for i in np.flatnonzero((mapped > 0) & (counts.sum(axis=1) < 2) & ~census):
+    for i in np.flatnonzero((mapped > 0) & (counts.sum(axis=1) < MIN_STRATUM_POINTS) & ~census):
         raise InputError(f"{reference}: map class {ids[i]} ({names[i]}) has {int(counts[i].sum())} point(s); "
-                         "each mapped class needs at least 2 for a variance (add points or merge the class)")
+                         f"each mapped class needs at least {MIN_STRATUM_POINTS} for a variance (add points or merge "
+                         "the class)")
     estimate = stratified_estimate(counts, mapped, pixels)
     return AccuracyAssessment(Path(map_path), ids, names, estimate, int(len(map_class)), stats.method, reference)
 
@@ -167,11 +168,13 @@ def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike
     x, y = shapely.get_x(geoms), shapely.get_y(geoms)
     with open_class_map(map_path, "its pixel areas are unknown") as src:
         legend_names = [r.class_name for r in class_areas(map_path).rows]
-        if meta.get("crs"):
-            crs_points = pyproj.CRS.from_user_input(meta["crs"])
-            crs_map = pyproj.CRS.from_user_input(src.crs.to_wkt())
-            if not crs_points.equals(crs_map):
-                x, y = pyproj.Transformer.from_crs(crs_points, crs_map, always_xy=True).transform(x, y)
+        if not meta.get("crs"):  # never assume the map's CRS: points of another CRS would land elsewhere
+            raise InputError(f"{points}: the reference points have no CRS; expected a layer with a coordinate "
+                             "reference system (assign the one they were made in, e.g. in QGIS)")
+        crs_points = pyproj.CRS.from_user_input(meta["crs"])
+        crs_map = pyproj.CRS.from_user_input(src.crs.to_wkt())
+        if not crs_points.equals(crs_map):
+            x, y = pyproj.Transformer.from_crs(crs_points, crs_map, always_xy=True).transform(x, y)
         cols, rows = ~src.transform @ (np.asarray(x), np.asarray(y))
         rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
         outside = (rows < 0) | (cols < 0) | (rows >= src.height) | (cols >= src.width)
@@ -256,8 +259,8 @@ class TruthComparison:
                 "classes": self.rows(), "truth_inside_ci95": {"classes": inside, "of": counted}}
 
 
-def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike, n: int, min_per_class: int = 0,
-                      seed: int = 0) -> TruthComparison:
+def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike, n: int,
+                      min_per_class: int = MIN_STRATUM_POINTS, seed: int = 0) -> TruthComparison:
     """Sample ``n`` points from the map (stratified), label them from the truth raster, and assess the map.
 
     The truth raster is a class map of the same classes (uint8, 255 = nodata) in any grid and CRS;

@@ -23,6 +23,7 @@ import numpy as np
 from dunemap.errors import InputError
 
 Z95 = 1.96  # two-sided 95 % normal quantile, as rounded in Olofsson et al. 2014
+MIN_STRATUM_POINTS = 2  # the fewest points of a stratum with a variance (one pixel with its one point is a census)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,10 @@ def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray,
         raise InputError("counts and mapped areas must be non-negative, with some mapped area")
     n_i = n.sum(axis=1)
     census = np.zeros(q, dtype=bool) if stratum_pixels is None else (n_i == 1) & (np.asarray(stratum_pixels) == 1)
-    thin = np.flatnonzero((area > 0) & (n_i < 2) & ~census)
+    thin = np.flatnonzero((area > 0) & (n_i < MIN_STRATUM_POINTS) & ~census)
     if thin.size:
         raise InputError(f"stratum (map class index) {int(thin[0])} has {int(n_i[thin[0]])} sample point(s); "
-                         "at least 2 are needed for a variance")
+                         f"at least {MIN_STRATUM_POINTS} are needed for a variance")
     stray = np.flatnonzero((area == 0) & (n_i > 0))
     if stray.size:
         raise InputError(f"map class index {int(stray[0])} has sample points but no mapped area")

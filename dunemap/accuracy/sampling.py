@@ -2,12 +2,17 @@
 
 Allocation: at least ``min_per_class`` points in every mapped class and the rest proportional to the
 classes' true areas (largest remainder), or an explicit per-class table. A class with fewer pixels
-than asked is taken whole. The draw is deterministic for a seed: the ranks of the chosen pixels are
-drawn per class, in class order, and located by one row-major scan of the map; nodata is never a stratum.
+than asked is taken whole. The default minimum is the 2 points the stratified estimator needs for a
+variance (``dunemap accuracy`` refuses a class with fewer), so any sample it draws can be assessed;
+Olofsson et al. (2014) advise 50 to 100 for rare classes. A sample that leaves a class under 2 points
+(an explicit smaller minimum or table) is drawn with a warning naming the classes. The draw is
+deterministic for a seed: the ranks of the chosen pixels are drawn per class, in class order, and located
+by one row-major scan of the map; nodata is never a stratum.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,11 +21,14 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from dunemap.accuracy.estimator import MIN_STRATUM_POINTS
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.formats import file_set, vector_driver, write_vectors
 from dunemap.io.outputs import check_outputs
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
+
+log = logging.getLogger(__name__)
 
 SCAN_PIXELS = 1 << 24  # pixels per strip of rows read while locating the sampled pixels
 POINT_FIELDS = ("point_id", "map_class", "map_name", "ref_class")
@@ -48,6 +56,11 @@ class MapSample:
     y: np.ndarray
     map_class: np.ndarray
     allocation: list[StratumAllocation]
+
+    @property
+    def unusable(self) -> list[StratumAllocation]:
+        """Strata too thin for ``dunemap accuracy``: under 2 points, unless one pixel with its one point (a census)."""
+        return [a for a in self.allocation if a.taken < MIN_STRATUM_POINTS and not (a.pixels == a.taken == 1)]
 
     @property
     def short(self) -> list[StratumAllocation]:
@@ -103,7 +116,7 @@ def _parse_table(table: Mapping[str | int, int], ids: list[int], names: list[str
 def draw_sample(
     map_path: str | os.PathLike,
     n: int = 0,
-    min_per_class: int = 0,
+    min_per_class: int = MIN_STRATUM_POINTS,
     seed: int = 0,
     per_class: Mapping[str | int, int] | None = None,
 ) -> MapSample:
@@ -151,7 +164,13 @@ def draw_sample(
     x, y = transform @ (cols_a + 0.5, rows_a + 0.5)
     allocation = [StratumAllocation(r.class_id, r.class_name, r.pixels, r.area_km2, int(a), int(t))
                   for r, a, t in zip(mapped, asked, taken)]
-    return MapSample(map_path, crs, rows_a, cols_a, np.asarray(x), np.asarray(y), cls_a, allocation)
+    sample = MapSample(map_path, crs, rows_a, cols_a, np.asarray(x), np.asarray(y), cls_a, allocation)
+    if sample.unusable:
+        log.warning("%s: %s get fewer than %d points; `dunemap accuracy` will refuse them (give --min-per-class %d "
+                    "or more; 50 to 100 for rare classes, Olofsson et al. 2014)", map_path,
+                    ", ".join(f"class {a.class_id} ({a.name}) {a.taken}" for a in sample.unusable),
+                    MIN_STRATUM_POINTS, MIN_STRATUM_POINTS)
+    return sample
 
 
 def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points") -> Path:
@@ -176,7 +195,7 @@ def sample_map(
     map_path: str | os.PathLike,
     out: str | os.PathLike,
     n: int = 0,
-    min_per_class: int = 0,
+    min_per_class: int = MIN_STRATUM_POINTS,  # the fewest points per class that ``dunemap accuracy`` can use
     seed: int = 0,
     per_class: Mapping[str | int, int] | None = None,
     overwrite: bool = False,

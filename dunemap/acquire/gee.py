@@ -46,14 +46,17 @@ class GeeExport:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(height, width) in output pixels: the bbox projected to ``crs`` (edges densified) at ``scale``."""
+        """(height, width) in output pixels: the bbox projected to ``crs`` (edges densified), cut into pixels of
+        ``scale`` metres (Earth Engine's nominal scale: in a geographic CRS a pixel spans ``scale`` metres of the
+        equator's arc, in a projected CRS ``scale`` metres of its linear unit)."""
         import math
 
         from pyproj import Transformer
 
         transformer = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
         minx, miny, maxx, maxy = transformer.transform_bounds(*self.bbox, densify_pts=21)
-        return math.ceil((maxy - miny) / self.scale), math.ceil((maxx - minx) / self.scale)
+        pixel = self.scale / crs_unit_metres(self.crs)  # pixel side in the CRS's own units
+        return math.ceil((maxy - miny) / pixel), math.ceil((maxx - minx) / pixel)
 
     @property
     def pixels(self) -> int:
@@ -71,14 +74,40 @@ class GeeExport:
                 f"{self.size_bytes:,} bytes ({self.size_bytes / 1e9:.1f} GB) before compression")
 
 
+EQUATOR_RADIUS_M = 6_378_137.0  # WGS84: Earth Engine turns a scale in metres into degrees along the equator
+
+
+def crs_unit_metres(crs: str) -> float:
+    """Metres in one unit of ``crs``'s first axis: a projected CRS's linear unit, or (geographic) one angular unit's
+    arc along the equator. ``crs`` must be valid (:func:`check_crs`)."""
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    factor = parsed.axis_info[0].unit_conversion_factor  # metres per unit; radians per unit for an angle
+    return factor * EQUATOR_RADIUS_M if parsed.is_geographic else factor
+
+
+def check_crs(crs: str) -> str:
+    """``crs`` when it is an ``EPSG:n`` code PROJ knows, else one ConfigError quoting it."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    if not re.fullmatch(r"EPSG:\d{4,6}", crs):
+        raise ConfigError(f"crs {crs!r} must look like EPSG:32733 for an Earth Engine export")
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise ConfigError(f"crs {crs!r} is not a known EPSG code; expected e.g. EPSG:32733 (UTM 33S) or "
+                          "EPSG:4326") from None
+    return crs
+
+
 def plan_export(year: int, region: str | None = None, bbox: tuple[float, ...] | None = None, crs: str | None = None,
                 out_prefix: str | None = None, folder: str | None = None) -> GeeExport:
     """The export for a region preset (its UTM zone) or a bbox (UTM zone of its centre unless ``crs``)."""
     year = check_year(year)
     name, box, epsg = resolve_area(region, bbox)
-    crs = crs or f"EPSG:{epsg}"
-    if not re.fullmatch(r"EPSG:\d{4,6}", crs):
-        raise ConfigError(f"crs {crs!r} must look like EPSG:32733 for an Earth Engine export")
+    crs = check_crs(crs or f"EPSG:{epsg}")
     prefix = out_prefix or f"aef_{name}_{year}"
     if not re.fullmatch(r"[A-Za-z0-9_.,:;\-]{1,100}", prefix):
         raise ConfigError(f"output prefix {prefix!r} must be 1-100 letters, digits or _ . , : ; - (Earth Engine rule)")

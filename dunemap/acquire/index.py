@@ -52,9 +52,22 @@ def check_bbox(bbox: tuple[float, ...] | list[float]) -> BBox:
     return w, s, e, n
 
 
+def latest_year() -> int:
+    """The last year the AEF annual embedding can hold: a year's layer is made from that whole year's imagery,
+    so it is published after the year ends (the last complete calendar year)."""
+    import datetime
+
+    return datetime.date.today().year - 1
+
+
 def check_year(year: int) -> int:
+    """``year`` when the AEF annual embedding can hold it (FIRST_YEAR to the last complete year), else ConfigError."""
+    last = latest_year()
     if year < FIRST_YEAR:
-        raise ConfigError(f"year {year} predates the AEF annual embedding; expected {FIRST_YEAR} or later")
+        raise ConfigError(f"year {year} predates the AEF annual embedding; expected {FIRST_YEAR} to {last}")
+    if year > last:
+        raise ConfigError(f"year {year} has no AEF annual embedding yet (a year's layer is published after it "
+                          f"ends); expected {FIRST_YEAR} to {last}")
     return int(year)
 
 

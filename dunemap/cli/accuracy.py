@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--n", type=int, default=default_of(sample_map, "n"), help="total number of points (0: give --per-class)")
     p.add_argument("--min-per-class", type=int, default=default_of(sample_map, "min_per_class"), metavar="M",
-                   help="at least M points per class")
+                   help="at least M points per class (accuracy needs 2 per class; Olofsson et al. 2014 advise 50 "
+                        "to 100 for rare classes)")
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
                    help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
                         "0=50,barchan=80 (default: none, use --n)")

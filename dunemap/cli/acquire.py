@@ -17,7 +17,8 @@ def _add_area(p: argparse.ArgumentParser, region: bool = True) -> None:
         area.add_argument("--region", choices=sorted(REGIONS), help="a region preset (its bbox and UTM zone)")
     area.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
                       help="WGS84 bounding box in degrees")
-    p.add_argument("--year", type=int, required=True, help="embedding year (2017 or later)")
+    p.add_argument("--year", type=int, required=True,
+                   help="embedding year: 2017 to the last complete year (a year's layer is published after it ends)")
 
 
 def _add_warn(p: argparse.ArgumentParser) -> None:

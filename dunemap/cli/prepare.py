@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="region recorded for each image, in --image order; repeat once per image (default: the "
                         "image's REGION metadata tag, else its file name)")
     p.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder to create")
+    add(p, "in_channels", PrepareConfig)
     add(p, "tile", PrepareConfig)
     p.add_argument("--stride", type=int, metavar="PX", help="step between tiles (default: --tile)")
     add(p, "split", PrepareConfig)

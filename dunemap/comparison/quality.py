@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dunemap.comparison.pixel import PixelConfig, fit_pixel_classifier, pixel_confusion
-from dunemap.comparison.report import write_quality_report
+from dunemap.comparison.report import read_markdown, write_quality_report
 from dunemap.comparison.spec import (
     METHODS,
     SPLITS,
@@ -264,6 +264,8 @@ def _holdouts(config: QualityConfig, preset: QualityPreset, regions: dict[str, s
 def run_quality(config: QualityConfig) -> QualityResult:
     """Run (or reuse) every run of the grid, then write tables, figures and the BENCHMARKS.md section."""
     started = time.perf_counter()
+    if config.benchmarks_md is not None:
+        read_markdown(config.benchmarks_md, "quality")  # a file that cannot take the section is refused first
     preset = config.resolved_preset
     if config.threads is not None:
         torch.set_num_threads(config.threads)

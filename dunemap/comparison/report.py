@@ -95,14 +95,21 @@ def replace_section(text: str, name: str, body: str, source: str = "<text>") -> 
     return text[:i] + block + text[j + len(end):]
 
 
+def read_markdown(path: str | os.PathLike, name: str) -> str:
+    """The text of markdown file ``path`` (a title when missing), checked to take section ``name`` (before any work)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8") if Path(path).exists() else "# Benchmarks\n"
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a binary file
+        raise InputError(f"{path}: not readable as UTF-8 markdown text ({' '.join(str(exc).split())})") from None
+    replace_section(text, name, "", str(path))  # its markers must be usable
+    return text
+
+
 def write_section(path: str | os.PathLike, name: str, body: str) -> Path:
     """Write ``body`` as section ``name`` of the markdown file ``path`` (created with a title when missing)."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    new = replace_section(text, name, body, str(path))
-    with atomic_path(path) as tmp:
-        tmp.write_text(new)
-    return path
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(replace_section(read_markdown(path, name), name, body, str(path)))
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------ statistics

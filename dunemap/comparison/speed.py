@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import dunemap
-from dunemap.comparison.report import machine_description, speed_section, write_section
+from dunemap.comparison.report import machine_description, read_markdown, speed_section, write_section
 from dunemap.errors import ConfigError
 from dunemap.io.atomic import atomic_path
 from dunemap.models import ARCHITECTURES, UNetConfig, create_model
@@ -173,6 +173,8 @@ def _mapping_note() -> str:
 
 def run_speed(config: SpeedConfig) -> SpeedResult:
     """Measure every case of ``config``, write ``speed.json`` / ``speed.md`` and the BENCHMARKS.md section."""
+    if config.benchmarks_md is not None:
+        read_markdown(config.benchmarks_md, "speed")  # a file that cannot take the section is refused first
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)

@@ -1,8 +1,9 @@
 """A PyTorch dataset over the seed layout (``img_dir``/``ann_dir``), validating every file it reads.
 
 Cheap checks (pairing, the .npy header's shape and dtype, the PNG header's mode and size) run at
-construction; value checks (NaN/inf, label ids) run whenever a sample is loaded, and
-:meth:`SeedLayoutDataset.check_all` loads every sample once so that a bad file fails before training.
+construction; value checks (NaN/inf, values beyond the reader's ``MAX_EMBEDDING_VALUE``, label ids) run
+whenever a sample is loaded, and :meth:`SeedLayoutDataset.check_all` loads every sample once so that a bad
+file fails before training.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from dunemap.data.manifest import MANIFEST_NAME, read_manifest
 from dunemap.data.seed_layout import IGNORE_INDEX, list_samples
 from dunemap.errors import ConfigError, InputError
+from dunemap.raster.reader import MAX_EMBEDDING_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,15 @@ def read_image(path: Path, in_channels: int) -> np.ndarray:
     """Load and check a .npy image; return it as float32 (C, H, W). Raises InputError on any defect."""
     arr = _load_npy(path, mmap_mode=None)
     _check_image_header(path, arr.shape, arr.dtype, in_channels)
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # a float64 beyond float32 becomes inf, counted below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
     if n_bad:
         raise InputError(f"{path}: image holds {n_bad} NaN/inf value(s) of {arr.size}; expected finite values")
+    n_huge = int(np.count_nonzero(np.abs(arr) > MAX_EMBEDDING_VALUE))
+    if n_huge:  # finite, but BatchNorm's running statistics would not survive one such step
+        raise InputError(f"{path}: image holds {n_huge} value(s) beyond +-{MAX_EMBEDDING_VALUE:g} (largest "
+                         f"{float(np.abs(arr).max()):.3g}); expected embeddings (AEF: unit vectors, |v| <= 1)")
     return arr
 
 

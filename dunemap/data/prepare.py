@@ -64,6 +64,7 @@ class PrepareConfig:
     class_field: str = "class"  # vector attribute holding class ids or names
     layer: str | None = None  # vector layer; None = the file's first layer
     regions: list[str] = field(default_factory=list)  # one per image; empty = each image's REGION tag, else its stem
+    in_channels: int = 64  # bands every image must have (AEF: 64), as train's --bands
     tile: int = 512  # tile side
     stride: int | None = None  # step between tiles; None = tile (no overlap)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test fractions of tiles
@@ -106,12 +107,14 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
-def _open_image(path: Path) -> EmbeddingReader:
-    """An embedding image through the one reader (its valid-pixel rule, north-up rows); it must have a CRS."""
+def _open_image(path: Path, bands: int) -> EmbeddingReader:
+    """An embedding image through the one reader (its valid-pixel rule, north-up rows); it must have a CRS and
+    ``bands`` bands, so a raster that is not embeddings is refused here, not when training reads its tiles."""
     image = EmbeddingReader(path, bands=None)
-    if image.crs is None:
+    if image.crs is None or image.bands != bands:
         image.close()
-        raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF")
+        raise InputError(f"{path}: image has no CRS; expected a georeferenced GeoTIFF" if image.crs is None else
+                         f"{path}: has {image.bands} band(s); expected {bands} embedding bands (--bands; AEF: 64)")
     return image
 
 
@@ -205,7 +208,6 @@ class _Cutter:
         self.crs_texts: list[str] = []
         self.ref_crs: Any = None  # the first image's CRS: tile boxes for splitting are compared in it
         self.ref_res = 1.0
-        self.ref_count = 0
         self._vectors: dict[Path, VectorLabels] = {}
         self._stems: set[str] = set()
 
@@ -239,14 +241,11 @@ class _Cutter:
         from tqdm.auto import tqdm
 
         cfg, tile, num_classes = self.config, self.config.tile, self.catalog.num_classes
-        image = _open_image(img_path)
+        image = _open_image(img_path, cfg.in_channels)
         closer = None
         try:
             if self.ref_crs is None:
-                self.ref_crs, self.ref_res, self.ref_count = image.crs, abs(image.transform.a), image.bands
-            elif image.bands != self.ref_count:
-                raise InputError(f"{img_path}: has {image.bands} bands but the first image has {self.ref_count}; "
-                                 "expected every image to carry the same embedding bands")
+                self.ref_crs, self.ref_res = image.crs, abs(image.transform.a)
             label_tile, closer = self._labeller(lbl_path, image)
             stem = self._stem(region, img_path)
             self.sources.append(str(img_path.resolve()))

@@ -22,7 +22,7 @@ from dunemap.io.outputs import work_folder
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import Contribution, Part, finish_block, split_contribution
 from dunemap.mapping.resume import JOURNAL_NAME, BlockJournal
-from dunemap.mapping.windows import Block
+from dunemap.mapping.windows import BlockPlan, BlockSelection
 from dunemap.mapping.writer import GridSpec, PartialMap
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import ClassLegend
@@ -37,7 +37,7 @@ class MapAssembler:
         self,
         out: str | Path,
         grid: GridSpec,
-        blocks: list[Block],
+        blocks: BlockPlan,
         block_size: int,
         legend: ClassLegend,
         config: MapConfig,
@@ -88,9 +88,9 @@ class MapAssembler:
         if damaged:
             self.journal.save()
 
-    def pending(self) -> list[Block]:
-        """Blocks still to predict, row-major (blocks that own no windows need no prediction)."""
-        return [b for b in self.blocks if b.windows and b.index not in self.journal.predicted]
+    def pending(self) -> BlockSelection:
+        """Blocks still to predict, row-major (blocks that own no windows need no prediction); lazy, as the plan."""
+        return self.blocks.pending(self.journal.predicted)
 
     def _spill_path(self, target: int, source: int) -> Path:
         return self.spill_dir / f"{target}_{source}.npz"

@@ -39,7 +39,7 @@ from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
-from dunemap.mapping.windows import Block, plan_blocks
+from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader, as_source
@@ -104,7 +104,7 @@ class MapPlan:
 
     grid: GridSpec
     block_size: int
-    blocks: list[Block]
+    blocks: BlockPlan  # lazy: each block is built when it is asked for
 
 
 

@@ -12,6 +12,7 @@ same bytes, and both build each map's :class:`~dunemap.mapping.engine.MapResult`
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from typing import Protocol, Sequence
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
+from dunemap.raster.tags import product_paths
 from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, load_predictor
+
+log = logging.getLogger(__name__)
 
 GLOB_CHARACTERS = "*?["
 
@@ -75,8 +79,14 @@ def plan_jobs(inputs: Sequence[Path], out: str | os.PathLike | None = None,
     if out is not None:
         return [MapJob(tuple(Path(p) for p in inputs), Path(out))]
     jobs = [MapJob((Path(p),), Path(out_dir) / f"{Path(p).stem}_classes.tif") for p in inputs]
-    check_distinct_outputs(jobs)
-    return jobs
+    made = {path.absolute(): job for job in jobs for path in product_paths(job.out).values()}
+    kept = [job for job in jobs if made.get(job.sources[0].absolute(), job) is job]
+    for job in jobs:  # e.g. 'scenes/*.tif' --out-dir scenes, run again: the first run's maps match the pattern
+        if job not in kept:
+            log.warning("%s: left out of the inputs: it is a product of the map of %s in this run", job.sources[0],
+                        made[job.sources[0].absolute()].sources[0])
+    check_distinct_outputs(kept)
+    return kept
 
 
 def check_distinct_outputs(jobs: Sequence[MapJob]) -> None:

@@ -189,13 +189,16 @@ def prefetched(fn: Callable[[T], R], items: Sequence[T], ahead: bool, name: str)
             yield item, fn(item)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
-        future = pool.submit(fn, items[0])
-        for i, item in enumerate(items):
+        following = iter(items)  # iterated, never indexed: items may be a lazy selection of a block plan
+        item = next(following)
+        future = pool.submit(fn, item)
+        for after in following:
             result = future.result()
-            if i + 1 < len(items):
-                future = pool.submit(fn, items[i + 1])
+            future = pool.submit(fn, after)
             yield item, result
             del result
+            item = after
+        yield item, future.result()
 
 
 def predict_block(

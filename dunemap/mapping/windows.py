@@ -13,8 +13,10 @@ no window is ever predicted twice and the blend of a pixel is the same as in one
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import overload
 
 import numpy as np
 
@@ -54,6 +56,15 @@ def _axis_segments(length: int, window: int, stride: int, block_size: int) -> li
     return segments
 
 
+def _axis_targets(links: list[list[int]]) -> list[list[int]]:
+    """For each segment, the segments whose core its extent overlaps (ascending): ``links`` inverted."""
+    targets: list[list[int]] = [[] for _ in links]
+    for i, sources in enumerate(links):
+        for j in sources:
+            targets[j].append(i)
+    return targets
+
+
 def _axis_links(segments: list[tuple[int, int, list[int], int, int]]) -> list[list[int]]:
     """For each segment, the segments whose extent overlaps its core (ascending)."""
     return [
@@ -62,32 +73,93 @@ def _axis_links(segments: list[tuple[int, int, list[int], int, int]]) -> list[li
     ]
 
 
-def plan_blocks(height: int, width: int, window: int, stride: int, block_size: int) -> list[Block]:
+class BlockPlan(Sequence[Block]):
+    """The blocks of a raster, row-major, each built when it is asked for from the per-axis segments.
+
+    The plan holds one segment list per axis, so its memory grows with the blocks along a side, not with
+    their product: a raster of a million blocks is planned at once and read one block at a time.
+    """
+
+    def __init__(self, height: int, width: int, window: int, stride: int, block_size: int) -> None:
+        if block_size < 1:
+            raise ConfigError(f"block size must be positive; got {block_size}")
+        self.height, self.width, self.window = height, width, window
+        self._rows = _axis_segments(height, window, stride, block_size)
+        self._cols = _axis_segments(width, window, stride, block_size)
+        self._row_in, self._col_in = _axis_links(self._rows), _axis_links(self._cols)
+        self._row_out, self._col_out = _axis_targets(self._row_in), _axis_targets(self._col_in)
+
+    def __len__(self) -> int:
+        return len(self._rows) * len(self._cols)
+
+    @overload
+    def __getitem__(self, index: int) -> Block: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Block]: ...
+
+    def __getitem__(self, index: int | slice) -> Block | list[Block]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"block {index} of a plan of {n}")
+        index %= n
+        n_cols = len(self._cols)
+        bi, bj = divmod(index, n_cols)
+        (r0, r1, rown, re0, re1), (c0, c1, cown, ce0, ce1) = self._rows[bi], self._cols[bj]
+        wh, ww = window_extent(self.height, self.window), window_extent(self.width, self.window)
+        windows = tuple(Box(r, c, wh, ww) for r in rown for c in cown)
+        extent = Box(re0, ce0, re1 - re0, ce1 - ce0) if windows else None
+        contributors = tuple(i * n_cols + j for i in self._row_in[bi] for j in self._col_in[bj]
+                             if self._rows[i][2] and self._cols[j][2])
+        targets = tuple(i * n_cols + j for i in self._row_out[bi] for j in self._col_out[bj]) if windows else ()
+        return Block(index, Box(r0, c0, r1 - r0, c1 - c0), extent, windows, contributors, targets)
+
+    def __iter__(self) -> Iterator[Block]:
+        return (self[i] for i in range(len(self)))
+
+    def pending(self, done: set[int]) -> BlockSelection:
+        """The blocks that own windows and are not in ``done``, in plan order (lazy: nothing is built up front)."""
+        return BlockSelection(self, done)
+
+
+class BlockSelection:
+    """The blocks of a :class:`BlockPlan` that own windows, less those in ``done``: counted and iterated in plan
+    order without building the others, so a plan of millions of blocks costs no memory to select from."""
+
+    def __init__(self, plan: BlockPlan, done: set[int]) -> None:
+        self.plan = plan
+        self.done = set(done)
+        n_cols = len(plan._cols)
+        self._rows = [i for i, seg in enumerate(plan._rows) if seg[2]]  # segments that own window starts
+        self._cols = [j for j, seg in enumerate(plan._cols) if seg[2]]
+        rows, cols = set(self._rows), set(self._cols)
+        done_owned = sum(1 for k in self.done if k // n_cols in rows and k % n_cols in cols)
+        self._count = len(self._rows) * len(self._cols) - done_owned
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int | slice) -> Block | list[Block]:
+        """The ``index``-th selected block (or a list for a slice of non-negative bounds), found by iterating."""
+        if isinstance(index, slice):
+            return list(itertools.islice(self, index.start, index.stop, index.step))
+        return next(itertools.islice(self, index, None))
+
+    def __iter__(self) -> Iterator[Block]:
+        n_cols = len(self.plan._cols)
+        return (self.plan[i * n_cols + j] for i in self._rows for j in self._cols if i * n_cols + j not in self.done)
+
+
+def plan_blocks(height: int, width: int, window: int, stride: int, block_size: int) -> BlockPlan:
     """Split a ``height x width`` raster into square blocks of ``block_size`` output pixels.
 
     Blocks are listed row-major. Each owns the global windows starting in its core, so the plan
     predicts every window once; contributors of a block always precede it, so a row-major pass can
-    finish each block as soon as it has been predicted.
+    finish each block as soon as it has been predicted. The plan is lazy (:class:`BlockPlan`).
     """
-    if block_size < 1:
-        raise ConfigError(f"block size must be positive; got {block_size}")
-    rows = _axis_segments(height, window, stride, block_size)
-    cols = _axis_segments(width, window, stride, block_size)
-    row_in, col_in = _axis_links(rows), _axis_links(cols)
-    row_out = [[i for i, links in enumerate(row_in) if j in links] for j in range(len(rows))]
-    col_out = [[i for i, links in enumerate(col_in) if j in links] for j in range(len(cols))]
-    n_cols = len(cols)
-    blocks: list[Block] = []
-    for bi, (r0, r1, rown, re0, re1) in enumerate(rows):
-        for bj, (c0, c1, cown, ce0, ce1) in enumerate(cols):
-            windows = tuple(Box(r, c, window_extent(height, window), window_extent(width, window)) for r in rown for c in cown)
-            extent = Box(re0, ce0, re1 - re0, ce1 - ce0) if windows else None
-            contributors = tuple(
-                i * n_cols + j for i in row_in[bi] for j in col_in[bj] if rows[i][2] and cols[j][2]
-            )
-            targets = tuple(i * n_cols + j for i in row_out[bi] for j in col_out[bj]) if windows else ()
-            blocks.append(Block(len(blocks), Box(r0, c0, r1 - r0, c1 - c0), extent, windows, contributors, targets))
-    return blocks
+    return BlockPlan(height, width, window, stride, block_size)
 
 
 def _gaussian_1d(n: int) -> np.ndarray:

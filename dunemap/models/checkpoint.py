@@ -114,7 +114,16 @@ def _read(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign pickles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        found = re.search(r"GLOBAL (\S+)", text)  # weights_only refused a Python object: never unpickled
+        if found:
+            raise CheckpointError(
+                f"{path}: holds Python objects beyond tensors ({found.group(0)}); dunemap never unpickles those, as "
+                "loading them can run any code. If you trust the file's source, load it in your own Python session "
+                "and torch.save only its tensors (a state_dict) to a new file; dunemap loads that") from None
+        torch_advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(torch_advice)]
+        first = lines[0] if lines else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")

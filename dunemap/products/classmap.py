@@ -18,6 +18,7 @@ from rasterio.errors import RasterioError
 
 from dunemap.errors import InputError, RasterIOError
 from dunemap.raster.legend import CLASS_NAMES_TAG
+from dunemap.raster.reader import check_raster_size
 from dunemap.raster.tags import PRODUCT_TAG
 
 NOT_CLASSES = {
@@ -65,6 +66,7 @@ def open_class_map(map_path: str | os.PathLike, why_crs: str) -> rasterio.io.Dat
     except RasterioError as exc:
         raise RasterIOError(f"{map_path}: cannot open ({' '.join(str(exc).split())})") from None
     try:
+        check_raster_size(map_path, src.height, src.width)
         product = _product(src)
         if product in NOT_CLASSES:
             raise InputError(f"{map_path}: is {NOT_CLASSES[product]}, not a class map; give the class map it "

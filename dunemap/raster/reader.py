@@ -6,6 +6,7 @@ rows (:func:`read_north_up`). **The valid-pixel rule** (:func:`valid_pixels`):
 a pixel is nodata when
 
 - any band is not finite after conversion to float32 (NaN, +inf, -inf, or a float64 beyond float32),
+- any band's magnitude exceeds ``MAX_EMBEDDING_VALUE`` (finite but huge, e.g. 3e38: corrupt or unscaled data),
 - any band equals the raster's declared nodata value,
 - for int8 (AEF quantised) rasters, any band is -128,
 - the raster's own mask (an internal/per-dataset mask or alpha band) marks it invalid, or
@@ -81,6 +82,21 @@ def gdal_env(path: str | os.PathLike) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     return rasterio.Env(**{k: v for k, v in HTTP_OPTIONS.items() if k not in os.environ})
 
+# Embeddings are unit vectors (AEF: every band within [-1, 1]); a value beyond this is corrupt or unscaled, and its
+# square would wreck a network's BatchNorm statistics. Training tiles are held to the same bound.
+MAX_EMBEDDING_VALUE = 1e4
+# The most pixels a raster may have (per band): the Sahara at 10 m is 9.2e10. Bigger headers (a sparse 10^6 x 10^6
+# file, say) would take days to read through, so every command refuses them up front, naming the size.
+MAX_RASTER_PIXELS = 10**11
+
+
+def check_raster_size(path: str | os.PathLike, height: int, width: int) -> None:
+    """Refuse (one InputError naming ``path`` and its size) a raster of more than ``MAX_RASTER_PIXELS`` pixels."""
+    if height * width > MAX_RASTER_PIXELS:
+        raise InputError(f"{path}: {width:,} x {height:,} = {height * width:.3g} pixels is more than the "
+                         f"{MAX_RASTER_PIXELS:.0e} pixels a raster may have (the Sahara at 10 m is 9.2e10); cut it "
+                         "into tiles or a smaller window (e.g. gdal_translate -srcwin)")
+
 
 def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
     """The (H, W) valid mask of (C, H, W) embeddings ``data`` as stored (int8 AEF codes or float): the rule above.
@@ -90,7 +106,8 @@ def valid_pixels(data: np.ndarray, nodata: float | None = None, mask: np.ndarray
     if data.dtype == np.int8:
         valid = ~(data == AEF_NODATA).any(axis=0)
     else:
-        valid = np.isfinite(data.astype(np.float32, copy=False)).all(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # a float64 beyond float32 is inf: nodata, no warning
+            valid = (np.abs(data.astype(np.float32, copy=False)) <= MAX_EMBEDDING_VALUE).all(axis=0)  # NaN: False
     if nodata is not None and np.isfinite(nodata):
         if data.dtype.kind == "f":
             valid &= ~(data == data.dtype.type(nodata)).any(axis=0)
@@ -142,7 +159,8 @@ class _Tile:
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
-    """Open a raster for reading; a missing file, a folder or an unreadable file is one line naming it.
+    """Open a raster for reading; a missing file, a folder, an unreadable file or one of more than
+    ``MAX_RASTER_PIXELS`` pixels is one line naming it.
 
     A network path that GDAL cannot open is tried again after each of :data:`READ_RETRY_DELAYS`.
     """
@@ -155,14 +173,20 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     for attempt in range(len(delays) + 1):
         try:
             with gdal_env(path):
-                return rasterio.open(path)
+                src = rasterio.open(path)
+            break
         except RasterioError as exc:
             if attempt == len(delays):
                 raise RasterIOError(f"{path}: cannot open image as a raster ({' '.join(str(exc).split())})") from None
             log.warning("%s: cannot open it (%s); trying again in %g s", path, " ".join(str(exc).split()),
                         delays[attempt])
             time.sleep(delays[attempt])
-    raise AssertionError("unreachable")
+    try:
+        check_raster_size(path, src.height, src.width)
+    except InputError:
+        src.close()
+        raise
+    return src
 
 
 def read_north_up(src: rasterio.io.DatasetReader, box: Box, bottom_up: bool, indexes: int | list[int] | None = None,
@@ -239,6 +263,7 @@ class EmbeddingReader:
         self.dtype: str = dtypes[0]
         self.height: int = max(t.row + t.height for t in self.tiles)
         self.width: int = max(t.col + t.width for t in self.tiles)
+        check_raster_size(self.path, self.height, self.width)  # a mosaic of small tiles may span a huge grid
         self.crs: CRS | None = crs
         self.nodata: float | None = nodata
         if self.nodata is None and self.dtype == AEF_DTYPE and len(paths) > 1:

@@ -32,7 +32,7 @@ from dunemap.regions import REGIONS, get_region
 from dunemap.registry import choose
 from dunemap.synth.fields import PIXEL_SIZE_M
 from dunemap.synth.landforms import NODATA_LABEL, NUM_CLASSES
-from dunemap.synth.scene import SceneConfig, generate_scene, scene_origins
+from dunemap.synth.scene import SceneConfig, check_scene_memory, generate_scene, scene_origins
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ def _validate(regions: list[str], scenes_per_region: int, scene_size: int, tile:
         raise ConfigError(f"tile {tile} px is too small; expected at least 16")
     if scene_size < tile:
         raise ConfigError(f"scene size {scene_size} px is smaller than the tile ({tile} px)")
+    check_scene_memory((scene_size, scene_size))
     if block_tiles < 1:
         raise ConfigError(f"block size {block_tiles} must be at least 1 tile")
     if not 0.0 <= min_valid <= 1.0:

@@ -21,7 +21,7 @@ from dunemap.registry import choose
 from dunemap.synth.embedding import hillshade
 from dunemap.synth.encoding import ENCODINGS
 from dunemap.synth.landforms import NODATA_LABEL
-from dunemap.synth.scene import Scene, SceneConfig, generate_scene
+from dunemap.synth.scene import Scene, SceneConfig, check_scene_memory, generate_scene
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class SceneFiles:
 def write_scene_files(cfg: SceneConfig, out_dir: str | Path, dtype: str = "float32", bottom_up: bool = False) -> SceneFiles:
     """Generate a scene and write ``<region>_<seed>_emb.tif``, ``_labels.tif``, ``_hillshade.png``, ``_overlay.png``."""
     choose(ENCODINGS, dtype, "embedding dtype")  # fail before the expensive part
+    check_scene_memory(cfg.size)
     scene = generate_scene(cfg)
     out = Path(out_dir)
     stem = out / scene.name

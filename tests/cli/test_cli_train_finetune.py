@@ -61,7 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, make_tiny_dataset, make_tiny
     labels = write_tif(root / "truth.tif", truth[None])  # the simulated labeller: truth on the image grid
     patches = _patches(root / "patches.gpkg", PATCHES)
     assert main(["prepare", "--image", str(emb), "--labels", str(labels), "--patches", str(patches), "--out",
-                 str(root / "NEW"), "--tile", "32", "--catalog", str(catalog), "--no-progress"]) == 0
+                 str(root / "NEW"), "--tile", "32", "--bands", "16", "--catalog", str(catalog), "--no-progress"]) == 0
     return {"root": root, "data": data, "catalog": catalog, "run": root / "RUN", "ckpt": root / "RUN" / "best_model.pth",
             "new": root / "NEW"}
 

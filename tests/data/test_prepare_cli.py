@@ -44,7 +44,8 @@ def test_cli_prepare_two_regions(tmp_path, capsys):
     out = tmp_path / "ds"
     argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
             "--class-field", "landform", "--region", "namib", "--region", "mojave", "--out", str(out),
-            "--tile", "16", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25", "--seed", "1"]
+            "--tile", "16", "--bands", "4", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25",
+            "--seed", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("wrote 8 tiles") and "linear" in printed and "star" in printed
@@ -73,7 +74,7 @@ def test_cli_prepare_split_by_scene_holds_a_whole_image_out(tmp_path, capsys):
     out = tmp_path / "ds"
     argv = ["prepare", "--image", str(float_tif), "--image", str(aef_tif), "--labels", str(gpkg),
             "--class-field", "landform", "--region", "namib", "--region", "namib", "--out", str(out),
-            "--tile", "16", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25",
+            "--tile", "16", "--bands", "4", "--block-tiles", "1", "--min-valid", "0.75", "--split", "0.5,0.25,0.25",
             "--split-by", "scene"]
     assert main(argv) == 0
     splits_of: dict[str, set[str]] = {}
@@ -95,7 +96,8 @@ def test_cli_prepare_bad_labels_exit_one_line(tmp_path):
         ds.write(np.zeros((1, 32, 48), dtype=np.uint8))
     out = tmp_path / "ds"
     proc = subprocess.run([sys.executable, "-m", "dunemap", "prepare", "--image", str(float_tif), "--labels",
-                           str(labels), "--out", str(out), "--tile", "16"], capture_output=True, text=True)
+                           str(labels), "--out", str(out), "--tile", "16", "--bands", "4"], capture_output=True,
+                          text=True)
     assert proc.returncode == 1
     err = proc.stderr.strip()
     assert err.startswith("dunemap: error: label raster") and "\n" not in err

@@ -55,7 +55,7 @@ def scene(tmp_path: Path) -> dict[str, Path]:
 def _prepare(scene: dict[str, Path], patches: Path, out: str = "NEW") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dunemap", "prepare", "--image", str(scene["image"]), "--labels",
                            str(scene["labels"]), "--class-field", "class", "--patches", str(patches), "--out",
-                           str(scene["root"] / out), "--tile", "32", "--no-progress"],
+                           str(scene["root"] / out), "--tile", "32", "--bands", "6", "--no-progress"],
                           capture_output=True, text=True, timeout=300)
 
 

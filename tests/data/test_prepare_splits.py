@@ -113,8 +113,8 @@ def test_prepare_split_has_no_leak_between_splits(tmp_path: Path):
     pyogrio.raw.write(gpkg, np.array([shapely.to_wkb(poly)], dtype=object), [np.array([2])], ["class"],
                       geometry_type="Polygon", crs="EPSG:32733", driver="GPKG")
     out = tmp_path / "ds"
-    summary = prepare_dataset(PrepareConfig(images=[img], labels=[gpkg], out=out, tile=tile, stride=stride,
-                                            block_tiles=block, split=(0.6, 0.2, 0.2), seed=0))
+    summary = prepare_dataset(PrepareConfig(in_channels=3, images=[img], labels=[gpkg], out=out, tile=tile,
+                                            stride=stride, block_tiles=block, split=(0.6, 0.2, 0.2), seed=0))
     records = read_manifest(out)
     n_positions = len(window_starts(h, tile, stride)) * len(window_starts(w, tile, stride))
     assert len(records) + summary.dropped_for_split == n_positions

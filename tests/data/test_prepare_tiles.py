@@ -114,8 +114,8 @@ def test_prepare_float_image_with_geopackage(tmp_path):
     write_polygons(gpkg, [pixel_box(0, 0, 32, 32), pixel_box(0, 32, 64, 64), pixel_box(16, 16, 24, 40)],
                    ["linear", "8", "Star"])
     out = tmp_path / "ds"
-    summary = prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, min_valid=0.0,
-                                            block_tiles=1, split=(0.5, 0.25, 0.25), seed=3))
+    summary = prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=out, tile=16,
+                                            min_valid=0.0, block_tiles=1, split=(0.5, 0.25, 0.25), seed=3))
 
     expected = np.full((64, 64), 255, dtype=np.uint8)
     expected[0:32, 0:32] = 3
@@ -154,8 +154,8 @@ def test_prepare_skips_unlabelled_tiles(tmp_path):
     write_float_image(img_path, height=32, width=32)
     gpkg = tmp_path / "labels.gpkg"
     write_polygons(gpkg, [pixel_box(0, 0, 16, 16), pixel_box(16, 16, 32, 24)], [1, 2])  # second covers half a tile
-    summary = prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16,
-                                            min_valid=0.5, block_tiles=1, split=(1.0, 0.0, 0.0)))
+    summary = prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=tmp_path / "ds",
+                                            tile=16, min_valid=0.5, block_tiles=1, split=(1.0, 0.0, 0.0)))
     assert summary.tiles == {"train": 2, "val": 0, "test": 0} and summary.skipped_nodata == 2
     assert sorted((r.row_off, r.col_off) for r in read_manifest(tmp_path / "ds")) == [(0, 0), (16, 16)]
 
@@ -178,7 +178,7 @@ def test_prepare_bottom_up_aef_with_label_raster(tmp_path):
     with rasterio.open(lbl_path, "w", count=1, dtype="uint8", nodata=255, **profile) as ds:
         ds.write(labels[None])
     out = tmp_path / "ds"
-    prepare_dataset(PrepareConfig(images=[img_path], labels=[lbl_path], out=out, tile=16, min_valid=0.0,
+    prepare_dataset(PrepareConfig(in_channels=4, images=[img_path], labels=[lbl_path], out=out, tile=16, min_valid=0.0,
                                   regions=["namib"], block_tiles=1))
     values, mask = dequantize(q)
     nu_values, nu_labels = values[:, ::-1], labels[::-1].copy()
@@ -212,7 +212,8 @@ def test_prepare_reprojects_wgs84_polygons(tmp_path):
     gpkg = tmp_path / "wgs84.gpkg"
     write_polygons(gpkg, wgs_polys, ["dome", "parabolic"], crs="EPSG:4326")
     out = tmp_path / "ds"
-    prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16, min_valid=0.0, block_tiles=1))
+    prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=out, tile=16, min_valid=0.0,
+                                  block_tiles=1))
     with rasterio.open(img_path) as src:
         expected = rasterize([(utm_polys[0], 5), (utm_polys[1], 6)], out_shape=(48, 48), transform=src.transform,
                              fill=255, dtype="uint8")
@@ -232,14 +233,14 @@ def test_label_raster_on_another_grid_errors_naming_both(tmp_path):
         ds.write(np.zeros((1, 32, 32), dtype=np.uint8))
     out = tmp_path / "ds"
     with pytest.raises(InputError) as err:
-        prepare_dataset(PrepareConfig(images=[img_path], labels=[lbl_path], out=out, tile=16))
+        prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[lbl_path], out=out, tile=16))
     msg = str(err.value)
     assert str(lbl_path) in msg and str(img_path) in msg and "grid" in msg and "\n" not in msg
     assert not out.exists()  # nothing left behind, not even the folder
     out.mkdir()
     (out / "notes.txt").write_text("kept")
     with pytest.raises(InputError):
-        prepare_dataset(PrepareConfig(images=[img_path], labels=[lbl_path], out=out, tile=16))
+        prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[lbl_path], out=out, tile=16))
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
@@ -249,9 +250,9 @@ def test_unknown_class_name_lists_valid_names(tmp_path):
     gpkg = tmp_path / "labels.gpkg"
     write_polygons(gpkg, [pixel_box(0, 0, 8, 8)], ["yardang"])
     with pytest.raises(InputError, match=r"'yardang'.*interdune, crescentic"):
-        prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16))
+        prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16))
     with pytest.raises(InputError, match="no field 'kind'; fields: class"):
-        prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16,
+        prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=tmp_path / "ds", tile=16,
                                       class_field="kind"))
 
 
@@ -272,5 +273,5 @@ def test_labels_missing_the_image_error(tmp_path):
     write_polygons(gpkg, [pixel_box(0, 0, 8, 8, origin=(ORIGIN[0] + 50000, ORIGIN[1]))], ["dome"])
     out = tmp_path / "ds"
     with pytest.raises(InputError, match=r"no tile of .*emb.tif.*4 tried.*overlap"):
-        prepare_dataset(PrepareConfig(images=[img_path], labels=[gpkg], out=out, tile=16))
+        prepare_dataset(PrepareConfig(in_channels=6, images=[img_path], labels=[gpkg], out=out, tile=16))
     assert not out.exists()

@@ -154,7 +154,7 @@ def test_per_block_then_assemble_is_byte_identical(tmp_path: Path, aef_raster, t
                                    map_fingerprint([path], plan, predictor, config), predictor.precision,
                                    model=model_tags(predictor))
         assembler.open(resume=False)
-        tasks = assembler.pending()
+        tasks = list(assembler.pending())  # a lazy sequence: a list to shuffle
         assert len(plan.blocks) == 9 and len(tasks) == 6  # the last block column owns no window start
         assert sum(len(b.windows) for b in tasks) == len(window_starts(96, 32, 24)) * len(window_starts(80, 32, 24))
         random.Random(0).shuffle(tasks)
