@@ -248,7 +248,7 @@ def test_bad_archive_input_is_one_line(archive, local_checkpoint, tmp_path, caps
         (["--index", str(root / "aef_index.parquet"), "--bbox", "100", "10", "101", "11", "--year", str(YEAR)],
          "no AEF tiles of year 2023 intersect bbox"),
         (["--index", str(tmp_path / "thin.parquet"), *area, "--year", str(YEAR)], "missing column(s) crs"),
-        (["--index", str(root / "aef_index.parquet"), *area, "--year", "2030"], "years in the index: 2023"),
+        (["--index", str(root / "aef_index.parquet"), *area, "--year", "2024"], "years in the index: 2023"),
         (["--index", str(root / "aef_index.parquet"), *area, "--year", "2012"], "predates the AEF"),
         (["--index", str(root / "shifted.parquet"), *area, "--year", str(YEAR)], "not on the first tile's pixel grid"),
         (["--index", str(root / "aef_index.parquet"), *area], "--index needs --year"),
