@@ -18,13 +18,24 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask briefly changes process state, unsafe in threads
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's entries') data to the disk: after it, a crash cannot leave it shorter."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str | None = None, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
 
     On any exception the temporary file is removed and ``target`` is left untouched, so a reader
     never sees a half-written file. ``suffix`` defaults to the target's own suffix so that
-    format-sniffing writers (GDAL, PIL, numpy) still pick the right driver.
+    format-sniffing writers (GDAL, PIL, numpy) still pick the right driver. ``durable``: the file is
+    fsynced before the rename and its folder after it, so a record written later (a journal that vouches
+    for it) never survives a crash that the file itself does not.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +48,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files; give the result the usual umask-based mode
             os.chmod(tmp_path, 0o666 & ~_UMASK)
+        if durable:
+            fsync_path(tmp_path)
         os.replace(tmp_path, target)
+        if durable:
+            fsync_path(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

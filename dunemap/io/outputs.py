@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dunemap.errors import DunemapError
-from dunemap.io.atomic import _UMASK
+from dunemap.io.atomic import _UMASK, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +270,7 @@ def work_folder(path: PathLike) -> Path:
 
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(folder)
 
 
 def publish(products: Sequence[tuple[PathLike, PathLike]], stale: Iterable[PathLike | None] = ()) -> None:
