@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from dunemap.io.space import full_disk_error
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -35,7 +37,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None, durable: b
     never sees a half-written file. ``suffix`` defaults to the target's own suffix so that
     format-sniffing writers (GDAL, PIL, numpy) still pick the right driver. ``durable``: the file is
     fsynced before the rename and its folder after it, so a record written later (a journal that vouches
-    for it) never survives a crash that the file itself does not.
+    for it) never survives a crash that the file itself does not. A write that fails on a full disk is
+    one line saying so (:func:`dunemap.io.space.full_disk_error`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,10 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None, durable: b
         os.replace(tmp_path, target)
         if durable:
             fsync_path(target.parent)
-    except BaseException:
+    except BaseException as exc:
+        full = full_disk_error(exc, target, tmp_path)  # asked while the failed file still takes its space
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if full is not None and full is not exc:
+            raise full from None
         raise

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.outputs import publish, work_folder
+from dunemap.io.space import full_disk_error
 from dunemap.mapping.config import FRACTION_ENCODINGS
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
@@ -136,7 +137,8 @@ class PartialMap:
                 ) as dst:
                     self._describe(dst, product)
             except RasterioError as exc:
-                raise RasterIOError(f"{self.intermediate(product)}: cannot create ({exc})") from None
+                raise (full_disk_error(exc, self.out, self.intermediate(product))
+                       or RasterIOError(f"{self.intermediate(product)}: cannot create ({exc})")) from None
 
     def _describe(self, dst, product: str) -> None:
         names = self.legend.names
@@ -235,8 +237,9 @@ class PartialMap:
             try:
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(path, "r+") as dst:
                     dst.write(data, window=window)
-            except RasterioError as exc:
-                raise RasterIOError(f"{path}: cannot write block at row {core.row}, col {core.col} ({exc})") from None
+            except RasterioError as exc:  # GDAL says "Write failed. See previous exception": the disk is asked
+                raise (full_disk_error(exc, self.out, path) or RasterIOError(
+                    f"{path}: cannot write block at row {core.row}, col {core.col} ({_cause(exc)})")) from None
 
     def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
         """Convert every intermediate to a validated COG and publish them as one set; remove the partial directory.
@@ -262,6 +265,15 @@ class PartialMap:
             log.debug("wrote %s", finals[product])  # the caller's summary says it
         shutil.rmtree(self.directory)
         return {p: finals[p] for p in self.products}
+
+
+def _cause(exc: BaseException) -> str:
+    """A GDAL error's own words with those of the error it was raised from ("Write failed. See previous exception")."""
+    words = [" ".join(str(exc).split())]
+    link = exc.__cause__ or exc.__context__
+    if link is not None and str(link).strip():
+        words.append(" ".join(str(link).split()))
+    return ": ".join(words)
 
 
 def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int = 512,
@@ -294,6 +306,9 @@ def validate_cog(path: Path, name: Path | None = None) -> None:
     """Raise RasterIOError unless ``path`` is a valid Cloud-Optimized GeoTIFF."""
     from rio_cogeo.cogeo import cog_validate
 
-    ok, errors, _warnings = cog_validate(str(path), quiet=True)
+    try:
+        ok, errors, _warnings = cog_validate(str(path), quiet=True)
+    except RasterioError as exc:
+        raise RasterIOError(f"{name or path}: cannot read the Cloud-Optimized GeoTIFF back ({_cause(exc)})") from None
     if not ok:
         raise RasterIOError(f"{name or path}: not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}")
