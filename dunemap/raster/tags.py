@@ -20,6 +20,7 @@ MODEL_TAG = "MODEL"
 CHECKPOINT_TAG = "CHECKPOINT_SHA256"
 VERSION_TAG = "DUNEMAP_VERSION"
 PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+SCENE_PRIOR_TAG = "SCENE_PRIOR"  # the class shares of new ground the map used (dunemap.trust.prior), when it did
 
 
 def product_paths(out: str | os.PathLike) -> dict[str, Path]:
