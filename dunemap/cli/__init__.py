@@ -15,6 +15,7 @@ import sys
 from dunemap import __version__
 from dunemap.cli.options import HelpFormatter, add_quiet
 from dunemap.errors import DunemapError
+from dunemap.io.space import full_disk_error, says_no_space
 
 COMMAND_MODULES: tuple[str, ...] = (
     "dunemap.cli.train",
@@ -87,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DunemapError as exc:
         print(f"dunemap: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if not says_no_space(exc):
+            raise
+        where = exc.filename or os.getcwd()  # a file a library wrote on its own (not one of the outputs)
+        print(f"dunemap: error: {full_disk_error(exc, where)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dunemap: interrupted", file=sys.stderr)

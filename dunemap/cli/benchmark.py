@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from dunemap.cli.options import add, add_alias, add_no_progress, config_from_args, csv_list, default_of
+from dunemap.cli.options import add, add_alias, add_no_progress, add_overwrite, config_from_args, csv_list, default_of
 from dunemap.io.outputs import claim_outputs
 
 
@@ -110,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="do not touch any BENCHMARKS.md")
     add(s, "device", SpeedConfig)
     add(s, "threads", SpeedConfig)
+    add_overwrite(s, "speed.json and speed.md of an earlier run in --out")
     add_no_progress(s)
     s.set_defaults(func=run_speed, config_class=SpeedConfig)
 
@@ -167,8 +168,7 @@ def run_speed(args: argparse.Namespace) -> int:
     from dunemap.comparison.speed import run_speed as run
 
     config = config_from_args(SpeedConfig, args, command=speed_command(args))
-    with claim_outputs([args.benchmarks_md], resume=True, folders=[args.out]):
-        result = run(config)
+    result = run(config)  # claims its outputs (an earlier speed.json or speed.md needs --overwrite)
     print(speed_tables(result.rows))
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
     return 0

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 import dunemap
 from dunemap.comparison.report import machine_description, read_markdown, speed_section, write_section
 from dunemap.errors import ConfigError
-from dunemap.io.atomic import atomic_path
+from dunemap.io.outputs import claim_outputs, staged_outputs
 from dunemap.models import ARCHITECTURES, UNetConfig, create_model
 from dunemap.registry import choose
 from dunemap.runtime import Predictor, autocast, resolve_device
@@ -64,6 +64,7 @@ class SpeedConfig:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None: torch's default
     benchmarks_md: Path | None = None  # write/replace the speed section of this file
+    overwrite: bool = False  # replace speed.json and speed.md of an earlier run in ``out``
     command: str = ""
     progress: bool = True
 
@@ -172,9 +173,31 @@ def _mapping_note() -> str:
 
 
 def run_speed(config: SpeedConfig) -> SpeedResult:
-    """Measure every case of ``config``, write ``speed.json`` / ``speed.md`` and the BENCHMARKS.md section."""
+    """Measure every case of ``config``, write ``speed.json`` / ``speed.md`` and the BENCHMARKS.md section.
+
+    The outputs are claimed before anything is measured (:func:`dunemap.io.outputs.claim_outputs`: an earlier
+    ``speed.json`` or ``speed.md`` needs ``overwrite``; the BENCHMARKS.md section is replaced by design) and
+    published as one set, ``speed.json`` last.
+    """
     if config.benchmarks_md is not None:
         read_markdown(config.benchmarks_md, "speed")  # a file that cannot take the section is refused first
+    out = config.out
+    files = {"markdown": out / "speed.md", "json": out / "speed.json"}
+    if config.benchmarks_md is not None:
+        files["benchmarks_md"] = config.benchmarks_md
+    with claim_outputs([files["markdown"], files["json"]], overwrite=config.overwrite), \
+            claim_outputs([config.benchmarks_md], resume=True):  # its speed section is replaced by design
+        rows, body, machine = _measure_all(config)
+        with staged_outputs(files["markdown"], files["json"]) as (tmp_md, tmp_json):
+            tmp_md.write_text(body)
+            tmp_json.write_text(json.dumps({"machine": machine, "command": config.command, "rows": rows}, indent=1))
+        if config.benchmarks_md is not None:
+            write_section(config.benchmarks_md, "speed", body)
+    return SpeedResult(rows, files)
+
+
+def _measure_all(config: SpeedConfig) -> tuple[list[dict], str, dict]:
+    """The rows of every case, the markdown section and the machine's description."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -199,16 +222,7 @@ def run_speed(config: SpeedConfig) -> SpeedResult:
         notes.append(f"1-minute load average at the start of each case: {min(loads):.1f} to {max(loads):.1f} on "
                      f"{machine['usable_cores']} usable core(s); a load above the core count means other jobs "
                      "shared the CPU and the figures are lower than on an idle machine.")
-    out = config.out
-    with atomic_path(out / "speed.json") as tmp:
-        tmp.write_text(json.dumps({"machine": machine, "command": config.command, "rows": rows}, indent=1))
-    body = speed_section(rows, config.command, machine, notes)
-    with atomic_path(out / "speed.md") as tmp:
-        tmp.write_text(body)
-    files = {"json": out / "speed.json", "markdown": out / "speed.md"}
-    if config.benchmarks_md is not None:
-        files["benchmarks_md"] = write_section(config.benchmarks_md, "speed", body)
-    return SpeedResult(rows, files)
+    return rows, speed_section(rows, config.command, machine, notes), machine
 
 
 __all__ = ["SpeedCase", "SpeedConfig", "SpeedResult", "build_speed_model", "measure", "run_speed"]

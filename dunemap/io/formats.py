@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dunemap.errors import ConfigError
 from dunemap.io.outputs import OutputWriteError, publish
+from dunemap.io.space import full_disk_error
 
 VECTOR_DRIVERS = {  # extension -> OGR driver
     ".gpkg": "GPKG",
@@ -111,8 +112,11 @@ def write_vectors(
         sidecars = [(t, f) for t, f in zip(temps, file_set(out)[:-1]) if t.exists()]
         stale = [f for t, f in zip(temps, file_set(out)[:-1]) if not t.exists()]
         publish([*sidecars, (tmp, out)], stale=stale)
-    except OSError as exc:
-        if isinstance(exc, OutputWriteError):
+    except Exception as exc:
+        full = full_disk_error(exc, out, tmp)  # asked while the failed files still take their space
+        if full is not None and full is not exc:  # a GeoPackage then says "no such table", a shapefile "FWrite()"
+            raise full from None
+        if isinstance(exc, OutputWriteError) or not isinstance(exc, OSError):
             raise
         raise OutputWriteError(f"{out}: cannot write ({exc.strerror or exc})") from None
     finally:

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dunemap.errors import DunemapError
-from dunemap.io.atomic import _UMASK
+from dunemap.io.atomic import _UMASK, fsync_path
+from dunemap.io.space import full_disk_error
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,16 @@ class OutputLock:
         if previous.isdigit() and int(previous) != os.getpid() and not _pid_running(int(previous)):
             log.warning("%s: taking over the lock of an interrupted run (pid %s, no longer running)",
                         self.output, previous)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk cannot take even the pid
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            _remove_empty(made)
+            raise (full_disk_error(exc, self.output, self.path)
+                   or OutputWriteError(f"{self.output}: cannot write its lock {self.path} ({_os_reason(exc)})")) from None
         self._fd = fd
         return made
 
@@ -270,11 +279,7 @@ def work_folder(path: PathLike) -> Path:
 
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(folder)
 
 
 def publish(products: Sequence[tuple[PathLike, PathLike]], stale: Iterable[PathLike | None] = ()) -> None:
@@ -355,8 +360,12 @@ def staged_outputs(*finals: PathLike, stale: Iterable[PathLike | None] = ()) -> 
             if tmp.exists():  # mkstemp makes 0600 files; give the results the usual umask-based mode
                 os.chmod(tmp, 0o666 & ~_UMASK)
         publish(list(zip(temps, paths)), stale=stale)
-    except OSError as exc:
-        if isinstance(exc, DunemapError):
+    except Exception as exc:
+        for final in paths:  # asked while the failed temporary files still take their space
+            full = full_disk_error(exc, final)
+            if full is not None and full is not exc:
+                raise full from None
+        if isinstance(exc, DunemapError) or not isinstance(exc, OSError):
             raise
         raise OutputWriteError(f"{paths[-1]}: cannot write ({_os_reason(exc)})") from None
     finally:

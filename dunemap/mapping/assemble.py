@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ class MapAssembler:
         if resume:
             journal = BlockJournal.resume(self.journal.path, self.journal.fingerprint)
             if not journal.empty:
-                if self.partial.is_usable() and self._spills_complete(journal):
+                if self.partial.is_usable():
                     self.journal = journal
                     self._forget_damaged()
                     log.info("resuming %s: %d of %d blocks already predicted",
@@ -85,8 +86,25 @@ class MapAssembler:
         for index in damaged:
             self.journal.written.discard(index)
             self.journal.predicted.difference_update(self.blocks[index].contributors)
-        if damaged:
+        lost = self._damaged_spills()
+        self.journal.predicted.difference_update(lost)
+        if damaged or lost:
             self.journal.save()
+
+    def _damaged_spills(self) -> set[int]:
+        """The predicted blocks whose saved part for a block not yet written is missing or unreadable: they are
+        predicted again (their parts for other blocks are then saved anew)."""
+        lost: set[int] = set()
+        for b in self.blocks:
+            if b.index in self.journal.written:
+                continue
+            for s in b.contributors:
+                if s in self.journal.predicted and s not in lost and self._read_part(b.index, s) is None:
+                    lost.add(s)
+        if lost:
+            log.warning("%s: %d saved block part(s) missing or damaged; predicting block(s) %s again",
+                        self.spill_dir, len(lost), sorted(lost))
+        return lost
 
     def pending(self) -> BlockSelection:
         """Blocks still to predict, row-major (blocks that own no windows need no prediction); lazy, as the plan."""
@@ -95,25 +113,28 @@ class MapAssembler:
     def _spill_path(self, target: int, source: int) -> Path:
         return self.spill_dir / f"{target}_{source}.npz"
 
-    def _spills_complete(self, journal: BlockJournal) -> bool:
-        for b in self.blocks:
-            if b.index in journal.written:
-                continue
-            for s in b.contributors:
-                if s in journal.predicted and not self._spill_path(b.index, s).exists():
-                    return False
-        return True
-
     def _save_part(self, target: int, part: Part) -> None:
         box = np.array([part.box.row, part.box.col, part.box.height, part.box.width], dtype=np.int64)
-        with atomic_path(self._spill_path(target, part.source), suffix=".npz") as tmp:
+        with atomic_path(self._spill_path(target, part.source), suffix=".npz", durable=True) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, box=box, acc=part.acc, wsum=part.wsum, valid=part.valid)
+
+    def _read_part(self, target: int, source: int) -> Part | None:
+        """The part ``source`` saved for ``target``, or None when the file is missing or damaged."""
+        try:
+            return self._load_part(target, source)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            log.debug("%s: unreadable (%s)", self._spill_path(target, source), exc)
+            return None
 
     def _load_part(self, target: int, source: int) -> Part:
         with np.load(self._spill_path(target, source)) as z:
             row, col, height, width = (int(v) for v in z["box"])
-            return Part(source, Box(row, col, height, width), z["acc"], z["wsum"], z["valid"])
+            part = Part(source, Box(row, col, height, width), z["acc"], z["wsum"], z["valid"])
+        if part.box != self.blocks[target].core.intersection(self.blocks[source].extent) or \
+                part.wsum.shape != part.box.shape or part.acc.shape[1:] != part.box.shape:
+            raise ValueError(f"box {part.box} or arrays {part.acc.shape} do not fit blocks {source} -> {target}")
+        return part
 
     def add(self, contribution: Contribution) -> tuple[int, ...]:
         """Take one block's contribution; finish and write every block it completes (returned)."""

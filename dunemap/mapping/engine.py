@@ -42,7 +42,7 @@ from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
-from dunemap.raster.reader import BlockData, EmbeddingReader, as_source
+from dunemap.raster.reader import BlockData, EmbeddingReader, as_source, source_files
 from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags
 from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
@@ -134,7 +134,7 @@ def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Pre
     """
     g = plan.grid
     return {
-        "input": [_input_fingerprint(s) for s in sources],
+        "input": [input_fingerprint(s) for s in sources],
         **({} if view is None else {"view": asdict(view)}),
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
@@ -153,8 +153,10 @@ def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, c
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")
-    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, fingerprint,
-                        run_tags(config, precision, model), applicability_threshold)
+    tags = run_tags(config, precision, model)
+    # the tags are part of what a resumed run must match, so a finished map's tags describe the run that finished it
+    return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, {**fingerprint, "tags": tags},
+                        tags, applicability_threshold)
 
 
 def applicability_threshold(predictor: Predictor) -> float | None:
@@ -164,12 +166,17 @@ def applicability_threshold(predictor: Predictor) -> float | None:
 
 
 def predictor_fingerprint(predictor: Predictor) -> str:
-    """A digest of the model's weights, text, classes, precision and device: a resumed run must use the same."""
+    """A digest of everything of the model that changes a pixel: a resumed run must use the same.
+
+    The checkpoint file's SHA-256 as loaded, the weights and text as they run (another ``--text-embeddings``),
+    the temperature and area of applicability in use (a recalibrated file, or calibration dropped with
+    replaced text), classes, precision and device.
+    """
     h = hashlib.sha256()
-    for name, tensor in sorted(predictor.model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
+    h.update(repr((getattr(predictor, "checkpoint_sha256", None), float(getattr(predictor, "temperature", 1.0)))).encode())
+    aoa = getattr(predictor, "applicability", None)
+    _digest(h, None if aoa is None else aoa.to_dict())
+    _digest(h, dict(predictor.model.state_dict()))
     text = getattr(predictor.model, "text_embeddings", None)
     if text is not None:
         h.update(text.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -196,11 +203,31 @@ def use_ground(predictor: Predictor, reader: EmbeddingReader) -> dict[str, str]:
     return {}
 
 
-def _input_fingerprint(path: Path | str) -> dict:
-    if not isinstance(path, Path):  # a GDAL network path: the archive's files do not change under their name
-        return {"path": path}
-    st = path.stat()
-    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _digest(h, value) -> None:
+    """Feed a checkpoint record (nested dicts of tensors and numbers) into the hash ``h``."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            h.update(f"{key}:".encode())
+            _digest(h, value[key])
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{t.dtype}:{tuple(value.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(repr(value).encode())
+
+
+def input_fingerprint(path: Path | str) -> list[dict]:
+    """Size and times of every file the pixels of the raster at ``path`` come from (:func:`source_files`: a
+    VRT's sources too), so a resumed map notices a changed tile; a GDAL network path by its name alone (the
+    archive's files do not change under their name)."""
+    if not isinstance(path, Path):
+        return [{"path": path}]
+    out = []
+    for file in source_files(path):
+        st = file.stat()
+        out.append({"path": str(file), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns})
+    return out
 
 
 def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool,

@@ -75,8 +75,5 @@ class BlockJournal:
             "predicted": sorted(self.predicted),
             "written": sorted(self.written),
         }
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "w") as fh:
-                json.dump(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with atomic_path(self.path, durable=True) as tmp:
+            tmp.write_text(json.dumps(payload))

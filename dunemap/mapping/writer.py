@@ -23,8 +23,9 @@ from rasterio.windows import Window
 
 from dunemap.errors import ConfigError, RasterIOError
 from dunemap.io.outputs import publish, work_folder
+from dunemap.io.space import full_disk_error
 from dunemap.mapping.config import FRACTION_ENCODINGS, MapConfig
-from dunemap.raster.cog import GDAL_CACHE_BYTES, write_cog
+from dunemap.raster.cog import GDAL_CACHE_BYTES, gdal_cause, write_cog
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, style_paths, write_styles
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
@@ -134,7 +135,8 @@ class PartialMap:
                 ) as dst:
                     self._describe(dst, product)
             except RasterioError as exc:
-                raise RasterIOError(f"{self.intermediate(product)}: cannot create ({exc})") from None
+                raise (full_disk_error(exc, self.out, self.intermediate(product))
+                       or RasterIOError(f"{self.intermediate(product)}: cannot create ({exc})")) from None
 
     def _describe(self, dst, product: str) -> None:
         names = self.legend.names
@@ -233,8 +235,9 @@ class PartialMap:
             try:
                 with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(path, "r+") as dst:
                     dst.write(data, window=window)
-            except RasterioError as exc:
-                raise RasterIOError(f"{path}: cannot write block at row {core.row}, col {core.col} ({exc})") from None
+            except RasterioError as exc:  # GDAL says "Write failed. See previous exception": the disk is asked
+                raise (full_disk_error(exc, self.out, path) or RasterIOError(
+                    f"{path}: cannot write block at row {core.row}, col {core.col} ({gdal_cause(exc)})")) from None
 
     def finalize(self, cog_tile: int = 512) -> dict[str, Path]:
         """Convert every intermediate to a validated COG and publish them as one set; remove the partial directory.
@@ -277,4 +280,3 @@ def write_class_map(out: str | Path, classes: np.ndarray, grid: GridSpec, legend
     partial.create()
     partial.write_block(Box(0, 0, grid.height, grid.width), classes.astype(np.uint8, copy=False))
     return partial.finalize(cog_tile)["classes"]
-

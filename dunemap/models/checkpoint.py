@@ -20,6 +20,8 @@ Running a loaded model is the runtime's job (:class:`dunemap.runtime.Predictor`)
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class LoadedCheckpoint:
     path: Path | None = None
     calibration: dict = field(default_factory=dict)  # {} for an uncalibrated model (a published MADS file)
     applicability: dict | None = None
+    sha256: str | None = None  # SHA-256 of the checkpoint file's bytes as loaded (None: built in memory)
 
     @property
     def temperature(self) -> float:
@@ -108,11 +111,17 @@ def check_finite(state_dict: dict, what: str) -> None:
                               "the training diverged (try a lower --lr)")
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> tuple[dict, str]:
+    """The checkpoint's object and the SHA-256 of the very bytes it was loaded from (a file replaced while it
+    is read cannot give one model and another file's hash)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or type(exc).__name__})") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign pickles
         text = str(exc).strip()
         found = re.search(r"GLOBAL (\S+)", text)  # weights_only refused a Python object: never unpickled
@@ -127,7 +136,7 @@ def _read(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
-    return obj
+    return obj, hashlib.sha256(data).hexdigest()
 
 
 def infer_mads_config(state_dict: dict, source: str = "state_dict") -> ModelConfig:
@@ -202,7 +211,7 @@ def load_checkpoint(
     open-vocabulary model (``head="text"``) a different catalog becomes the new class set, any number of classes.
     """
     path = Path(path)
-    obj = _read(path)
+    obj, sha256 = _read(path)
     if obj.get("format") == FORMAT:
         config = config_from_dict(obj["model_config"])
         state_dict = obj["state_dict"]
@@ -240,4 +249,4 @@ def load_checkpoint(
     # depend on the class texts, and its temperature scales every class's logit alike (old classes' logits are
     # unchanged by a new class; the new class itself is uncalibrated, see docs/knowledge.md).
     return LoadedCheckpoint(model, config, resolved.class_names, resolved.colors, resolved.source, train_state,
-                            metrics, path, calibration, applicability)
+                            metrics, path, calibration, applicability, sha256)

@@ -43,10 +43,22 @@ def write_cog(src: Path, dst: Path, overview_resampling: str = "MODE", tile: int
     return dst
 
 
+def gdal_cause(exc: BaseException) -> str:
+    """A GDAL error's own words with those of the error it was raised from ("Write failed. See previous exception")."""
+    words = [" ".join(str(exc).split())]
+    link = exc.__cause__ or exc.__context__
+    if link is not None and str(link).strip():
+        words.append(" ".join(str(link).split()))
+    return ": ".join(words)
+
+
 def validate_cog(path: Path, name: Path | None = None) -> None:
     """Raise RasterIOError unless ``path`` is a valid Cloud-Optimized GeoTIFF."""
     from rio_cogeo.cogeo import cog_validate
 
-    ok, errors, _warnings = cog_validate(str(path), quiet=True)
+    try:
+        ok, errors, _warnings = cog_validate(str(path), quiet=True)
+    except RasterioError as exc:
+        raise RasterIOError(f"{name or path}: cannot read the Cloud-Optimized GeoTIFF back ({gdal_cause(exc)})") from None
     if not ok:
         raise RasterIOError(f"{name or path}: not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}")

@@ -189,6 +189,51 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     return src
 
 
+def source_files(path: str | os.PathLike) -> list[Path]:
+    """Every local file the pixels of the raster at ``path`` come from, absolute, each once, the raster first.
+
+    GDAL's list of the dataset's files (a VRT's sources, sidecar masks and overviews) and, for each VRT among
+    them, its own sources named in its XML, recursively (GDAL lists a nested VRT's tiles but not the nested
+    VRT itself). Files GDAL reads through ``/vsi`` paths or that cannot be opened are listed as far as known.
+    """
+    found: dict[Path, None] = {}
+    todo = [Path(os.path.abspath(path))]
+    while todo:
+        file = todo.pop(0)
+        if file in found or not file.is_file():
+            continue
+        found[file] = None
+        if len(found) > 1 and file.suffix.lower() != ".vrt":
+            continue  # a source tile: its sidecars are in the list GDAL gave for the VRT that names it
+        try:
+            with rasterio.open(file) as src:
+                names, driver = list(src.files), src.driver
+        except RasterioError:
+            continue
+        todo += [Path(os.path.abspath(n)) for n in names if not n.startswith("/vsi")]
+        if driver == "VRT":
+            todo += _vrt_sources(file)
+    return list(found)
+
+
+def _vrt_sources(vrt: Path) -> list[Path]:
+    """The files a VRT's XML names as sources (``relativeToVRT`` ones relative to its folder)."""
+    import xml.etree.ElementTree as ET  # deferred: only VRT inputs need it
+
+    try:
+        root = ET.parse(vrt).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    out = []
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if not name or name.startswith("/vsi"):
+            continue
+        relative = element.get("relativeToVRT") == "1"
+        out.append(Path(os.path.abspath(vrt.parent / name if relative else name)))
+    return out
+
+
 def read_north_up(src: rasterio.io.DatasetReader, box: Box, bottom_up: bool, indexes: int | list[int] | None = None,
                   masks: bool = False) -> np.ndarray:
     """The (C, h, w) stored values (or, with ``masks``, band 1's (1, h, w) mask) of ``box`` of the raster's

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 from dunemap import __version__
-from dunemap.io.checksum import file_sha256
 from dunemap.raster.legend import style_paths
 
 PRODUCT_TAG = "DUNEMAP_PRODUCT"  # dataset tag saying which product a file is: classes, confidence, probabilities
@@ -37,11 +36,12 @@ def product_paths(out: str | os.PathLike) -> dict[str, Path]:
 
 
 def model_tags(predictor) -> dict[str, str]:
-    """The model's registered name and its checkpoint's SHA-256 (when it came from a file)."""
+    """The model's registered name and the SHA-256 of the checkpoint bytes it was loaded from (when it came
+    from a file): the file as it was read, whatever happened to it since."""
     tags = {MODEL_TAG: str(getattr(predictor.config, "name", "unknown"))}
-    path = getattr(predictor, "path", None)
-    if path is not None and Path(path).is_file():
-        tags[CHECKPOINT_TAG] = file_sha256(path)
+    sha256 = getattr(predictor, "checkpoint_sha256", None)
+    if sha256:
+        tags[CHECKPOINT_TAG] = sha256
     return tags
 
 

@@ -73,6 +73,7 @@ class Predictor:
         self.input_dtype = torch.bfloat16 if prepare and self.precision == "bf16" else torch.float32
         self.config = loaded.config
         self.path = loaded.path  # the checkpoint file (provenance), None when built in memory
+        self.checkpoint_sha256 = loaded.sha256  # SHA-256 of the bytes the model was loaded from (provenance, resume)
         self.class_names = loaded.class_names
         self.colors = loaded.colors
         self.text_source = loaded.text_source

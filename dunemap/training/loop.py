@@ -350,14 +350,25 @@ def _flag(name: str) -> str:
     return {"in_channels": "--bands", "holdout_regions": "--holdout-region"}.get(name, "--" + name.replace("_", "-"))
 
 
+def _calibration_pending(save_dir: Path, config: TrainConfig) -> bool:
+    """Whether the run's best checkpoint still lacks the end-of-run calibration (a run killed while calibrating):
+    ``--resume`` with the run's own epochs then finishes it."""
+    best = save_dir / BEST
+    return config.calibrate and best.exists() and not load_checkpoint(best).calibration
+
+
 def _check_resume_options(path: Path, saved: dict, config: TrainConfig, done: int) -> None:
-    """Refuse a --resume whose options would change the saved run (naming each); more epochs are allowed."""
+    """Refuse a --resume whose options would change the saved run (naming each); more epochs are allowed, and
+    the saved number when only the end-of-run calibration is left to do."""
     now = config.to_dict()
     differ = [f"{_flag(k)} {now[k]} (saved run: {saved[k]})" for k in now
               if k in saved and k not in RESUME_FREE and now[k] != saved[k]]
     if differ:
         raise ConfigError(f"{path}: --resume with options that differ from the saved run: {', '.join(differ)}; "
                           "resume with the saved options or start a new run in another --save-dir")
+    if config.epochs == done and _calibration_pending(path.parent, config):
+        log.info("%s: all %d epochs are trained; finishing the end-of-run calibration", path.parent, done)
+        return
     if config.epochs <= done:
         raise ConfigError(f"{path}: --epochs {config.epochs} but the saved run has already trained {done} epoch(s); "
                           "give more epochs to continue it")
