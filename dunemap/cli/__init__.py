@@ -13,7 +13,7 @@ import os
 import sys
 
 from dunemap import __version__
-from dunemap.cli.options import HelpFormatter, add_quiet
+from dunemap.cli.options import HelpFormatter, add_quiet, add_verbose
 from dunemap.errors import DunemapError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Map aeolian landforms from satellite embedding rasters with a text-fused SegFormer.",
     )
     parser.add_argument("--version", action="version", version=f"dunemap {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    add_verbose(parser)
     add_quiet(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     for leaf in leaf_parsers(parser).values():
         if leaf is not parser:
             add_quiet(leaf, default=argparse.SUPPRESS)  # also after the command: dunemap map ... --quiet
+            add_verbose(leaf, default=argparse.SUPPRESS)  # and dunemap map ... -v
     return parser
 
 

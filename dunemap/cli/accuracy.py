@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "accuracy", help="accuracy and error-adjusted class areas with 95 %% intervals from labelled points",
         description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
-        "of each class's area, each with a 95 %% confidence interval, from reference points labelled by an expert. "
+        "of each class's area, each with a 95 % confidence interval, from reference points labelled by an expert. "
         "Writes the report OUT names (.json or .csv) and its twin beside it.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")

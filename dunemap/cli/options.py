@@ -226,5 +226,10 @@ def add_quiet(parser: argparse.ArgumentParser, default: Any = False) -> None:
                         help="log only warnings and errors and hide progress bars; results still go to stdout")
 
 
+def add_verbose(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    """``-v/--verbose``: debug messages, before or after the command."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+
+
 def add_replace_text(parser: argparse.ArgumentParser) -> None:
     add(parser, "replace_text", ModelSpec)

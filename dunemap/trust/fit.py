@@ -27,7 +27,7 @@ from dunemap.errors import ConfigError, InputError
 from dunemap.models.checkpoint import save_checkpoint
 from dunemap.runtime import ModelSpec, Predictor, load_model, predict_over, resolve_device
 from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features, pool_inputs
-from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
+from dunemap.trust.calibration import ReliabilityAccumulator, at_bound, fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class TrustFit:
         where = f"{c['split']} ({c['scenes']} scenes)" if c.get("scenes") else c["split"]
         text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {where} pixels: "
                 f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+        if at_bound(c["temperature"]):
+            text += f" (T stopped at its bound {c['temperature']:.3f}: not a real fit, see the warning above)"
         if self.applicability is not None:
             aoa = self.applicability
             text += (f"; area of applicability from {aoa.samples.shape[0]} training cells, "

@@ -99,3 +99,22 @@ def test_quiet_before_or_after_the_command() -> None:
     assert PARSER.parse_args(["-q", "text", "show"]).quiet
     assert PARSER.parse_args(["text", "show", "--quiet"]).quiet
     assert not PARSER.parse_args(["text", "show"]).quiet
+
+
+def test_verbose_before_or_after_the_command() -> None:
+    import subprocess
+    import sys
+
+    assert PARSER.parse_args(["-v", "text", "show"]).verbose
+    assert PARSER.parse_args(["text", "show", "-v"]).verbose
+    assert PARSER.parse_args(["text", "show", "--verbose"]).verbose
+    assert not PARSER.parse_args(["text", "show"]).verbose
+    run = subprocess.run([sys.executable, "-m", "dunemap", "text", "show", "-v"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_help_texts_print_single_percent_signs() -> None:
+    for name, parser in COMMANDS.items():
+        assert "%%" not in parser.format_help(), name
+    assert "%%" not in PARSER.format_help()
+    assert "95 % confidence" in COMMANDS["accuracy"].format_help().replace("\n", " ")
