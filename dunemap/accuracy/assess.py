@@ -17,6 +17,7 @@ import numpy as np
 from dunemap.accuracy.estimator import StratifiedEstimate, stratified_estimate
 from dunemap.accuracy.sampling import draw_sample
 from dunemap.errors import InputError
+from dunemap.io.formats import feature_layer
 from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
@@ -149,12 +150,13 @@ def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike
     if not points.exists():
         raise InputError(f"{points}: reference points file not found")
     try:
-        info = pyogrio.read_info(points)
+        layer = feature_layer(points)
+        info = pyogrio.read_info(points, layer=layer)
         fields = list(info["fields"])
         if field_name not in fields:
             raise InputError(f"{points}: no field {field_name!r}; fields are {fields}")
         columns = [field_name] + (["point_id"] if "point_id" in fields and field_name != "point_id" else [])
-        meta, _, wkb, values = pyogrio.raw.read(points, columns=columns)
+        meta, _, wkb, values = pyogrio.raw.read(points, layer=layer, columns=columns)
     except DataSourceError as exc:
         raise InputError(f"{points}: cannot read points ({exc})") from None
     geoms = shapely.from_wkb(wkb)

@@ -25,16 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sample", help="stratified random reference points of a class map, to label in a GIS",
         description="Draw a stratified random sample of pixel centres of a class map (strata = map classes): at "
-        "least --min-per-class points per class, the rest proportional to the classes' true areas. Writes "
-        "points (GeoPackage, Shapefile, ... by the extension of --out) with point_id, map_class, map_name and an empty ref_class to fill in.",
+        "least --min-per-class points per class, the rest proportional to the classes' true areas; --target-se "
+        "plans the total (Olofsson et al. 2014, eq. 13). Writes the points blind, for labelling without seeing the "
+        "map: in random order, with point_id and an empty ref_class only (GeoPackage, Shapefile, ... by the "
+        "extension of --out; a GeoPackage edits ref_class with a drop-down of the class labels). dunemap accuracy "
+        "reads each point's map class from the map.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--n", type=int, default=default_of(sample_map, "n"), help="total number of points (0: give --per-class)")
+    p.add_argument("--n", type=int, default=default_of(sample_map, "n"),
+                   help="total number of points (0: give --per-class or --target-se)")
     p.add_argument("--min-per-class", type=int, default=default_of(sample_map, "min_per_class"), metavar="M",
                    help="at least M points per class")
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
                    help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
-                        "0=50,barchan=80 (default: none, use --n)")
+                        "0=50,crescentic=80 (default: none, use --n)")
+    p.add_argument("--target-se", type=float, default=default_of(sample_map, "target_se"), metavar="SE",
+                   help="plan the total for this standard error of overall accuracy, e.g. 0.01 (0: use --n)")
+    p.add_argument("--expected-users", type=float, default=default_of(sample_map, "expected_users"), metavar="U",
+                   help="user's accuracy expected of every class when planning with --target-se")
     add(p, "seed", sample_map, help="random seed; the same seed draws the same points")
     p.add_argument("--out", type=Path, required=True,
                    help="points to write; the extension sets the format: .gpkg, .shp, .geojson, .fgb, .parquet")
@@ -60,10 +68,14 @@ def run_sample(args: argparse.Namespace) -> int:
     from dunemap.accuracy.sampling import sample_map
     from dunemap.errors import ConfigError
 
-    if not args.per_class and args.n < 1:
-        raise ConfigError("give --n N (total points) or --per-class TABLE")
+    given = [flag for flag, on in (("--n", args.n > 0), ("--per-class", bool(args.per_class)),
+                                   ("--target-se", args.target_se > 0)) if on]
+    if len(given) != 1:
+        raise ConfigError("give one of --n N (total points), --per-class TABLE or --target-se SE"
+                          + (f"; got {' and '.join(given)}" if given else ""))
     sample = sample_map(args.map, args.out, n=args.n, min_per_class=args.min_per_class, seed=args.seed,
-                        per_class=args.per_class, overwrite=args.overwrite)
+                        per_class=args.per_class, target_se=args.target_se, expected_users=args.expected_users,
+                        overwrite=args.overwrite)
     print(sample.summary())
     print(f"wrote {args.out}")
     return 0

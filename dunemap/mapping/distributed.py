@@ -41,6 +41,7 @@ from dunemap.mapping.engine import (
     MapPlan,
     MapResult,
     applicability_threshold,
+    labelled_legend,
     make_assembler,
     map_fingerprint,
     plan_map,
@@ -51,9 +52,8 @@ from dunemap.mapping.jobs import BatchMapResult, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
-from dunemap.raster.legend import ClassLegend
 from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import model_tags
+from dunemap.raster.tags import model_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 if TYPE_CHECKING:
@@ -269,9 +269,9 @@ class _ClusterMapper:
         reader = EmbeddingReader(path, bands=info.in_channels)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
         fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
-        legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
+        legend = labelled_legend(info.class_names, info.colors)
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
-                                   info.applicability_threshold, dict(info.model_tags))
+                                   info.applicability_threshold, {**dict(info.model_tags), **source_tags(sources)})
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from dunemap.errors import CheckpointError, InputError
 from dunemap.io.formats import raster_driver
 from dunemap.io.outputs import check_outputs, locked_outputs
+from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
@@ -43,7 +44,7 @@ from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader
-from dunemap.raster.tags import model_tags, product_paths, run_tags
+from dunemap.raster.tags import model_tags, product_paths, run_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,13 @@ def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
 
 
 def predictor_legend(predictor: Predictor) -> ClassLegend:
-    return ClassLegend.build(predictor.class_names, predictor.colors)
+    """The legend of a model's maps: its class names and colours, with the catalog's labels."""
+    return labelled_legend(predictor.class_names, predictor.colors)
+
+
+def labelled_legend(names, colors) -> ClassLegend:
+    """A map legend of ``names`` and ``colors`` whose labels come from the catalog (:func:`class_texts`)."""
+    return ClassLegend.build(list(names), [tuple(c) for c in colors], [label for label, _ in class_texts(list(names))])
 
 
 def map_fingerprint(sources: Sequence[Path], plan: MapPlan, predictor: Predictor | str, config: MapConfig) -> dict:
@@ -250,7 +257,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         plan = plan_map(reader, config)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config), predictor.precision,
-                                   applicability_threshold(predictor), model_tags(predictor))
+                                   applicability_threshold(predictor), {**model_tags(predictor), **source_tags(sources)})
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         total = resumed + len(todo)

@@ -9,7 +9,9 @@ share these names from here.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 from dunemap import __version__
@@ -21,6 +23,10 @@ MODEL_TAG = "MODEL"
 CHECKPOINT_TAG = "CHECKPOINT_SHA256"
 VERSION_TAG = "DUNEMAP_VERSION"
 PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+SOURCES_TAG = "SOURCES"  # JSON list of the embedding rasters a map was predicted from (absolute paths)
+YEAR_TAG = "EMBEDDING_YEAR"  # the year of the annual embedding a map was predicted from, where known
+_YEAR_TAGS = ("aef_year", "AEF_YEAR", "YEAR", "year")  # where embedding rasters state their year (fetch-aef: aef_year)
+_YEAR_IN_NAME = re.compile(r"(?<![0-9])(20[1-3][0-9])(?![0-9])")  # aef_namib_2023.tif (gee-script's file prefix)
 
 
 def product_paths(out: str | os.PathLike) -> dict[str, Path]:
@@ -50,4 +56,27 @@ def run_tags(config, precision: str | None, model: dict[str, str] | None = None)
             "BLEND": str(config.blend)}
     if precision:
         tags[PRECISION_TAG] = precision
+    return tags
+
+
+def embedding_year(path: str | os.PathLike) -> int | None:
+    """The year of an annual embedding raster: its ``aef_year`` (or ``YEAR``) tag, else a year 2010-2039 in its
+    file name (``aef_namib_2023.tif``, as ``gee-script`` names exports); None when neither says."""
+    import rasterio  # deferred: rasterio (GDAL) is heavy to import and only needed here
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    for key in _YEAR_TAGS:
+        if str(tags.get(key, "")).strip().isdigit():
+            return int(tags[key])
+    found = _YEAR_IN_NAME.findall(Path(path).stem)
+    return int(found[-1]) if found else None
+
+
+def source_tags(sources: list[Path]) -> dict[str, str]:
+    """Provenance of a map's input: the embedding rasters (absolute paths) and their year where known."""
+    tags = {SOURCES_TAG: json.dumps([str(Path(p).absolute()) for p in sources])}
+    year = embedding_year(sources[0]) if sources else None
+    if year is not None:
+        tags[YEAR_TAG] = str(year)
     return tags

@@ -173,18 +173,23 @@ def test_sample_is_deterministic_stratified_and_never_on_nodata(tmp_path, capsys
     assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 0
     assert "only 3 pixels: taken whole" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "two.gpkg")]) == 0
-    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "one.gpkg")
-    _, _, wkb2, _ = pyogrio.raw.read(tmp_path / "two.gpkg")
-    assert list(meta["fields"]) == ["point_id", "map_class", "map_name", "ref_class"]
+    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "one.gpkg", layer="points")
+    _, _, wkb2, _ = pyogrio.raw.read(tmp_path / "two.gpkg", layer="points")
+    assert list(meta["fields"]) == ["point_id", "ref_class"]  # blind: nothing says what the map shows
     assert list(wkb) == list(wkb2)  # same seed, same points
     pts = shapely.from_wkb(wkb)
     col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
     assert np.all(col % 1 == 0.5) and np.all(row % 1 == 0.5)  # pixel centres
     values = classes[row.astype(int), col.astype(int)]
-    assert (values != 255).all() and (values == fields[1]).all()
+    assert (values != 255).all()
     assert len(set(zip(row.astype(int), col.astype(int)))) == len(pts)  # no pixel twice
-    assert np.bincount(fields[1], minlength=3)[1] == 3 and len(pts) == 58  # 60 asked, class b short by 2
-    assert all(v is None for v in fields[3])
+    assert np.bincount(values, minlength=3)[1] == 3 and len(pts) == 58  # 60 asked, class b short by 2
+    assert all(v is None for v in fields[1])
+    # shuffled: ids run 1..n in file order, and neither the class nor the raster position follows them
+    np.testing.assert_array_equal(fields[0], np.arange(1, 59))
+    assert (np.diff(values.astype(int)) < 0).any() and (np.diff(row * 50 + col) < 0).any()
+    first = {int(v): int(np.flatnonzero(values == v)[0]) for v in (0, 2)}
+    assert max(first.values()) < 20  # both big classes start near the top: no class-by-class blocks
     assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 1  # never over an existing file silently
     assert "already exists" in capsys.readouterr().err
 
@@ -214,3 +219,75 @@ def test_assess_with_truth_recovers_the_truth_areas(tmp_path) -> None:
     assert np.abs(e.area - result.truth_area_km2).max() < np.abs(e.mapped_area - result.truth_area_km2).max()
     assert result.inside_count() == (3, 3)
     assert "truth area inside the 95 % interval for 3 of 3 classes" in result.table()
+
+
+def _catalog_map(tmp_path: Path) -> tuple[Path, np.ndarray, Affine]:
+    rng = np.random.default_rng(5)
+    classes = rng.choice([0, 1, 2, 255], size=(40, 30), p=[0.5, 0.3, 0.15, 0.05]).astype(np.uint8)
+    transform = Affine(10, 0, 500_000, 0, -10, 7_000_000)
+    return (write_class_map(tmp_path / "m.tif", classes, ["interdune", "crescentic", "linear"], transform,
+                            "EPSG:32633"), classes, transform)
+
+
+def test_sample_geopackage_edits_ref_class_with_a_dropdown_of_catalog_labels(tmp_path) -> None:
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    map_path, classes, transform = _catalog_map(tmp_path)
+    out = tmp_path / "p.gpkg"
+    assert main(["sample", str(map_path), "--n", "30", "--min-per-class", "5", "--out", str(out)]) == 0
+    with sqlite3.connect(out) as db:
+        (table, default, qml, when), = db.execute(
+            "SELECT f_table_name, useAsDefault, styleQML, update_time FROM layer_styles")
+        (version,), = db.execute("PRAGMA user_version")
+    assert version == 10200  # GeoPackage 1.2: GDAL 3.6 / QGIS 3.22 read it without a warning (1.4 warns)
+    assert __import__("re").fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", when), when  # GPKG DATETIME
+    assert table == "points" and default == 1
+    root = ET.fromstring(qml.split("\n", 1)[1])
+    field = root.find("fieldConfiguration/field")
+    assert field.get("name") == "ref_class" and field.find("editWidget").get("type") == "ValueMap"
+    choices = [(o.get("name"), o.get("value")) for o in root.iter("Option") if o.get("type") == "QString"]
+    assert choices == [("Interdune", "0"), ("Crescentic (barchan)", "1"), ("Linear (seif)", "2")]
+    # an expert labels every point (here: as the map says) and accuracy reads the map class from the map itself
+    _, _, wkb, fields = pyogrio.raw.read(out, layer="points")
+    pts = shapely.from_wkb(wkb)
+    col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
+    truth = classes[row.astype(int), col.astype(int)]
+    labelled = write_points(tmp_path / "labelled.gpkg", shapely.get_x(pts), shapely.get_y(pts),
+                            [str(v) for v in truth], "EPSG:32633", ids=fields[0])
+    report = tmp_path / "acc.json"
+    assert main(["accuracy", str(map_path), "--reference", str(labelled), "--out", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["overall_accuracy"]["estimate"] == 1.0
+    assert result["error_matrix"]["counts"] == np.diag(np.bincount(truth, minlength=3)).tolist()
+
+
+def test_the_per_class_example_of_sample_help_runs(tmp_path, capsys) -> None:
+    from dunemap.cli import build_parser, leaf_parsers
+
+    help_text = " ".join(leaf_parsers(build_parser())["sample"].format_help().split())
+    example = help_text.split("e.g. ")[1].split()[0]
+    assert example == "0=50,crescentic=80"
+    map_path, _, _ = _catalog_map(tmp_path)
+    assert main(["sample", str(map_path), "--per-class", example, "--out", str(tmp_path / "p.gpkg")]) == 0
+    assert pyogrio.read_info(tmp_path / "p.gpkg", layer="points")["features"] == 130
+
+
+def test_sample_size_for_a_target_standard_error_is_olofsson_2014_eq_13(tmp_path, capsys) -> None:
+    from dunemap.accuracy.sampling import planned_size
+
+    # Olofsson et al. 2014, section 5.1: W = 0.02, 0.015, 0.32, 0.645, conjectured U = 0.7, 0.6, 0.9, 0.95,
+    # S(O) = 0.01 -> n = 641 (the population term is negligible for 10^7 pixels)
+    w = PIXELS_30M / PIXELS_30M.sum()
+    assert planned_size(w, 0.01, np.array([0.7, 0.6, 0.9, 0.95])) == 641
+    assert planned_size(w, 0.01, np.array([0.7, 0.6, 0.9, 0.95]), pixels=int(PIXELS_30M.sum())) == 641
+    assert planned_size(w, 0.02, 0.8) == 400  # (0.4 / 0.02)^2
+    map_path, _, _ = _catalog_map(tmp_path)
+    assert main(["sample", str(map_path), "--target-se", "0.05", "--min-per-class", "3",
+                 "--out", str(tmp_path / "p.gpkg")]) == 0
+    out = capsys.readouterr().out
+    n = planned_size(np.array([1.0]), 0.05, 0.8, pixels=40 * 30)  # every class at U = 0.8: the weights cancel
+    assert f"{n} points" in out and "Olofsson et al. 2014, eq. 13" in out
+    assert pyogrio.read_info(tmp_path / "p.gpkg", layer="points")["features"] == n
+    assert main(["sample", str(map_path), "--target-se", "0.05", "--n", "10", "--out", str(tmp_path / "q.gpkg")]) == 1
+    assert "give one of --n N" in capsys.readouterr().err
