@@ -53,12 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "accuracy", help="accuracy and error-adjusted class areas with 95 %% intervals from labelled points",
         description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
         "of each class's area, each with a 95 % confidence interval, from reference points labelled by an expert. "
-        "Writes the report OUT names (.json or .csv) and its twin beside it.",
+        "Each point's map class is read from MAP. Points drawn by the classes of another map (an earlier version, "
+        "say) give --strata that map (Stehman 2014). Writes the report OUT names (.json or .csv) and its twin "
+        "beside it.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
     p.add_argument("--field", default=default_of(accuracy_report, "field_name"),
                    help="field holding each point's reference class id or name")
+    p.add_argument("--strata", type=Path, default=default_of(accuracy_report, "strata"), metavar="CLASS_MAP",
+                   help="the class map whose classes were the strata of the sample, when they are not MAP's "
+                        "(Stehman 2014 estimator); default: MAP's classes (Olofsson et al. 2014)")
     p.add_argument("--out", type=Path, required=True, help="report to write: a name ending in .json or .csv; the other file goes beside it")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)
@@ -84,7 +89,8 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_accuracy(args: argparse.Namespace) -> int:
     from dunemap.accuracy.assess import accuracy_report
 
-    result, json_path, csv_path = accuracy_report(args.map, args.reference, args.out, args.field, args.overwrite)
+    result, json_path, csv_path = accuracy_report(args.map, args.reference, args.out, args.field, args.overwrite,
+                                                  args.strata)
     print(result.table())
     print(f"wrote {json_path} and {csv_path}")
     return 0
