@@ -211,6 +211,10 @@ def _hillshade_on_grid(dem_path: Path, crs, transform: Affine, shape: tuple[int,
         raise InputError(f"{dem_path}: elevation raster for the hillshade not found")
     try:
         with rasterio.open(dem_path) as dem:
+            if dem.count != 1:
+                raise InputError(f"{dem_path}: has {dem.count} bands; --hillshade-from takes an elevation raster "
+                                 "(DEM) of one band" + (" (this looks like an embedding raster)" if dem.count >= 16
+                                                        else ""))
             grid = np.full(shape, np.nan, dtype=np.float32)
             reproject(rasterio.band(dem, 1), grid, dst_transform=transform, dst_crs=crs,
                       dst_nodata=np.nan, resampling=Resampling.bilinear)
