@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, ConfigError, InputError
+from dunemap.io.progress import progress_bar
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import (
@@ -274,13 +274,13 @@ class _ClusterMapper:
                                    info.applicability_threshold, {**dict(info.model_tags), **source_tags(sources)})
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
-    def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:
+    def _blocks(self, runs: Sequence[_MapRun], bar) -> Iterator[tuple[_MapRun, Block]]:
         """Blocks to submit, map after map. A map is opened (or resumed) when its first block is due."""
         for run in runs:
             run.started = time.perf_counter()
             run.resumed = run.assembler.open(self.config.resume)
-            bar.update(run.resumed)
             todo = run.assembler.pending()
+            bar.update(sum(len(b.windows) for b in run.plan.blocks) - sum(len(b.windows) for b in todo))
             run.outstanding = len(todo)
             if not todo:
                 self._finish(run)
@@ -298,10 +298,10 @@ class _ClusterMapper:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        total = sum(1 for run in runs for b in run.plan.blocks if b.windows)
+        total = sum(len(b.windows) for run in runs for b in run.plan.blocks)  # the bar counts windows
         futures: dict[str, tuple[Future, _MapRun, Block]] = {}
         done = as_completed(loop=self.client.loop)
-        with tqdm(total=total, unit="block", desc="map", disable=not self.config.progress) as bar:
+        with progress_bar(total=total, unit="window", desc="map", enabled=self.config.progress) as bar:
             queue = self._blocks(runs, bar)
 
             def fill() -> None:
@@ -338,7 +338,7 @@ class _ClusterMapper:
                     run.outstanding -= 1
                     self.tasks += 1
                     del contribution
-                    bar.update(1)
+                    bar.update(len(block.windows))
                     if run.outstanding == 0:
                         self._finish(run)
                     fill()

@@ -30,11 +30,11 @@ from typing import Iterator, Sequence
 
 import rasterio
 import torch
-from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, InputError
 from dunemap.io.formats import raster_driver
 from dunemap.io.outputs import check_outputs, locked_outputs
+from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
@@ -260,11 +260,12 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
                                    applicability_threshold(predictor), {**model_tags(predictor), **source_tags(sources)})
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
-        total = resumed + len(todo)
         predicted = skipped = 0
         times = StageTimes()
         batch_size = batch_size_for(predictor, config)
-        with tqdm(total=total, initial=resumed, unit="block", desc=out.name, disable=not config.progress) as bar:
+        windows = sum(len(b.windows) for b in plan.blocks)  # the bar counts windows: a block can hold hundreds
+        with progress_bar(total=windows, initial=windows - sum(len(b.windows) for b in todo), unit="window",
+                          desc=out.name, enabled=config.progress) as bar:
             for block, data in _read_ahead(reader, todo, config.prefetch, times):
                 contribution = predict_block_data(data, predictor, block, config, batch_size)
                 del data
@@ -273,7 +274,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
                     assembler.add(contribution)
                 predicted += contribution.windows_predicted
                 skipped += contribution.windows_skipped
-                bar.update(1)
+                bar.update(len(block.windows))
         with times.timed("write"):
             products = assembler.finalize()
     result = MapResult.build(out, plan, products, config, t0, resumed, predicted, skipped, times)
