@@ -35,28 +35,28 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 # Each command's module and one-line help, so that `dunemap --help` (and an unknown command) need not import
 # the modules, which import the library (torch, GDAL); tests/cli checks this table against the modules.
-COMMANDS: dict[str, tuple[str, str]] = {
+COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module, one-line help)
     "train": ("dunemap.cli.train", "train on img_dir/ann_dir tiles (the seed's recipe by default)"),
     "evaluate": ("dunemap.cli.evaluate", "OA, mIoU, Kappa, F1 of a checkpoint on a split"),
     "calibrate": ("dunemap.cli.calibrate", "calibrated confidence and an area of applicability for a checkpoint"),
     "text": ("dunemap.cli.text", "class catalog and text embeddings"),
-    "prepare": ("dunemap.cli.prepare", "tile embedding rasters + labels into img_dir/ann_dir tiles split by spatial "
-                "blocks"),
+    "prepare": ("dunemap.cli.prepare",
+        "tile embedding rasters + labels into img_dir/ann_dir tiles split by spatial blocks"),
     "gee-script": ("dunemap.cli.acquire", "print an Earth Engine Code Editor script exporting AEF embeddings"),
     "fetch-gee": ("dunemap.cli.acquire", "start the same AEF export through earthengine-api"),
     "fetch-aef": ("dunemap.cli.acquire", "read AEF COG windows over a bbox into one float32 GeoTIFF"),
     "map": ("dunemap.cli.map", "map a whole embedding raster to a class-map COG (sliding windows, resumable)"),
-    "suggest": ("dunemap.cli.suggest", "propose patches to label where the model is unsure or outside its area of "
-                "applicability"),
+    "suggest": ("dunemap.cli.suggest",
+        "propose patches to label where the model is unsure or outside its area of applicability"),
     "stats": ("dunemap.cli.products", "area in km2 of each class (per zone) of a class map, to CSV and JSON"),
     "quicklook": ("dunemap.cli.products", "PNG of a class map with legend, scale bar and north arrow"),
-    "vectorize": ("dunemap.cli.products", "polygons of each class patch to a GeoPackage, Shapefile, GeoJSON, "
-                  "FlatGeobuf or GeoParquet"),
+    "vectorize": ("dunemap.cli.products",
+        "polygons of each class patch to a GeoPackage, Shapefile, GeoJSON, FlatGeobuf or GeoParquet"),
     "sample": ("dunemap.cli.accuracy", "stratified random reference points of a class map, to label in a GIS"),
-    "accuracy": ("dunemap.cli.accuracy", "accuracy and error-adjusted class areas with 95 %% intervals from labelled "
-                 "points"),
-    "synth": ("dunemap.cli.synth", "generate synthetic dune-field embeddings and labels (a demo scene or a training "
-              "dataset)"),
+    "accuracy": ("dunemap.cli.accuracy",
+        "accuracy and error-adjusted class areas with 95 %% intervals from labelled points"),
+    "synth": ("dunemap.cli.synth",
+        "generate synthetic dune-field embeddings and labels (a demo scene or a training dataset)"),
     "benchmark": ("dunemap.cli.benchmark", "quality against per-pixel baselines and text ablations; speed"),
     "demo": ("dunemap.cli.demo", "synthesise dune fields, train, evaluate, map a held-out scene"),
 }
