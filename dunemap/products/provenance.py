@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from dunemap.io.atomic import atomic_path
@@ -21,7 +22,6 @@ from dunemap.raster.tags import (
     CHECKPOINT_TAG,
     MODEL_TAG,
     PRECISION_TAG,
-    SOURCES_TAG,
     VERSION_TAG,
     YEAR_TAG,
     product_paths,
@@ -45,7 +45,8 @@ _ASSETS = {  # product_paths key -> (title, roles, media type)
 }
 
 
-def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None = None,
+                    sources: Sequence[str | os.PathLike] = ()) -> Path:
     """Write a STAC Item for a finished class map and the companions found beside it; returns its path.
 
     Geometry and bbox are the map's footprint in WGS 84; the projection extension gives its CRS,
@@ -54,8 +55,8 @@ def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None 
     into the properties. The Item's time is the year of the embedding the map was predicted from
     (``start_datetime``/``end_datetime`` of that year, from the map's ``EMBEDDING_YEAR`` tag); a map whose
     embedding year is unknown (synthetic scenes, rasters without a year) falls back to the map's
-    modification time and says so in ``dunemap:datetime_source``. Each source embedding raster is a
-    ``derived_from`` link.
+    modification time and says so in ``dunemap:datetime_source``. Each of ``sources`` (the embedding
+    rasters the map was predicted from) is a ``derived_from`` link.
     """
     from datetime import datetime, timezone
 
@@ -92,8 +93,8 @@ def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None 
         item = pystac.Item(id=class_map.stem, geometry=footprint, bbox=bbox, datetime=created, properties=properties)
         item.properties["dunemap:datetime_source"] = "map file time: the embedding's year is unknown"
     item.common_metadata.created = created
-    for source in json.loads(tags.get(SOURCES_TAG, "[]")):
-        item.add_link(pystac.Link("derived_from", os.path.relpath(source, out.parent),
+    for source in sources:
+        item.add_link(pystac.Link("derived_from", os.path.relpath(Path(source).absolute(), out.parent.absolute()),
                                   media_type="image/tiff; application=geotiff", title="embedding raster"))
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     if crs is not None:

@@ -9,7 +9,6 @@ share these names from here.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -23,7 +22,6 @@ MODEL_TAG = "MODEL"
 CHECKPOINT_TAG = "CHECKPOINT_SHA256"
 VERSION_TAG = "DUNEMAP_VERSION"
 PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
-SOURCES_TAG = "SOURCES"  # JSON list of the embedding rasters a map was predicted from (absolute paths)
 YEAR_TAG = "EMBEDDING_YEAR"  # the year of the annual embedding a map was predicted from, where known
 _YEAR_TAGS = ("aef_year", "AEF_YEAR", "YEAR", "year")  # where embedding rasters state their year (fetch-aef: aef_year)
 _YEAR_IN_NAME = re.compile(r"(?<![0-9])(20[1-3][0-9])(?![0-9])")  # aef_namib_2023.tif (gee-script's file prefix)
@@ -74,9 +72,7 @@ def embedding_year(path: str | os.PathLike) -> int | None:
 
 
 def source_tags(sources: list[Path]) -> dict[str, str]:
-    """Provenance of a map's input: the embedding rasters (absolute paths) and their year where known."""
-    tags = {SOURCES_TAG: json.dumps([str(Path(p).absolute()) for p in sources])}
+    """Provenance of a map's input kept in its tags: the embedding's year where known. (Not the input's path:
+    the same pixels mapped from a copy, a float export or a mosaic give the same bytes.)"""
     year = embedding_year(sources[0]) if sources else None
-    if year is not None:
-        tags[YEAR_TAG] = str(year)
-    return tags
+    return {} if year is None else {YEAR_TAG: str(year)}
