@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           f"{FINETUNE_RECIPE['train_layers']} with --init-from)")
     p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=default_of(TrainConfig, "freeze_bn"),
                    help="keep the BatchNorm running statistics while fine-tuning (default: off; on with --init-from)")
+    p.add_argument("--scene-prior", action=argparse.BooleanOptionalAction, default=default_of(TrainConfig, "scene_prior"),
+                   help="with --init-from: fit the class shares of the new tiles' ground (their source rasters and "
+                        "labels) and store them in the checkpoint; maps of rasters on that ground use them "
+                        "(docs/trust.md; default: on)")
     add_precision_device(p, TrainConfig)
     add_no_progress(p)
     add_alias(p, "--holdout", "--holdout-region", "holdout_regions", type=csv_list)

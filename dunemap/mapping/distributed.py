@@ -22,6 +22,8 @@ while the last blocks of the previous one are still running and no worker waits 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import os
 import threading
@@ -53,8 +55,9 @@ from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
 from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import model_tags, source_tags
+from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
+from dunemap.trust.prior import ScenePrior
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -112,6 +115,7 @@ class ModelInfo:
     applicability_threshold: float | None = None  # the model's DI threshold (None: no area of applicability)
     model_tags: tuple[tuple[str, str], ...] = ()  # provenance: dunemap.raster.tags.model_tags
     train_tile: int | None = None  # the model's training tile side: the default window (MapConfig.for_model)
+    scene_prior: str | None = None  # the checkpoint's class shares of new ground, as JSON (dunemap.trust.prior)
 
 
 # ---- worker side -------------------------------------------------------------------------------
@@ -164,12 +168,16 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
     p = worker_predictor(spec)
     return ModelInfo(predictor_fingerprint(p), int(p.in_channels), tuple(p.class_names),
                      tuple(tuple(int(v) for v in c) for c in p.colors), str(p.device), p.precision,
-                     applicability_threshold(p), tuple(model_tags(p).items()), p.train_tile)
+                     applicability_threshold(p), tuple(model_tags(p).items()), p.train_tile,
+                     None if p.scene_prior is None else json.dumps(p.scene_prior.to_dict()))
 
 
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
     """Task: one block on a worker. It is pure (the same block gives the same bytes) and writes nothing."""
     predictor = worker_predictor(spec)
+    if predictor.scene_prior is not None:  # the cached model serves every job: a copy holds this raster's ground
+        predictor = copy.copy(predictor)
+        predictor.use_ground(reader.crs, reader.bounds)
     try:
         return predict_block(reader, predictor, block, config, batch_size_for(predictor, config))
     finally:
@@ -268,10 +276,14 @@ class _ClusterMapper:
         sources, path = resolve_input(list(job.sources), job.out)
         reader = EmbeddingReader(path, bands=info.in_channels)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
-        fingerprint = map_fingerprint(sources, plan, info.fingerprint, self.config)
+        tags, model = {**dict(info.model_tags), **source_tags(sources)}, info.fingerprint
+        prior = None if info.scene_prior is None else ScenePrior.from_dict(json.loads(info.scene_prior))
+        if prior is not None and prior.covers(reader.crs, reader.bounds):  # as the workers decide (use_ground)
+            tags[SCENE_PRIOR_TAG], model = prior.describe(), f"{model}+scene-prior"
+        fingerprint = map_fingerprint(sources, plan, model, self.config)
         legend = labelled_legend(info.class_names, info.colors)
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
-                                   info.applicability_threshold, {**dict(info.model_tags), **source_tags(sources)})
+                                   info.applicability_threshold, tags)
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
     def _blocks(self, runs: Sequence[_MapRun], bar) -> Iterator[tuple[_MapRun, Block]]:

@@ -44,7 +44,7 @@ from dunemap.mapping.windows import Block, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader
-from dunemap.raster.tags import model_tags, product_paths, run_tags, source_tags
+from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,25 @@ def predictor_fingerprint(predictor: Predictor) -> str:
         h.update(text.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(repr((predictor.precision, str(getattr(predictor, "device", "cpu")), list(predictor.class_names),
                    [tuple(c) for c in predictor.colors])).encode())
+    bias = getattr(predictor, "class_bias", None)
+    if bias is not None:  # the class shares of new ground in use
+        h.update(bias.numpy().tobytes())
     return h.hexdigest()
+
+
+def use_ground(predictor: Predictor, reader: EmbeddingReader) -> dict[str, str]:
+    """Let ``predictor`` use its checkpoint's class shares of new ground (:class:`dunemap.trust.prior.ScenePrior`)
+    when ``reader``'s raster lies on that ground; returns the provenance tag saying so (empty when not)."""
+    prior = getattr(predictor, "scene_prior", None)
+    if prior is None:
+        return {}
+    if predictor.use_ground(reader.crs, reader.bounds):
+        log.info("%s lies on the ground of the checkpoint's %s: mapped with those class shares", reader.path,
+                 prior.describe())
+        return {SCENE_PRIOR_TAG: prior.describe()}
+    log.info("%s lies outside the ground of the checkpoint's %s: mapped with the training class shares",
+             reader.path, prior.describe())
+    return {}
 
 
 def _input_fingerprint(path: Path) -> dict:
@@ -255,9 +273,11 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
     sources, path = resolve_input(input, out)
     with EmbeddingReader(path, bands=predictor.in_channels) as reader:
         plan = plan_map(reader, config)
+        ground = use_ground(predictor, reader)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config), predictor.precision,
-                                   applicability_threshold(predictor), {**model_tags(predictor), **source_tags(sources)})
+                                   applicability_threshold(predictor),
+                                   {**model_tags(predictor), **ground, **source_tags(sources)})
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         predicted = skipped = 0

@@ -200,6 +200,12 @@ class EmbeddingReader:
         self._src: dict[Path, rasterio.io.DatasetReader] = {}
 
     @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of the north-up grid, in the raster's CRS."""
+        t = self.transform
+        return (t.c, t.f + self.height * t.e, t.c + self.width * t.a, t.f)
+
+    @property
     def is_aef(self) -> bool:
         return self.dtype == AEF_DTYPE
 

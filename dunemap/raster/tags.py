@@ -25,6 +25,7 @@ PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
 YEAR_TAG = "EMBEDDING_YEAR"  # the year of the annual embedding a map was predicted from, where known
 _YEAR_TAGS = ("aef_year", "AEF_YEAR", "YEAR", "year")  # where embedding rasters state their year (fetch-aef: aef_year)
 _YEAR_IN_NAME = re.compile(r"(?<![0-9])(20[1-3][0-9])(?![0-9])")  # aef_namib_2023.tif (gee-script's file prefix)
+SCENE_PRIOR_TAG = "SCENE_PRIOR"  # the class shares of new ground the map used (dunemap.trust.prior), when it did
 
 
 def product_paths(out: str | os.PathLike) -> dict[str, Path]:

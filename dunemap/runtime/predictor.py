@@ -23,6 +23,7 @@ from dunemap.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from dunemap.runtime.device import autocast, resolve_device, resolve_precision
 from dunemap.runtime.spec import ModelSpec
 from dunemap.trust.applicability import Applicability
+from dunemap.trust.prior import ScenePrior
 
 # Modules whose ops autocast runs in bf16 anyway (matmuls and convolutions): their weights are cast once.
 _AUTOCAST_LOW_PRECISION = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
@@ -80,6 +81,9 @@ class Predictor:
         self.calibration = loaded.calibration  # {} for an uncalibrated model
         self.temperature = loaded.temperature  # predict divides the logits by it: calibrated probabilities
         self.train_tile = loaded.metrics.get("tile")  # training tile side (px); None for older or published files
+        prior = self.calibration.get("scene_prior")
+        self.scene_prior = None if prior is None else ScenePrior.from_dict(prior, str(loaded.path))
+        self.class_bias: torch.Tensor | None = None  # (K,) added to the calibrated logits: set by use_ground
         self.applicability = None
         if loaded.applicability is not None:
             self.applicability = Applicability.from_dict(loaded.applicability, str(loaded.path))
@@ -156,9 +160,20 @@ class Predictor:
         logits = self.predict(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
         return logits[0] if single else logits
 
+    def use_ground(self, crs, bounds) -> bool:
+        """Use the checkpoint's class shares of new ground (:class:`ScenePrior`) in :meth:`predict` when a raster
+        in ``crs`` with ``bounds`` (w, s, e, n) overlaps that ground, else the training shares; returns
+        whether they are used. Mapping calls it for each raster; other predictions never use them."""
+        use = self.scene_prior is not None and self.scene_prior.covers(crs, bounds)
+        self.class_bias = torch.from_numpy(self.scene_prior.bias()) if use else None
+        return use
+
     def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        return logits if self.temperature == 1.0 else logits / self.temperature
+        logits = logits if self.temperature == 1.0 else logits / self.temperature
+        if self.class_bias is not None:
+            logits = logits + self.class_bias.to(logits.device)[:, None, None]
+        return logits
 
 
 def load_model(spec: ModelSpec) -> LoadedCheckpoint:

@@ -13,11 +13,13 @@ CONFIG_NAME = "config.yaml"  # the resolved options of a run, written beside its
 CLASS_WEIGHTS = ("none", "balanced")  # loss weighting of classes (dunemap.training.loop.class_loss_weights)
 # a fine-tune's defaults (dunemap train --init-from; dunemap.training.finetune): 200 steps at a constant lr of
 # 3e-4, the decoder only, BatchNorm statistics kept; the evidence is in that module's docstring
-FINETUNE_RECIPE = {"epochs": 1, "max_steps_per_epoch": 200, "lr": 3e-4, "train_layers": "decoder", "freeze_bn": True}
+FINETUNE_RECIPE = {"epochs": 1, "max_steps_per_epoch": 200, "lr": 3e-4, "train_layers": "none", "freeze_bn": True}
 TRAIN_LAYERS = {  # --train-layers: which parameters a fine-tune updates (the others keep the checkpoint's values)
     "all": "every layer",
     "decoder": "the decoder and classifier; the backbone (and its text fusion) frozen",
     "classifier": "the last classifier layer only (the text head of an open-vocabulary model)",
+    "none": "no weights: the network is the checkpoint's; only its trust record is refitted (temperature, area of "
+            "applicability with the new tiles, class shares of the new ground)",
 }
 
 
@@ -69,6 +71,7 @@ class TrainConfig:
     replay_share: float = 0.5  # share of each fine-tuning batch drawn from the replay tiles
     train_layers: str = "all"  # all | decoder | classifier: the parameters a fine-tune updates (TRAIN_LAYERS)
     freeze_bn: bool = False  # keep the BatchNorm running statistics (a fine-tune's small batches would shift them)
+    scene_prior: bool = True  # with init_from: fit the new ground's class shares at the end (dunemap.trust.prior)
 
     def __post_init__(self) -> None:
         self.data_root = Path(self.data_root)

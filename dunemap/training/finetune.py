@@ -14,11 +14,15 @@
   forgetting the old. Larger tiles are cut at random to the patch tiles' size. Validation, the
   best-epoch choice and the temperature use ``--replay``'s val split (the patches are all training
   data); the area of applicability is fitted on the replay tiles and the patch tiles together.
-- **The recipe** (:data:`FINETUNE_RECIPE`, the defaults of options not given): 200 steps at a constant
-  lr of 3e-4, the decoder only, BatchNorm statistics frozen. For mit_b2 on two CPU cores a step of 4
-  tiles of 128 px took 0.9 s with bf16 (about 3 minutes in all) and 3.5 s in fp32 (CPUs without native
-  bf16). In the issue's measurement all-layer fine-tuning at lr 2e-4 lowered the new-scene mIoU
-  (0.479 -> 0.399) while the decoder alone at 3e-4 for 200 steps raised it (0.497 -> 0.517).
+- **The recipe** (:data:`FINETUNE_RECIPE`, the defaults of options not given) keeps the network
+  (``--train-layers none``) and refits its trust record: the temperature, the area of applicability (the
+  patch tiles join the training data) and the **class shares of the new ground** (:mod:`dunemap.trust.prior`:
+  EM over the calibrated probabilities of the patches' source rasters, the patches' labels included), which
+  maps of rasters on that ground use. ``benchmarks/bench_adapt.py`` measured why (docs/adapt.md): the class
+  shares carry the gain (10 suggested 64 px patches: held-out per-scene mIoU 0.49 -> 0.58 on one scene's
+  unlabelled pixels) and forget nothing elsewhere, while training the decoder (``--train-layers decoder``:
+  200 steps at a constant lr of 3e-4, BatchNorm statistics frozen) moved that scene by -0.05 to +0.07 and
+  lowered other regions' held-out scenes by up to 0.09 in every variant tried.
 - **New classes.** A label of a class the checkpoint does not have is refused, naming the file and the
   id, with one exception: an open-vocabulary model (``--head text``) scores pixels against class texts,
   so it learns a new class when ``--catalog`` describes it. That catalog must keep the model's classes
@@ -60,7 +64,8 @@ DECIDED = (*KEPT, *INHERITED, *FINETUNE_RECIPE)  # options a fine-tune takes fro
 RUN_MARKS = ("last.pth", "metrics.json", CONFIG_NAME)  # files that make a checkpoint's folder a training run
 # parameters each --train-layers value updates, by name prefix (SegFormer and U-Net)
 _TRAINED = {"decoder": ("decode_head.", "text_head.", "up.", "merge.", "classifier."),
-            "classifier": ("decode_head.linear_pred.", "text_head.", "classifier.")}
+            "classifier": ("decode_head.linear_pred.", "text_head.", "classifier."),
+            "none": ()}
 
 
 def _flag(name: str) -> str:

@@ -195,8 +195,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
 
     loss_weight = class_loss_weights(train_set.class_counts(), config.class_weights)
     loss_weight = None if loss_weight is None else loss_weight.to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # none: a fine-tune that refits trust only
+    optimizer = torch.optim.AdamW([{"params": trainable}], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: poly_factor(e, config.epochs, config.poly_power))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision != "fp32"
@@ -250,7 +250,7 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
                            desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
         epoch_lrs = [group["lr"] for group in optimizer.param_groups]
         for step, (x, y) in enumerate(bar):
-            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
+            if not trainable or (config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch):
                 break
             ramp = warmup_factor(epoch * steps_per_epoch + step, config.warmup_steps)
             for group, lr in zip(optimizer.param_groups, epoch_lrs):
@@ -274,7 +274,8 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             n_batches += 1
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}")
         lr_used = optimizer.param_groups[0]["lr"]
-        scheduler.step()  # sets the next epoch's rate from the base rate, whatever the warm-up left
+        if trainable:  # (a fine-tune that trains nothing has no step to schedule)
+            scheduler.step()  # sets the next epoch's rate from the base rate, whatever the warm-up left
 
         loss_tot = all_reduce_sum(np.array([loss_sum, n_batches], dtype=np.float64), ctx)
         train_matrix = all_reduce_sum(train_cm.matrix, ctx)
@@ -335,10 +336,13 @@ def _tensorboard(save_dir: Path, config: TrainConfig):
 
 def _calibrate_best(path: Path, config: TrainConfig, device: torch.device) -> None:
     """Store the temperature (val) and the area of applicability (train) in the finished run's best checkpoint;
-    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too."""
+    a fine-tune's come from the replay dataset, its area of applicability from the new tiles too, and its class
+    shares of the new ground from the new tiles' source rasters (``scene_prior``, see dunemap.trust.prior)."""
     root, more = (config.data_root, []) if config.init_from is None else (config.replay, [config.data_root])
+    prior = more if config.scene_prior else []
     fit = calibrate_checkpoint(ModelSpec(path, device=str(device), precision="fp32"), root, path, seed=config.seed,
-                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more)
+                               regions=config.regions, exclude_regions=config.holdout_regions, applicability_roots=more,
+                               prior_roots=prior)
     log.info("calibrated %s: %s", path, fit.summary())
 
 

@@ -25,14 +25,19 @@ from dunemap.data.manifest import read_manifest, scene_groups
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
 from dunemap.models.checkpoint import save_checkpoint
+from dunemap.raster.geometry import Box, window_starts
+from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import ModelSpec, Predictor, load_model, predict_over, resolve_device
 from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features, pool_inputs
 from dunemap.trust.calibration import ReliabilityAccumulator, at_bound, fit_temperature
+from dunemap.trust.prior import ScenePrior, em_shares
 
 log = logging.getLogger(__name__)
 
 MAX_CALIBRATION_PIXELS = 400_000  # labelled pixels kept for the temperature fit (a bounded, random sample)
 FEATURES_PER_TILE = 256  # feature vectors kept per training tile for the area of applicability
+MAX_PRIOR_PIXELS = 250_000  # unlabelled pixels of new ground sampled for its class shares (a regular grid)
+PRIOR_WINDOW = 128  # window side for those probabilities when the checkpoint records no training tile
 
 
 @dataclass
@@ -41,6 +46,7 @@ class TrustFit:
 
     calibration: dict
     applicability: Applicability | None
+    scene_prior: ScenePrior | None = None  # a fine-tune's class shares of its new ground (also in calibration)
 
     def summary(self) -> str:
         c = self.calibration
@@ -55,6 +61,8 @@ class TrustFit:
                      f"DI threshold {aoa.threshold:.3f}")
             if aoa.inputs is not None:
                 text += f" (input space {aoa.inputs.threshold:.3f})"
+        if self.scene_prior is not None:
+            text += f"; {self.scene_prior.describe()}"
         return text
 
 
@@ -117,6 +125,61 @@ def _training_features(predictor: Predictor, datasets: list[SeedLayoutDataset], 
     return np.concatenate(feats), np.concatenate(inputs), np.concatenate(fold_ids)
 
 
+def _owned(starts: list[int], window: int) -> list[tuple[int, int]]:
+    """Each window's own span along an axis: from where the previous window ended (the last, aligned to the
+    raster's end, overlaps the one before it) to its end, so every pixel is counted once."""
+    return [(s if i == 0 else max(s, starts[i - 1] + window), s + window) for i, s in enumerate(starts)]
+
+
+def fit_scene_prior(predictor: Predictor, roots, train_counts: np.ndarray,
+                    max_pixels: int = MAX_PRIOR_PIXELS) -> ScenePrior:
+    """The class shares of the new ground that the patch datasets ``roots`` (``prepare --patches``) were cut
+    from: the source rasters their manifests name are predicted in windows of the training tile, side by
+    side, and a regular grid of at most ``max_pixels`` valid pixels enters :func:`em_shares` with the
+    patches' labelled pixels. ``train_counts`` are the training data's labelled pixels per class."""
+    k, bands = predictor.num_classes, predictor.in_channels
+    labelled, sources = np.zeros(k), []
+    for root in roots:
+        labelled += SeedLayoutDataset(root, "train", k, bands).class_counts()[:k]
+        sources += [r.source for r in read_manifest(Path(root)) or [] if r.split == "train" and r.source]
+    sources = sorted(set(sources))
+    if not sources:
+        raise InputError(f"{roots[0]}: its manifest names no source raster, so the class shares of its ground "
+                         "cannot be fitted")
+    window = int(predictor.train_tile or PRIOR_WINDOW)
+    readers = [EmbeddingReader(source, bands=bands) for source in sources]
+    try:
+        area = sum(r.height * r.width for r in readers)
+        step = max(1, int(np.ceil(np.sqrt(area / max_pixels))))
+        samples, ground, valid_total = [], [], 0
+        for reader in readers:
+            ground.append({"source": str(reader.path), "crs": reader.crs.to_wkt() if reader.crs else None,
+                           "bounds": list(reader.bounds)})
+            wh, ww = min(window, reader.height), min(window, reader.width)
+            rows, cols = window_starts(reader.height, wh, wh), window_starts(reader.width, ww, ww)
+            for r, (r0, r1) in zip(rows, _owned(rows, wh)):
+                for c, (c0, c1) in zip(cols, _owned(cols, ww)):
+                    box = Box(r, c, wh, ww)
+                    block = reader.read(box)
+                    own = np.zeros((wh, ww), dtype=bool)
+                    own[r0 - r:r1 - r, c0 - c:c1 - c] = True
+                    valid = block.valid & own
+                    grid = valid & ((np.arange(r, r + wh) % step == 0)[:, None]) & (np.arange(c, c + ww) % step == 0)
+                    valid_total += int(valid.sum())
+                    if not grid.any():
+                        continue
+                    logits = torch.from_numpy(predictor.predict(block.embeddings(box)[None])[0])  # (K, h, w)
+                    samples.append(torch.softmax(logits.double(), dim=0).permute(1, 2, 0).numpy()[grid])
+    finally:
+        for reader in readers:
+            reader.close()
+    probs = np.concatenate(samples) if samples else np.zeros((0, k))
+    pi = np.asarray(train_counts, dtype=np.float64)[:k]
+    shares, iterations = em_shares(probs, pi / max(pi.sum(), 1.0), labelled, valid_total / max(len(probs), 1))
+    return ScenePrior([float(v) for v in shares], [float(v) for v in pi / max(pi.sum(), 1.0)], ground,
+                      int(labelled.sum()), int(len(probs)), iterations)
+
+
 def fit_trust(
     model: torch.nn.Module | Predictor,
     data_root: str | Path,
@@ -130,11 +193,14 @@ def fit_trust(
     exclude_regions=None,
     seed: int = 0,
     applicability_roots=(),
+    prior_roots=(),
 ) -> TrustFit:
     """Fit the temperature on ``calibration_split`` and (optionally) the area of applicability on ``applicability_split``.
 
     ``applicability_roots`` are more datasets the model was trained on (a fine-tune's patch tiles): their
-    ``applicability_split`` tiles, unfiltered by region, describe the training data too.
+    ``applicability_split`` tiles, unfiltered by region, describe the training data too. With
+    ``prior_roots`` (a fine-tune's patch datasets) the class shares of their ground are fitted too
+    (:func:`fit_scene_prior`, with the new temperature) and stored as the calibration's ``scene_prior``.
 
     A model is run through :meth:`Predictor.wrap` on ``device``, in fp32 in eval mode, as it is; a
     Predictor is used as it is (``device`` ignored; give it fp32 and unprepared for results that do
@@ -157,6 +223,15 @@ def fit_trust(
         "scenes": "new" if new_ground else "all",
         "ece_before": acc.result("before").ece, "ece_after": acc.result("after").ece,
     }
+    scene_prior = None
+    if prior_roots:
+        old, predictor.temperature = predictor.temperature, temperature
+        try:
+            train_counts = SeedLayoutDataset(data_root, "train", **kw).class_counts()
+            scene_prior = fit_scene_prior(predictor, list(prior_roots), train_counts)
+        finally:
+            predictor.temperature = old
+        calibration["scene_prior"] = scene_prior.to_dict()
     applicability = None
     if applicability_split is not None:
         if not hasattr(predictor.model, "forward_with_features"):
@@ -167,7 +242,7 @@ def fit_trust(
         features, inputs, folds = _training_features(predictor, train_sets, seed)
         applicability = fit_applicability(features, folds, seed=seed, pool=POOL)
         applicability.inputs = fit_applicability(inputs, folds, seed=seed, pool=4 * POOL)
-    fit = TrustFit(calibration, applicability)
+    fit = TrustFit(calibration, applicability, scene_prior)
     log.debug("trust: %s", fit.summary())
     return fit
 
@@ -183,6 +258,7 @@ def calibrate_checkpoint(
     exclude_regions=None,
     seed: int = 0,
     applicability_roots=(),
+    prior_roots=(),
     **options,
 ) -> TrustFit:
     """Fit the trust record of the checkpoint ``model`` (a ModelSpec, or its weights with ``options``,
@@ -201,11 +277,11 @@ def calibrate_checkpoint(
     fit = fit_trust(predictor, data_root, len(loaded.class_names), loaded.config.in_channels,
                     calibration_split=calibration_split, applicability_split=split,
                     regions=regions, exclude_regions=exclude_regions, seed=seed,
-                    applicability_roots=applicability_roots)
+                    applicability_roots=applicability_roots, prior_roots=prior_roots)
     save_checkpoint(out, loaded.model.cpu(), loaded.class_names, loaded.colors, loaded.text_source,
                     metrics=loaded.metrics, calibration=fit.calibration,
                     applicability=None if fit.applicability is None else fit.applicability.to_dict())
     return fit
 
 
-__all__ = ["TrustFit", "calibrate_checkpoint", "fit_trust"]
+__all__ = ["TrustFit", "calibrate_checkpoint", "fit_scene_prior", "fit_trust"]

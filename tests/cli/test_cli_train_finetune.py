@@ -78,9 +78,9 @@ def _finetune(world: dict[str, Path], save: Path, *extra) -> list:
 
 @pytest.fixture(scope="module")
 def tuned(world: dict[str, Path], cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The recipe (decoder only, BatchNorm statistics frozen, lr 3e-4) for 3 steps."""
+    """The recipe with the decoder trained (BatchNorm statistics frozen, lr 3e-4) for 3 steps."""
     save = tmp_path_factory.mktemp("tuned") / "RUN2"
-    proc = cli(*_finetune(world, save, "--max-steps-per-epoch", "3"))
+    proc = cli(*_finetune(world, save, "--max-steps-per-epoch", "3", "--train-layers", "decoder"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return save
@@ -150,6 +150,53 @@ def test_a_negligible_learning_rate_leaves_the_base_weights(world, cli, tmp_path
     before = load_checkpoint(world["ckpt"]).model.state_dict()
     after = load_checkpoint(tmp_path / "RUN2" / "best_model.pth").model.state_dict()
     assert all(torch.allclose(before[k].double(), after[k].double(), rtol=0, atol=1e-20) for k in before)
+
+
+def test_the_default_fine_tune_keeps_the_network_and_refits_its_trust_record(world, cli, tmp_path: Path) -> None:
+    """--train-layers none (the recipe's default, docs/adapt.md): every weight is the base's, bit for bit; the
+    temperature, the area of applicability (with the patch tiles) and the new ground's class shares are fitted."""
+    proc = cli(*_finetune(world, tmp_path / "RUN2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr  # no optimizer step, so no scheduler step either
+    base, new = load_checkpoint(world["ckpt"]), load_checkpoint(tmp_path / "RUN2" / "best_model.pth")
+    before, after = base.model.state_dict(), new.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert yaml.safe_load((tmp_path / "RUN2" / "config.yaml").read_text())["train_layers"] == "none"
+    assert new.applicability["samples"].shape[0] > base.applicability["samples"].shape[0]
+    assert new.calibration["scene_prior"]["labelled_pixels"] > 0
+
+
+def test_the_new_grounds_class_shares_are_fitted_and_maps_use_them_on_that_ground_only(world, tuned, cli,
+                                                                                        tmp_path: Path) -> None:
+    """The fine-tune stores the class shares of its patches' source raster (EM over its calibrated probabilities,
+    the patches' labels included); a map of that raster adds log(q / pi) to the calibrated logits and says so in
+    its tags, a map of the same values in another UTM zone does not. One 96 px window: probabilities exact."""
+    import rasterio
+
+    prior = load_checkpoint(tuned / "best_model.pth").calibration["scene_prior"]
+    emb = world["root"] / "new_ground.tif"
+    labels = [np.asarray(Image.open(p)) for p in sorted((world["new"] / "ann_dir" / "train").glob("*.png"))]
+    assert [g["source"] for g in prior["ground"]] == [str(emb)]
+    assert prior["labelled_pixels"] == sum(int((label != 255).sum()) for label in labels) > 0
+    assert prior["sampled_pixels"] == 96 * 96  # a small raster: every pixel sampled
+    assert sum(prior["shares"]) == pytest.approx(1.0) and len(prior["shares"]) == 4
+    with rasterio.open(emb) as src:
+        elsewhere = write_tif(tmp_path / "other_zone.tif", src.read(), crs="EPSG:32734")
+    probs = {}
+    for name, raster in (("on", emb), ("off", elsewhere)):
+        out = tmp_path / f"{name}.tif"
+        proc = cli("map", raster, "--weights", tuned / "best_model.pth", "--out", out, "--window", "96", "--stride",
+                   "96", "--probabilities", "float32", "--device", "cpu", "--precision", "fp32", "--no-progress")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with rasterio.open(out) as m:
+            assert ("SCENE_PRIOR" in m.tags()) == (name == "on")
+        with rasterio.open(tmp_path / f"{name}_probabilities.tif") as p:
+            probs[name] = p.read().astype(np.float64)  # (K, H, W)
+    q, pi = np.clip(prior["shares"], 1e-6, None), np.clip(prior["train_shares"], 1e-6, None)
+    expected = probs["off"] * (q / pi)[:, None, None]
+    expected /= expected.sum(axis=0, keepdims=True)
+    np.testing.assert_allclose(probs["on"], expected, atol=2e-5)
+    assert not np.allclose(probs["on"], probs["off"], atol=1e-3)
 
 
 def _bad_replay(w, t):

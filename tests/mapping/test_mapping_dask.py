@@ -282,3 +282,34 @@ def test_cli_bad_cluster_options_are_one_line(tmp_path: Path, aef_raster, tiny_c
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("dunemap: error:") and message in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_workers_apply_a_checkpoints_class_shares_of_new_ground_as_a_local_map_does(
+        tmp_path: Path, aef_raster, tiny_checkpoint: Path, cluster: LocalCluster, one_torch_thread) -> None:
+    """A fine-tune's scene prior (dunemap.trust.prior) whose ground is the raster: the workers' map equals the
+    local one byte for byte, both carry the SCENE_PRIOR tag, and both differ from the map without it."""
+    from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
+    from dunemap.trust.prior import ScenePrior
+
+    path = aef_raster(96, 80)
+    loaded = load_checkpoint(tiny_checkpoint)
+    k = len(loaded.class_names)
+    with EmbeddingReader(path) as reader:
+        ground = [{"source": str(path), "crs": reader.crs.to_wkt(), "bounds": list(reader.bounds)}]
+    shares = [0.0] * k
+    shares[-1] = 1.0  # the ground is all of the last class: its logit rises, every other one falls
+    prior = ScenePrior(shares, [1.0 / k] * k, ground, labelled_pixels=10, sampled_pixels=100, iterations=3)
+    weights = tmp_path / "tuned.pth"
+    save_checkpoint(weights, loaded.model, loaded.class_names, loaded.colors, loaded.text_source,
+                    metrics=loaded.metrics, calibration={**loaded.calibration, "scene_prior": prior.to_dict()},
+                    applicability=loaded.applicability)
+    plain = _reference(path, tiny_checkpoint, tmp_path / "plain.tif")
+    local = _reference(path, weights, tmp_path / "local.tif")
+    got = map_many([MapJob((path,), tmp_path / "dask.tif")], weights, CONFIG, _on(cluster), precision="fp32")
+    assert got.maps[0].path.read_bytes() == local.path.read_bytes()
+    with rasterio.open(local.path) as a, rasterio.open(got.maps[0].path) as b, rasterio.open(plain.path) as c:
+        assert a.tags()["SCENE_PRIOR"] == b.tags()["SCENE_PRIOR"] == prior.describe()
+        assert "SCENE_PRIOR" not in c.tags()
+        last, plain_last, valid = a.read(1) == k - 1, c.read(1) == k - 1, a.read_masks(1) > 0
+        assert (last | ~plain_last).all()  # a pixel mapped as that class without the prior still is
+        assert (last & valid).sum() > (plain_last & valid).sum()  # and more pixels now are
