@@ -10,9 +10,11 @@ map of the scene (its probabilities and applicability companions, mapped once pe
 1. makes the patch tiles (``prepare_dataset`` with ``patches``), the truth as labels;
 2. maps the scene with the base network and the class shares of the patches' ground
    (``fit_scene_prior``: what the default fine-tune stores) -- the "prior" rows;
-3. in the ``--finetune-k`` rounds, runs the real fine-tune (``finetune_config`` + ``train``: the library's
-   recipe, "default") and any ``--recipe NAME=JSON`` (for ``--recipe-seeds``/``--recipe-methods``), maps
-   the scene with each, and maps the three other held-out scenes with each (forgetting);
+3. in the rounds of ``--finetune-k`` and ``--recipe-methods`` (k = 10, ``suggest``), runs the real
+   fine-tune (``finetune_config`` + ``train``: the library's recipe, "default") and any ``--recipe
+   NAME=JSON`` (for ``--recipe-seeds``), maps the scene with each (``same_map_as_prior`` records whether
+   the default's map is byte-identical to the "prior" map) and maps the three other held-out scenes with
+   each (forgetting);
 
 and scores every map of the scene on the pixels **outside** the labelled patches (k = 0: the base map,
 whole scene). Every round is kept in ``WORK/rounds/NAME/...`` with its ``result.json``, so a rerun resumes.
@@ -45,7 +47,7 @@ from dunemap.data.prepare import PrepareConfig, prepare_dataset  # noqa: E402
 from dunemap.demo import DemoConfig  # noqa: E402
 from dunemap.mapping.config import MapConfig  # noqa: E402
 from dunemap.mapping.engine import map_raster  # noqa: E402
-from dunemap.metrics import ConfusionMatrix  # noqa: E402
+from dunemap.metrics import ConfusionMatrix, metrics_from_matrix  # noqa: E402
 from dunemap.raster.reader import EmbeddingReader  # noqa: E402
 from dunemap.raster.tags import product_paths  # noqa: E402
 from dunemap.runtime import Predictor, load_predictor  # noqa: E402
@@ -54,14 +56,15 @@ from dunemap.training import TrainConfig, train  # noqa: E402
 from dunemap.training.finetune import finetune_config  # noqa: E402
 from dunemap.trust.fit import fit_scene_prior  # noqa: E402
 
-PATCH = 64  # patch side, pixels (the issue's figure: 10 patches are under 4 % of a 1024 px scene)
-TILE = 128  # training tile and mapping window of the demo's model
-STRIDE = 64
+DEMO = DemoConfig()  # the base models' data and recipe (--demo replaces fields: the smoke test's tiny world)
+PATCH = 64  # patch side, pixels (the issue's figure: 10 patches are under 4 % of a 1024 px scene); --patch
+TILE = DEMO.tile  # training tile and mapping window of the demo's model (128)
+STRIDE = TILE // 2
 
 
 def base_model(work: Path, seed: int) -> Path:
     """The demo's recipe trained on the demo's data (scenes_per_region 6 x 384 px), seed ``seed``; cached."""
-    c = DemoConfig()
+    c = DEMO
     data = work / "data"
     if not (data / "manifest.csv").exists():
         write_dataset(data, regions=c.regions, scenes_per_region=c.scenes_per_region, scene_size=c.scene_size,
@@ -192,10 +195,8 @@ def summarise(results: list[dict]) -> list[dict]:
         for s in seeds:
             rs = [r for r in group if r["seed"] == s]
             per_seed.append(np.mean([r["variants"][variant]["miou"] for r in rs]))
-            cm = ConfusionMatrix(10)
-            for r in rs:
-                cm = cm.merge(_matrix(r["variants"][variant]["matrix"]))
-            pooled.append(float(cm.compute().miou))
+            total = np.sum([np.asarray(r["variants"][variant]["matrix"], dtype=np.int64) for r in rs], axis=0)
+            pooled.append(float(metrics_from_matrix(total).miou))
         row = {"variant": variant, "method": method, "k": k, "seeds": seeds, "rounds": len(group),
                "mean": round(float(np.mean(per_seed)), 3), "per_seed_mean": [round(float(v), 3) for v in per_seed],
                "pooled": round(float(np.mean(pooled)), 3),
@@ -215,12 +216,6 @@ def summarise(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _matrix(values: list) -> ConfusionMatrix:
-    cm = ConfusionMatrix(10)
-    cm.matrix[...] = np.asarray(values, dtype=cm.matrix.dtype)
-    return cm
-
-
 def markdown(rows: list[dict]) -> str:
     lines = ["| adaptation | selection | k | labelled | per-scene mean | pooled | gain on the same pixels (mean, "
              "scenes worse, worst) | forgetting (mean / worst drop) | fine-tune + map (s) |",
@@ -235,6 +230,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    global DEMO, PATCH, TILE, STRIDE  # --demo and --patch set the module's sizes
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
     ap.add_argument("--name", default="default", help="name of this set of rounds (default: default)")
@@ -242,15 +238,19 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[0, 5, 10, 20])
     ap.add_argument("--methods", nargs="+", default=["suggest", "uncertainty", "random"])
     ap.add_argument("--finetune-k", type=int, nargs="*", default=[10],
-                    help="rounds of these k also run the real fine-tune (train --init-from, the library's recipe) "
-                         "and map the other scenes with it (forgetting)")
-    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=JSON",
-                    help="another fine-tune for the --finetune-k rounds of --recipe-seeds/--recipe-methods: "
-                         "TrainConfig fields over the library's recipe, e.g. decoder='{\"train_layers\": \"decoder\"}'")
-    ap.add_argument("--recipe-seeds", type=int, nargs="+", default=[0])
+                    help="rounds of these k and --recipe-methods also run the real fine-tune (train --init-from, "
+                         "the library's recipe) and map the other scenes with it (forgetting)")
     ap.add_argument("--recipe-methods", nargs="+", default=["suggest"])
+    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=JSON",
+                    help="another fine-tune for those rounds of --recipe-seeds: TrainConfig fields over the "
+                         "library's recipe, e.g. decoder='{\"train_layers\": \"decoder\"}'")
+    ap.add_argument("--recipe-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--scenes", type=int, nargs="+", help="indices of the held-out scenes (default: all four)")
+    ap.add_argument("--demo", default="{}", help="DemoConfig fields for the base models (JSON; default: the demo's)")
+    ap.add_argument("--patch", type=int, default=PATCH, help=f"patch side in pixels (default {PATCH})")
     args = ap.parse_args()
+    DEMO = DemoConfig(**json.loads(args.demo))
+    PATCH, TILE, STRIDE = args.patch, DEMO.tile, DEMO.tile // 2
     extra = dict(item.split("=", 1) for item in args.recipe)
     scenes = held_out_scenes(args.work)
     chosen = [scenes[i] for i in (args.scenes or range(len(scenes)))]
@@ -262,8 +262,9 @@ def main() -> None:
                     results.append(base_round(args.work, seed, scene))
                     continue
                 for method in args.methods:
-                    recipes = {"default": {}} if k in args.finetune_k else {}
-                    if k in args.finetune_k and seed in args.recipe_seeds and method in args.recipe_methods:
+                    real = k in args.finetune_k and method in args.recipe_methods
+                    recipes = {"default": {}} if real else {}
+                    if real and seed in args.recipe_seeds:
                         recipes.update({n: json.loads(v) for n, v in extra.items()})
                     others = [s for s in scenes if s[0] != scene[0]] if recipes else []
                     r = run_round(args.work, args.name, seed, scene, method, k, recipes, others)

@@ -232,3 +232,31 @@ def test_train_bench_model_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     assert record["epochs_run"] == 1 and len(record["history"]) == 1
     predictor = load_predictor(tmp_path / "out" / "mit_tiny_synth.pth", precision="fp32")
     assert predictor.config.name == "mit_tiny" and predictor.num_classes == 10
+
+
+def test_bench_adapt_runs_the_loop_and_bench_prior_rule_compares_the_corrections(held_out_work: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The simulated labeller on 128 px stand-ins of the four held-out scenes: a tiny base model, rounds of 0
+    and 2 patches of 16 px, the real fine-tune at k = 2 (and a decoder recipe) with forgetting; then the
+    one-sided and two-sided corrections on two 128 px scenes of other regions with the same base model."""
+    demo = json.dumps({"regions": ["namib", "mojave"], "scenes_per_region": 3, "scene_size": 64, "tile": 32,
+                       "epochs": 1, "model": "mit_tiny", "batch_size": 2})
+    proc = run_script(BENCHMARKS / "bench_adapt.py", held_out_work, "--name", "smoke", "--seeds", "0", "--k", "0",
+                      "2", "--methods", "suggest", "random", "--finetune-k", "2", "--demo", demo, "--patch", "16",
+                      "--recipe", 'decoder={"train_layers": "decoder", "max_steps_per_epoch": 1}', cwd=tmp_path,
+                      timeout=600)
+    rows = {(r["variant"], r["method"], r["k"]): r
+            for r in json.loads((held_out_work / "adapt_smoke.json").read_text())["rows"]}
+    assert set(rows) == {("base", "none", 0), ("prior", "suggest", 2), ("prior", "random", 2),
+                         ("default", "suggest", 2), ("decoder", "suggest", 2)}
+    default, prior = rows[("default", "suggest", 2)], rows[("prior", "suggest", 2)]
+    assert default["rounds"] == 4 and "forgetting_worst" in default and default["wall_mean_s"] > 0
+    assert default["per_scene"] == prior["per_scene"]  # the default fine-tune keeps the network: the same maps
+    assert 0 < prior["labelled"] < 0.1 and "| default | suggest | 2 |" in proc.stdout
+    proc = run_script(BENCHMARKS / "bench_prior_rule.py", held_out_work, "--seeds", "0", "--size", "128", "--patch",
+                      "16", cwd=tmp_path)
+    lines = _json_lines(proc.stdout)
+    scenes = ("atacama128s10004", "yilgarn128s10005")
+    assert {(line["rule"], line["scene"]) for line in lines} == {
+        (rule, scene) for rule in ("none", "two-sided", "one-sided") for scene in scenes}
+    assert all(0 <= line["miou"] <= 1 for line in lines)

@@ -169,8 +169,8 @@ def test_the_default_fine_tune_keeps_the_network_and_refits_its_trust_record(wor
 def test_the_new_grounds_class_shares_are_fitted_and_maps_use_them_on_that_ground_only(world, tuned, cli,
                                                                                         tmp_path: Path) -> None:
     """The fine-tune stores the class shares of its patches' source raster (EM over its calibrated probabilities,
-    the patches' labels included); a map of that raster adds log(q / pi) to the calibrated logits and says so in
-    its tags, a map of the same values in another UTM zone does not. One 96 px window: probabilities exact."""
+    the patches' labels included); a map of that raster adds min(log(q / pi), 0) to the calibrated logits and
+    says so in its tags, a map of the same values in another UTM zone does not. One 96 px window: exact."""
     import rasterio
 
     prior = load_checkpoint(tuned / "best_model.pth").calibration["scene_prior"]
@@ -193,7 +193,7 @@ def test_the_new_grounds_class_shares_are_fitted_and_maps_use_them_on_that_groun
         with rasterio.open(tmp_path / f"{name}_probabilities.tif") as p:
             probs[name] = p.read().astype(np.float64)  # (K, H, W)
     q, pi = np.clip(prior["shares"], 1e-6, None), np.clip(prior["train_shares"], 1e-6, None)
-    expected = probs["off"] * (q / pi)[:, None, None]
+    expected = probs["off"] * np.minimum(q / pi, 1.0)[:, None, None]
     expected /= expected.sum(axis=0, keepdims=True)
     np.testing.assert_allclose(probs["on"], expected, atol=2e-5)
     assert not np.allclose(probs["on"], probs["off"], atol=1e-3)

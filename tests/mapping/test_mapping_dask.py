@@ -297,7 +297,7 @@ def test_workers_apply_a_checkpoints_class_shares_of_new_ground_as_a_local_map_d
     with EmbeddingReader(path) as reader:
         ground = [{"source": str(path), "crs": reader.crs.to_wkt(), "bounds": list(reader.bounds)}]
     shares = [0.0] * k
-    shares[-1] = 1.0  # the ground is all of the last class: its logit rises, every other one falls
+    shares[-1] = 1.0  # the ground is all of the last class: every other class's logit falls
     prior = ScenePrior(shares, [1.0 / k] * k, ground, labelled_pixels=10, sampled_pixels=100, iterations=3)
     weights = tmp_path / "tuned.pth"
     save_checkpoint(weights, loaded.model, loaded.class_names, loaded.colors, loaded.text_source,

@@ -47,10 +47,15 @@ def test_labelled_pixels_enter_with_their_labels() -> None:
     assert alone[2] < weighted[2] < labelled[2]
 
 
-def test_the_bias_is_the_log_ratio_floored_and_the_ground_is_checked_by_crs_and_bounds() -> None:
+def test_the_bias_damps_the_classes_the_scene_has_less_of_and_raises_none() -> None:
+    prior = ScenePrior(shares=[0.6, 0.3, 0.1, 0.0], train_shares=[0.25, 0.25, 0.25, 0.25],
+                       ground=[{"source": "a.tif", "crs": "EPSG:32733", "bounds": [0, 0, 100, 100]}])
+    np.testing.assert_allclose(prior.bias(), np.log([1.0, 1.0, 0.4, SHARE_FLOOR / 0.25]), rtol=1e-6)
+
+
+def test_the_ground_is_checked_by_crs_and_bounds() -> None:
     prior = ScenePrior(shares=[0.5, 0.5, 0.0], train_shares=[0.25, 0.25, 0.5],
                        ground=[{"source": "a.tif", "crs": "EPSG:32733", "bounds": [0, 0, 100, 100]}])
-    np.testing.assert_allclose(prior.bias(), np.log([2.0, 2.0, SHARE_FLOOR / 0.5]), rtol=1e-6)
     assert np.isfinite(prior.bias()).all()
     assert prior.covers("EPSG:32733", (50, 50, 150, 150))
     assert not prior.covers("EPSG:32733", (100, 0, 200, 100))  # touching is not overlapping
