@@ -438,7 +438,8 @@ def main() -> None:
     d = MapConfig().for_model(None)  # the windows of a checkpoint that records no training tile
     runs = []
     if not args.no_defaults:
-        label = f"(b) dunemap defaults: {d.window}/{d.stride}, batch {d.batch_size}, {d.blend}, precision auto"
+        label = (f"(b) dunemap's fallback for checkpoints without a training tile: {d.window}/{d.stride}, "
+                 f"batch {d.batch_size}, {d.blend}, precision auto")
         runs.append((label, d.window, d.stride, [], args.threads))
     for v in args.variant:
         fields = v.split(":")

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dunemap.accuracy.estimator import MIN_STRATUM_POINTS, StratifiedEstimate, stratified_estimate
+from dunemap.accuracy.estimator import (MIN_STRATUM_POINTS, StratifiedEstimate, stehman_estimate, stratified_estimate,
+                                        wilson95)
 from dunemap.accuracy.sampling import draw_sample
 from dunemap.errors import InputError
+from dunemap.io.formats import feature_layer
 from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
@@ -48,6 +50,7 @@ class AccuracyAssessment:
     area_method: str
     reference: str = ""  # where the reference labels came from
     notes: list[str] = field(default_factory=list)
+    estimator: str = "stratified by map class (Olofsson et al. 2014)"
 
     def classes(self) -> list[dict]:
         """One dict per class with the keys of ``CLASS_KEYS`` (None where undefined); ``ci95`` = half-width."""
@@ -61,17 +64,30 @@ class AccuracyAssessment:
             for i, (cid, name) in enumerate(zip(self.class_ids, self.class_names))
         ]
 
+    def zero_variance_notes(self) -> list[str]:
+        """A line for each class whose user's accuracy is 0 or 1 on 2 or more points: its ``± 0.000`` says only
+        that the points agree, so Wilson's 95 % score interval for that stratum is given instead."""
+        e = self.estimate
+        n_i, hits = e.counts.sum(axis=1), np.diag(e.counts)
+        low, high = wilson95(hits, n_i)
+        lines = []
+        for i in np.flatnonzero((n_i >= 2) & ((hits == 0) | (hits == n_i))):
+            lines.append(f"note: user's accuracy of {self.class_ids[i]} {self.class_names[i]} is {e.users[i]:.3f} "
+                         f"({int(hits[i])} of its {int(n_i[i])} points agree): the sample has no variance there, "
+                         f"so its ± 0.000 is no interval; Wilson's 95 % interval is {low[i]:.3f} to {high[i]:.3f}")
+        return lines
+
     def to_dict(self) -> dict:
         e = self.estimate
         return {
             "map": str(self.map_path), "reference": self.reference, "n_points": self.n_points,
-            "estimator": "stratified by map class (Olofsson et al. 2014); ci95 = half-width of the 95 % interval",
+            "estimator": f"{self.estimator}; ci95 = half-width of the 95 % interval",
             "area_method": self.area_method,
             "overall_accuracy": {"estimate": e.overall, "ci95": float(e.ci95(e.overall_se))},
             "classes": self.classes(),
             "error_matrix": {"rows": "map class", "columns": "reference class", "class_ids": self.class_ids,
                              "counts": e.counts.tolist()},
-            "notes": self.notes,
+            "notes": self.notes + self.zero_variance_notes(),
         }
 
     def table(self) -> str:
@@ -87,7 +103,7 @@ class AccuracyAssessment:
                          f"{pm(c['producers_accuracy'], c['producers_accuracy_ci95'], '.3f'):>16}")
         e = self.estimate
         lines.append(f"overall accuracy {e.overall:.3f} ± {e.ci95(e.overall_se):.3f} (95 %), {self.n_points} points")
-        lines.extend(self.notes)
+        lines.extend(self.notes + self.zero_variance_notes())
         return "\n".join(lines)
 
 
@@ -138,11 +154,11 @@ def _parse_reference(values: np.ndarray, names: list[str], path: Path, point_ids
     return out
 
 
-def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike,
-                          field_name: str = "ref_class") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(point ids, map class at each point, reference class ids) of a labelled point file over a class map."""
+def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike, field_name: str = "ref_class",
+                          strata: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
+    """(point ids, map class at each point, reference class ids, stratum at each point or None) of a labelled
+    point file over a class map; the strata are the classes of the class map ``strata`` when given."""
     import pyogrio.raw
-    import pyproj
     import shapely
     from pyogrio.errors import DataSourceError
 
@@ -150,12 +166,13 @@ def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike
     if not points.exists():
         raise InputError(f"{points}: reference points file not found")
     try:
-        info = pyogrio.read_info(points)
+        layer = feature_layer(points)
+        info = pyogrio.read_info(points, layer=layer)
         fields = list(info["fields"])
         if field_name not in fields:
             raise InputError(f"{points}: no field {field_name!r}; fields are {fields}")
         columns = [field_name] + (["point_id"] if "point_id" in fields and field_name != "point_id" else [])
-        meta, _, wkb, values = pyogrio.raw.read(points, columns=columns)
+        meta, _, wkb, values = pyogrio.raw.read(points, layer=layer, columns=columns)
     except DataSourceError as exc:
         raise InputError(f"{points}: cannot read points ({exc})") from None
     geoms = shapely.from_wkb(wkb)
@@ -166,35 +183,72 @@ def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike
     got = {name: values[i] for i, name in enumerate(meta["fields"])}  # pyogrio keeps the file's field order
     point_ids = np.asarray(got["point_id"], dtype=np.int64) if "point_id" in got else np.arange(1, len(geoms) + 1)
     x, y = shapely.get_x(geoms), shapely.get_y(geoms)
-    with open_class_map(map_path, "its pixel areas are unknown") as src:
-        legend_names = [r.class_name for r in class_areas(map_path).rows]
-        if not meta.get("crs"):  # never assume the map's CRS: points of another CRS would land elsewhere
-            raise InputError(f"{points}: the reference points have no CRS; expected a layer with a coordinate "
-                             "reference system (assign the one they were made in, e.g. in QGIS)")
-        crs_points = pyproj.CRS.from_user_input(meta["crs"])
-        crs_map = pyproj.CRS.from_user_input(src.crs.to_wkt())
-        if not crs_points.equals(crs_map):
-            x, y = pyproj.Transformer.from_crs(crs_points, crs_map, always_xy=True).transform(x, y)
+    legend_names = [r.class_name for r in class_areas(map_path).rows]
+    map_class = _classes_at(Path(map_path), x, y, meta.get("crs"), points, point_ids)
+    stratum = None if strata is None else _classes_at(Path(strata), x, y, meta.get("crs"), points, point_ids)
+    return point_ids, map_class, _parse_reference(got[field_name], legend_names, points, point_ids), stratum
+
+
+def _classes_at(raster: Path, x: np.ndarray, y: np.ndarray, crs, points: Path, point_ids: np.ndarray) -> np.ndarray:
+    """The class of ``raster`` (a class map) under each point (``x``, ``y`` in ``crs``); every point must be on data."""
+    import pyproj
+
+    if not crs:  # never assume the map's CRS: points of another CRS would land elsewhere
+        raise InputError(f"{points}: the reference points have no CRS; expected a layer with a coordinate "
+                         "reference system (assign the one they were made in, e.g. in QGIS)")
+    with open_class_map(raster, "its pixel areas are unknown") as src:
+        if crs:
+            crs_points = pyproj.CRS.from_user_input(crs)
+            crs_map = pyproj.CRS.from_user_input(src.crs.to_wkt())
+            if not crs_points.equals(crs_map):
+                x, y = pyproj.Transformer.from_crs(crs_points, crs_map, always_xy=True).transform(x, y)
         cols, rows = ~src.transform @ (np.asarray(x), np.asarray(y))
         rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
         outside = (rows < 0) | (cols < 0) | (rows >= src.height) | (cols >= src.width)
         if outside.any():
-            raise InputError(f"{points}: {int(outside.sum())} point(s) lie outside the map {map_path} "
+            raise InputError(f"{points}: {int(outside.sum())} point(s) lie outside the map {raster} "
                              f"(point_id {_ids(point_ids[outside])})")
         centres = zip(*(src.transform @ (cols + 0.5, rows + 0.5)))
-        map_class = np.array([v[0] for v in src.sample(centres)], dtype=np.int64)
-    nodata = map_class == NODATA_CLASS
+        values = np.array([v[0] for v in src.sample(centres)], dtype=np.int64)
+    nodata = values == NODATA_CLASS
     if nodata.any():
-        raise InputError(f"{points}: {int(nodata.sum())} point(s) fall on nodata of {map_path} "
+        raise InputError(f"{points}: {int(nodata.sum())} point(s) fall on nodata of {raster} "
                          f"(point_id {_ids(point_ids[nodata])})")
-    return point_ids, map_class, _parse_reference(got[field_name], legend_names, points, point_ids)
+    return values
 
 
-def assess_map(map_path: str | os.PathLike, points: str | os.PathLike,
-               field_name: str = "ref_class") -> AccuracyAssessment:
-    """Accuracy and error-adjusted areas of a class map from labelled reference points."""
-    point_ids, map_class, ref = read_reference_points(points, map_path, field_name)
-    return estimate_from_points(Path(map_path), map_class, ref, f"{points}", point_ids)
+def assess_map(map_path: str | os.PathLike, points: str | os.PathLike, field_name: str = "ref_class",
+               strata: str | os.PathLike | None = None) -> AccuracyAssessment:
+    """Accuracy and error-adjusted areas of a class map from labelled reference points.
+
+    The points are taken as a stratified random sample of the map's classes (Olofsson et al. 2014), or of
+    the classes of ``strata`` (another class map, e.g. the earlier map the points were drawn from with
+    ``dunemap sample``; Stehman 2014).
+    """
+    point_ids, map_class, ref, stratum = read_reference_points(points, map_path, field_name, strata)
+    if stratum is None:
+        return estimate_from_points(Path(map_path), map_class, ref, f"{points}", point_ids)
+    return estimate_with_strata(Path(map_path), Path(strata), stratum, map_class, ref, f"{points}")
+
+
+def estimate_with_strata(map_path: Path, strata: Path, stratum: np.ndarray, map_class: np.ndarray,
+                         ref_class: np.ndarray, reference: str = "") -> AccuracyAssessment:
+    """Assess ``map_path`` from points drawn by stratum of the class map ``strata`` (Stehman 2014)."""
+    stats, strata_stats = class_areas(map_path), class_areas(strata)
+    strata_area = np.array([r.area_km2 for r in strata_stats.rows])
+    for h in np.flatnonzero((strata_area > 0) & (np.bincount(stratum, minlength=strata_area.size) < 2)):
+        r = strata_stats.rows[h]
+        raise InputError(f"{reference}: stratum {r.class_id} ({r.class_name}) of {strata} has "
+                         f"{int((stratum == h).sum())} point(s); each stratum needs at least 2 for a variance")
+    mapped = np.array([r.area_km2 for r in stats.rows])
+    unknown = ref_class >= mapped.size
+    if unknown.any():
+        raise InputError(f"{reference}: reference class id(s) {sorted(set(ref_class[unknown].tolist()))} are not "
+                         f"classes of {map_path} (0..{mapped.size - 1})")
+    estimate = stehman_estimate(stratum, map_class, ref_class, strata_area, mapped)
+    return AccuracyAssessment(Path(map_path), [r.class_id for r in stats.rows], [r.class_name for r in stats.rows],
+                              estimate, len(map_class), stats.method, reference,
+                              estimator=f"stratified by the classes of {strata} (Stehman 2014)")
 
 
 def write_assessment(result: AccuracyAssessment, out: str | os.PathLike) -> tuple[Path, Path]:
@@ -203,11 +257,12 @@ def write_assessment(result: AccuracyAssessment, out: str | os.PathLike) -> tupl
 
 
 def accuracy_report(map_path: str | os.PathLike, points: str | os.PathLike, out: str | os.PathLike,
-                    field_name: str = "ref_class", overwrite: bool = False) -> tuple[AccuracyAssessment, Path, Path]:
+                    field_name: str = "ref_class", overwrite: bool = False,
+                    strata: str | os.PathLike | None = None) -> tuple[AccuracyAssessment, Path, Path]:
     """``dunemap accuracy``: :func:`assess_map` and :func:`write_assessment`, the pair claimed first (locked,
-    replaced only with ``overwrite``, never over the map or the points)."""
-    with claimed_report(out, [map_path, points], overwrite=overwrite):
-        result = assess_map(map_path, points, field_name)
+    replaced only with ``overwrite``, never over the map, the points or the strata)."""
+    with claimed_report(out, [map_path, points, *([strata] if strata else [])], overwrite=overwrite):
+        result = assess_map(map_path, points, field_name, strata)
         return (result, *write_assessment(result, out))
 
 

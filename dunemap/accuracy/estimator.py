@@ -106,3 +106,88 @@ def stratified_estimate(counts: np.ndarray, mapped_area: np.ndarray,
         overall_se=float(np.sqrt(overall_var)), users=users, users_se=np.sqrt(users_var), producers=producers,
         producers_se=np.sqrt(producers_var), area=col * total, area_se=np.sqrt(area_var) * total,
     )
+
+
+def _ratio(strata: np.ndarray, weights: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stehman 2014, eqs. 27-28: the ratio ``R = sum_h W_h ybar_h / sum_h W_h xbar_h`` of each column of ``y``
+    (n, m) to the same column of ``x`` (n, m) under stratified random sampling, and its standard error
+    ``sqrt(sum_h W_h^2 (s2_yh + R^2 s2_xh - 2 R s_xyh) / n_h) / X`` (no finite-population correction, as
+    Olofsson et al. 2014). A proportion is the ratio to ``x = 1``. NaN where no point has ``x``."""
+    y_hat = np.zeros(y.shape[1])
+    x_hat = np.zeros(y.shape[1])
+    for h in np.flatnonzero(weights > 0):
+        y_hat += weights[h] * y[strata == h].mean(axis=0)
+        x_hat += weights[h] * x[strata == h].mean(axis=0)
+    ratio = np.divide(y_hat, x_hat, out=np.full_like(y_hat, np.nan), where=x_hat > 0)
+    r = np.nan_to_num(ratio)
+    var = np.zeros(y.shape[1])
+    for h in np.flatnonzero(weights > 0):
+        yh, xh = y[strata == h], x[strata == h]
+        dy, dx = yh - yh.mean(axis=0), xh - xh.mean(axis=0)
+        dof = len(yh) - 1
+        s_yy, s_xx, s_xy = (dy * dy).sum(axis=0) / dof, (dx * dx).sum(axis=0) / dof, (dx * dy).sum(axis=0) / dof
+        var += weights[h] ** 2 * (s_yy + r**2 * s_xx - 2 * r * s_xy) / len(yh)
+    se = np.divide(np.sqrt(np.maximum(var, 0.0)), x_hat, out=np.full_like(var, np.nan), where=x_hat > 0)
+    return ratio, se
+
+
+def stehman_estimate(strata: np.ndarray, map_class: np.ndarray, ref_class: np.ndarray, stratum_area: np.ndarray,
+                     mapped_area: np.ndarray) -> StratifiedEstimate:
+    """Accuracy and area from a stratified random sample whose strata are not the map's classes (Stehman 2014).
+
+    ``strata``, ``map_class`` and ``ref_class`` hold each point's stratum index, map class and reference
+    class; ``stratum_area[h]`` is the area of stratum ``h`` and ``mapped_area[i]`` the area mapped as class
+    ``i`` (both in one unit, over the same ground). Every quantity is a ratio estimator (:func:`_ratio`):
+    overall accuracy and the area proportions ``p_ij`` and ``p_.k`` to 1, user's accuracy of ``i`` to the
+    points mapped ``i``, producer's accuracy of ``j`` to the points labelled ``j``. With the map classes as
+    strata it gives :func:`stratified_estimate`'s estimates and standard errors (producer's accuracy:
+    Stehman's variance, close to Olofsson's eq. 7). A stratum with area needs at least 2 points.
+    """
+    strata, map_class, ref_class = (np.asarray(a, dtype=np.int64) for a in (strata, map_class, ref_class))
+    area = np.asarray(stratum_area, dtype=np.float64)
+    mapped = np.asarray(mapped_area, dtype=np.float64)
+    q = mapped.size
+    n_h = np.bincount(strata, minlength=area.size)
+    if strata.size == 0 or (strata < 0).any() or strata.max() >= area.size or (area < 0).any() or area.sum() <= 0:
+        raise InputError("strata must be indices of strata with non-negative areas, some of them positive")
+    if ((n_h > 0) & (area == 0)).any():
+        raise InputError(f"stratum index {int(np.flatnonzero((n_h > 0) & (area == 0))[0])} has sample points "
+                         "but no area")
+    thin = np.flatnonzero((area > 0) & (n_h < 2))
+    if thin.size:
+        raise InputError(f"stratum index {int(thin[0])} has {int(n_h[thin[0]])} sample point(s); at least 2 are "
+                         "needed for a variance")
+    w = area / area.sum()
+    on_map = map_class[:, None] == np.arange(q)  # (n, q)
+    on_ref = ref_class[:, None] == np.arange(q)
+    ones = np.ones((strata.size, 1))
+    cells = (on_map[:, :, None] & on_ref[:, None, :]).reshape(strata.size, q * q).astype(np.float64)
+    p, _ = _ratio(strata, w, cells, np.broadcast_to(ones, cells.shape))
+    (overall,), (overall_se,) = _ratio(strata, w, (map_class == ref_class)[:, None].astype(np.float64), ones)
+    agree = (on_map & on_ref).astype(np.float64)
+    users, users_se = _ratio(strata, w, agree, on_map.astype(np.float64))
+    producers, producers_se = _ratio(strata, w, agree, on_ref.astype(np.float64))
+    share, share_se = _ratio(strata, w, on_ref.astype(np.float64), np.broadcast_to(ones, on_ref.shape))
+    counts = np.zeros((q, q), dtype=np.int64)
+    np.add.at(counts, (map_class, ref_class), 1)
+    return StratifiedEstimate(
+        counts=counts, mapped_area=mapped, proportions=p.reshape(q, q), overall=float(overall),
+        overall_se=float(overall_se), users=users, users_se=users_se, producers=producers, producers_se=producers_se,
+        area=share * area.sum(), area_se=share_se * area.sum(),
+    )
+
+
+def wilson95(successes: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval (95 %) of a proportion ``successes / n``; NaN where ``n`` is 0.
+
+    Unlike ``p +- 1.96 SE`` it does not collapse to a point when every (or no) point agrees: with ``n``
+    points all correct it is ``[n / (n + z^2), 1]``. Used beside a user's accuracy of 0 or 1.
+    """
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    z2 = Z95**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+        half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n**2)) / (1 + z2 / n)
+    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)

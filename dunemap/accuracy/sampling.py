@@ -1,13 +1,18 @@
 """Stratified random sampling of a class map: the strata are the map classes, the points are pixel centres.
 
 Allocation: at least ``min_per_class`` points in every mapped class and the rest proportional to the
-classes' true areas (largest remainder), or an explicit per-class table. A class with fewer pixels
+classes' true areas (largest remainder), or an explicit per-class table. The total can be planned for a
+target standard error of overall accuracy (Olofsson et al. 2014, eq. 13). A class with fewer pixels
 than asked is taken whole. The default minimum is the 2 points the stratified estimator needs for a
 variance (``dunemap accuracy`` refuses a class with fewer), so any sample it draws can be assessed;
 Olofsson et al. (2014) advise 50 to 100 for rare classes. A sample that leaves a class under 2 points
 (an explicit smaller minimum or table) is drawn with a warning naming the classes. The draw is
 deterministic for a seed: the ranks of the chosen pixels are drawn per class, in class order, and located
 by one row-major scan of the map; nodata is never a stratum.
+
+The points are written blind (Olofsson et al. 2014, response design): in random order, numbered
+1..n in that order, without the map class, so whoever labels them cannot see what the map says;
+``dunemap accuracy`` reads the map class again from the map at each point.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from dunemap.accuracy.estimator import MIN_STRATUM_POINTS
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.formats import file_set, vector_driver, write_vectors
 from dunemap.io.outputs import check_outputs
+from dunemap.knowledge.catalog import class_texts
 from dunemap.products.classmap import open_class_map
 from dunemap.products.stats import class_areas
+from dunemap.raster.legend import value_map_qml
 
 log = logging.getLogger(__name__)
 
 SCAN_PIXELS = 1 << 24  # pixels per strip of rows read while locating the sampled pixels
-POINT_FIELDS = ("point_id", "map_class", "map_name", "ref_class")
+POINT_FIELDS = ("point_id", "ref_class")  # blind: no map class (accuracy reads it from the map)
+EXPECTED_USERS = 0.8  # conjectured user's accuracy of every class when planning a sample size (Olofsson 2014: 0.7-0.9)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class MapSample:
     y: np.ndarray
     map_class: np.ndarray
     allocation: list[StratumAllocation]
+    plan: str = ""  # how the total was chosen, when planned for a target standard error
 
     @property
     def unusable(self) -> list[StratumAllocation]:
@@ -68,7 +77,8 @@ class MapSample:
         return [a for a in self.allocation if a.taken < a.asked]
 
     def summary(self) -> str:
-        lines = [f"{len(self.rows)} points in {sum(a.taken > 0 for a in self.allocation)} strata"]
+        lines = [f"{len(self.rows)} points in {sum(a.taken > 0 for a in self.allocation)} strata"
+                 + (f" ({self.plan})" if self.plan else "")]
         for a in self.allocation:
             note = f"  (only {a.pixels} pixels: taken whole)" if a.taken < a.asked else ""
             lines.append(f"  {a.class_id:>3} {a.name:<28} {a.area_km2:>12.4f} km2 {a.taken:>6} points{note}")
@@ -96,6 +106,26 @@ def allocate(areas: np.ndarray, n: int, min_per_class: int) -> np.ndarray:
     return base + min_per_class
 
 
+def planned_size(areas: np.ndarray, target_se: float, expected_users: float = EXPECTED_USERS,
+                 pixels: int | None = None) -> int:
+    """Points for a target standard error of overall accuracy: Olofsson et al. 2014, eq. 13 (Cochran 1977, 5.25).
+
+    ``n = (sum_i W_i S_i)^2 / (S(O)^2 + sum_i W_i S_i^2 / N)`` with ``W_i`` the strata's area shares,
+    ``S_i = sqrt(U_i (1 - U_i))`` from the conjectured user's accuracy ``U_i`` and ``N`` the population
+    (mapped pixels; None: infinite). Pure; rounded up.
+    """
+    areas = np.asarray(areas, dtype=np.float64)
+    if not 0 < target_se < 0.5:
+        raise ConfigError(f"--target-se {target_se} must be between 0 and 0.5 (a standard error of a proportion)")
+    users = np.broadcast_to(np.asarray(expected_users, dtype=np.float64), areas.shape)
+    if ((users <= 0) | (users >= 1)).any():
+        raise ConfigError(f"--expected-users {expected_users} must be strictly between 0 and 1")
+    w = areas / areas.sum()
+    s = np.sqrt(users * (1 - users))
+    finite = 0.0 if not pixels else float((w * s**2).sum()) / pixels
+    return int(np.ceil(float((w * s).sum()) ** 2 / (target_se**2 + finite) - 1e-9))
+
+
 def _parse_table(table: Mapping[str | int, int], ids: list[int], names: list[str]) -> dict[int, int]:
     wanted: dict[int, int] = {}
     for key, count in table.items():
@@ -119,10 +149,13 @@ def draw_sample(
     min_per_class: int = MIN_STRATUM_POINTS,
     seed: int = 0,
     per_class: Mapping[str | int, int] | None = None,
+    target_se: float = 0.0,
+    expected_users: float = EXPECTED_USERS,
 ) -> MapSample:
-    """Draw a stratified random sample of pixel centres from the class map at ``map_path``.
+    """Draw a stratified random sample of pixel centres from the class map at ``map_path``, in random order.
 
-    ``per_class`` (class id or name -> points) replaces the area-proportional allocation of ``n``.
+    ``per_class`` (class id or name -> points) replaces the area-proportional allocation of ``n``;
+    ``target_se`` (> 0) sets ``n`` by :func:`planned_size` instead.
     """
     map_path = Path(map_path)
     stats = class_areas(map_path)
@@ -130,12 +163,20 @@ def draw_sample(
     if not mapped:
         raise InputError(f"{map_path}: the map has no mapped (non-nodata) pixels to sample")
     ids, names = [r.class_id for r in mapped], [r.class_name for r in mapped]
+    plan = ""
     pixels = np.array([r.pixels for r in mapped], dtype=np.int64)
     if per_class:
         table = _parse_table(per_class, ids, names)
         asked = np.array([table.get(i, 0) for i in ids], dtype=np.int64)
     else:
-        asked = allocate(np.array([r.area_km2 for r in mapped]), n, min_per_class)
+        areas = np.array([r.area_km2 for r in mapped])
+        if target_se:
+            planned = planned_size(areas, target_se, expected_users, int(pixels.sum()))
+            n = max(planned, min_per_class * len(mapped))
+            plan = (f"{planned} planned for a standard error of overall accuracy of {target_se:g} with user's "
+                    f"accuracies of {expected_users:g} (Olofsson et al. 2014, eq. 13)"
+                    + (f"; {n} to give each class {min_per_class}" if n > planned else ""))
+        asked = allocate(areas, n, min_per_class)
     taken = np.minimum(asked, pixels)
     rng = np.random.default_rng(seed)
     ranks = {cid: np.sort(rng.choice(int(p), size=int(t), replace=False)) for cid, p, t in zip(ids, pixels, taken)}
@@ -159,12 +200,12 @@ def draw_sample(
     rows_a = np.concatenate(rows) if rows else np.empty(0, np.int64)
     cols_a = np.concatenate(cols) if cols else np.empty(0, np.int64)
     cls_a = np.concatenate(classes) if classes else np.empty(0, np.int64)
-    order = np.lexsort((cols_a, rows_a, cls_a))  # by class, then raster order
+    order = rng.permutation(np.lexsort((cols_a, rows_a, cls_a)))  # blind: no order by class or position
     rows_a, cols_a, cls_a = rows_a[order], cols_a[order], cls_a[order]
     x, y = transform @ (cols_a + 0.5, rows_a + 0.5)
     allocation = [StratumAllocation(r.class_id, r.class_name, r.pixels, r.area_km2, int(a), int(t))
                   for r, a, t in zip(mapped, asked, taken)]
-    sample = MapSample(map_path, crs, rows_a, cols_a, np.asarray(x), np.asarray(y), cls_a, allocation)
+    sample = MapSample(map_path, crs, rows_a, cols_a, np.asarray(x), np.asarray(y), cls_a, allocation, plan)
     if sample.unusable:
         log.warning("%s: %s get fewer than %d points; `dunemap accuracy` will refuse them (give --min-per-class %d "
                     "or more; 50 to 100 for rare classes, Olofsson et al. 2014)", map_path,
@@ -174,21 +215,20 @@ def draw_sample(
 
 
 def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points") -> Path:
-    """Write the sample as points (``point_id``, ``map_class``, ``map_name`` and an empty ``ref_class``) in the
-    vector format ``out``'s extension names (:mod:`dunemap.io.formats`)."""
+    """Write the sample blind: points in the sample's (random) order with ``point_id`` 1..n and an empty
+    ``ref_class``, in the vector format ``out``'s extension names (:mod:`dunemap.io.formats`). A GeoPackage
+    also gets a default QGIS style that edits ``ref_class`` with a drop-down of the classes' labels."""
     import shapely
 
     out = Path(out)
-    names = {a.class_id: a.name for a in sample.allocation}
     fields = [
         np.arange(1, len(sample.rows) + 1, dtype=np.int32),
-        sample.map_class.astype(np.int32),
-        np.array([names[int(c)] for c in sample.map_class], dtype=object),
         np.array([None] * len(sample.rows), dtype=object),  # for the expert to fill in, e.g. in QGIS
     ]
+    labels = [label for label, _ in class_texts([r.class_name for r in class_areas(sample.map_path).rows])]
     geometry = shapely.to_wkb(shapely.points(sample.x, sample.y))
     return write_vectors(out, geometry, fields, list(POINT_FIELDS), layer=layer, geometry_type="Point",
-                         crs=sample.crs.to_wkt())
+                         crs=sample.crs.to_wkt(), style_qml=value_map_qml("ref_class", labels))
 
 
 def sample_map(
@@ -198,15 +238,17 @@ def sample_map(
     min_per_class: int = MIN_STRATUM_POINTS,  # the fewest points per class that ``dunemap accuracy`` can use
     seed: int = 0,
     per_class: Mapping[str | int, int] | None = None,
+    target_se: float = 0.0,
+    expected_users: float = EXPECTED_USERS,
     overwrite: bool = False,
 ) -> MapSample:
     """``dunemap sample``: :func:`draw_sample` and :func:`write_points` to ``out`` (any vector format of
     :mod:`dunemap.io.formats`; a Shapefile is checked and published with its sidecars)."""
     check_outputs(file_set(out), [map_path], overwrite=overwrite)
     vector_driver(out)
-    sample = draw_sample(map_path, n, min_per_class, seed, per_class)
+    sample = draw_sample(map_path, n, min_per_class, seed, per_class, target_se, expected_users)
     write_points(sample, out)
     return sample
 
 
-__all__ = ["MapSample", "StratumAllocation", "allocate", "draw_sample", "sample_map", "write_points"]
+__all__ = ["MapSample", "StratumAllocation", "allocate", "draw_sample", "planned_size", "sample_map", "write_points"]

@@ -35,6 +35,7 @@ from dunemap.acquire.index import (
 )
 from dunemap.errors import ConfigError, DunemapError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.progress import progress_bar
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import HTTP_OPTIONS, EmbeddingReader
 from dunemap.raster.transform import tile_transform
@@ -242,7 +243,6 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
     from rasterio.errors import CRSError
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window
-    from tqdm.auto import tqdm
 
     bbox = check_bbox(config.bbox)
     year = check_year(config.year)
@@ -305,7 +305,7 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
                                     nodata=f"{'NaN' if dtype == 'float32' else nodata} in all bands",
                                     resampling=resampling)
                     for ti, tile in enumerate(tiles):
-                        for k in tqdm(owners[ti], desc=tile.info.name, unit="chunk", disable=None):
+                        for k in progress_bar(owners[ti], desc=tile.info.name, unit="chunk"):
                             r, c, h, w = chunks[k]
                             block = _mosaic_chunk([tiles[j] for j in chunk_tiles[k]], transform, r, c, h, w,
                                                   count, dst_crs, resampling, dtype)

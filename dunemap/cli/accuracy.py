@@ -25,17 +25,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sample", help="stratified random reference points of a class map, to label in a GIS",
         description="Draw a stratified random sample of pixel centres of a class map (strata = map classes): at "
-        "least --min-per-class points per class, the rest proportional to the classes' true areas. Writes "
-        "points (GeoPackage, Shapefile, ... by the extension of --out) with point_id, map_class, map_name and an empty ref_class to fill in.",
+        "least --min-per-class points per class, the rest proportional to the classes' true areas; --target-se "
+        "plans the total (Olofsson et al. 2014, eq. 13). Writes the points blind, for labelling without seeing the "
+        "map: in random order, with point_id and an empty ref_class only (GeoPackage, Shapefile, ... by the "
+        "extension of --out; a GeoPackage edits ref_class with a drop-down of the class labels). dunemap accuracy "
+        "reads each point's map class from the map.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
-    p.add_argument("--n", type=int, default=default_of(sample_map, "n"), help="total number of points (0: give --per-class)")
+    p.add_argument("--n", type=int, default=default_of(sample_map, "n"),
+                   help="total number of points (0: give --per-class or --target-se)")
     p.add_argument("--min-per-class", type=int, default=default_of(sample_map, "min_per_class"), metavar="M",
                    help="at least M points per class (accuracy needs 2 per class; Olofsson et al. 2014 advise 50 "
                         "to 100 for rare classes)")
     p.add_argument("--per-class", type=_per_class, metavar="TABLE",
                    help="explicit allocation instead of --n: comma-separated CLASS=N pairs by id or name, e.g. "
-                        "0=50,barchan=80 (default: none, use --n)")
+                        "0=50,crescentic=80 (default: none, use --n)")
+    p.add_argument("--target-se", type=float, default=default_of(sample_map, "target_se"), metavar="SE",
+                   help="plan the total for this standard error of overall accuracy, e.g. 0.01 (0: use --n)")
+    p.add_argument("--expected-users", type=float, default=default_of(sample_map, "expected_users"), metavar="U",
+                   help="user's accuracy expected of every class when planning with --target-se")
     add(p, "seed", sample_map, help="random seed; the same seed draws the same points")
     p.add_argument("--out", type=Path, required=True,
                    help="points to write; the extension sets the format: .gpkg, .shp, .geojson, .fgb, .parquet")
@@ -45,13 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "accuracy", help="accuracy and error-adjusted class areas with 95 %% intervals from labelled points",
         description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
-        "of each class's area, each with a 95 %% confidence interval, from reference points labelled by an expert. "
-        "Writes the report OUT names (.json or .csv) and its twin beside it.",
+        "of each class's area, each with a 95 % confidence interval, from reference points labelled by an expert. "
+        "Each point's map class is read from MAP. Points drawn by the classes of another map (an earlier version, "
+        "say) give --strata that map (Stehman 2014). Writes the report OUT names (.json or .csv) and its twin "
+        "beside it.",
     )
     p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
     p.add_argument("--field", default=default_of(accuracy_report, "field_name"),
                    help="field holding each point's reference class id or name")
+    p.add_argument("--strata", type=Path, default=default_of(accuracy_report, "strata"), metavar="CLASS_MAP",
+                   help="the class map whose classes were the strata of the sample, when they are not MAP's "
+                        "(Stehman 2014 estimator); default: MAP's classes (Olofsson et al. 2014)")
     p.add_argument("--out", type=Path, required=True, help="report to write: a name ending in .json or .csv; the other file goes beside it")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)
@@ -61,10 +74,14 @@ def run_sample(args: argparse.Namespace) -> int:
     from dunemap.accuracy.sampling import sample_map
     from dunemap.errors import ConfigError
 
-    if not args.per_class and args.n < 1:
-        raise ConfigError("give --n N (total points) or --per-class TABLE")
+    given = [flag for flag, on in (("--n", args.n > 0), ("--per-class", bool(args.per_class)),
+                                   ("--target-se", args.target_se > 0)) if on]
+    if len(given) != 1:
+        raise ConfigError("give one of --n N (total points), --per-class TABLE or --target-se SE"
+                          + (f"; got {' and '.join(given)}" if given else ""))
     sample = sample_map(args.map, args.out, n=args.n, min_per_class=args.min_per_class, seed=args.seed,
-                        per_class=args.per_class, overwrite=args.overwrite)
+                        per_class=args.per_class, target_se=args.target_se, expected_users=args.expected_users,
+                        overwrite=args.overwrite)
     print(sample.summary())
     print(f"wrote {args.out}")
     return 0
@@ -73,7 +90,8 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_accuracy(args: argparse.Namespace) -> int:
     from dunemap.accuracy.assess import accuracy_report
 
-    result, json_path, csv_path = accuracy_report(args.map, args.reference, args.out, args.field, args.overwrite)
+    result, json_path, csv_path = accuracy_report(args.map, args.reference, args.out, args.field, args.overwrite,
+                                                  args.strata)
     print(result.table())
     print(f"wrote {json_path} and {csv_path}")
     return 0

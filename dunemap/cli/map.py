@@ -151,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     if stac:
         from dunemap.products.provenance import write_stac_item
 
+        sources = {job.out.absolute(): job.sources for job in plan_jobs(expand_inputs(args.inputs), args.out,
+                                                                        args.out_dir)}
         for m in result.maps:
-            print(f"wrote {write_stac_item(m.path)}")
+            print(f"wrote {write_stac_item(m.path, sources=sources.get(Path(m.path).absolute(), ()))}")
     return 0
 
 

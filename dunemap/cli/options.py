@@ -15,9 +15,10 @@ import dataclasses
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from dunemap.runtime.spec import ModelSpec
+if TYPE_CHECKING:
+    from dunemap.runtime.spec import ModelSpec
 
 log = logging.getLogger("dunemap.cli")
 
@@ -65,6 +66,8 @@ def config_from_args(config_class: type, args: argparse.Namespace, **extra: Any)
 def model_from_args(args: argparse.Namespace, **extra: Any) -> ModelSpec:
     """The :class:`ModelSpec` of the parsed model options (``--weights``, ``--device``, ...) the command has,
     plus ``extra``; the ones it lacks keep ModelSpec's defaults."""
+    from dunemap.runtime.spec import ModelSpec  # deferred: dunemap.runtime imports torch; `dunemap --help` needs none
+
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelSpec) if hasattr(args, f.name)}
     return ModelSpec(**{**values, **extra})
 
@@ -191,6 +194,8 @@ def add_precision_device(parser: argparse.ArgumentParser, source: type | Callabl
                          precision: str | None = None) -> None:
     """``--precision`` and ``--device``, with ``source``'s defaults where it has them, else :class:`ModelSpec`'s
     (auto and auto); ``precision`` replaces the precision default (evaluation's exact fp32)."""
+    from dunemap.runtime.spec import ModelSpec  # deferred: dunemap.runtime imports torch
+
     defaults = {**defaults_of(ModelSpec), **(defaults_of(source) if source is not None else {})}
     add(parser, "precision", default=precision or defaults["precision"])
     add(parser, "device", default=defaults["device"])
@@ -226,5 +231,12 @@ def add_quiet(parser: argparse.ArgumentParser, default: Any = False) -> None:
                         help="log only warnings and errors and hide progress bars; results still go to stdout")
 
 
+def add_verbose(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    """``-v/--verbose``: debug messages, before or after the command."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+
+
 def add_replace_text(parser: argparse.ArgumentParser) -> None:
+    from dunemap.runtime.spec import ModelSpec  # deferred: dunemap.runtime imports torch
+
     add(parser, "replace_text", ModelSpec)

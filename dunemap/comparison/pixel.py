@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dunemap.data.dataset import SeedLayoutDataset, label_histogram, read_label
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.progress import progress_bar
 from dunemap.metrics import ConfusionMatrix
 from dunemap.registry import choose
 
@@ -119,7 +119,7 @@ def stratified_pixel_sample(
         raise InputError(f"split {dataset.split!r} of {dataset.root}: no labelled pixel to train a pixel baseline on")
     draws = allocate_draws(tile_counts, per_class, np.random.default_rng(seed))
     features, labels = [], []
-    for i in tqdm(range(len(dataset)), desc="sampling pixels", disable=not progress, leave=False):
+    for i in progress_bar(range(len(dataset)), enabled=progress, desc="sampling pixels", leave=False):
         if not draws[i]:
             continue
         image, label = dataset.load(i)
@@ -167,7 +167,7 @@ def pixel_confusion(
     estimator = classifier.estimator if isinstance(classifier, PixelClassifier) else classifier
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
     total = sum(len(d) for d in datasets)
-    with tqdm(total=total, desc="pixel predict", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, enabled=progress, desc="pixel predict", leave=False) as bar:
         for dataset in datasets:
             for i in range(len(dataset)):
                 image, label = dataset.load(i)

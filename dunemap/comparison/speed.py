@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import dunemap
 from dunemap.comparison.report import machine_description, read_markdown, speed_section, write_section
 from dunemap.errors import ConfigError
 from dunemap.io.outputs import claim_outputs, staged_outputs
+from dunemap.io.progress import progress_bar
 from dunemap.models import ARCHITECTURES, UNetConfig, create_model
 from dunemap.registry import choose
 from dunemap.runtime import Predictor, autocast, resolve_device
@@ -202,7 +202,7 @@ def _measure_all(config: SpeedConfig) -> tuple[list[dict], str, dict]:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     rows = []
-    for case in tqdm(config.cases(), desc="speed", disable=not config.progress):
+    for case in progress_bar(config.cases(), enabled=config.progress, desc="speed"):
         row = measure(case, config.batch_size, config.warmup, config.iters, device)
         log.info("%s %dx%d %s %s: %.2f samples/s", case.model, case.size, case.size, case.mode, case.precision,
                  row["samples_per_s"])

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from dunemap.data.manifest import MANIFEST_NAME, read_manifest
 from dunemap.data.seed_layout import IGNORE_INDEX, list_samples
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.progress import progress_bar
 from dunemap.raster.reader import MAX_EMBEDDING_VALUE
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class SeedLayoutDataset(Dataset):
 
     def check_all(self, progress: bool = False) -> int:
         """Load every sample once (values included) and raise InputError at the first bad file; return the count."""
-        for index in tqdm(range(len(self)), desc=f"checking {self.split}", disable=not progress, leave=False):
+        for index in progress_bar(range(len(self)), enabled=progress, desc=f"checking {self.split}", leave=False):
             self.load(index)
         log.info("checked %d samples of split %r in %s", len(self), self.split, self.root)
         return len(self)

@@ -42,6 +42,7 @@ from dunemap.data.seed_layout import (
 from dunemap.data.splits import SPLIT_MODES, SPLITS, SplitResult, parse_fractions, split_scenes, split_tiles
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import EmbeddingReader, open_raster
@@ -238,7 +239,6 @@ class _Cutter:
 
     def cut(self, idx: int, img_path: Path, lbl_path: Path, region: str) -> None:
         from rasterio.warp import transform_bounds
-        from tqdm.auto import tqdm
 
         cfg, tile, num_classes = self.config, self.config.tile, self.catalog.num_classes
         image = _open_image(img_path, cfg.in_channels)
@@ -256,8 +256,8 @@ class _Cutter:
                 rows = window_starts(image.height, tile, self.stride, gaps=True)
                 cols = window_starts(image.width, tile, self.stride, gaps=True)
                 positions = [(r, c, None) for r in rows for c in cols]
-            with tqdm(total=len(positions), desc=img_path.name, unit="tile",
-                      disable=None if cfg.progress else True) as bar:
+            with progress_bar(total=len(positions), enabled=cfg.progress, desc=img_path.name,
+                              unit="tile") as bar:
                 for r, c, patch in positions:
                     bar.update(1)
                     values, valid = _read_tile(image, r, c, tile)

@@ -12,10 +12,11 @@ test), so kept tiles of different splits never overlap. Everything here is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from dunemap.errors import ConfigError
+from dunemap.errors import ConfigError, InputError
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 SPLIT_MODES: dict[str, str] = {
@@ -186,7 +187,9 @@ def split_scenes(
 
     ``scenes[i]`` and ``groups[i]`` name tile ``i``'s scene (e.g. its source raster) and group (its
     region). The other scenes' tiles are dealt by :func:`split_tiles` with :func:`in_scene_fractions`,
-    and finally every cross-split pair closer than ``gap`` loses its lower-priority tile.
+    and finally every cross-split pair closer than ``gap`` loses its lower-priority tile. Scenes of the same
+    ground lose each other's tiles that way: when no training tile is left, an InputError names them
+    (:func:`overlapping_scenes`), since no block or tile size can help.
     """
     boxes = _as_boxes(boxes)
     members: dict[str, set[str]] = {}
@@ -201,7 +204,34 @@ def split_scenes(
                             gap, tol)
         for i, split in zip(rest, inner.splits):
             splits[i] = split
-    return drop_conflicts(boxes, splits, gap, tol)
+    splits = drop_conflicts(boxes, splits, gap, tol)
+    if "train" not in splits and (pairs := overlapping_scenes(boxes, scenes)):
+        named = "; ".join(f"{Path(a).name} and {Path(b).name}: {share:.0%}" for a, b, share in pairs[:3])
+        raise InputError(f"--split-by scene left no training tile: the images cover the same ground (share of the "
+                         f"smaller image's tiles under the other: {named}), so holding one out for val/test removes "
+                         "the tiles of the others under it; give images of different ground, or use --split-by block")
+    return splits
+
+
+def overlapping_scenes(boxes: np.ndarray, scenes: list[str]) -> list[tuple[str, str, float]]:
+    """Pairs of scenes whose tiles cover the same ground: (scene, scene, share of the smaller scene's tile area
+    inside the other's extent), largest share first. Held out whole, such a scene takes its twin's tiles with it."""
+    boxes = _as_boxes(boxes)
+    names = sorted(set(scenes))
+    index = np.array([names.index(s) for s in scenes])
+    pairs = []
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            own = [boxes[index == k] for k in (a, b)]
+            extents = [(t[:, 0].min(), t[:, 1].min(), t[:, 2].max(), t[:, 3].max()) for t in own]
+            shares = []
+            for tiles, (x0, y0, x1, y1) in ((own[0], extents[1]), (own[1], extents[0])):
+                w = np.clip(np.minimum(tiles[:, 2], x1) - np.maximum(tiles[:, 0], x0), 0, None)
+                h = np.clip(np.minimum(tiles[:, 3], y1) - np.maximum(tiles[:, 1], y0), 0, None)
+                shares.append(float((w * h).sum() / ((tiles[:, 2] - tiles[:, 0]) * (tiles[:, 3] - tiles[:, 1])).sum()))
+            if max(shares) > 0:
+                pairs.append((names[a], names[b], max(shares)))
+    return sorted(pairs, key=lambda p: -p[2])
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:

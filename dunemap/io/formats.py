@@ -25,6 +25,12 @@ VECTOR_DRIVERS = {  # extension -> OGR driver
 }
 RASTER_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff"}  # extension -> GDAL driver (COG when the command makes one)
 SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")  # written beside a .shp, published with it
+# Writer options per driver. GeoPackage 1.2: GDAL >= 3.7 writes 1.4 by default, which GDAL 3.6 (QGIS 3.22)
+# warns about; 1.2 is read silently everywhere. GeoJSON: RFC 7946, WGS 84 lon/lat without the legacy
+# "crs" member (GDAL reprojects the geometries).
+_DATASET_OPTIONS = {"GPKG": {"VERSION": "1.2"}}
+_LAYER_OPTIONS = {"GeoJSON": {"RFC7946": "YES"}, "ESRI Shapefile": {"ENCODING": "UTF-8"}}
+GPKG_DATETIME = "%Y-%m-%dT%H:%M:%S.{ms:03d}Z"  # the GeoPackage DATETIME form (YYYY-MM-DDTHH:MM:SS.SSSZ)
 
 
 class UnsupportedFormatError(ConfigError):
@@ -77,6 +83,9 @@ def write_vectors(
 ) -> Path:
     """Write one vector layer to ``out`` in the format its extension names, published as a whole set.
 
+    GeoJSON is written as RFC 7946 (geometries reprojected from ``crs`` to WGS 84 lon/lat); GeoPackages as
+    version 1.2, which every GDAL and QGIS in use reads without a warning.
+
     Every file of the set (:func:`file_set`) is written under a temporary name beside ``out`` and
     moved into place by :func:`dunemap.io.outputs.publish`, sidecars first and ``out`` last, after
     removing sidecars of an earlier file that this one does not have. ``keep_layers`` (GeoPackage
@@ -104,9 +113,9 @@ def write_vectors(
         if driver == "Parquet":
             _write_geoparquet(tmp, geometry, field_data, fields, geometry_type, crs)
         else:
-            options = {"ENCODING": "UTF-8"} if driver == "ESRI Shapefile" else {}
             pyogrio.raw.write(tmp, geometry, field_data, fields, layer=layer, driver=driver,
-                              geometry_type=geometry_type, crs=crs, **options)
+                              geometry_type=geometry_type, crs=crs, dataset_options=_DATASET_OPTIONS.get(driver),
+                              layer_options=_LAYER_OPTIONS.get(driver))
         if style_qml is not None and driver == "GPKG":
             store_layer_style(tmp, layer, style_qml)
         sidecars = [(t, f) for t, f in zip(temps, file_set(out)[:-1]) if t.exists()]
@@ -125,11 +134,25 @@ def write_vectors(
     return out
 
 
-def store_layer_style(gpkg: str | os.PathLike, layer: str, qml: str, name: str = "dunemap") -> None:
-    """Make ``qml`` the default QGIS style of ``layer`` in the GeoPackage's ``layer_styles`` table."""
+def feature_layer(path: str | os.PathLike) -> str | None:
+    """The layer of a vector file to read features from: the first one that is not QGIS's ``layer_styles``
+    table (which a GeoPackage with stored styles lists as a layer too); None for single-layer formats."""
+    import pyogrio
+
+    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    if len(layers) < 2:
+        return None
+    return next((name for name in layers if name != "layer_styles"), layers[0])
+
+
+def store_layer_style(gpkg: str | os.PathLike, layer: str, qml: str, name: str = "dunemap",
+                      description: str = "dune classes") -> None:
+    """Make ``qml`` the default QGIS style of ``layer`` in the GeoPackage's ``layer_styles`` table (the table
+    as QGIS creates it; ``update_time`` in the GeoPackage DATETIME form GDAL reads without a warning)."""
     import sqlite3
     from datetime import datetime, timezone
 
+    now = datetime.now(timezone.utc)
     with sqlite3.connect(gpkg) as db:
         db.execute(
             "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT, "
@@ -143,9 +166,9 @@ def store_layer_style(gpkg: str | os.PathLike, layer: str, qml: str, name: str =
         db.execute(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, "
             "styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
-            "VALUES ('', '', ?, ?, ?, ?, '', 1, 'dune classes', '', NULL, ?)",
-            (layer, geometry_column[0] if geometry_column else "geom", name, qml,
-             datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")))
+            "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', NULL, ?)",
+            (layer, geometry_column[0] if geometry_column else "geom", name, qml, description,
+             now.strftime(GPKG_DATETIME.format(ms=now.microsecond // 1000))))
 
 
 def _write_geoparquet(path: Path, geometry, field_data: list, fields: list[str], geometry_type: str, crs: str) -> None:

@@ -39,7 +39,12 @@ class ClassInfo:
     def __post_init__(self) -> None:
         object.__setattr__(self, "color", tuple(int(c) for c in self.color))
         if not self.label:
-            object.__setattr__(self, "label", self.name.replace("_", " ").capitalize())
+            object.__setattr__(self, "label", self.default_label(self.name))
+
+    @staticmethod
+    def default_label(name: str) -> str:
+        """The label of a class whose catalog gives none: the name with underscores as spaces, capitalised."""
+        return name.replace("_", " ").capitalize()
 
     @property
     def text(self) -> str:
@@ -267,3 +272,14 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         return Catalog.from_dict(data, source=f"<default {DEFAULT_CATALOG_RESOURCE}>")
     path = Path(path)
     return Catalog.from_dict(_read_text_file(path), source=str(path))
+
+
+def class_texts(names: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """(label, description) of each class name, from the packaged catalog where it has the name.
+
+    A class map records machine names (``barchanoid_transverse``); legends, styles and STAC show the
+    catalog's labels. A name the default catalog lacks gets the label a catalog would give it (the name
+    with spaces, capitalised) and no description.
+    """
+    known = {c.name: (c.label, " ".join(c.description.split())) for c in load_catalog()}
+    return [known.get(n, (ClassInfo.default_label(n), "")) for n in names]

@@ -34,15 +34,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, ConfigError, InputError
+from dunemap.io.progress import progress_bar
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import (
     MapPlan,
     MapResult,
     applicability_threshold,
+    labelled_legend,
     make_assembler,
     map_fingerprint,
     plan_map,
@@ -53,9 +54,8 @@ from dunemap.mapping.jobs import BatchMapResult, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
-from dunemap.raster.legend import ClassLegend
 from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags
+from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 from dunemap.trust.prior import ScenePrior
 
@@ -276,23 +276,23 @@ class _ClusterMapper:
         sources, path = resolve_input(list(job.sources), job.out)
         reader = EmbeddingReader(path, bands=info.in_channels, view=job.view)  # absolute paths: workers open them too
         plan = plan_map(reader, self.config)
-        tags, model = dict(info.model_tags), info.fingerprint
+        tags, model = {**dict(info.model_tags), **source_tags(sources)}, info.fingerprint
         prior = None if info.scene_prior is None else ScenePrior.from_dict(json.loads(info.scene_prior))
         if prior is not None and prior.covers(reader.crs, reader.bounds):  # as the workers decide (use_ground)
             tags[SCENE_PRIOR_TAG], model = prior.describe(), f"{model}+scene-prior"
         fingerprint = map_fingerprint(sources, plan, model, self.config, job.view)
-        legend = ClassLegend.build(list(info.class_names), [tuple(c) for c in info.colors])
+        legend = labelled_legend(info.class_names, info.colors)
         assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
                                    info.applicability_threshold, tags)
         return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
 
-    def _blocks(self, runs: Sequence[_MapRun], bar: tqdm) -> Iterator[tuple[_MapRun, Block]]:
+    def _blocks(self, runs: Sequence[_MapRun], bar) -> Iterator[tuple[_MapRun, Block]]:
         """Blocks to submit, map after map. A map is opened (or resumed) when its first block is due."""
         for run in runs:
             run.started = time.perf_counter()
             run.resumed = run.assembler.open(self.config.resume)
-            bar.update(run.resumed)
             todo = run.assembler.pending()
+            bar.update(sum(len(b.windows) for b in run.plan.blocks) - sum(len(b.windows) for b in todo))
             run.outstanding = len(todo)
             if not todo:
                 self._finish(run)
@@ -310,10 +310,10 @@ class _ClusterMapper:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        total = sum(1 for run in runs for b in run.plan.blocks if b.windows)
+        total = sum(len(b.windows) for run in runs for b in run.plan.blocks)  # the bar counts windows
         futures: dict[str, tuple[Future, _MapRun, Block]] = {}
         done = as_completed(loop=self.client.loop)
-        with tqdm(total=total, unit="block", desc="map", disable=not self.config.progress) as bar:
+        with progress_bar(total=total, unit="window", desc="map", enabled=self.config.progress) as bar:
             queue = self._blocks(runs, bar)
 
             def fill() -> None:
@@ -350,7 +350,7 @@ class _ClusterMapper:
                     run.outstanding -= 1
                     self.tasks += 1
                     del contribution
-                    bar.update(1)
+                    bar.update(len(block.windows))
                     if run.outstanding == 0:
                         self._finish(run)
                     fill()

@@ -30,11 +30,12 @@ from typing import Iterator, Sequence
 
 import rasterio
 import torch
-from tqdm import tqdm
 
 from dunemap.errors import CheckpointError, InputError
 from dunemap.io.formats import raster_driver
 from dunemap.io.outputs import check_outputs, locked_outputs
+from dunemap.io.progress import progress_bar
+from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
@@ -43,7 +44,7 @@ from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader, as_source, source_files
-from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags
+from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags, source_tags
 from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 
@@ -123,7 +124,13 @@ def plan_map(reader: EmbeddingReader, config: MapConfig) -> MapPlan:
 
 
 def predictor_legend(predictor: Predictor) -> ClassLegend:
-    return ClassLegend.build(predictor.class_names, predictor.colors)
+    """The legend of a model's maps: its class names and colours, with the catalog's labels."""
+    return labelled_legend(predictor.class_names, predictor.colors)
+
+
+def labelled_legend(names, colors) -> ClassLegend:
+    """A map legend of ``names`` and ``colors`` whose labels come from the catalog (:func:`class_texts`)."""
+    return ClassLegend.build(list(names), [tuple(c) for c in colors], [label for label, _ in class_texts(list(names))])
 
 
 def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Predictor | str, config: MapConfig,
@@ -304,14 +311,16 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         ground = use_ground(predictor, reader)
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config, view), predictor.precision,
-                                   applicability_threshold(predictor), {**model_tags(predictor), **ground})
+                                   applicability_threshold(predictor),
+                                   {**model_tags(predictor), **ground, **source_tags(sources)})
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
-        total = resumed + len(todo)
         predicted = skipped = 0
         times = StageTimes()
         batch_size = batch_size_for(predictor, config)
-        with tqdm(total=total, initial=resumed, unit="block", desc=out.name, disable=not config.progress) as bar:
+        windows = sum(len(b.windows) for b in plan.blocks)  # the bar counts windows: a block can hold hundreds
+        with progress_bar(total=windows, initial=windows - sum(len(b.windows) for b in todo), unit="window",
+                          desc=out.name, enabled=config.progress) as bar:
             for block, data in _read_ahead(reader, todo, config.prefetch, times):
                 contribution = predict_block_data(data, predictor, block, config, batch_size)
                 del data
@@ -320,7 +329,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
                     assembler.add(contribution)
                 predicted += contribution.windows_predicted
                 skipped += contribution.windows_skipped
-                bar.update(1)
+                bar.update(len(block.windows))
         with times.timed("write"):
             products = assembler.finalize()
     result = MapResult.build(out, plan, products, config, t0, resumed, predicted, skipped, times)

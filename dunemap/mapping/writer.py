@@ -143,7 +143,7 @@ class PartialMap:
         if product == "classes":
             dst.update_tags(**self.legend.tags(), **self.tags, PRODUCT="dune class map", **{PRODUCT_TAG: "classes"})
             dst.update_tags(1, CLASS_NAMES=", ".join(names))
-            dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
+            dst.set_band_description(1, "dune class")  # short: QGIS shows it as the legend's band line
             dst.write_colormap(1, self.legend.colormap())
             return
         if product == "applicability":

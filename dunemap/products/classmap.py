@@ -17,7 +17,8 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from dunemap.errors import InputError, RasterIOError
-from dunemap.raster.legend import CLASS_NAMES_TAG
+from dunemap.knowledge.catalog import class_texts
+from dunemap.raster.legend import CLASS_NAMES_TAG, ClassLegend, read_legend
 from dunemap.raster.reader import check_raster_size
 from dunemap.raster.tags import PRODUCT_TAG
 
@@ -84,3 +85,11 @@ def open_class_map(map_path: str | os.PathLike, why_crs: str) -> rasterio.io.Dat
         src.close()
         raise
     return src
+
+
+def map_legend(src: rasterio.io.DatasetReader) -> ClassLegend | None:
+    """The legend of an open class map, labelled: its own labels, or the catalog's for maps written without them."""
+    legend = read_legend(src)
+    if legend is None or legend.labels:
+        return legend
+    return legend.with_labels([label for label, _ in class_texts(list(legend.names))])

@@ -22,8 +22,8 @@ from rasterio.warp import reproject
 
 from dunemap.errors import InputError, RasterIOError
 from dunemap.io.atomic import atomic_path
-from dunemap.products.classmap import open_class_map
-from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.products.classmap import map_legend, open_class_map
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def render_quicklook(
         scale = max(1, math.ceil(max(src.height, src.width) / max_size))
         h, w = max(1, src.height // scale), max(1, src.width // scale)
         classes = src.read(1, out_shape=(h, w), resampling=Resampling.mode)
-        legend = read_legend(src)
+        legend = map_legend(src)
         crs = src.crs
         transform = src.transform @ Affine.scale(src.width / w, src.height / h)
         outside = _outside_mask(map_path, src, (h, w)) if hatch_outside else None
@@ -158,7 +158,7 @@ def render_quicklook(
     shown = ids if ids.size else np.arange(legend.num_classes)
     handles = [
         Patch(facecolor=np.asarray(legend.colors[i]) / 255.0 if i < legend.num_classes else "grey", edgecolor="black",
-              label=f"{i} {legend.name_of(int(i))}" + (f" ({share[j] * 100:.1f} %)" if ids.size else ""))
+              label=f"{i} {legend.label_of(int(i))}" + (f" ({share[j] * 100:.1f} %)" if ids.size else ""))
         for j, i in enumerate(shown)
     ]
     nodata = classes == NODATA_CLASS
@@ -211,6 +211,10 @@ def _hillshade_on_grid(dem_path: Path, crs, transform: Affine, shape: tuple[int,
         raise InputError(f"{dem_path}: elevation raster for the hillshade not found")
     try:
         with rasterio.open(dem_path) as dem:
+            if dem.count != 1:
+                raise InputError(f"{dem_path}: has {dem.count} bands; --hillshade-from takes an elevation raster "
+                                 "(DEM) of one band" + (" (this looks like an embedding raster)" if dem.count >= 16
+                                                        else ""))
             grid = np.full(shape, np.nan, dtype=np.float32)
             reproject(rasterio.band(dem, 1), grid, dst_transform=transform, dst_crs=crs,
                       dst_nodata=np.nan, resampling=Resampling.bilinear)

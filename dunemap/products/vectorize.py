@@ -33,8 +33,8 @@ from rasterio.windows import Window
 from dunemap.errors import InputError
 from dunemap.io.formats import file_set, supports_layers, write_vectors
 from dunemap.io.outputs import OutputExistsError
-from dunemap.products.classmap import open_class_map
-from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
+from dunemap.products.classmap import map_legend, open_class_map
+from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def vectorize_map(
         raise InputError(f"class ids must be in 0..{NODATA_CLASS - 1}; got {list(classes)}")
     keep_existing = _existing_geopackage(out, layer, overwrite)
     with open_class_map(map_path, "polygon areas would be meaningless") as src:
-        legend = read_legend(src) or ClassLegend.fallback(NODATA_CLASS - 1)
+        legend = map_legend(src) or ClassLegend.fallback(NODATA_CLASS - 1)
         transform, crs = src.transform, src.crs
         b = src.bounds
         meter = AreaMeter(crs, ((b.left + b.right) / 2, (b.bottom + b.top) / 2))

@@ -21,6 +21,7 @@ from dunemap.errors import InputError
 
 NODATA_CLASS = 255
 CLASS_NAMES_TAG = "CLASS_NAMES"
+CLASS_LABELS_TAG = "CLASS_LABELS"  # JSON list of display labels ("Crescentic (barchan)"), beside the machine names
 
 # fallback colours (matplotlib's tab10) for maps that carry no legend of their own
 _FALLBACK_COLORS = (
@@ -31,20 +32,38 @@ _FALLBACK_COLORS = (
 
 @dataclass(frozen=True)
 class ClassLegend:
-    """Names and RGB colours of the class ids ``0 .. len(names) - 1``."""
+    """Names, display labels and RGB colours of the class ids ``0 .. len(names) - 1``.
+
+    ``names`` are machine names (tags, category names, CSV columns); ``labels`` are what a person reads
+    (QGIS legends, quicklooks); without labels the names are shown.
+    """
 
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.colors):
             raise InputError(f"legend has {len(self.names)} names but {len(self.colors)} colours")
+        if self.labels and len(self.labels) != len(self.names):
+            raise InputError(f"legend has {len(self.names)} names but {len(self.labels)} labels")
         if not 0 < len(self.names) < NODATA_CLASS:
             raise InputError(f"legend must have 1..{NODATA_CLASS - 1} classes; got {len(self.names)}")
 
     @classmethod
-    def build(cls, names: Sequence[str], colors: Sequence[Sequence[int]]) -> ClassLegend:
-        return cls(tuple(str(n) for n in names), tuple((int(c[0]), int(c[1]), int(c[2])) for c in colors))
+    def build(cls, names: Sequence[str], colors: Sequence[Sequence[int]],
+              labels: Sequence[str] | None = None) -> ClassLegend:
+        return cls(tuple(str(n) for n in names), tuple((int(c[0]), int(c[1]), int(c[2])) for c in colors),
+                   tuple(str(v) for v in labels or ()))
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """What a person reads for each class: its label, or its name where the legend has no labels."""
+        return self.labels or self.names
+
+    def with_labels(self, labels: Sequence[str]) -> ClassLegend:
+        """This legend with ``labels`` as its display labels."""
+        return ClassLegend.build(self.names, self.colors, labels)
 
     @classmethod
     def fallback(cls, num_classes: int) -> ClassLegend:
@@ -61,9 +80,14 @@ class ClassLegend:
     def name_of(self, class_id: int) -> str:
         return self.names[class_id] if 0 <= class_id < len(self.names) else f"class_{class_id}"
 
+    def label_of(self, class_id: int) -> str:
+        return self.shown[class_id] if 0 <= class_id < len(self.names) else f"class_{class_id}"
+
     def tags(self) -> dict[str, str]:
         """Dataset tags that carry the legend."""
         tags = {CLASS_NAMES_TAG: json.dumps(list(self.names)), "CLASS_COUNT": str(self.num_classes)}
+        if self.labels:
+            tags[CLASS_LABELS_TAG] = json.dumps(list(self.labels), ensure_ascii=False)
         for i, (name, (r, g, b)) in enumerate(zip(self.names, self.colors)):
             tags[f"CLASS_{i}"] = name
             tags[f"CLASS_{i}_COLOR"] = f"#{r:02x}{g:02x}{b:02x}"
@@ -103,25 +127,25 @@ class ClassLegend:
 
     def raster_qml(self) -> str:
         """A QGIS style for a class map: a paletted renderer with each class's colour and name."""
-        root = ET.Element("qgis", version="3.28", styleCategories="AllStyleCategories")
+        root = ET.Element("qgis", version="3.22", styleCategories="AllStyleCategories")
         pipe = ET.SubElement(root, "pipe")
         renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1",
                                  nodataColor="")
         ET.SubElement(renderer, "rasterTransparency")
         palette = ET.SubElement(renderer, "colorPalette")
-        for i, (name, color) in enumerate(zip(self.names, self.hex_colors())):
+        for i, (name, color) in enumerate(zip(self.shown, self.hex_colors())):
             ET.SubElement(palette, "paletteEntry", value=str(i), color=color, alpha="255", label=name)
         ET.indent(root)
         return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
 
     def vector_qml(self, field: str = "class_id") -> str:
         """A QGIS style for class polygons: a categorised renderer on ``field`` with each class's fill colour and name."""
-        root = ET.Element("qgis", version="3.28", styleCategories="Symbology")
+        root = ET.Element("qgis", version="3.22", styleCategories="Symbology")
         renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field, symbollevels="0",
                                  enableorderby="0", forceraster="0")
         categories = ET.SubElement(renderer, "categories")
         symbols = ET.SubElement(renderer, "symbols")
-        for i, (name, (r, g, b)) in enumerate(zip(self.names, self.colors)):
+        for i, (name, (r, g, b)) in enumerate(zip(self.shown, self.colors)):
             ET.SubElement(categories, "category", value=str(i), symbol=str(i), label=name, render="true")
             symbol = ET.SubElement(symbols, "symbol", type="fill", name=str(i), alpha="1", clip_to_extent="1",
                                    force_rhr="0")
@@ -132,6 +156,19 @@ class ClassLegend:
                 ET.SubElement(options, "Option", name=key, value=value, type="QString")
         ET.indent(root)
         return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def value_map_qml(field: str, labels: Sequence[str]) -> str:
+    """A QGIS form style: ``field`` edited with a drop-down (value map) showing ``labels``, storing the class ids."""
+    root = ET.Element("qgis", version="3.22", styleCategories="Fields|Forms")
+    config = ET.SubElement(ET.SubElement(ET.SubElement(ET.SubElement(root, "fieldConfiguration"), "field",
+                                                       name=field, configurationFlags="None"),
+                                         "editWidget", type="ValueMap"), "config")
+    choices = ET.SubElement(ET.SubElement(config, "Option", type="Map"), "Option", name="map", type="List")
+    for i, label in enumerate(labels):
+        ET.SubElement(ET.SubElement(choices, "Option", type="Map"), "Option", name=label, value=str(i), type="QString")
+    ET.indent(root)
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def style_paths(class_map: str | os.PathLike) -> dict[str, Path]:
@@ -181,7 +218,12 @@ def legend_from_tags(
             colors.append(tuple(colormap[i])[:3])
         else:
             colors.append(_FALLBACK_COLORS[i % len(_FALLBACK_COLORS)])
-    return ClassLegend.build(names, colors)
+    try:
+        labels = json.loads(tags.get(CLASS_LABELS_TAG, "[]"))
+    except json.JSONDecodeError:
+        labels = []
+    good = isinstance(labels, list) and len(labels) == len(names)
+    return ClassLegend.build(names, colors, labels if good else None)
 
 
 def read_legend(dataset) -> ClassLegend | None:

@@ -10,6 +10,7 @@ share these names from here.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from dunemap import __version__
@@ -20,6 +21,9 @@ MODEL_TAG = "MODEL"
 CHECKPOINT_TAG = "CHECKPOINT_SHA256"
 VERSION_TAG = "DUNEMAP_VERSION"
 PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+YEAR_TAG = "EMBEDDING_YEAR"  # the year of the annual embedding a map was predicted from, where known
+_YEAR_TAGS = ("aef_year", "AEF_YEAR", "YEAR", "year")  # where embedding rasters state their year (fetch-aef: aef_year)
+_YEAR_IN_NAME = re.compile(r"(?<![0-9])(20[1-3][0-9])(?![0-9])")  # aef_namib_2023.tif (gee-script's file prefix)
 SCENE_PRIOR_TAG = "SCENE_PRIOR"  # the class shares of new ground the map used (dunemap.trust.prior), when it did
 
 
@@ -52,3 +56,24 @@ def run_tags(config, precision: str | None, model: dict[str, str] | None = None)
     if precision:
         tags[PRECISION_TAG] = precision
     return tags
+
+
+def embedding_year(path: str | os.PathLike) -> int | None:
+    """The year of an annual embedding raster: its ``aef_year`` (or ``YEAR``) tag, else a year 2010-2039 in its
+    file name (``aef_namib_2023.tif``, as ``gee-script`` names exports); None when neither says."""
+    import rasterio  # deferred: rasterio (GDAL) is heavy to import and only needed here
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    for key in _YEAR_TAGS:
+        if str(tags.get(key, "")).strip().isdigit():
+            return int(tags[key])
+    found = _YEAR_IN_NAME.findall(Path(path).stem)
+    return int(found[-1]) if found else None
+
+
+def source_tags(sources: list[Path]) -> dict[str, str]:
+    """Provenance of a map's input kept in its tags: the embedding's year where known. (Not the input's path:
+    the same pixels mapped from a copy, a float export or a mosaic give the same bytes.)"""
+    year = embedding_year(sources[0]) if sources else None
+    return {} if year is None else {YEAR_TAG: str(year)}

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dunemap.data.seed_layout import IGNORE_INDEX
+from dunemap.io.progress import progress_bar
 from dunemap.metrics import ConfusionMatrix
 from dunemap.runtime.predictor import Predictor
 
@@ -26,7 +26,7 @@ def predict_over(
     """The model's own (uncalibrated) logits of every batch of ``loader`` with its labels, and with
     ``dissimilarity`` the DI map (CPU) of the predictor's area of applicability (else None)."""
     predictor.model.eval()
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for x, y in progress_bar(loader, enabled=progress, desc=desc, leave=False):
         if dissimilarity:
             logits, di = predictor.forward_with_dissimilarity(x)
         else:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from dunemap.data.manifest import TileRecord, write_manifest
 from dunemap.data.seed_layout import check_dataset_out, publish_dataset, write_sample
 from dunemap.data.splits import SPLIT_MODES, SPLITS, holdout_scenes, in_scene_fractions, parse_fractions, split_tiles
 from dunemap.errors import ConfigError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.progress import progress_bar
 from dunemap.regions import REGIONS, get_region
 from dunemap.registry import choose
 from dunemap.synth.fields import PIXEL_SIZE_M
@@ -180,8 +180,8 @@ def write_dataset(
         by_scene: dict[tuple[str, int], list[PlannedTile]] = {}
         for t in plan:
             by_scene.setdefault((t.region, t.scene), []).append(t)
-        for (region, i), tiles in tqdm(sorted(by_scene.items()), desc="synth scenes", unit="scene",
-                                       disable=not progress):
+        for (region, i), tiles in progress_bar(sorted(by_scene.items()), enabled=progress, desc="synth scenes",
+                                               unit="scene"):
             cfg = SceneConfig(size=(scene_size, scene_size), region=region, seed=scene_seed(seed, i),
                               nodata_holes=nodata_holes, region_px=region_px, origin=tiles[0].scene_origin)
             scene = generate_scene(cfg)

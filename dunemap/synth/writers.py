@@ -45,7 +45,7 @@ def _profile(scene: Scene, count: int, dtype: str, nodata: float, predictor: int
 def _catalog_legend():
     """The packaged catalog's class names and colours: the classes the synthetic labels use."""
     catalog = load_catalog()
-    return ClassLegend.build(catalog.names, catalog.colors)
+    return ClassLegend.build(catalog.names, catalog.colors, catalog.labels)
 
 
 def write_scene_geotiff(

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
-from tqdm.auto import tqdm
 
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.data.seed_layout import IGNORE_INDEX
 from dunemap.data.transforms import build_augmentation
 from dunemap.errors import CheckpointError, ConfigError, DunemapError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import Catalog, load_catalog
 from dunemap.metrics import ConfusionMatrix, metrics_from_matrix
 from dunemap.models import ARCHITECTURES, UNetConfig, build_model, model_config
@@ -245,9 +245,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> TrainResult:
             tune.hold()  # frozen layers (and with --freeze-bn BatchNorm statistics) as in evaluation
         train_cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
         loss_sum, n_batches, nonfinite = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (config.progress and ctx.is_main),
-                   leave=False)
         steps_per_epoch = min(len(loader), config.max_steps_per_epoch or len(loader))
+        bar = progress_bar(loader, enabled=config.progress and ctx.is_main, total=steps_per_epoch,
+                           desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
         epoch_lrs = [group["lr"] for group in optimizer.param_groups]
         for step, (x, y) in enumerate(bar):
             if not trainable or (config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch):

@@ -9,6 +9,7 @@ between mean confidence and accuracy, weighted by the share of pixels in each bi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from dunemap.io.atomic import atomic_path
 
 DEFAULT_BINS = 15
 T_RANGE = (0.05, 20.0)  # a fitted temperature outside this range means the split is unusable, not a real fit
+
+log = logging.getLogger(__name__)
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether a fitted temperature was stopped at an end of :data:`T_RANGE` (no real optimum inside it)."""
+    return temperature <= T_RANGE[0] or temperature >= T_RANGE[1]
 
 
 @dataclass(frozen=True)
@@ -114,8 +122,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, iterations: int 
         return loss
 
     optimizer.step(closure)
-    t = float(log_t.detach().exp())
-    return float(np.clip(t, *T_RANGE))
+    t = float(np.clip(float(log_t.detach().exp()), *T_RANGE))
+    if at_bound(t):
+        log.warning("the fitted temperature stopped at its bound T = %.3f (allowed %g..%g): the predictions carry "
+                    "no usable confidence on this split (too few pixels, or a model no better than chance there); "
+                    "the calibration is not a real fit", t, *T_RANGE)
+    return t
 
 
 def plot_reliability(curves: dict[str, Reliability], out: Path, title: str = "Reliability") -> Path:

@@ -29,7 +29,7 @@ from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import ModelSpec, Predictor, load_model, predict_over, resolve_device
 from dunemap.trust.applicability import POOL, Applicability, fit_applicability, pool_features, pool_inputs
-from dunemap.trust.calibration import ReliabilityAccumulator, fit_temperature
+from dunemap.trust.calibration import ReliabilityAccumulator, at_bound, fit_temperature
 from dunemap.trust.prior import ScenePrior, em_shares
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class TrustFit:
         where = f"{c['split']} ({c['scenes']} scenes)" if c.get("scenes") else c["split"]
         text = (f"temperature {c['temperature']:.3f} on {c['pixels']} {where} pixels: "
                 f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+        if at_bound(c["temperature"]):
+            text += f" (T stopped at its bound {c['temperature']:.3f}: not a real fit, see the warning above)"
         if self.applicability is not None:
             aoa = self.applicability
             text += (f"; area of applicability from {aoa.samples.shape[0]} training cells, "

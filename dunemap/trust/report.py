@@ -64,9 +64,9 @@ def trust_lines(report: dict) -> list[str]:
              f"{c['ece_uncalibrated']:.4f} uncalibrated -> {c['ece_calibrated']:.4f} calibrated"]
     a = report.get("applicability")
     if a is not None:
-        miou = {k: (a[k]["miou"] if a[k] else float("nan")) for k in ("inside", "outside")}
+        miou = {k: (f"{a[k]['miou']:.4f}" if a[k] else "- (no labelled pixel)") for k in ("inside", "outside")}
         lines.append(f"area of applicability: {a['share_outside'] * 100:.1f} % of labelled pixels outside; "
-                     f"mIoU inside {miou['inside']:.4f}, outside {miou['outside']:.4f}")
+                     f"mIoU inside {miou['inside']}, outside {miou['outside']}")
     return lines
 
 

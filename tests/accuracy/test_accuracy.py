@@ -173,18 +173,23 @@ def test_sample_is_deterministic_stratified_and_never_on_nodata(tmp_path, capsys
     assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 0
     assert "only 3 pixels: taken whole" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "two.gpkg")]) == 0
-    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "one.gpkg")
-    _, _, wkb2, _ = pyogrio.raw.read(tmp_path / "two.gpkg")
-    assert list(meta["fields"]) == ["point_id", "map_class", "map_name", "ref_class"]
+    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "one.gpkg", layer="points")
+    _, _, wkb2, _ = pyogrio.raw.read(tmp_path / "two.gpkg", layer="points")
+    assert list(meta["fields"]) == ["point_id", "ref_class"]  # blind: nothing says what the map shows
     assert list(wkb) == list(wkb2)  # same seed, same points
     pts = shapely.from_wkb(wkb)
     col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
     assert np.all(col % 1 == 0.5) and np.all(row % 1 == 0.5)  # pixel centres
     values = classes[row.astype(int), col.astype(int)]
-    assert (values != 255).all() and (values == fields[1]).all()
+    assert (values != 255).all()
     assert len(set(zip(row.astype(int), col.astype(int)))) == len(pts)  # no pixel twice
-    assert np.bincount(fields[1], minlength=3)[1] == 3 and len(pts) == 58  # 60 asked, class b short by 2
-    assert all(v is None for v in fields[3])
+    assert np.bincount(values, minlength=3)[1] == 3 and len(pts) == 58  # 60 asked, class b short by 2
+    assert all(v is None for v in fields[1])
+    # shuffled: ids run 1..n in file order, and neither the class nor the raster position follows them
+    np.testing.assert_array_equal(fields[0], np.arange(1, 59))
+    assert (np.diff(values.astype(int)) < 0).any() and (np.diff(row * 50 + col) < 0).any()
+    first = {int(v): int(np.flatnonzero(values == v)[0]) for v in (0, 2)}
+    assert max(first.values()) < 20  # both big classes start near the top: no class-by-class blocks
     assert main([*args, "--out", str(tmp_path / "one.gpkg")]) == 1  # never over an existing file silently
     assert "already exists" in capsys.readouterr().err
 
@@ -214,3 +219,179 @@ def test_assess_with_truth_recovers_the_truth_areas(tmp_path) -> None:
     assert np.abs(e.area - result.truth_area_km2).max() < np.abs(e.mapped_area - result.truth_area_km2).max()
     assert result.inside_count() == (3, 3)
     assert "truth area inside the 95 % interval for 3 of 3 classes" in result.table()
+
+
+def _catalog_map(tmp_path: Path) -> tuple[Path, np.ndarray, Affine]:
+    rng = np.random.default_rng(5)
+    classes = rng.choice([0, 1, 2, 255], size=(40, 30), p=[0.5, 0.3, 0.15, 0.05]).astype(np.uint8)
+    transform = Affine(10, 0, 500_000, 0, -10, 7_000_000)
+    return (write_class_map(tmp_path / "m.tif", classes, ["interdune", "crescentic", "linear"], transform,
+                            "EPSG:32633"), classes, transform)
+
+
+def test_sample_geopackage_edits_ref_class_with_a_dropdown_of_catalog_labels(tmp_path) -> None:
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    map_path, classes, transform = _catalog_map(tmp_path)
+    out = tmp_path / "p.gpkg"
+    assert main(["sample", str(map_path), "--n", "30", "--min-per-class", "5", "--out", str(out)]) == 0
+    with sqlite3.connect(out) as db:
+        (table, default, qml, when), = db.execute(
+            "SELECT f_table_name, useAsDefault, styleQML, update_time FROM layer_styles")
+        (version,), = db.execute("PRAGMA user_version")
+    assert version == 10200  # GeoPackage 1.2: GDAL 3.6 / QGIS 3.22 read it without a warning (1.4 warns)
+    assert __import__("re").fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", when), when  # GPKG DATETIME
+    assert table == "points" and default == 1
+    root = ET.fromstring(qml.split("\n", 1)[1])
+    field = root.find("fieldConfiguration/field")
+    assert field.get("name") == "ref_class" and field.find("editWidget").get("type") == "ValueMap"
+    choices = [(o.get("name"), o.get("value")) for o in root.iter("Option") if o.get("type") == "QString"]
+    assert choices == [("Interdune", "0"), ("Crescentic (barchan)", "1"), ("Linear (seif)", "2")]
+    # an expert labels every point (here: as the map says) and accuracy reads the map class from the map itself
+    _, _, wkb, fields = pyogrio.raw.read(out, layer="points")
+    pts = shapely.from_wkb(wkb)
+    col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
+    truth = classes[row.astype(int), col.astype(int)]
+    labelled = write_points(tmp_path / "labelled.gpkg", shapely.get_x(pts), shapely.get_y(pts),
+                            [str(v) for v in truth], "EPSG:32633", ids=fields[0])
+    report = tmp_path / "acc.json"
+    assert main(["accuracy", str(map_path), "--reference", str(labelled), "--out", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["overall_accuracy"]["estimate"] == 1.0
+    assert result["error_matrix"]["counts"] == np.diag(np.bincount(truth, minlength=3)).tolist()
+
+
+def test_the_per_class_example_of_sample_help_runs(tmp_path, capsys) -> None:
+    from dunemap.cli import build_parser, leaf_parsers
+
+    help_text = " ".join(leaf_parsers(build_parser())["sample"].format_help().split())
+    example = help_text.split("e.g. ")[1].split()[0]
+    assert example == "0=50,crescentic=80"
+    map_path, _, _ = _catalog_map(tmp_path)
+    assert main(["sample", str(map_path), "--per-class", example, "--out", str(tmp_path / "p.gpkg")]) == 0
+    assert pyogrio.read_info(tmp_path / "p.gpkg", layer="points")["features"] == 130
+
+
+def test_sample_size_for_a_target_standard_error_is_olofsson_2014_eq_13(tmp_path, capsys) -> None:
+    from dunemap.accuracy.sampling import planned_size
+
+    # Olofsson et al. 2014, section 5.1: W = 0.02, 0.015, 0.32, 0.645, conjectured U = 0.7, 0.6, 0.9, 0.95,
+    # S(O) = 0.01 -> n = 641 (the population term is negligible for 10^7 pixels)
+    w = PIXELS_30M / PIXELS_30M.sum()
+    assert planned_size(w, 0.01, np.array([0.7, 0.6, 0.9, 0.95])) == 641
+    assert planned_size(w, 0.01, np.array([0.7, 0.6, 0.9, 0.95]), pixels=int(PIXELS_30M.sum())) == 641
+    assert planned_size(w, 0.02, 0.8) == 400  # (0.4 / 0.02)^2
+    map_path, _, _ = _catalog_map(tmp_path)
+    assert main(["sample", str(map_path), "--target-se", "0.05", "--min-per-class", "3",
+                 "--out", str(tmp_path / "p.gpkg")]) == 0
+    out = capsys.readouterr().out
+    n = planned_size(np.array([1.0]), 0.05, 0.8, pixels=40 * 30)  # every class at U = 0.8: the weights cancel
+    assert f"{n} points" in out and "Olofsson et al. 2014, eq. 13" in out
+    assert pyogrio.read_info(tmp_path / "p.gpkg", layer="points")["features"] == n
+    assert main(["sample", str(map_path), "--target-se", "0.05", "--n", "10", "--out", str(tmp_path / "q.gpkg")]) == 1
+    assert "give one of --n N" in capsys.readouterr().err
+
+
+def _olofsson_points() -> tuple[np.ndarray, np.ndarray]:
+    map_class = np.repeat(np.arange(4), MATRIX.sum(axis=1))
+    return map_class, np.concatenate([np.repeat(np.arange(4), row) for row in MATRIX])
+
+
+def test_stehman_with_the_map_classes_as_strata_is_olofsson() -> None:
+    from dunemap.accuracy.estimator import stehman_estimate
+
+    map_class, ref_class = _olofsson_points()
+    area = PIXELS_30M * 0.09
+    a, b = stratified_estimate(MATRIX, area), stehman_estimate(map_class, map_class, ref_class, area, area)
+    for key in ("overall", "overall_se", "users", "users_se", "producers", "producers_se", "area", "area_se",
+                "proportions"):
+        np.testing.assert_allclose(getattr(b, key), getattr(a, key), rtol=1e-12, err_msg=key)
+    np.testing.assert_array_equal(b.counts, MATRIX)
+
+
+def test_stehman_estimates_are_unbiased_and_cover_when_strata_are_not_the_map() -> None:
+    """A known population; the strata are an older map that disagrees with the map in 30 % of the pixels.
+    Over 400 stratified samples the estimates centre on the truth and the 95 % intervals cover it."""
+    from dunemap.accuracy.estimator import stehman_estimate
+
+    rng = np.random.default_rng(7)
+    truth = rng.choice(3, size=40_000, p=[0.6, 0.3, 0.1])
+    mapped = np.where(rng.random(truth.size) < 0.8, truth, rng.choice(3, size=truth.size))
+    strata = np.where(rng.random(truth.size) < 0.7, mapped, rng.choice(3, size=truth.size))
+    true_oa = (mapped == truth).mean()
+    true_area = np.bincount(truth, minlength=3) / truth.size
+    true_ua = np.array([(truth[mapped == i] == i).mean() for i in range(3)])
+    stratum_size = np.bincount(strata, minlength=3).astype(float)
+    members = [np.flatnonzero(strata == h) for h in range(3)]
+    hits, estimates = np.zeros(3 + 3 + 1), []
+    for _ in range(400):
+        pick = np.concatenate([rng.choice(m, size=60, replace=False) for m in members])
+        e = stehman_estimate(strata[pick], mapped[pick], truth[pick], stratum_size, np.bincount(mapped, minlength=3))
+        estimates.append(np.r_[e.overall, e.area / truth.size, e.users])
+        hits += np.abs(np.r_[e.overall, e.area / truth.size, e.users] - np.r_[true_oa, true_area, true_ua]) <= \
+            1.96 * np.r_[e.overall_se, e.area_se / truth.size, e.users_se]
+    np.testing.assert_allclose(np.mean(estimates, axis=0), np.r_[true_oa, true_area, true_ua], atol=0.01)
+    # Wald intervals: near 95 %, a little under for the rare class (10 % of the ground, 180 points in all)
+    assert ((hits / 400 > 0.87) & (hits / 400 < 0.99)).all() and np.mean(hits / 400) > 0.92, hits / 400
+
+
+def test_accuracy_with_strata_of_an_earlier_map_through_the_cli(tmp_path, capsys) -> None:
+    from dunemap.accuracy.estimator import stehman_estimate
+    from dunemap.products.stats import class_areas
+
+    rng = np.random.default_rng(3)
+    truth = rng.choice([0, 1, 2], size=(60, 60), p=[0.5, 0.3, 0.2]).astype(np.uint8)
+    new = np.where(rng.random(truth.shape) < 0.85, truth, (truth + 1) % 3).astype(np.uint8)
+    old = np.where(rng.random(truth.shape) < 0.7, new, (new + 2) % 3).astype(np.uint8)
+    transform = Affine(10, 0, 500_000, 0, -10, 7_000_000)
+    names = ["interdune", "crescentic", "linear"]
+    old_map = write_class_map(tmp_path / "old.tif", old, names, transform, "EPSG:32633")
+    new_map = write_class_map(tmp_path / "new.tif", new, names, transform, "EPSG:32633")
+    points = tmp_path / "p.gpkg"
+    assert main(["sample", str(old_map), "--n", "300", "--min-per-class", "50", "--out", str(points)]) == 0
+    _, _, wkb, ids = pyogrio.raw.read(points, layer="points")
+    pts = shapely.from_wkb(wkb)
+    col, row = ~transform @ (shapely.get_x(pts), shapely.get_y(pts))
+    labels = truth[row.astype(int), col.astype(int)]
+    labelled = write_points(tmp_path / "l.gpkg", shapely.get_x(pts), shapely.get_y(pts), [str(v) for v in labels],
+                            "EPSG:32633", ids=ids[0])
+    out = tmp_path / "acc.json"
+    capsys.readouterr()
+    assert main(["accuracy", str(new_map), "--reference", str(labelled), "--strata", str(old_map),
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["estimator"].startswith(f"stratified by the classes of {old_map} (Stehman 2014)")
+    # the CLI read each point's stratum from the old map, its map class from the new one, its label from the file
+    mine = stehman_estimate(old[row.astype(int), col.astype(int)], new[row.astype(int), col.astype(int)], labels,
+                            *[np.array([r.area_km2 for r in class_areas(m).rows]) for m in (old_map, new_map)])
+    oa = report["overall_accuracy"]
+    assert (oa["estimate"], oa["ci95"]) == pytest.approx((mine.overall, 1.96 * mine.overall_se))
+    assert [c["area_km2"] for c in report["classes"]] == pytest.approx(list(mine.area))
+    assert [c["users_accuracy"] for c in report["classes"]] == pytest.approx(list(mine.users))
+    assert abs(oa["estimate"] - (new == truth).mean()) <= 1.5 * oa["ci95"]  # and near the truth
+    assert "Stehman" not in capsys.readouterr().err
+
+
+def test_a_users_accuracy_of_one_gets_a_wilson_interval_not_zero(tmp_path, capsys) -> None:
+    from dunemap.accuracy.estimator import wilson95
+
+    low, high = wilson95(np.array([10, 0, 5]), np.array([10, 10, 10]))
+    np.testing.assert_allclose(low[:2], [10 / (10 + 1.96**2), 0.0])
+    np.testing.assert_allclose(high[:2], [1.0, 1.96**2 / (10 + 1.96**2)])
+    assert 0 < low[2] < 0.5 < high[2] < 1
+    classes = np.zeros((10, 10), np.uint8)
+    classes[:, 5:] = 1
+    transform = Affine(10, 0, 500_000, 0, -10, 7_000_000)
+    map_path = write_class_map(tmp_path / "m.tif", classes, ["a", "b"], transform, "EPSG:32633")
+    cols = np.r_[np.arange(5) + 0.5, np.arange(5) + 0.5, np.arange(5, 10) + 0.5, np.arange(5, 10) + 0.5]
+    rows = np.r_[np.full(5, 0.5), np.full(5, 1.5), np.full(5, 0.5), np.full(5, 1.5)]
+    x, y = transform @ (cols, rows)
+    ref = ["a"] * 10 + ["b"] * 8 + ["a"] * 2  # class a: all 10 right; class b: 8 of 10
+    points = write_points(tmp_path / "p.gpkg", x, y, ref, "EPSG:32633")
+    assert main(["accuracy", str(map_path), "--reference", str(points), "--out", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note:"))
+    assert "0 a is 1.000 (10 of its 10 points agree)" in note and "Wilson's 95 % interval is 0.722 to 1.000" in note
+    assert sum(line.startswith("note:") for line in out.splitlines()) == 1  # class b has a variance
+    assert note in json.loads((tmp_path / "a.json").read_text())["notes"]

@@ -99,3 +99,58 @@ def test_quiet_before_or_after_the_command() -> None:
     assert PARSER.parse_args(["-q", "text", "show"]).quiet
     assert PARSER.parse_args(["text", "show", "--quiet"]).quiet
     assert not PARSER.parse_args(["text", "show"]).quiet
+
+
+def test_verbose_before_or_after_the_command() -> None:
+    import subprocess
+    import sys
+
+    assert PARSER.parse_args(["-v", "text", "show"]).verbose
+    assert PARSER.parse_args(["text", "show", "-v"]).verbose
+    assert PARSER.parse_args(["text", "show", "--verbose"]).verbose
+    assert not PARSER.parse_args(["text", "show"]).verbose
+    run = subprocess.run([sys.executable, "-m", "dunemap", "text", "show", "-v"], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+
+
+def test_help_texts_print_single_percent_signs() -> None:
+    for name, parser in COMMANDS.items():
+        assert "%%" not in parser.format_help(), name
+    assert "%%" not in PARSER.format_help()
+    assert "95 % confidence" in COMMANDS["accuracy"].format_help().replace("\n", " ")
+
+
+def test_the_command_table_matches_the_modules() -> None:
+    """`dunemap --help` lists commands from COMMANDS without importing their modules: the table must say what
+    the modules register."""
+    import importlib
+
+    from dunemap.cli import COMMAND_MODULES, COMMANDS
+
+    top = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(top.choices) == list(COMMANDS)
+    assert {a.dest: a.help for a in top._choices_actions} == {name: text for name, (_, text) in COMMANDS.items()}
+    assert sorted({module for module, _ in COMMANDS.values()}) == sorted(COMMAND_MODULES)
+    for name, (module, _) in COMMANDS.items():
+        one = build_parser(name)  # the parser main() builds for a run of this command
+        sub = next(a for a in one._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[name].format_help() == top.choices[name].format_help(), name
+        assert importlib.import_module(module).register  # the module named is the one that registers it
+
+
+def test_top_level_help_imports_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\n"
+            "from dunemap.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'sample' in out.getvalue() and '95 % intervals' in out.getvalue()\n"
+            "print(sorted(m for m in ('torch', 'rasterio', 'numpy', 'pyogrio', 'matplotlib') if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    bad = subprocess.run([sys.executable, "-m", "dunemap", "nosuch"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'nosuch'" in bad.stderr and "'sample'" in bad.stderr

@@ -103,3 +103,21 @@ def test_cli_prepare_bad_labels_exit_one_line(tmp_path):
     assert err.startswith("dunemap: error: label raster") and "\n" not in err
     assert "EPSG:32734" in err and "EPSG:32733" in err and str(float_tif) in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("block_tiles", ["0", "1"])
+def test_split_by_scene_on_images_of_the_same_ground_names_the_cause(tmp_path, capsys, block_tiles):
+    """Three images of one place (three years, say): each held-out one takes the others' tiles under it."""
+    float_tif, _, gpkg = write_scenes(tmp_path)
+    copies = []
+    for year in (2021, 2022, 2023):
+        copies.append(tmp_path / f"scene_{year}.tif")
+        copies[-1].write_bytes(float_tif.read_bytes())
+    argv = ["prepare", *[a for c in copies for a in ("--image", str(c))], "--labels", str(gpkg),
+            "--class-field", "landform", *["--region", "namib"] * 3, "--out", str(tmp_path / "ds"), "--tile", "16",
+            "--block-tiles", block_tiles, "--min-valid", "0.75", "--split", "0.5,0.25,0.25", "--split-by", "scene"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--split-by scene left no training tile: the images cover the same ground" in err
+    assert "scene_2021.tif and scene_2022.tif: 100%" in err and "tile size" not in err and "--tile" not in err
+    assert not (tmp_path / "ds").exists()

@@ -14,6 +14,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import rasterio.warp
 import torch
 from affine import Affine
 from gis_helpers import ORIGIN, aef_codes, cli, tiny_checkpoint, write_aef
@@ -21,6 +22,7 @@ from products_helpers import LEGEND, write_class_map
 
 from dunemap.io.checksum import file_sha256
 from dunemap.io.formats import VECTOR_DRIVERS
+from dunemap.knowledge.catalog import load_catalog
 from dunemap.raster.legend import style_paths
 from dunemap.runtime import resolve_precision
 
@@ -34,6 +36,8 @@ def mapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mapped")
     weights = tiny_checkpoint(root / "tiny.pth")
     image = write_aef(root / "aef.tif", aef_codes(96, 80))
+    with rasterio.open(image, "r+") as dst:
+        dst.update_tags(aef_year="2021")  # as fetch-aef records the embedding's year
     out = root / "map.tif"
     run = cli("map", image, "--weights", weights, "--out", out, "--confidence", "uint8", "--stac", *MAP_ARGS)
     assert run.returncode == 0, run.stderr
@@ -61,7 +65,11 @@ def test_class_map_has_categories_rat_qml_and_provenance(mapped) -> None:
         assert row == [str(i), names[i], *map(str, cmap[i][:3])]
     qml = ET.parse(styles["qml"]).getroot()
     entries = qml.findall(".//rasterrenderer[@type='paletted']/colorPalette/paletteEntry")
-    assert [(e.get("value"), e.get("label")) for e in entries] == [(str(i), n) for i, n in enumerate(names)]
+    labels = load_catalog().labels  # the legend a person reads: "Crescentic (barchan)", not "crescentic"
+    assert [(e.get("value"), e.get("label")) for e in entries] == [(str(i), n) for i, n in enumerate(labels)]
+    assert names == load_catalog().names and json.loads(tags["CLASS_LABELS"]) == labels
+    with rasterio.open(out) as src:  # no "class: 0=interdune, 1=..." line in QGIS's legend
+        assert src.descriptions == ("dune class",)
     assert tags["MODEL"] == "mit_tiny" and tags["CHECKPOINT_SHA256"] == file_sha256(mapped["weights"])
     # --precision auto: bf16 where this CPU has native bf16, fp32 elsewhere
     assert tags["PRECISION"] == resolve_precision("auto", torch.device("cpu"))
@@ -97,7 +105,16 @@ def test_stac_item_describes_map_and_companions(mapped) -> None:
     lon0, lat0, lon1, lat1 = item.bbox
     assert 14.9 < lon0 < lon1 < 15.1 and 66 < lat0 < lat1 < 67  # the 800 m x 960 m footprint near 15 E, 66.7 N
     classes = d["assets"]["classes"]["classification:classes"]
-    assert classes[0]["value"] == 0 and classes[0]["title"] == "interdune" and classes[-1]["nodata"] is True
+    catalog = load_catalog()
+    assert classes[0]["value"] == 0 and classes[-1]["nodata"] is True
+    assert [(c["name"], c["title"]) for c in classes[:-1]] == list(zip(catalog.names, catalog.labels))
+    assert classes[1]["description"] == " ".join(catalog.descriptions[1].split())
+    # the Item's time is the embedding's year (the aef_year tag of the input), not when the map was made
+    assert d["properties"]["datetime"] is None
+    assert (d["properties"]["start_datetime"], d["properties"]["end_datetime"]) == (
+        "2021-01-01T00:00:00Z", "2021-12-31T23:59:59Z")
+    derived = [link for link in d["links"] if link["rel"] == "derived_from"]
+    assert len(derived) == 1 and (path.parent / derived[0]["href"]).resolve() == mapped["image"].resolve()
     assert d["assets"]["classes"]["raster:bands"][0]["nodata"] == 255
     # (pystac's Item.validate would download the extensions' JSON schemas: no network here, so the fields are checked)
     assert set(d["stac_extensions"]) == {f"https://stac-extensions.github.io/{e}/schema.json" for e in (
@@ -120,7 +137,15 @@ def test_vectorize_writes_the_format_of_the_extension(mapped, tmp_path: Path, ex
         assert table.num_rows > 0 and set(table.column("class_name").to_pylist()) <= set(legend_names(mapped))
         return
     info = pyogrio.read_info(out, layer="landforms" if ext == ".gpkg" else None)
-    assert info["driver"] == VECTOR_DRIVERS[ext] and info["features"] > 0 and info["crs"] == UTM
+    assert info["driver"] == VECTOR_DRIVERS[ext] and info["features"] > 0
+    if ext == ".geojson":  # RFC 7946: WGS 84 lon/lat, no "crs" member
+        doc = json.loads(out.read_text())
+        assert "crs" not in doc and info["crs"] == "EPSG:4326"
+        lon, lat = np.array([xy for f in doc["features"] for ring in f["geometry"]["coordinates"]
+                             for xy in ring]).T
+        assert (14.9 < lon).all() and (lon < 15.1).all() and (66 < lat).all() and (lat < 67).all()
+    else:
+        assert info["crs"] == UTM
     if ext == ".shp":
         assert {p.suffix for p in tmp_path.iterdir()} == {".shp", ".shx", ".dbf", ".prj", ".cpg"}
     if ext == ".gpkg":
@@ -128,7 +153,7 @@ def test_vectorize_writes_the_format_of_the_extension(mapped, tmp_path: Path, ex
             (table, default, qml), = db.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles")
         assert table == "landforms" and default == 1
         labels = [c.get("label") for c in ET.fromstring(qml.split("\n", 1)[1]).iter("category")]
-        assert labels == legend_names(mapped)
+        assert labels == load_catalog().labels
     if shutil.which("ogrinfo"):
         subprocess.run(["ogrinfo", "-ro", "-so", "-al", str(out)], check=True, capture_output=True)
 
@@ -166,10 +191,40 @@ def test_unknown_extensions_are_refused_before_anything_is_written(mapped, tmp_p
 
 def test_sample_writes_geojson(mapped, tmp_path: Path) -> None:
     out = tmp_path / "points.geojson"
-    run = cli("sample", mapped["map"], "--out", out, "--n", "12")
+    run = cli("sample", mapped["map"], "--out", out, "--n", "40", "--min-per-class", "2")
     assert run.returncode == 0, run.stderr
     info = pyogrio.read_info(out)
-    assert info["driver"] == "GeoJSON" and info["features"] == 12 and "ref_class" in list(info["fields"])
+    assert info["driver"] == "GeoJSON" and info["features"] == 40 and "ref_class" in list(info["fields"])
+    doc = json.loads(out.read_text())  # RFC 7946: lon/lat in WGS 84, no legacy "crs" member
+    assert "crs" not in doc and info["crs"] == "EPSG:4326"
+    lon, lat = np.array([f["geometry"]["coordinates"] for f in doc["features"]]).T
+    assert (14.9 < lon).all() and (lon < 15.1).all() and (66 < lat).all() and (lat < 67).all()
+    # labelled in lon/lat, the points still fall on the pixels they were drawn from: accuracy reads the map there
+    with rasterio.open(mapped["map"]) as src:
+        truth = [int(v[0]) for v in src.sample(zip(*rasterio.warp.transform("EPSG:4326", src.crs, lon, lat)))]
+    for feature, value in zip(doc["features"], truth):
+        feature["properties"]["ref_class"] = str(value)
+    out.write_text(json.dumps(doc))
+    report = tmp_path / "acc.json"
+    run = cli("accuracy", mapped["map"], "--reference", out, "--out", report)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(report.read_text())["overall_accuracy"]["estimate"] == pytest.approx(1.0)
+
+
+def test_products_of_maps_without_labels_show_the_catalog_labels(tmp_path: Path) -> None:
+    """A class map written before the CLASS_LABELS tag: quicklook and vectorize label it from the catalog."""
+    from dunemap.products.classmap import map_legend
+
+    path = write_class_map(tmp_path / "old.tif", np.arange(4, dtype=np.uint8).repeat(16).reshape(8, 8), UTM, ORIGIN)
+    with rasterio.open(path) as src:
+        assert "CLASS_LABELS" not in src.tags()
+        assert map_legend(src).shown == ("Interdune", "Crescentic (barchan)", "Linear (seif)", "Star")
+    out = tmp_path / "old.gpkg"
+    assert cli("vectorize", path, "--out", out).returncode == 0
+    with sqlite3.connect(out) as db:
+        (qml,), = db.execute("SELECT styleQML FROM layer_styles")
+    assert [c.get("label") for c in ET.fromstring(qml.split("\n", 1)[1]).iter("category")][:2] == [
+        "Interdune", "Crescentic (barchan)"]
 
 
 def test_synthetic_truth_gets_the_same_legend_as_a_map(mapped, tmp_path: Path) -> None:

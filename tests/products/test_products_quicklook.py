@@ -83,3 +83,16 @@ def test_cli_quicklook_and_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(InputError, match="hillshade not found"):
         render_quicklook(path, tmp_path / "x.png", hillshade_from=tmp_path / "nope.tif")
     assert not (tmp_path / "bad.png").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_hillshade_from_an_embedding_raster_is_refused(tmp_path: Path, capsys) -> None:
+    path = write_class_map(tmp_path / "map.tif", _classes(), "EPSG:32733", TRANSFORM)
+    embedding = tmp_path / "emb.tif"
+    with rasterio.open(embedding, "w", driver="GTiff", height=30, width=40, count=64, dtype="float32",
+                       crs="EPSG:32733", transform=Affine(40, 0, 300_000, 0, -40, 7_300_000)) as dst:
+        dst.write(np.random.default_rng(0).standard_normal((64, 30, 40)).astype(np.float32))
+    out = tmp_path / "look.png"
+    assert main(["quicklook", str(path), "--out", str(out), "--hillshade-from", str(embedding)]) == 1
+    err = capsys.readouterr().err
+    assert "emb.tif: has 64 bands; --hillshade-from takes an elevation raster (DEM) of one band" in err
+    assert not out.exists()

@@ -68,3 +68,36 @@ def test_fit_temperature_refuses_nonfinite_or_empty():
         fit_temperature(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]))
     with pytest.raises(InputError, match="no labelled"):
         fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_a_temperature_stopped_at_its_bound_is_announced(caplog):
+    """Confident logits with labels unrelated to them: the NLL falls towards T -> inf, so the fit stops at 20."""
+    from dunemap.trust.calibration import T_RANGE, at_bound
+    from dunemap.trust.fit import TrustFit
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5000, 4, generator=g, dtype=torch.float64) * 10
+    labels = torch.randint(0, 4, (5000,), generator=g)
+    with caplog.at_level("WARNING", logger="dunemap.trust.calibration"):
+        t = fit_temperature(logits, labels)
+    assert t == T_RANGE[1] and at_bound(t)
+    assert "stopped at its bound T = 20.000" in caplog.text
+    summary = TrustFit({"temperature": t, "split": "val", "pixels": 5000, "ece_before": 0.5, "ece_after": 0.1},
+                       None).summary()
+    assert "T stopped at its bound 20.000" in summary
+    caplog.clear()
+    logits, labels = _sample(3.0)
+    with caplog.at_level("WARNING", logger="dunemap.trust.calibration"):
+        assert not at_bound(fit_temperature(logits, labels))
+    assert caplog.text == ""
+
+
+def test_evaluate_summary_says_when_no_labelled_pixel_is_outside():
+    """trust_over's report has ``outside: None`` when no pixel is outside; the printed line says so, not "nan"."""
+    from dunemap.trust.report import trust_lines
+
+    report = {"calibration": {"temperature": 1.2, "ece_uncalibrated": 0.1, "ece_calibrated": 0.05},
+              "applicability": {"threshold": 0.3, "share_outside": 0.0, "inside": {"miou": 0.75}, "outside": None}}
+    line = trust_lines(report)[1]
+    assert "nan" not in line
+    assert line.endswith("mIoU inside 0.7500, outside - (no labelled pixel)")
