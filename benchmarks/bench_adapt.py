@@ -13,7 +13,7 @@ map of the scene (its probabilities and applicability companions, mapped once pe
 3. in the rounds of ``--finetune-k`` and ``--recipe-methods`` (k = 10, ``suggest``), runs the real
    fine-tune (``finetune_config`` + ``train``: the library's recipe, "default") and any ``--recipe
    NAME=JSON`` (for ``--recipe-seeds``), maps the scene with each (``same_map_as_prior`` records whether
-   the default's map is byte-identical to the "prior" map) and maps the three other held-out scenes with
+   its class pixels equal the "prior" map's) and maps the three other held-out scenes with
    each (forgetting);
 
 and scores every map of the scene on the pixels **outside** the labelled patches (k = 0: the base map,
@@ -165,7 +165,8 @@ def run_round(work: Path, name: str, seed: int, scene: tuple[str, Path, Path], m
                                           "map": round(time.time() - t1, 1),
                                           "total": round(t_prepare + t_train + time.time() - t1, 1)}
         result["same_map_as_prior"] = result.get("same_map_as_prior", {})
-        result["same_map_as_prior"][recipe_name] = out.read_bytes() == prior_map.read_bytes()
+        with rasterio.open(out) as a, rasterio.open(prior_map) as b:  # the pixels (the tags name other files)
+            result["same_map_as_prior"][recipe_name] = bool(np.array_equal(a.read(1), b.read(1)))
         for other, o_emb, o_truth in others:  # forgetting: the other held-out scenes, whole, before and after
             before = confusion(map_scene(base, o_emb, work / "maps" / f"s{seed}" / f"{other}.tif", True), o_truth)
             after = confusion(map_scene(weights, o_emb, folder / f"other_{other}_{recipe_name}.tif"), o_truth)

@@ -13,9 +13,9 @@ The correction applied is **one-sided**: ``p(c|x) min(q_c / pi_c, 1)``. A class 
 than the training data is damped (an absent one all but removed); no class is raised. Raising the
 classes the EM finds more of amplifies the model's own confusions, the dominant class grows at its
 neighbours' expense: on the held-out scenes of ``benchmarks/bench_adapt.py`` (10 suggested patches,
-two seeds) the two-sided correction raised the per-scene mIoU from 0.48 to 0.63 but lowered the pooled
-mIoU from 0.73 to 0.70 and the pixel accuracy from 0.83 to 0.78, while the one-sided one gave 0.71,
-0.77 and 0.84, and held on two scenes of regions outside that benchmark (docs/adapt.md).
+two seeds; base model 0.459 per scene, 0.705 pooled) the two-sided correction gave 0.630 per scene and
+0.696 pooled, the one-sided one 0.709 and 0.764; on two scenes of other regions
+(``benchmarks/bench_prior_rule.py``) 0.710 / 0.728 against 0.751 / 0.793 (docs/adapt.md).
 
 :class:`ScenePrior` is stored in a fine-tuned checkpoint's calibration record, with the ground it was
 fitted on (CRS and bounds of each source raster). It applies only to rasters that overlap that
