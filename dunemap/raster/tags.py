@@ -60,11 +60,14 @@ def run_tags(config, precision: str | None, model: dict[str, str] | None = None)
 
 def embedding_year(path: str | os.PathLike) -> int | None:
     """The year of an annual embedding raster: its ``aef_year`` (or ``YEAR``) tag, else a year 2010-2039 in its
-    file name (``aef_namib_2023.tif``, as ``gee-script`` names exports); None when neither says."""
+    file name (``aef_namib_2023.tif``, as ``gee-script`` names exports); None when neither says. A GDAL
+    network path (``/vsicurl/...``: an archive tile) is judged by its name alone, never opened again here."""
     import rasterio  # deferred: rasterio (GDAL) is heavy to import and only needed here
 
-    with rasterio.open(path) as src:
-        tags = src.tags()
+    tags = {}
+    if not os.fspath(path).startswith("/vsi"):
+        with rasterio.open(path) as src:
+            tags = src.tags()
     for key in _YEAR_TAGS:
         if str(tags.get(key, "")).strip().isdigit():
             return int(tags[key])
