@@ -24,7 +24,10 @@ pytestmark = pytest.mark.slow  # about 20 real commands, several of them trainin
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Inputs on a roomy disk: a trained mit_tiny run, an embedding raster, its map and labelled points."""
+    import numpy as np
     import pyogrio.raw
+    import rasterio
+    import shapely
 
     root = tmp_path_factory.mktemp("world")
     data = write_tiny_dataset(root / "data", {"train": 4, "val": 1, "test": 1})
@@ -36,9 +39,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert main(["map", str(emb), "--weights", str(ckpt), "--out", str(root / "m.tif"), "--window", "32",
                  "--stride", "32", "--precision", "fp32", "--device", "cpu", "--no-progress"]) == 0
     assert main(["sample", str(root / "m.tif"), "--n", "60", "--out", str(root / "points.gpkg")]) == 0
-    meta, _, geometry, fields = pyogrio.raw.read(root / "points.gpkg")
+    meta, _, geometry, fields = pyogrio.raw.read(root / "points.gpkg", layer="points")
     names, fields = list(meta["fields"]), list(fields)
-    fields[names.index("ref_class")] = fields[names.index("map_class")].copy()  # a reference that agrees
+    points = shapely.from_wkb(geometry)
+    with rasterio.open(root / "m.tif") as src:  # the points are blind: a reference that agrees with the map
+        agree = np.array([v[0] for v in src.sample(zip(shapely.get_x(points), shapely.get_y(points)))])
+    fields[names.index("ref_class")] = agree.astype(fields[names.index("ref_class")].dtype)
     pyogrio.raw.write(root / "ref.gpkg", geometry, fields, names, driver="GPKG", geometry_type="Point",
                       crs=meta["crs"])
     return {"data": data, "ckpt": ckpt, "emb": emb, "map": root / "m.tif", "ref": root / "ref.gpkg"}
