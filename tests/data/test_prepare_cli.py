@@ -113,7 +113,7 @@ def test_split_by_scene_on_images_of_the_same_ground_names_the_cause(tmp_path, c
     for year in (2021, 2022, 2023):
         copies.append(tmp_path / f"scene_{year}.tif")
         copies[-1].write_bytes(float_tif.read_bytes())
-    argv = ["prepare", *[a for c in copies for a in ("--image", str(c))], "--labels", str(gpkg),
+    argv = ["prepare", *[a for c in copies for a in ("--image", str(c))], "--labels", str(gpkg), "--bands", "4",
             "--class-field", "landform", *["--region", "namib"] * 3, "--out", str(tmp_path / "ds"), "--tile", "16",
             "--block-tiles", block_tiles, "--min-valid", "0.75", "--split", "0.5,0.25,0.25", "--split-by", "scene"]
     assert main(argv) == 1

@@ -66,7 +66,7 @@ def test_cog_products_carry_grid_legend_and_colours(tmp_path: Path, class_data) 
         assert cmap[1] == (230, 120, 0, 255) and cmap[255][3] == 0
         assert read_legend(src) == LEGEND
         assert src.tags()["CLASS_1"] == "barchan / crescentic"
-        assert "1=barchan / crescentic" in src.descriptions[0]
+        assert src.descriptions[0] == "dune class"  # the classes are in the tags, the categories and the RAT
     with rasterio.open(products["confidence"]) as src:
         conf = src.read(1)
         assert src.nodata == 255 and np.isclose(src.scales[0], 1 / 254)
