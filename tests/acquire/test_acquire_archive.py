@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pandas as pd
 import pytest
 import rasterio
 from aef_archive_helpers import RES, index_row, serve, write_int8_cog
+from process_helpers import kill_when_predicted
 from pyproj import Geod, Transformer
 
 from dunemap import map_statistics
@@ -187,19 +186,7 @@ def test_killed_run_resumes_to_the_same_bytes(mapped, local_checkpoint, tmp_path
     command = [sys.executable, "-m", "dunemap", "map", "--index", str(root / "aef_index.parquet"), "--bbox",
                *map(str, BBOX), "--year", str(YEAR), "--out", str(target), "--weights", str(local_checkpoint),
                *OPTIONS]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
-    journal = target / "utm33S.tif.partial" / "journal.json"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if len(json.loads(journal.read_text())["predicted"]) >= 2:
-                proc.send_signal(signal.SIGKILL)
-                break
-        except (FileNotFoundError, ValueError, KeyError):
-            pass
-        time.sleep(0.002)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_when_predicted(command, target / "utm33S.tif.partial" / "journal.json", 2, child_env(), deadline_s=120)
     assert not (target / "catalog.json").exists() and not (target / "utm33S.tif").exists()
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=child_env(), check=False)
     assert done.returncode == 0, done.stderr

@@ -7,16 +7,15 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import rasterio
 import rasterio.shutil
 import torch
 from mapping_helpers import smooth_unit_vectors, write_raster
+from process_helpers import kill_when_predicted
 
 from dunemap.io.aef import quantize
 
@@ -41,21 +40,10 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
 
 def _kill_after(command: list[str], out: Path, blocks: int = 3) -> list[int]:
     """Start ``command`` and SIGKILL it once its journal records ``blocks`` predicted blocks; the recorded blocks."""
-    journal = out.parent / f"{out.name}.partial" / "journal.json"
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if len(json.loads(journal.read_text())["predicted"]) >= blocks:
-                proc.send_signal(signal.SIGKILL)
-                break
-        except (FileNotFoundError, ValueError, KeyError):
-            pass
-        time.sleep(0.002)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    blocks_done = kill_when_predicted(command, out.parent / f"{out.name}.partial" / "journal.json", blocks, _env(),
+                                      cwd=REPO)
     assert not out.exists()
-    return json.loads(journal.read_text())["predicted"]
+    return blocks_done
 
 
 def _resumed(done: subprocess.CompletedProcess) -> int:
