@@ -180,6 +180,17 @@ def test_map_over_a_flaky_http_server_is_byte_identical(mapped, local_checkpoint
     assert all(served.get(f"t{n}.tiff", 0) > 0 for n in range(6))  # every tile read where it lies
 
 
+def test_dask_workers_map_the_set_byte_identical(mapped, local_checkpoint, tmp_path):
+    """The zones' blocks run as tasks on a local Dask cluster of worker processes: the same maps."""
+    out, root, _ = mapped
+    done = run_map(str(root / "aef_index.parquet"), tmp_path / "dask", "--weights", str(local_checkpoint),
+                   "--workers", "2", "--verbose", env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert "2 worker(s)" in done.stderr and "model on the workers" in done.stderr
+    for product in ("utm33S.tif", "utm34S.tif", "catalog.csv"):
+        assert (tmp_path / "dask" / product).read_bytes() == (out / product).read_bytes(), product
+
+
 def test_killed_run_resumes_to_the_same_bytes(mapped, local_checkpoint, tmp_path):
     out, root, _ = mapped
     target = tmp_path / "killed"
