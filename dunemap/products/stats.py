@@ -262,6 +262,16 @@ def set_class_areas(maps: Sequence[Path], name: Path, zones: str | os.PathLike |
                      maps=list(maps))
 
 
+def map_areas(map_path: str | os.PathLike | Sequence[str | os.PathLike], zones: str | os.PathLike | None = None,
+              zone_field: str | None = None) -> AreaStats:
+    """:func:`class_areas` of one class map, or :func:`set_class_areas` of a set (maps, a zone set's folder or
+    catalog: :func:`dunemap.products.mapset.resolve_maps`), named by its catalog or first map."""
+    maps, catalog = resolve_maps(map_path)
+    if is_set(maps, catalog):
+        return set_class_areas(maps, catalog or maps[0], zones, zone_field)
+    return class_areas(maps[0], zones, zone_field)
+
+
 @contextlib.contextmanager
 def _applicability_mask(path: Path, classes: rasterio.io.DatasetReader):
     """The open applicability companion of a class map (None when absent); it must share the map's grid."""
@@ -341,10 +351,6 @@ def map_statistics(
         raise InputError(f"--zone-field {zone_field!r} given without --zones")
     maps, catalog = resolve_maps(map_path)
     with claimed_report(out, [*maps, catalog, zones, *inputs], overwrite=overwrite):
-        if is_set(maps, catalog):
-            stats = set_class_areas(maps, catalog or maps[0], zones, zone_field)
-        else:
-            stats = class_areas(maps[0], zones, zone_field)
-        stats = write_area_stats(stats, out)
+        stats = write_area_stats(map_areas(map_path, zones, zone_field), out)
     log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats
