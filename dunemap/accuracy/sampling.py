@@ -199,6 +199,7 @@ def draw_sample(
     rng = np.random.default_rng(seed)
     ranks = {cid: np.sort(rng.choice(int(p), size=int(t), replace=False)) for cid, p, t in zip(ids, pixels, taken)}
 
+    as_set = is_set(maps, catalog)
     seen = dict.fromkeys(ids, 0)  # pixels of each class passed so far, over the maps one after another
     found = [_locate(m, ranks, seen) for m in maps]
     rows_a, cols_a, cls_a = (np.concatenate([f[k] for f in found]) for k in range(3))
@@ -209,12 +210,12 @@ def draw_sample(
     for i, (*_, transform, crs) in enumerate(found):  # pixel centres, in one CRS for a set
         at = source == i
         x[at], y[at] = transform @ (cols_a[at] + 0.5, rows_a[at] + 0.5)
-        if len(maps) > 1:
+        if as_set:
             x[at], y[at] = pyproj.Transformer.from_crs(crs.to_wkt(), SET_CRS, always_xy=True).transform(x[at], y[at])
     allocation = [StratumAllocation(r.class_id, r.class_name, r.pixels, r.area_km2, int(a), int(t))
                   for r, a, t in zip(mapped, asked, taken)]
     legend_names = [r.class_name for r in stats.rows]
-    if is_set(maps, catalog):
+    if as_set:
         zones = [zone_label(m, f[-1].to_epsg()) for m, f in zip(maps, found)]
         sample = MapSample(map_path, CRS.from_user_input(SET_CRS), rows_a, cols_a, x, y, cls_a, allocation, plan,
                            legend_names, list(maps), source, zones)

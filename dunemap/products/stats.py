@@ -31,6 +31,7 @@ from dunemap.products.classmap import open_class_map
 from dunemap.products.mapset import is_set, resolve_maps
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
+from dunemap.raster.vectors import transform_geometries
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def read_zones(path: str | os.PathLike, map_crs: rasterio.crs.CRS, field_name: s
         src = pyproj.CRS.from_user_input(meta["crs"])
         dst = pyproj.CRS.from_user_input(map_crs.to_wkt())
         if not src.equals(dst):
-            tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
-            geoms = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+            geoms = transform_geometries(geoms, pyproj.Transformer.from_crs(src, dst, always_xy=True))
     zones = []
     for i, g in enumerate(geoms):
         if g is None or g.is_empty:
