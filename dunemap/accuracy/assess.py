@@ -33,6 +33,8 @@ from dunemap.raster.legend import NODATA_CLASS
 
 CLASS_KEYS = ("id", "name", "mapped_area_km2", "area_km2", "area_km2_ci95", "users_accuracy", "users_accuracy_ci95",
               "producers_accuracy", "producers_accuracy_ci95")
+
+
 def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
 

@@ -186,6 +186,7 @@ def vectorize_map(
             meter = AreaMeter(crs, ((b.left + b.right) / 2, (b.bottom + b.top) / 2))
             patches = trace_patches(src, classes)
         to_set = None if one else pyproj.Transformer.from_crs(crs.to_wkt(), SET_CRS, always_xy=True)
+        step, zone = SET_DENSIFY_PIXELS * max(abs(transform.a), abs(transform.e)), zone_label(m, crs.to_epsg())
         for value, poly in patches:
             geom = _to_map(poly, transform)
             area = meter.area(geom)  # in the map's own projection, before any reprojection
@@ -193,8 +194,8 @@ def vectorize_map(
                 dropped += 1
                 continue
             if to_set is not None:
-                geom = transform_geometries(geom, to_set, SET_DENSIFY_PIXELS * max(abs(transform.a), abs(transform.e)))
-                zones.append(zone_label(m, crs.to_epsg()))
+                geom = transform_geometries(geom, to_set, step)
+                zones.append(zone)
             ids.append(value)
             names.append(legend.name_of(value))
             areas.append(area)

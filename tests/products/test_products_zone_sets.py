@@ -88,8 +88,8 @@ def test_set_sample_is_one_draw_by_the_summed_areas_on_valid_pixels(desert, zone
     np.testing.assert_array_equal(ids, np.arange(1, 61))
 
 
-def test_set_accuracy_with_perfect_labels_gives_oa_one_and_the_summed_areas(desert, zone_km2, drawn,
-                                                                           tmp_path) -> None:
+def test_set_accuracy_with_perfect_labels_gives_oa_one_and_the_summed_areas(desert, zone_km2, drawn, tmp_path,
+                                                                           capsys) -> None:
     _, lon, lat, ids, zones = drawn
     labelled = write_labels(tmp_path / "labelled.gpkg", lon, lat, ids, zone_set_truth(lon, lat))
     done = dunemap("accuracy", str(desert), "--reference", str(labelled), "--out", str(tmp_path / "acc.json"))
@@ -100,6 +100,12 @@ def test_set_accuracy_with_perfect_labels_gives_oa_one_and_the_summed_areas(dese
     for c in report["classes"]:
         assert c["mapped_area_km2"] == pytest.approx(zone_km2[c["id"]], rel=1e-12)
         assert c["area_km2"] == pytest.approx(zone_km2[c["id"]], rel=1e-12)
+    # stats of the set with the same points: the error-adjusted areas beside the mapped ones
+    assert main(["stats", str(desert), "--out", str(tmp_path / "areas.csv"), "--reference", str(labelled)]) == 0
+    out = capsys.readouterr().out
+    assert "error-adjusted areas from 60 reference points" in out
+    row = next(line for line in out.splitlines() if line.startswith("1 crescentic "))
+    assert [float(v) for v in row.split()[2:4]] == pytest.approx([zone_km2[1]] * 2, abs=1e-4)
 
 
 def test_set_accuracy_from_known_truth_is_the_hand_computation(desert, zone_km2, drawn, tmp_path, capsys) -> None:
