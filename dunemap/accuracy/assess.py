@@ -1,14 +1,19 @@
-"""Accuracy assessment of a class map from reference points (or a truth raster): report, JSON, CSV.
+"""Accuracy assessment of a class map, or of a set of zone maps, from reference points (or a truth raster).
 
 The strata are the map's classes and their weights its true class areas
 (:func:`dunemap.products.stats.class_areas`, so a geographic CRS is weighted right); each point's
-stratum is read from the map at the point. Reference classes are ids or class names.
+stratum is read from the map at the point. Over a set (a zone set's folder or catalog, or maps: :mod:`dunemap.
+products.mapset`) the strata are the classes of all its maps, their areas summed over the maps, each map
+measured in its own projection (:func:`dunemap.products.stats.set_class_areas`), and each point's map class
+is read from the map that owns its ground (:mod:`dunemap.products.lookup`). Reference classes are ids or
+class names. Reports are JSON and CSV.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,28 +26,25 @@ from dunemap.errors import InputError
 from dunemap.io.formats import feature_layer
 from dunemap.io.reports import claimed_report, write_report
 from dunemap.products.classmap import open_class_map
-from dunemap.products.stats import class_areas
+from dunemap.products.lookup import classes_at, quote_ids
+from dunemap.products.mapset import resolve_maps
+from dunemap.products.stats import class_areas, map_areas
 from dunemap.raster.legend import NODATA_CLASS
 
 CLASS_KEYS = ("id", "name", "mapped_area_km2", "area_km2", "area_km2_ci95", "users_accuracy", "users_accuracy_ci95",
               "producers_accuracy", "producers_accuracy_ci95")
-_SHOWN_IDS = 10  # point ids quoted in an error
 
 
 def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
-def _ids(ids: np.ndarray) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:_SHOWN_IDS])
-    return shown + (f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else "")
-
-
 @dataclass
 class AccuracyAssessment:
-    """The stratified estimate of one map's accuracy and class areas (km2), with the classes' ids and names."""
+    """The stratified estimate of one map's (or one set's) accuracy and class areas (km2), with the classes' ids
+    and names."""
 
-    map_path: Path
+    map_path: Path  # the map, or the set's catalog (its first map when listed by hand)
     class_ids: list[int]
     class_names: list[str]
     estimate: StratifiedEstimate
@@ -51,6 +53,7 @@ class AccuracyAssessment:
     reference: str = ""  # where the reference labels came from
     notes: list[str] = field(default_factory=list)
     estimator: str = "stratified by map class (Olofsson et al. 2014)"
+    maps: list[Path] = field(default_factory=list)  # the maps of a set, their areas summed (empty for one map)
 
     def classes(self) -> list[dict]:
         """One dict per class with the keys of ``CLASS_KEYS`` (None where undefined); ``ci95`` = half-width."""
@@ -80,7 +83,8 @@ class AccuracyAssessment:
     def to_dict(self) -> dict:
         e = self.estimate
         return {
-            "map": str(self.map_path), "reference": self.reference, "n_points": self.n_points,
+            "map": str(self.map_path), **({"maps": [str(m) for m in self.maps]} if self.maps else {}),
+            "reference": self.reference, "n_points": self.n_points,
             "estimator": f"{self.estimator}; ci95 = half-width of the 95 % interval",
             "area_method": self.area_method,
             "overall_accuracy": {"estimate": e.overall, "ci95": float(e.ci95(e.overall_se))},
@@ -107,10 +111,12 @@ class AccuracyAssessment:
         return "\n".join(lines)
 
 
-def estimate_from_points(map_path: Path, map_class: np.ndarray, ref_class: np.ndarray, reference: str = "",
-                         point_ids: np.ndarray | None = None) -> AccuracyAssessment:
-    """Assess ``map_path`` from points whose map and reference class ids are given (strata = map classes)."""
-    stats = class_areas(map_path)
+def estimate_from_points(map_path: Path | Sequence[Path], map_class: np.ndarray, ref_class: np.ndarray,
+                         reference: str = "", point_ids: np.ndarray | None = None) -> AccuracyAssessment:
+    """Assess ``map_path`` (a class map or a set) from points whose map and reference class ids are given
+    (strata = map classes, their areas summed over a set's maps)."""
+    stats = map_areas(map_path)
+    map_path = stats.map_path
     ids = [r.class_id for r in stats.rows]
     names = [r.class_name for r in stats.rows]
     point_ids = np.arange(1, len(map_class) + 1) if point_ids is None else np.asarray(point_ids)
@@ -118,7 +124,7 @@ def estimate_from_points(map_path: Path, map_class: np.ndarray, ref_class: np.nd
     unknown = ref_class >= q
     if unknown.any():
         raise InputError(f"{reference}: reference class id(s) {sorted(set(ref_class[unknown].tolist()))} are not "
-                         f"classes of {map_path} (0..{q - 1}); points {_ids(point_ids[unknown])}")
+                         f"classes of {map_path} (0..{q - 1}); points {quote_ids(point_ids[unknown])}")
     counts = np.zeros((q, q), dtype=np.int64)
     np.add.at(counts, (map_class, ref_class), 1)
     mapped = np.array([r.area_km2 for r in stats.rows])
@@ -129,7 +135,8 @@ def estimate_from_points(map_path: Path, map_class: np.ndarray, ref_class: np.nd
                          f"each mapped class needs at least {MIN_STRATUM_POINTS} for a variance (add points or merge "
                          "the class)")
     estimate = stratified_estimate(counts, mapped, pixels)
-    return AccuracyAssessment(Path(map_path), ids, names, estimate, int(len(map_class)), stats.method, reference)
+    return AccuracyAssessment(Path(map_path), ids, names, estimate, int(len(map_class)), stats.method, reference,
+                              maps=stats.maps)
 
 
 def _parse_reference(values: np.ndarray, names: list[str], path: Path, point_ids: np.ndarray) -> np.ndarray:
@@ -137,7 +144,7 @@ def _parse_reference(values: np.ndarray, names: list[str], path: Path, point_ids
     empty = text == ""
     if empty.any():
         raise InputError(f"{path}: {int(empty.sum())} of {len(text)} points have an empty reference class "
-                         f"(point_id {_ids(point_ids[empty])}); label every point or remove it")
+                         f"(point_id {quote_ids(point_ids[empty])}); label every point or remove it")
     lookup = {n.lower(): i for i, n in enumerate(names)}
     out = np.empty(len(text), dtype=np.int64)
     for k, v in enumerate(text):
@@ -154,15 +161,19 @@ def _parse_reference(values: np.ndarray, names: list[str], path: Path, point_ids
     return out
 
 
-def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike, field_name: str = "ref_class",
+def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike | Sequence[str | os.PathLike],
+                          field_name: str = "ref_class",
                           strata: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
     """(point ids, map class at each point, reference class ids, stratum at each point or None) of a labelled
-    point file over a class map; the strata are the classes of the class map ``strata`` when given."""
+    point file over a class map or a set; the strata are the classes of ``strata`` (a class map or a set) when
+    given."""
     import pyogrio.raw
     import shapely
     from pyogrio.errors import DataSourceError
 
-    points, map_path = Path(points), Path(map_path)
+    points = Path(points)
+    maps, _ = resolve_maps(map_path)
+    strata_maps = None if strata is None else resolve_maps(strata)[0]
     if not points.exists():
         raise InputError(f"{points}: reference points file not found")
     try:
@@ -183,58 +194,33 @@ def read_reference_points(points: str | os.PathLike, map_path: str | os.PathLike
     got = {name: values[i] for i, name in enumerate(meta["fields"])}  # pyogrio keeps the file's field order
     point_ids = np.asarray(got["point_id"], dtype=np.int64) if "point_id" in got else np.arange(1, len(geoms) + 1)
     x, y = shapely.get_x(geoms), shapely.get_y(geoms)
-    legend_names = [r.class_name for r in class_areas(map_path).rows]
-    map_class = _classes_at(Path(map_path), x, y, meta.get("crs"), points, point_ids)
-    stratum = None if strata is None else _classes_at(Path(strata), x, y, meta.get("crs"), points, point_ids)
+    legend_names = [r.class_name for r in map_areas(maps).rows]
+    map_class, _ = classes_at(maps, x, y, meta.get("crs"), points, point_ids)
+    stratum = None if strata_maps is None else classes_at(strata_maps, x, y, meta.get("crs"), points, point_ids)[0]
     return point_ids, map_class, _parse_reference(got[field_name], legend_names, points, point_ids), stratum
 
 
-def _classes_at(raster: Path, x: np.ndarray, y: np.ndarray, crs, points: Path, point_ids: np.ndarray) -> np.ndarray:
-    """The class of ``raster`` (a class map) under each point (``x``, ``y`` in ``crs``); every point must be on data."""
-    import pyproj
+def assess_map(map_path: str | os.PathLike | Sequence[str | os.PathLike], points: str | os.PathLike,
+               field_name: str = "ref_class", strata: str | os.PathLike | None = None) -> AccuracyAssessment:
+    """Accuracy and error-adjusted areas of a class map, or of a set (module docstring), from labelled points.
 
-    if not crs:  # never assume the map's CRS: points of another CRS would land elsewhere
-        raise InputError(f"{points}: the reference points have no CRS; expected a layer with a coordinate "
-                         "reference system (assign the one they were made in, e.g. in QGIS)")
-    with open_class_map(raster, "its pixel areas are unknown") as src:
-        if crs:
-            crs_points = pyproj.CRS.from_user_input(crs)
-            crs_map = pyproj.CRS.from_user_input(src.crs.to_wkt())
-            if not crs_points.equals(crs_map):
-                x, y = pyproj.Transformer.from_crs(crs_points, crs_map, always_xy=True).transform(x, y)
-        cols, rows = ~src.transform @ (np.asarray(x), np.asarray(y))
-        rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
-        outside = (rows < 0) | (cols < 0) | (rows >= src.height) | (cols >= src.width)
-        if outside.any():
-            raise InputError(f"{points}: {int(outside.sum())} point(s) lie outside the map {raster} "
-                             f"(point_id {_ids(point_ids[outside])})")
-        centres = zip(*(src.transform @ (cols + 0.5, rows + 0.5)))
-        values = np.array([v[0] for v in src.sample(centres)], dtype=np.int64)
-    nodata = values == NODATA_CLASS
-    if nodata.any():
-        raise InputError(f"{points}: {int(nodata.sum())} point(s) fall on nodata of {raster} "
-                         f"(point_id {_ids(point_ids[nodata])})")
-    return values
-
-
-def assess_map(map_path: str | os.PathLike, points: str | os.PathLike, field_name: str = "ref_class",
-               strata: str | os.PathLike | None = None) -> AccuracyAssessment:
-    """Accuracy and error-adjusted areas of a class map from labelled reference points.
-
-    The points are taken as a stratified random sample of the map's classes (Olofsson et al. 2014), or of
-    the classes of ``strata`` (another class map, e.g. the earlier map the points were drawn from with
-    ``dunemap sample``; Stehman 2014).
+    The points are taken as a stratified random sample of the map's classes (Olofsson et al. 2014; over a
+    set, of the classes of all its maps, as ``dunemap sample`` draws it), or of the classes of ``strata``
+    (another class map or set, e.g. the earlier map the points were drawn from with ``dunemap sample``;
+    Stehman 2014).
     """
     point_ids, map_class, ref, stratum = read_reference_points(points, map_path, field_name, strata)
     if stratum is None:
-        return estimate_from_points(Path(map_path), map_class, ref, f"{points}", point_ids)
-    return estimate_with_strata(Path(map_path), Path(strata), stratum, map_class, ref, f"{points}")
+        return estimate_from_points(map_path, map_class, ref, f"{points}", point_ids)
+    return estimate_with_strata(map_path, strata, stratum, map_class, ref, f"{points}")
 
 
-def estimate_with_strata(map_path: Path, strata: Path, stratum: np.ndarray, map_class: np.ndarray,
-                         ref_class: np.ndarray, reference: str = "") -> AccuracyAssessment:
-    """Assess ``map_path`` from points drawn by stratum of the class map ``strata`` (Stehman 2014)."""
-    stats, strata_stats = class_areas(map_path), class_areas(strata)
+def estimate_with_strata(map_path: Path | Sequence[Path], strata: Path | Sequence[Path], stratum: np.ndarray,
+                         map_class: np.ndarray, ref_class: np.ndarray, reference: str = "") -> AccuracyAssessment:
+    """Assess ``map_path`` (a class map or a set) from points drawn by stratum of the classes of ``strata`` (a
+    class map or a set; Stehman 2014); both sets' areas are summed over their maps."""
+    stats, strata_stats = map_areas(map_path), map_areas(strata)
+    map_path, strata = stats.map_path, strata_stats.map_path
     strata_area = np.array([r.area_km2 for r in strata_stats.rows])
     for h in np.flatnonzero((strata_area > 0) & (np.bincount(stratum, minlength=strata_area.size) < 2)):
         r = strata_stats.rows[h]
@@ -248,7 +234,7 @@ def estimate_with_strata(map_path: Path, strata: Path, stratum: np.ndarray, map_
     estimate = stehman_estimate(stratum, map_class, ref_class, strata_area, mapped)
     return AccuracyAssessment(Path(map_path), [r.class_id for r in stats.rows], [r.class_name for r in stats.rows],
                               estimate, len(map_class), stats.method, reference,
-                              estimator=f"stratified by the classes of {strata} (Stehman 2014)")
+                              estimator=f"stratified by the classes of {strata} (Stehman 2014)", maps=stats.maps)
 
 
 def write_assessment(result: AccuracyAssessment, out: str | os.PathLike) -> tuple[Path, Path]:
@@ -256,12 +242,14 @@ def write_assessment(result: AccuracyAssessment, out: str | os.PathLike) -> tupl
     return write_report(out, result.to_dict(), list(CLASS_KEYS), result.classes())
 
 
-def accuracy_report(map_path: str | os.PathLike, points: str | os.PathLike, out: str | os.PathLike,
-                    field_name: str = "ref_class", overwrite: bool = False,
+def accuracy_report(map_path: str | os.PathLike | Sequence[str | os.PathLike], points: str | os.PathLike,
+                    out: str | os.PathLike, field_name: str = "ref_class", overwrite: bool = False,
                     strata: str | os.PathLike | None = None) -> tuple[AccuracyAssessment, Path, Path]:
     """``dunemap accuracy``: :func:`assess_map` and :func:`write_assessment`, the pair claimed first (locked,
-    replaced only with ``overwrite``, never over the map, the points or the strata)."""
-    with claimed_report(out, [map_path, points, *([strata] if strata else [])], overwrite=overwrite):
+    replaced only with ``overwrite``, never over a map, a catalog, the points or the strata)."""
+    maps, catalog = resolve_maps(map_path)
+    strata_maps, strata_catalog = resolve_maps(strata) if strata else ([], None)
+    with claimed_report(out, [*maps, catalog, points, *strata_maps, strata_catalog], overwrite=overwrite):
         result = assess_map(map_path, points, field_name, strata)
         return (result, *write_assessment(result, out))
 
@@ -341,7 +329,8 @@ def assess_with_truth(map_path: str | os.PathLike, truth_path: str | os.PathLike
     return TruthComparison(result, truth_path, truth_area, int((~keep).sum()))
 
 
-def error_adjusted_table(map_path: str | os.PathLike, reference: str | os.PathLike, field_name: str = "ref_class") -> str:
+def error_adjusted_table(map_path: str | os.PathLike | Sequence[str | os.PathLike], reference: str | os.PathLike,
+                         field_name: str = "ref_class") -> str:
     """Mapped area beside the error-adjusted area (95 % interval) of each class, from labelled reference points."""
     result = assess_map(map_path, reference, field_name)
     lines = [f"error-adjusted areas from {result.n_points} reference points ({reference}):",

@@ -1,4 +1,5 @@
-"""Stratified random sampling of a class map: the strata are the map classes, the points are pixel centres.
+"""Stratified random sampling of a class map, or of a set of zone maps: the strata are the map classes, the points
+are pixel centres.
 
 Allocation: at least ``min_per_class`` points in every mapped class and the rest proportional to the
 classes' true areas (largest remainder), or an explicit per-class table. The total can be planned for a
@@ -10,6 +11,12 @@ Olofsson et al. (2014) advise 50 to 100 for rare classes. A sample that leaves a
 deterministic for a seed: the ranks of the chosen pixels are drawn per class, in class order, and located
 by one row-major scan of the map; nodata is never a stratum.
 
+A set (a zone set's folder or catalog, or maps: :mod:`dunemap.products.mapset`) is sampled in one draw:
+the strata are the classes of all its maps, their areas summed over the maps, each measured in its own
+projection, and each class's ranks run over its pixels in the maps one after another (in the set's order).
+The points of a set are written in one CRS, :data:`dunemap.products.mapset.SET_CRS` (longitude, latitude),
+each with the ``zone`` of the map it was drawn from, which says nothing of its class.
+
 The points are written blind (Olofsson et al. 2014, response design): in random order, numbered
 1..n in that order, without the map class, so whoever labels them cannot see what the map says;
 ``dunemap accuracy`` reads the map class again from the map at each point.
@@ -19,11 +26,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyproj
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from dunemap.accuracy.estimator import MIN_STRATUM_POINTS
@@ -32,13 +41,15 @@ from dunemap.io.formats import file_set, vector_driver, write_vectors
 from dunemap.io.outputs import check_outputs
 from dunemap.knowledge.catalog import class_texts
 from dunemap.products.classmap import open_class_map
-from dunemap.products.stats import class_areas
+from dunemap.products.mapset import SET_CRS, is_set, resolve_maps, zone_label
+from dunemap.products.stats import map_areas
 from dunemap.raster.legend import value_map_qml
 
 log = logging.getLogger(__name__)
 
 SCAN_PIXELS = 1 << 24  # pixels per strip of rows read while locating the sampled pixels
 POINT_FIELDS = ("point_id", "ref_class")  # blind: no map class (accuracy reads it from the map)
+ZONE_FIELD = "zone"  # a set's points also name the zone of the map each was drawn from
 EXPECTED_USERS = 0.8  # conjectured user's accuracy of every class when planning a sample size (Olofsson 2014: 0.7-0.9)
 
 
@@ -54,10 +65,11 @@ class StratumAllocation:
 
 @dataclass
 class MapSample:
-    """Points drawn from a class map: pixel indices, pixel-centre coordinates in the map's CRS, map classes."""
+    """Points drawn from a class map (or a set): pixel indices, pixel-centre coordinates in the map's CRS (a set's:
+    :data:`SET_CRS`), map classes."""
 
-    map_path: Path
-    crs: object  # rasterio CRS of the map
+    map_path: Path  # the map, or the set's catalog (its first map when listed by hand)
+    crs: object  # rasterio CRS of the map, or of the set's points
     rows: np.ndarray
     cols: np.ndarray
     x: np.ndarray
@@ -65,6 +77,10 @@ class MapSample:
     map_class: np.ndarray
     allocation: list[StratumAllocation]
     plan: str = ""  # how the total was chosen, when planned for a target standard error
+    class_names: list[str] = field(default_factory=list)  # every class of the legend, by id
+    maps: list[Path] = field(default_factory=list)  # the maps of a set (empty for one map)
+    source: np.ndarray | None = None  # a set's points: index in ``maps`` of the map each was drawn from
+    zones: list[str] = field(default_factory=list)  # a set's maps: the zone each covers (mapset.zone_label)
 
     @property
     def unusable(self) -> list[StratumAllocation]:
@@ -144,7 +160,7 @@ def _parse_table(table: Mapping[str | int, int], ids: list[int], names: list[str
 
 
 def draw_sample(
-    map_path: str | os.PathLike,
+    map_path: str | os.PathLike | Sequence[str | os.PathLike],
     n: int = 0,
     min_per_class: int = MIN_STRATUM_POINTS,
     seed: int = 0,
@@ -152,13 +168,15 @@ def draw_sample(
     target_se: float = 0.0,
     expected_users: float = EXPECTED_USERS,
 ) -> MapSample:
-    """Draw a stratified random sample of pixel centres from the class map at ``map_path``, in random order.
+    """Draw a stratified random sample of pixel centres from the class map at ``map_path``, or from a set of
+    class maps in one draw (module docstring), in random order.
 
     ``per_class`` (class id or name -> points) replaces the area-proportional allocation of ``n``;
     ``target_se`` (> 0) sets ``n`` by :func:`planned_size` instead.
     """
-    map_path = Path(map_path)
-    stats = class_areas(map_path)
+    maps, catalog = resolve_maps(map_path)
+    stats = map_areas(map_path)
+    map_path = stats.map_path
     mapped = [r for r in stats.rows if r.pixels > 0]
     if not mapped:
         raise InputError(f"{map_path}: the map has no mapped (non-nodata) pixels to sample")
@@ -181,15 +199,46 @@ def draw_sample(
     rng = np.random.default_rng(seed)
     ranks = {cid: np.sort(rng.choice(int(p), size=int(t), replace=False)) for cid, p, t in zip(ids, pixels, taken)}
 
+    as_set = is_set(maps, catalog)
+    seen = dict.fromkeys(ids, 0)  # pixels of each class passed so far, over the maps one after another
+    found = [_locate(m, ranks, seen) for m in maps]
+    rows_a, cols_a, cls_a = (np.concatenate([f[k] for f in found]) for k in range(3))
+    source = np.concatenate([np.full(f[0].size, i, dtype=np.int64) for i, f in enumerate(found)])
+    order = rng.permutation(np.lexsort((cols_a, rows_a, source, cls_a)))  # blind: no order by class or position
+    rows_a, cols_a, cls_a, source = rows_a[order], cols_a[order], cls_a[order], source[order]
+    x, y = np.empty(rows_a.size), np.empty(rows_a.size)
+    for i, (*_, transform, crs) in enumerate(found):  # pixel centres, in one CRS for a set
+        at = source == i
+        x[at], y[at] = transform @ (cols_a[at] + 0.5, rows_a[at] + 0.5)
+        if as_set:
+            x[at], y[at] = pyproj.Transformer.from_crs(crs.to_wkt(), SET_CRS, always_xy=True).transform(x[at], y[at])
+    allocation = [StratumAllocation(r.class_id, r.class_name, r.pixels, r.area_km2, int(a), int(t))
+                  for r, a, t in zip(mapped, asked, taken)]
+    legend_names = [r.class_name for r in stats.rows]
+    if as_set:
+        zones = [zone_label(m, f[-1].to_epsg()) for m, f in zip(maps, found)]
+        sample = MapSample(map_path, CRS.from_user_input(SET_CRS), rows_a, cols_a, x, y, cls_a, allocation, plan,
+                           legend_names, list(maps), source, zones)
+    else:
+        sample = MapSample(map_path, found[0][-1], rows_a, cols_a, x, y, cls_a, allocation, plan, legend_names)
+    if sample.unusable:
+        log.warning("%s: %s get fewer than %d points; `dunemap accuracy` will refuse them (give --min-per-class %d "
+                    "or more; 50 to 100 for rare classes, Olofsson et al. 2014)", map_path,
+                    ", ".join(f"class {a.class_id} ({a.name}) {a.taken}" for a in sample.unusable),
+                    MIN_STRATUM_POINTS, MIN_STRATUM_POINTS)
+    return sample
+
+
+def _locate(map_path: Path, ranks: dict[int, np.ndarray], seen: dict[int, int]) -> tuple:
+    """(rows, cols, classes, transform, CRS): the pixels of ``map_path`` whose rank in their class is in ``ranks``
+    (sorted), ranks counted from ``seen`` (the class's pixels in the maps before this one), found by one row-major
+    scan, and the map's grid; ``seen`` is advanced past this map."""
     rows, cols, classes = [], [], []
     with open_class_map(map_path, "its pixel areas are unknown") as src:
-        transform, crs = src.transform, src.crs
         strip = max(1, SCAN_PIXELS // src.width)
-        seen = dict.fromkeys(ids, 0)
         for r0 in range(0, src.height, strip):
             block = src.read(1, window=Window(0, r0, src.width, min(strip, src.height - r0))).ravel()
-            for cid in ids:
-                want = ranks[cid]
+            for cid, want in ranks.items():
                 lo, hi = np.searchsorted(want, [seen[cid], seen[cid] + np.count_nonzero(block == cid)])
                 if hi > lo:
                     flat = np.flatnonzero(block == cid)[want[lo:hi] - seen[cid]]
@@ -197,21 +246,9 @@ def draw_sample(
                     cols.append(flat % src.width)
                     classes.append(np.full(flat.size, cid, dtype=np.int64))
                 seen[cid] += np.count_nonzero(block == cid)
-    rows_a = np.concatenate(rows) if rows else np.empty(0, np.int64)
-    cols_a = np.concatenate(cols) if cols else np.empty(0, np.int64)
-    cls_a = np.concatenate(classes) if classes else np.empty(0, np.int64)
-    order = rng.permutation(np.lexsort((cols_a, rows_a, cls_a)))  # blind: no order by class or position
-    rows_a, cols_a, cls_a = rows_a[order], cols_a[order], cls_a[order]
-    x, y = transform @ (cols_a + 0.5, rows_a + 0.5)
-    allocation = [StratumAllocation(r.class_id, r.class_name, r.pixels, r.area_km2, int(a), int(t))
-                  for r, a, t in zip(mapped, asked, taken)]
-    sample = MapSample(map_path, crs, rows_a, cols_a, np.asarray(x), np.asarray(y), cls_a, allocation, plan)
-    if sample.unusable:
-        log.warning("%s: %s get fewer than %d points; `dunemap accuracy` will refuse them (give --min-per-class %d "
-                    "or more; 50 to 100 for rare classes, Olofsson et al. 2014)", map_path,
-                    ", ".join(f"class {a.class_id} ({a.name}) {a.taken}" for a in sample.unusable),
-                    MIN_STRATUM_POINTS, MIN_STRATUM_POINTS)
-    return sample
+        transform, crs = src.transform, src.crs
+    empty = np.empty(0, np.int64)
+    return (*(np.concatenate(a) if a else empty for a in (rows, cols, classes)), transform, crs)
 
 
 def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points") -> Path:
@@ -225,14 +262,18 @@ def write_points(sample: MapSample, out: str | os.PathLike, layer: str = "points
         np.arange(1, len(sample.rows) + 1, dtype=np.int32),
         np.array([None] * len(sample.rows), dtype=object),  # for the expert to fill in, e.g. in QGIS
     ]
-    labels = [label for label, _ in class_texts([r.class_name for r in class_areas(sample.map_path).rows])]
+    names = list(POINT_FIELDS)
+    if sample.source is not None:  # a set's points: the zone of the map each came from
+        fields.append(np.array(sample.zones, dtype=object)[sample.source])
+        names.append(ZONE_FIELD)
+    labels = [label for label, _ in class_texts(sample.class_names)]
     geometry = shapely.to_wkb(shapely.points(sample.x, sample.y))
-    return write_vectors(out, geometry, fields, list(POINT_FIELDS), layer=layer, geometry_type="Point",
+    return write_vectors(out, geometry, fields, names, layer=layer, geometry_type="Point",
                          crs=sample.crs.to_wkt(), style_qml=value_map_qml("ref_class", labels))
 
 
 def sample_map(
-    map_path: str | os.PathLike,
+    map_path: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     n: int = 0,
     min_per_class: int = MIN_STRATUM_POINTS,  # the fewest points per class that ``dunemap accuracy`` can use
@@ -243,8 +284,10 @@ def sample_map(
     overwrite: bool = False,
 ) -> MapSample:
     """``dunemap sample``: :func:`draw_sample` and :func:`write_points` to ``out`` (any vector format of
-    :mod:`dunemap.io.formats`; a Shapefile is checked and published with its sidecars)."""
-    check_outputs(file_set(out), [map_path], overwrite=overwrite)
+    :mod:`dunemap.io.formats`; a Shapefile is checked and published with its sidecars). ``map_path`` is a
+    class map or a set (maps, a zone set's folder or catalog), sampled in one draw."""
+    maps, catalog = resolve_maps(map_path)
+    check_outputs(file_set(out), [*maps, catalog], overwrite=overwrite)
     vector_driver(out)
     sample = draw_sample(map_path, n, min_per_class, seed, per_class, target_se, expected_users)
     write_points(sample, out)

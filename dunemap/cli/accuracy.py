@@ -1,11 +1,12 @@
-"""``dunemap sample`` and ``dunemap accuracy``: reference points for a class map, and its accuracy and area with 95 % intervals."""
+"""``dunemap sample`` and ``dunemap accuracy``: reference points for a class map (or a zone set), and its accuracy and
+area with 95 % intervals."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add, add_overwrite, default_of
+from dunemap.cli.options import add, add_maps, add_overwrite, default_of
 
 
 def _per_class(value: str) -> dict[str, int]:
@@ -29,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plans the total (Olofsson et al. 2014, eq. 13). Writes the points blind, for labelling without seeing the "
         "map: in random order, with point_id and an empty ref_class only (GeoPackage, Shapefile, ... by the "
         "extension of --out; a GeoPackage edits ref_class with a drop-down of the class labels). dunemap accuracy "
-        "reads each point's map class from the map.",
+        "reads each point's map class from the map. A zone set of map --index (its folder or catalog.json) or "
+        "several maps are sampled in one draw: the strata are the classes summed over the maps, and the points "
+        "are written in EPSG:4326 (longitude, latitude) with the zone of the map each was drawn from.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    add_maps(p, "are sampled as one, points in EPSG:4326")
     p.add_argument("--n", type=int, default=default_of(sample_map, "n"),
                    help="total number of points (0: give --per-class or --target-se)")
     p.add_argument("--min-per-class", type=int, default=default_of(sample_map, "min_per_class"), metavar="M",
@@ -55,16 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stratified estimation (Olofsson et al. 2014) of overall, user's and producer's accuracy and "
         "of each class's area, each with a 95 % confidence interval, from reference points labelled by an expert. "
         "Each point's map class is read from MAP. Points drawn by the classes of another map (an earlier version, "
-        "say) give --strata that map (Stehman 2014). Writes the report OUT names (.json or .csv) and its twin "
-        "beside it.",
+        "say) give --strata that map (Stehman 2014). Over a zone set (or several maps) each point's map class is "
+        "read from the map whose zone owns its ground, and the class areas are summed over the maps, each measured "
+        "in its own projection. Writes the report OUT names (.json or .csv) and its twin beside it.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    add_maps(p, "are assessed as one (the points of sample over that set)")
     p.add_argument("--reference", type=Path, required=True, metavar="POINTS", help="labelled points (e.g. from sample)")
     p.add_argument("--field", default=default_of(accuracy_report, "field_name"),
                    help="field holding each point's reference class id or name")
     p.add_argument("--strata", type=Path, default=default_of(accuracy_report, "strata"), metavar="CLASS_MAP",
-                   help="the class map whose classes were the strata of the sample, when they are not MAP's "
-                        "(Stehman 2014 estimator); default: MAP's classes (Olofsson et al. 2014)")
+                   help="the class map (or a zone set's folder or catalog.json) whose classes were the strata of the "
+                        "sample, when they are not MAP's (Stehman 2014 estimator); default: MAP's classes (Olofsson "
+                        "et al. 2014)")
     p.add_argument("--out", type=Path, required=True, help="report to write: a name ending in .json or .csv; the other file goes beside it")
     add_overwrite(p, "an existing --out")
     p.set_defaults(func=run_accuracy)

@@ -214,6 +214,14 @@ def add_windows(parser: argparse.ArgumentParser) -> None:
                              "min(64, window / 4) px inside a window (docs/quality.md)")
 
 
+def add_maps(parser: argparse.ArgumentParser, as_one: str) -> None:
+    """The MAP positional of a product command: one class map, or several, or a zone set of ``map --index``
+    (its folder or catalog.json); ``as_one`` ends the help, saying what the command makes of several."""
+    parser.add_argument("map", type=Path, nargs="+", metavar="MAP",
+                        help="class map (uint8 GeoTIFF, 255 = nodata); several maps, or a zone set of map --index (its "
+                             f"folder or catalog.json), {as_one}")
+
+
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
     """``--overwrite``: the one flag that lets a command replace what an earlier run wrote."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")

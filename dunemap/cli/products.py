@@ -1,11 +1,11 @@
-"""``dunemap stats``, ``quicklook`` and ``vectorize``: products made from a finished class map."""
+"""``dunemap stats``, ``quicklook``, ``vectorize`` and ``mosaic``: products of a finished class map or zone set."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from dunemap.cli.options import add_overwrite, default_of
+from dunemap.cli.options import add_maps, add_overwrite, default_of
 from dunemap.errors import ConfigError
 
 
@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sum the true (ellipsoidal) area of each class of a class map, over the whole map or inside "
         "each polygon of a zones file. Writes OUT (CSV) and OUT with .json.",
     )
-    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
-                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps, or a zone set of map --index (its "
-                        "folder or catalog.json), give one table summed over the maps, each in its own projection")
+    add_maps(p, "give one table summed over the maps, each in its own projection")
     p.add_argument("--out", type=Path, metavar="REPORT",
                    help="report to write: a name ending in .csv or .json, the other file goes beside it "
                         "(default: MAP_areas.csv beside the first map, DESERT_areas.csv beside a set's folder)")
@@ -43,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--zone-field", help="attribute naming each zone (default: zone_<feature index>)")
     add_overwrite(p, "existing CSV and JSON files")
     p.add_argument("--reference", type=Path, metavar="POINTS",
-                   help="labelled reference points (see dunemap sample): also print each class's error-adjusted "
-                        "area with its 95 %% interval beside the mapped area (default: none)")
+                   help="labelled reference points (see dunemap sample; of the set, for a set): also print each "
+                        "class's error-adjusted area with its 95 %% interval beside the mapped area (default: none)")
     p.add_argument("--field", default=default_of(error_adjusted_table, "field_name"),
                    help="field of --reference with the reference class")
     p.set_defaults(func=run_stats)
@@ -54,9 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render a class map to a PNG: class colours, legend with class shares, scale bar, north "
         "arrow and, optionally, hillshading from an elevation raster.",
     )
-    p.add_argument("map", type=Path, nargs="+", metavar="MAP",
-                   help="class map (uint8 GeoTIFF, 255 = nodata); several maps or a zone set (its folder or "
-                        "catalog.json) are drawn as one, mosaicked in an equal-area view centred on them")
+    add_maps(p, "are drawn as one, mosaicked in an equal-area view centred on them")
     p.add_argument("--out", type=Path, metavar="PNG",
                    help="PNG to write (default: MAP.png beside the first map, DESERT.png beside a set's folder)")
     p.add_argument("--hillshade-from", type=Path, metavar="DEM",
@@ -73,9 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "vectorize", help="polygons of each class patch to a GeoPackage, Shapefile, GeoJSON, FlatGeobuf or GeoParquet",
         description="Trace every 4-connected patch of each class into a polygon with class_id, class_name and "
-        "area_m2 (true area) attributes; patches under --min-area are dropped.",
+        "area_m2 (true area) attributes; patches under --min-area are dropped. A zone set of map --index (or "
+        "several maps) gives one layer in EPSG:4326 with a zone attribute, each polygon's area measured in its "
+        "zone's own projection.",
     )
-    p.add_argument("map", type=Path, metavar="MAP", help="class map (uint8 GeoTIFF, 255 = nodata)")
+    add_maps(p, "go into one layer in EPSG:4326")
     p.add_argument("--out", type=Path, required=True,
                    help="vector file to write; the extension sets the format: .gpkg (GeoPackage, with a QGIS "
                         "style), .shp (Shapefile), .geojson, .fgb (FlatGeobuf), .parquet (GeoParquet)")
@@ -117,8 +115,6 @@ def run_stats(args: argparse.Namespace) -> int:
 
     if args.reference and args.zones:
         raise ConfigError("--reference estimates areas over the whole map; it cannot be combined with --zones")
-    if args.reference and len(args.map) > 1 or args.reference and args.map[0].is_dir():
-        raise ConfigError("--reference estimates the areas of one map; give one MAP")
     if args.out is None:
         args.out = default_product(args.map[0], "_areas.csv")
     stats = map_statistics(args.map, args.out, zones=args.zones, zone_field=args.zone_field, overwrite=args.overwrite,
@@ -127,7 +123,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.reference:
         from dunemap.accuracy.assess import error_adjusted_table
 
-        print(error_adjusted_table(args.map[0], args.reference, args.field))
+        print(error_adjusted_table(args.map, args.reference, args.field))
     print(f"wrote {stats.csv_path} and {stats.json_path}")
     return 0
 
@@ -160,10 +156,12 @@ def run_quicklook(args: argparse.Namespace) -> int:
 def run_vectorize(args: argparse.Namespace) -> int:
     from dunemap.io.formats import file_set, vector_driver
     from dunemap.io.outputs import claim_outputs
+    from dunemap.products.mapset import resolve_maps
     from dunemap.products.vectorize import vectorize_map
 
+    maps, catalog = resolve_maps(args.map)
     # an existing GeoPackage gets a new layer; other formats are replaced whole (vectorize_map applies --overwrite)
-    with claim_outputs([args.out], [args.map], resume=True, companions=file_set(args.out)[:-1]):
+    with claim_outputs([args.out], [*maps, catalog], resume=True, companions=file_set(args.out)[:-1]):
         vector_driver(args.out)  # refuse an unknown extension before any work
         result = vectorize_map(args.map, args.out, min_area_m2=args.min_area, classes=args.classes, layer=args.layer,
                                overwrite=args.overwrite)

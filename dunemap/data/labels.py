@@ -142,15 +142,11 @@ class VectorLabels:
         import shapely
         from pyproj import Transformer
 
+        from dunemap.raster.vectors import transform_geometries  # deferred: shapely, only for vector labels
+
         transformer = Transformer.from_crs(self.crs.to_wkt(), crs.to_wkt(), always_xy=True)
         step = 0.0005 if self.crs.is_geographic else 50.0  # densify: ~50 m, so curved edges stay accurate
-        dense = shapely.segmentize(self.geometries, step)
-
-        def project(coords: np.ndarray) -> np.ndarray:
-            x, y = transformer.transform(coords[:, 0], coords[:, 1])
-            return np.column_stack([x, y])
-
-        moved = shapely.transform(dense, project)
+        moved = transform_geometries(self.geometries, transformer, step)
         bad = ~np.isfinite(shapely.bounds(moved)).all(axis=1)
         if bad.any():
             raise InputError(f"{self.source}: feature #{int(np.flatnonzero(bad)[0])} cannot be transformed from "

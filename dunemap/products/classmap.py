@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import rasterio
@@ -87,9 +88,28 @@ def open_class_map(map_path: str | os.PathLike, why_crs: str) -> rasterio.io.Dat
     return src
 
 
-def map_legend(src: rasterio.io.DatasetReader) -> ClassLegend | None:
-    """The legend of an open class map, labelled: its own labels, or the catalog's for maps written without them."""
-    legend = read_legend(src)
+def labelled(legend: ClassLegend | None) -> ClassLegend | None:
+    """``legend`` with labels: its own, or the catalog's for maps written without them."""
     if legend is None or legend.labels:
         return legend
     return legend.with_labels([label for label, _ in class_texts(list(legend.names))])
+
+
+def map_legend(src: rasterio.io.DatasetReader) -> ClassLegend | None:
+    """The legend of an open class map, labelled (:func:`labelled`)."""
+    return labelled(read_legend(src))
+
+
+def set_legend(maps: Sequence[Path], why_crs: str) -> ClassLegend | None:
+    """The legend the class maps of a set share (None when none has one), each map opened with
+    :func:`open_class_map` (``why_crs`` as there); a map whose class names differ is refused in one line."""
+    legend, first = None, None
+    for m in maps:
+        with open_class_map(m, why_crs) as src:
+            this = read_legend(src)
+        if this is not None and legend is not None and this.names != legend.names:
+            raise InputError(f"{m}: its classes {list(this.names)} differ from {first.name}'s; a set's maps share "
+                             "one legend")
+        if legend is None and this is not None:
+            legend, first = this, Path(m)
+    return legend

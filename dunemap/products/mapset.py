@@ -3,7 +3,8 @@
 A zone set's maps are disjoint by construction (each ground pixel belongs to one UTM zone, nodata in
 the others' maps, :mod:`dunemap.raster.zones`), so a product adds them up map by map, each measured
 in its own projection, and counts no pixel twice. Maps listed by hand are taken as given: they must
-not overlap.
+not overlap. A product of a set that holds coordinates (sample points, polygons) writes them in one
+CRS, :data:`SET_CRS`, with the zone of the map each came from (:func:`zone_label`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dunemap.errors import InputError
+from dunemap.raster.zones import is_utm, utm_zone_name
 
 CATALOG_NAME = "catalog.json"  # a zone set's catalog, in its folder (catalog.csv beside it)
 CATALOG_KIND = "dunemap zone set"
+SET_CRS = "EPSG:4326"  # the one CRS of a set's points and polygons: WGS84 longitude, latitude, whatever the zones
 
 
 def read_catalog(path: str | os.PathLike) -> list[Path]:
@@ -65,3 +68,9 @@ def resolve_maps(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
 def is_set(maps: Sequence[Path], catalog: Path | None) -> bool:
     """Whether a product is made of a set rather than of one map."""
     return catalog is not None or len(maps) > 1
+
+
+def zone_label(path: Path, epsg: int | None) -> str:
+    """The zone a map of a set covers, for the ``zone`` attribute of a set's products: its UTM zone (``33S``)
+    when its CRS (``epsg``) is one, otherwise the map's file name without its extension."""
+    return utm_zone_name(epsg) if is_utm(epsg) else Path(path).stem

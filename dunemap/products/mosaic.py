@@ -26,12 +26,12 @@ from rasterio.errors import CRSError
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
-from dunemap.errors import ConfigError, InputError
+from dunemap.errors import ConfigError
 from dunemap.io.outputs import claim_outputs, staged_outputs
-from dunemap.products.classmap import open_class_map
+from dunemap.products.classmap import set_legend
 from dunemap.products.mapset import resolve_maps
 from dunemap.raster.cog import write_cog
-from dunemap.raster.legend import NODATA_CLASS, read_legend, style_paths
+from dunemap.raster.legend import NODATA_CLASS, style_paths
 from dunemap.raster.tags import PRODUCT_TAG
 from dunemap.raster.transform import tile_transform
 
@@ -84,14 +84,7 @@ def mosaic_maps(maps: str | os.PathLike | Sequence[str | os.PathLike], out: str 
         raise ConfigError(f"CRS {crs!r} is not understood ({exc}); expected e.g. EPSG:4326") from None
     styles = style_paths(out)
     with claim_outputs([out, *styles.values()], [*paths, catalog], overwrite=overwrite):
-        legend = None
-        for m in paths:
-            with open_class_map(m, "it cannot be placed on the mosaic") as src:
-                this = read_legend(src)
-                if legend is not None and this is not None and this.names != legend.names:
-                    raise InputError(f"{m}: its classes {list(this.names)} differ from {paths[0].name}'s; a mosaic "
-                                     "needs one legend")
-                legend = legend or this
+        legend = set_legend(paths, "it cannot be placed on the mosaic")
         transform, width, height, res = mosaic_grid(paths, dst_crs, resolution)
         log.info("mosaic of %d map(s): %dx%d px of %g in %s", len(paths), width, height, res, dst_crs.to_string())
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work, \

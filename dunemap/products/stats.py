@@ -31,6 +31,7 @@ from dunemap.products.classmap import open_class_map
 from dunemap.products.mapset import is_set, resolve_maps
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend, read_legend
 from dunemap.raster.tags import PRODUCT_TAG, product_paths
+from dunemap.raster.vectors import transform_geometries
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def read_zones(path: str | os.PathLike, map_crs: rasterio.crs.CRS, field_name: s
         src = pyproj.CRS.from_user_input(meta["crs"])
         dst = pyproj.CRS.from_user_input(map_crs.to_wkt())
         if not src.equals(dst):
-            tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
-            geoms = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+            geoms = transform_geometries(geoms, pyproj.Transformer.from_crs(src, dst, always_xy=True))
     zones = []
     for i, g in enumerate(geoms):
         if g is None or g.is_empty:
@@ -262,6 +262,16 @@ def set_class_areas(maps: Sequence[Path], name: Path, zones: str | os.PathLike |
                      maps=list(maps))
 
 
+def map_areas(map_path: str | os.PathLike | Sequence[str | os.PathLike], zones: str | os.PathLike | None = None,
+              zone_field: str | None = None) -> AreaStats:
+    """:func:`class_areas` of one class map, or :func:`set_class_areas` of a set (maps, a zone set's folder or
+    catalog: :func:`dunemap.products.mapset.resolve_maps`), named by its catalog or first map."""
+    maps, catalog = resolve_maps(map_path)
+    if is_set(maps, catalog):
+        return set_class_areas(maps, catalog or maps[0], zones, zone_field)
+    return class_areas(maps[0], zones, zone_field)
+
+
 @contextlib.contextmanager
 def _applicability_mask(path: Path, classes: rasterio.io.DatasetReader):
     """The open applicability companion of a class map (None when absent); it must share the map's grid."""
@@ -341,10 +351,6 @@ def map_statistics(
         raise InputError(f"--zone-field {zone_field!r} given without --zones")
     maps, catalog = resolve_maps(map_path)
     with claimed_report(out, [*maps, catalog, zones, *inputs], overwrite=overwrite):
-        if is_set(maps, catalog):
-            stats = set_class_areas(maps, catalog or maps[0], zones, zone_field)
-        else:
-            stats = class_areas(maps[0], zones, zone_field)
-        stats = write_area_stats(stats, out)
+        stats = write_area_stats(map_areas(map_path, zones, zone_field), out)
     log.debug("wrote %s and %s (%s)", stats.csv_path, stats.json_path, stats.method)
     return stats

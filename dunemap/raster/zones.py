@@ -27,9 +27,14 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
+def is_utm(epsg: int | None) -> bool:
+    """Whether ``epsg`` is a WGS84 UTM zone (326zz north, 327zz south)."""
+    return epsg is not None and (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760)
+
+
 def utm_zone_name(epsg: int) -> str:
     """``33S`` for EPSG:32733, ``38N`` for EPSG:32638; other codes are refused in one line."""
-    if not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
+    if not is_utm(epsg):
         raise InputError(f"EPSG:{epsg} is not a WGS84 UTM zone (326zz/327zz); an AEF zone set needs UTM tiles")
     return f"{epsg % 100}{'N' if epsg < 32700 else 'S'}"
 

@@ -196,6 +196,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
     catalog = Path(__file__).resolve().parents[2] / "dunemap" / "knowledge" / "dune_classes.yaml"
     rasterio.shutil.copy(scene.embedding, root / "MOSAIC.vrt", driver="VRT")  # a GDAL VRT over the scene
     _write_aef_archive(root / "aef")
+    _write_zone_set(root, weights)
     files = {
         "EMB.tif": scene.embedding, "namib.tif": scene.embedding, "MAP.tif": root / "MAP.tif",
         "MAP_applicability.tif": root / "MAP_applicability.tif", "MAP_confidence.tif": root / "MAP_confidence.tif",
@@ -204,7 +205,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mads) -> dict[str, Path]:
         "W": weights, "calibrated.pth": weights, "b2.pth": weights, "dunes.gpkg": root / "dunes.gpkg",
         "zones.gpkg": root / "zones.gpkg", "points.gpkg": root / "points.gpkg",
         "aef_index.parquet": root / "aef" / "aef_index.parquet", "my.yaml": catalog, "my_classes.yaml": catalog,
-        "FILE": catalog,
+        "FILE": catalog, "DESERT": root / "DESERT", "desert_points.gpkg": root / "desert_points.gpkg",
     }
     files["best_model.pth"] = mads.weights  # the published weights' layout
     files["text_embeds_detailed.npy"] = mads.text
@@ -234,6 +235,25 @@ def _write_aef_archive(folder: Path) -> None:
     pd.DataFrame([{"path": str(tile.relative_to(folder)), "year": 2023, "crs": crs, "utm_zone": "33S",
                    "wgs84_west": w, "wgs84_south": s, "wgs84_east": e, "wgs84_north": n}]).to_parquet(
         folder / "aef_index.parquet")
+
+
+def _write_zone_set(root: Path, weights: Path) -> None:
+    """``DESERT``: the one-tile archive mapped as a zone set (map --index), and ``desert_points.gpkg``, a sample of
+    it labelled by an expert who agrees with the map."""
+    import pyogrio.raw
+    import shapely
+
+    from dunemap.accuracy.sampling import draw_sample
+    from dunemap.acquire.archive import ArchiveConfig, map_archive
+    from dunemap.mapping.config import MapConfig
+
+    map_archive(ArchiveConfig(index=str(root / "aef" / "aef_index.parquet"), year=2023, out=root / "DESERT",
+                              bbox=(15.196, -25.104, 15.204, -25.096)),
+                weights, MapConfig(window=64, stride=32, progress=False), device="cpu")
+    sample = draw_sample(root / "DESERT", 40, 3, 0)
+    pyogrio.raw.write(root / "desert_points.gpkg", shapely.to_wkb(shapely.points(sample.x, sample.y)),
+                      [sample.map_class.astype(np.int32)], ["ref_class"], crs=str(sample.crs), driver="GPKG",
+                      geometry_type="Point")
 
 
 def _write_polygons(path: Path, geoms: list, field: str, values: np.ndarray, crs) -> None:
