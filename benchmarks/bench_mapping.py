@@ -23,8 +23,9 @@ at a time on windows of the raster (CPU seconds per megapixel, best of a few int
 and the argmax agreement and largest softmax difference of each with the float32 model).
 ``--project N`` adds the CPU time each run would take on an N x N raster, scaled by its count of
 windows (the seed's design cannot hold such a raster in memory here). The command line, CPU
-count and load averages go into the output; everything also goes to ``--json``. Re-runnable: the
-raster is cached in ``--work`` by scene, size and seed.
+count, the CPU's model and speed flags (:func:`cpu_info`) and load averages go into the output;
+everything also goes to ``--json``. Re-runnable: the raster is cached in ``--work`` by scene, size
+and seed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,35 @@ PIXEL_KM2 = 1e-4  # one 10 m pixel
 SEED_WINDOW, SEED_STRIDE = 512, 256
 HELD_OUT_SEED = 10_000  # scene seeds of the training data are small (dunemap.synth.dataset.scene_seed)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "_weights" / "mit_b2_synth.pth"
+
+
+# /proc/cpuinfo flags that decide the speed of mapping on a CPU: wide vectors, int8 dot products, native bf16
+SPEED_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+               "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has (``cpuinfo``: the text of /proc/cpuinfo,
+    read when not given; an empty model and no flags where it cannot be read, e.g. off Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model or platform.processor() or "unknown",
+            "flags": [name for flag, name in SPEED_FLAGS.items() if flag in flags]}
+
+
+def describe_cpu(info: dict) -> str:
+    """``MODEL (FLAG, FLAG, ...)``: one line for tables."""
+    return f"{info['model']} ({', '.join(info['flags']) or 'none of ' + ', '.join(SPEED_FLAGS.values())})"
 
 
 def make_noise_raster(path: Path, size: int, seed: int = 0, tile: int = 512) -> Path:
@@ -402,7 +432,8 @@ def main() -> None:
 
     report: dict = {"command": command, "size": args.size, "scene": args.scene, "weights": str(weights),
                     "trained_weights": trained, "cpus": os.cpu_count(), "threads": args.threads or "torch default",
-                    "platform": platform.platform(), "python": platform.python_version(), "runs": []}
+                    "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_info(),
+                    "runs": []}
     import torch
 
     report["torch"] = torch.__version__
@@ -473,8 +504,8 @@ def format_report(report: dict, rows: list[dict], area: float, args: argparse.Na
     what = "held-out synthetic " + args.scene + " scene" if args.scene != "noise" else "smooth-noise"
     weights = "trained weights" if report["trained_weights"] else "RANDOM weights (agreement not meaningful)"
     lines.append(f"{args.size}x{args.size} int8 AEF {what} raster ({area:.1f} km2), {Path(report['weights']).name} "
-                 f"({weights}), {report['cpus']} CPU(s), threads {report['threads']}, torch {report['torch']}; "
-                 "1-min load average before/after each run in the last column")
+                 f"({weights}), {report['cpus']} CPU(s): {describe_cpu(report['cpu'])}, threads {report['threads']}, "
+                 f"torch {report['torch']}; 1-min load average before/after each run in the last column")
     if "levers" in report:
         intro = ("Model-level levers (CPU s per megapixel of window, best of 3 interleaved repeats; agreement "
                  "with the fp32 model's argmax on the same windows):")
@@ -507,10 +538,12 @@ def format_report(report: dict, rows: list[dict], area: float, args: argparse.Na
     profiled = [r for r in rows if r.get("stages")]
     if profiled:
         lines += ["", "Stages of `dunemap map --profile` (seconds; read and decode run in background threads):", "",
-                  "| run | " + " | ".join(STAGES) + " | wall |", "|---|" + "---:|" * (len(STAGES) + 1)]
+                  "| run | " + " | ".join(STAGES) + " | wall | read + decode, % of wall |",
+                  "|---|" + "---:|" * (len(STAGES) + 2)]
         for r in profiled:
+            share = (r["stages"].get("read", 0) + r["stages"].get("decode", 0)) / r["seconds"] * 100
             lines.append(f"| {r['label']} | " + " | ".join(f"{r['stages'].get(st, 0):.1f}" for st in STAGES)
-                         + f" | {r['seconds']:.1f} |")
+                         + f" | {r['seconds']:.1f} | {share:.1f} % |")
     return "\n".join(lines)
 
 

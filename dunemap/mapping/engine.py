@@ -38,7 +38,7 @@ from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, predict_block_data, prefetched
+from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_env
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
@@ -242,7 +242,7 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
     """Yield each block with its input, reading the next one in a background thread when ``prefetch``."""
 
     def read(block: Block) -> BlockData:
-        with times.timed("read"), rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
+        with times.timed("read"), read_env():
             return reader.read(block.extent)
 
     return prefetched(read, blocks, prefetch, "dunemap-read")

@@ -9,11 +9,11 @@ predicted in), normalises, and returns classes, confidence and probabilities.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Callable, Protocol, TypeVar
 
 import numpy as np
@@ -21,8 +21,8 @@ import rasterio
 import torch
 
 from dunemap.errors import InputError
-from dunemap.io.aef import code_table
 from dunemap.mapping.config import MapConfig
+from dunemap.mapping.decode import DECODED_DTYPES, decode_on_device, window_batch, window_codes
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block, blend_weights
 from dunemap.raster.geometry import Box
@@ -34,6 +34,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 GDAL_READ_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while reading: part of the mapping memory budget
+# GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
+GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
 
 
@@ -47,43 +49,6 @@ class SupportsPredict(Protocol):
     num_classes: int
 
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-@cache
-def _aef_lut(dtype: torch.dtype) -> np.ndarray:
-    """The value of every AEF int8 code (index = code + 128) as float32, or as bf16 bit patterns (uint16)."""
-    lut = code_table()  # (256,) float32, nodata (-128) -> 0
-    if dtype == torch.float32:
-        return lut
-    # round to nearest even as torch (and autocast) do, keep the bits: numpy has no bf16 type
-    return torch.tensor(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
-
-
-def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The model input of ``windows`` (all one shape, inside ``data.box``): (B, C, h, w), channels-last, ``dtype``.
-
-    AEF int8 codes are decoded by table look-up straight into the pixel-interleaved (channels-last)
-    layout in ``dtype`` (bf16 values rounded from the float32 decoding, as autocast would round
-    them), in one pass per window, so the predictor need not convert the batch again.
-    """
-    h, w = windows[0].shape
-    channels = data.data.shape[0]
-    if data.data.dtype == np.int8 and dtype in (torch.float32, torch.bfloat16):
-        lut = _aef_lut(dtype)
-        out = np.empty((len(windows), h, w, channels), dtype=lut.dtype)  # (B, h, w, C)
-        for i, win in enumerate(windows):
-            r = win.relative_to(data.box)
-            codes = data.data[:, r.row : r.row_stop, r.col : r.col_stop].transpose(1, 2, 0)  # (h, w, C) view
-            np.take(lut, codes.view(np.uint8) ^ np.uint8(0x80), out=out[i])  # index = code + 128
-        batch = torch.from_numpy(out)
-        if dtype != torch.float32:
-            batch = batch.view(dtype)
-    else:
-        out = np.empty((len(windows), h, w, channels), dtype=np.float32)  # (B, h, w, C)
-        for i, win in enumerate(windows):
-            out[i] = data.embeddings(win).transpose(1, 2, 0)
-        batch = torch.from_numpy(out).to(dtype)
-    return batch.permute(0, 3, 1, 2)  # (B, C, h, w) view of the (B, h, w, C) buffer: channels-last
 
 
 @dataclass
@@ -132,9 +97,9 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
 
     Windows run through the model ``batch_size`` at a time in the block's window order and are
     accumulated in that order; windows without a single valid pixel are skipped. With
-    ``config.prefetch`` the next batch is decoded in a background thread while the model runs (into
-    pinned memory when the model is on a GPU, so the copy to it can overlap too). The contribution
-    carries the seconds spent decoding, in the model and blending.
+    ``config.prefetch`` the next batch is decoded in a background thread while the model runs; on a GPU
+    only int8 codes are prepared there, in pinned memory, and decoded on the GPU (:func:`decoded_batches`).
+    The contribution carries the seconds spent decoding, in the model and blending.
     """
     if block.extent is None:
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
@@ -149,9 +114,10 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         weights = torch.from_numpy(blend_weights(windows[0].shape, config.blend))  # (h, w)
         acc_t, wsum_t = torch.from_numpy(acc), torch.from_numpy(wsum)  # views: accumulate in place
         dtype = getattr(predictor, "input_dtype", torch.float32)
-        pin = getattr(predictor, "device", torch.device("cpu")).type == "cuda"
+        device = torch.device(getattr(predictor, "device", "cpu"))
+        decode_on = device if device.type == "cuda" else None  # a GPU decodes the codes itself
         batches = [windows[s : s + batch_size] for s in range(0, len(windows), batch_size)]
-        for batch, x in _decoded(data, batches, dtype, pin, config.prefetch, times):
+        for batch, x in decoded_batches(data, batches, dtype, device, config.prefetch, times, decode_on):
             with times.timed("model"):
                 if config.applicability:
                     logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
@@ -169,16 +135,34 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
                         times.seconds)
 
 
-def _decoded(data: BlockData, batches: Sequence[Sequence[Box]], dtype: torch.dtype, pin: bool, ahead: bool,
-             times: StageTimes) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
-    """Each batch of windows with its model input, the next one decoded in a background thread when ``ahead``."""
+def decoded_batches(data: BlockData, batches: Sequence[Sequence[Box]], dtype: torch.dtype, device: torch.device,
+                    ahead: bool, times: StageTimes, decode_on: torch.device | None = None
+                    ) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
+    """Each batch of windows with its model input, the next one prepared in a background thread when ``ahead``.
+
+    ``decode_on`` a device: int8 codes are gathered pixel-interleaved (pinned when ``device`` is a GPU)
+    in the background and decoded there by table look-up (:func:`~dunemap.mapping.decode.decode_on_device`),
+    so only codes cross to a GPU; else windows are decoded on the CPU (pinned for a GPU ``device``).
+    Either way the values are :func:`~dunemap.mapping.decode.window_batch`'s.
+    """
+    pin = device.type == "cuda"
+    if decode_on is not None and data.data.dtype == np.int8 and dtype in DECODED_DTYPES:
+        def gather(batch: Sequence[Box]) -> torch.Tensor:
+            with times.timed("decode"):
+                return window_codes(data, batch, pin)
+
+        for batch, codes in prefetched(gather, batches, ahead, "dunemap-decode"):
+            with times.timed("decode"):
+                x = decode_on_device(codes, dtype, decode_on)
+            yield batch, x
+        return
 
     def decode(batch: Sequence[Box]) -> torch.Tensor:
         with times.timed("decode"):
             x = window_batch(data, batch, dtype)
             return x.pin_memory() if pin else x
 
-    return prefetched(decode, batches, ahead, "dunemap-decode")
+    yield from prefetched(decode, batches, ahead, "dunemap-decode")
 
 
 def prefetched(fn: Callable[[T], R], items: Sequence[T], ahead: bool, name: str) -> Iterator[tuple[T, R]]:
@@ -208,12 +192,19 @@ def predict_block(
     if block.extent is None:
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
+    with read_env():
         data = reader.read(block.extent)
     read = time.perf_counter() - t0
     contribution = predict_block_data(data, predictor, block, config, batch_size)
     contribution.seconds["read"] = read
     return contribution
+
+
+def read_env() -> rasterio.Env:
+    """The GDAL settings a block is read under: :data:`GDAL_READ_CACHE_BYTES` of block cache and
+    :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment)."""
+    threads = {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": GDAL_READ_THREADS}
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES, **threads)
 
 
 def split_contribution(contribution: Contribution, blocks: Sequence[Block]) -> dict[int, Part]:

@@ -211,6 +211,16 @@ def test_bench_mapping_compares_designs_on_a_scene(world, tmp_path: Path) -> Non
                       "--json", out, cwd=tmp_path)
     assert "| (a) seed: 512/256" in proc.stdout and "| variant 64:32:2:fp32:uniform |" in proc.stdout
     report = json.loads(out.read_text())
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_mapping import cpu_info, describe_cpu
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert report["cpu"] == cpu_info() and describe_cpu(report["cpu"]) in proc.stdout
+    for run in report["runs"][1:]:  # the stage table's last column: read + decode as a share of the wall time
+        row = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"| {run['label']} |")][-1]
+        share = (run["stages"]["read"] + run["stages"]["decode"]) / run["seconds"] * 100
+        assert row.split("|")[-2].strip() == f"{share:.1f} %"
     seed, small, whole = report["runs"]
     assert report["trained_weights"] and report["threads"] == 1
     assert (seed["windows"], small["windows"], whole["windows"]) == (1, 4, 1)
@@ -220,6 +230,37 @@ def test_bench_mapping_compares_designs_on_a_scene(world, tmp_path: Path) -> Non
     for run in report["runs"]:
         assert 0.0 <= run["miou"] <= 1.0 and 0.0 <= run["agreement"] <= 1.0
         assert 0 < run["peak_rss_mib"] < 4096 and run["cpu_seconds"] > 0  # the mapping's memory ceiling
+
+
+def test_bench_mapping_names_the_cpu_and_its_speed_flags() -> None:
+    """cpu_info reads the model name and the speed flags from /proc/cpuinfo text (the report carries them:
+    test_bench_mapping_compares_designs_on_a_scene)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_mapping import SPEED_FLAGS, cpu_info, describe_cpu
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    text = ("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni "
+            "amx_int8\n\nprocessor\t: 1\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2\n")
+    info = cpu_info(text)
+    assert info == {"model": "Example CPU @ 2.0GHz", "flags": ["AVX2", "AVX-512F", "AVX512-VNNI", "AMX-INT8"]}
+    assert describe_cpu(info) == "Example CPU @ 2.0GHz (AVX2, AVX-512F, AVX512-VNNI, AMX-INT8)"
+    assert "none of AVX2" in describe_cpu(cpu_info("model name : Old CPU\nflags : fpu sse2\n"))
+    assert cpu_info("")["flags"] == [] and set(cpu_info()["flags"]) <= set(SPEED_FLAGS.values())
+
+
+def test_bench_decode_times_the_paths_and_checks_them_equal(tmp_path: Path) -> None:
+    out = tmp_path / "decode.json"
+    proc = run_script(BENCHMARKS / "bench_decode.py", "--windows", "64", "32", "--block", "96", "--repeats", "1",
+                      "--rows", "1", "3", "--read-size", "128", "--json", out, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    variants = [(r["window"], r["variant"].split(":")[0]) for r in report["windows"]]
+    assert variants == [(w, v) for w in (64, 32) for v in ("baseline", "old", "old", "new", "new", "new", "new",
+                                                           "GPU path, its CPU part")]
+    assert all(r["ms_per_window"] > 0 for r in report["windows"])
+    assert [(b["window"], b["stride"], b["windows"]) for b in report["blocks"]] == [(64, 32, 4), (32, 16, 25)]
+    assert [r["GDAL_NUM_THREADS"] for r in report["reads"]] == ["1", "ALL_CPUS"]
+    assert report["cpu"]["model"] in proc.stdout and "| 64 | baseline: one np.take" in proc.stdout
 
 
 def test_train_bench_model_writes_a_loadable_checkpoint(tmp_path: Path) -> None:

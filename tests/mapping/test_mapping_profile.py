@@ -1,16 +1,20 @@
-"""Stage profile and seam index: exact counts on hand-made class maps, the file reader, and ``dunemap map --profile``."""
+"""Stage profile and seam index: exact counts on hand-made class maps, the file reader, ``dunemap map --profile``."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from mapping_helpers import UTM_CRS, UTM_TRANSFORM
 
-from dunemap.cli import main
 from dunemap.mapping import profile
 from dunemap.mapping.profile import STAGES, edge_lines, seam_index, seam_index_file
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_edge_lines_are_window_starts_and_ends() -> None:
@@ -50,19 +54,29 @@ def test_seam_index_of_a_file_equals_the_array_strip_by_strip(tmp_path: Path, mo
     assert seam_index_file(path, 12, 8) == seam_index(classes, 12, 8)
 
 
-def test_map_profile_prints_every_stage_and_the_seam_index(tmp_path: Path, aef_raster, tiny_checkpoint: Path,
-                                                            capsys) -> None:
+def test_map_profile_prints_every_stages_share_of_wall_and_the_seam_index(tmp_path: Path, aef_raster,
+                                                                          tiny_checkpoint: Path) -> None:
+    """``dunemap map --profile`` in its own process: each stage's seconds and share of the wall time, the share of
+    read and decode together, and the finished map's seam index."""
     path = aef_raster(96, 80)
     out = tmp_path / "map.tif"
-    code = main(["map", str(path), "--weights", str(tiny_checkpoint), "--out", str(out), "--window", "64",
-                 "--stride", "32", "--block-size", "64", "--no-progress", "--profile", "--precision", "fp32"])
-    assert code == 0
-    text = capsys.readouterr().out
-    for stage in STAGES:
-        line = next(ln for ln in text.splitlines() if ln.startswith(stage))
-        assert float(line.split()[1]) >= 0
-    model = float(next(ln for ln in text.splitlines() if ln.startswith("model")).split()[1])
-    assert model > 0
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "dunemap", "map", str(path), "--weights", str(tiny_checkpoint),
+                           "--out", str(out), "--window", "64", "--stride", "32", "--block-size", "64", "--no-progress",
+                           "--profile", "--precision", "fp32"], capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    rows = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if len(ln.split()) == 3}
+    wall = float(rows["wall"][0])
+    seconds = {stage: float(rows[stage][0]) for stage in STAGES}
+    slack = 0.05 + 0.02 / wall * 100  # printed: seconds to 2 decimals, shares to 1
+    for stage in STAGES:  # each stage's share of the wall time
+        assert seconds[stage] >= 0
+        assert abs(float(rows[stage][1].rstrip("%")) - seconds[stage] / wall * 100) <= slack
+    assert seconds["model"] > 0
+    input_share = next(ln for ln in text.splitlines() if ln.startswith("read + decode:"))
+    share = float(input_share.split()[3].rstrip("%"))
+    assert abs(share - (seconds["read"] + seconds["decode"]) / wall * 100) <= slack
     with rasterio.open(out) as src:
         expected = seam_index(src.read(1), 64, 32)
     assert f"seam index {expected.index:.2f}" in text

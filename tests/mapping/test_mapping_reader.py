@@ -14,7 +14,7 @@ from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 from dunemap.errors import InputError
 from dunemap.io.aef import dequantize, quantize
 from dunemap.raster.geometry import Box
-from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.reader import EmbeddingReader, valid_pixels
 
 
 def test_aef_int8_is_dequantized_exactly_like_the_codec(tmp_path: Path) -> None:
@@ -114,3 +114,20 @@ def test_reader_pickles_for_workers(tmp_path: Path) -> None:
         clone = pickle.loads(pickle.dumps(reader))
     with clone:
         np.testing.assert_array_equal(clone.read(Box(0, 0, 16, 16)).data, q)
+
+
+@pytest.mark.parametrize("nodata", [None, -128.0, 5.0, 0.0, 300.0, 2.5, float("nan")])
+def test_valid_pixels_of_int8_codes_follow_the_rule_band_by_band(nodata) -> None:
+    """The int8 rule, computed band by band, is the rule written with whole-array reductions: no -128 in any band,
+    no band equal to a declared integer nodata in int8's range, not every band zero, inside the mask."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-128, 128, (8, 30, 40), dtype=np.int8)
+    codes[:, rng.random((30, 40)) < 0.3] = rng.choice([1, 5, -3], (8, 1))  # few values: nodata matches often
+    codes[:, 2, :5] = 0  # all-zero pixels
+    mask = rng.random((30, 40)) > 0.1
+    want = ~(codes == -128).any(axis=0) & codes.any(axis=0)
+    if nodata is not None and np.isfinite(nodata) and nodata.is_integer() and -128 <= nodata <= 127:
+        want &= ~(codes == int(nodata)).any(axis=0)
+    assert np.array_equal(valid_pixels(codes, nodata), want)
+    got = valid_pixels(codes, nodata, mask)
+    assert got.dtype == bool and np.array_equal(got, want & mask)

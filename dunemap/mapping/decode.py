@@ -1,0 +1,119 @@
+"""Window input: AEF int8 codes (or float embeddings) of a block turned into the model's channels-last batch.
+
+The reader holds a block band-interleaved, (C, H, W) int8, as GDAL returns it; the model wants each
+window pixel-interleaved, (B, h, w, C), in float32 or bf16. Decoding is a look-up in a 256-entry
+table (:func:`decode_table`) indexed by the code's bits read as uint8, so no arithmetic and no XOR
+touch the codes. ``np.take`` on a transposed (band-interleaved) view gathers with a stride of a whole
+band plane, and converts all its indices to intp first (8 bytes per code); both cost more than the
+look-up itself. :func:`decode_window` therefore goes :data:`DECODE_ROWS` rows at a time: that slab's
+codes are read in band order (each band's rows contiguous) and its intp indices stay in the CPU's
+cache, so a window decodes at about the speed of copying its output (``benchmarks/bench_decode.py``).
+
+On a GPU (:func:`window_codes`, :func:`decode_on_device`) only the codes travel, pixel-interleaved
+int8 in pinned memory (a quarter of float32's bytes), and the look-up runs on the device with the
+same table, so the values are the same as the CPU's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+import torch
+
+from dunemap.io.aef import code_table
+from dunemap.raster.geometry import Box
+from dunemap.raster.reader import BlockData
+
+DECODE_ROWS = 2  # window rows decoded per np.take: 2 x 512 x 64 codes, their intp indices (0.5 MiB) in L2
+DECODED_DTYPES = (torch.float32, torch.bfloat16)  # model input dtypes an int8 window is decoded into
+
+
+@cache
+def decode_table(dtype: torch.dtype) -> np.ndarray:
+    """(256,) value of every AEF code at index ``code & 0xFF`` (the code's bits as uint8): float32, or for
+    bf16 its bit patterns as uint16 (numpy has no bf16), rounded to nearest even as torch and autocast round.
+
+    The values are :func:`dunemap.io.aef.code_table`'s (the reference codec's, nodata -128 -> 0), reordered.
+    """
+    lut = code_table()[np.arange(256, dtype=np.uint8) ^ np.uint8(0x80)]  # code_table index = code + 128
+    if dtype == torch.bfloat16:
+        lut = torch.from_numpy(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
+    elif dtype != torch.float32:
+        raise ValueError(f"AEF codes decode to float32 or bfloat16, not {dtype}")
+    lut.flags.writeable = False
+    return lut
+
+
+def decode_window(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Decode int8 ``codes`` (C, h, w), any strides (a band-interleaved window of a block), into ``out``
+    (h, w, C) by ``table`` (:func:`decode_table`), :data:`DECODE_ROWS` rows at a time; returns ``out``."""
+    bits = codes.view(np.uint8)  # (C, h, w): the table is indexed by the code's bits
+    for r0 in range(0, bits.shape[1], DECODE_ROWS):
+        rows = slice(r0, r0 + DECODE_ROWS)
+        np.take(table, bits[:, rows].transpose(1, 2, 0), out=out[rows])  # (rows, w, C)
+    return out
+
+
+def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The model input of ``windows`` (all one shape, inside ``data.box``): (B, C, h, w), channels-last, ``dtype``.
+
+    AEF int8 codes are decoded by table look-up straight into the pixel-interleaved (channels-last)
+    layout in ``dtype`` (bf16 values rounded from the float32 decoding, as autocast would round them),
+    so the predictor need not convert the batch again. Float embeddings are copied and cast.
+    """
+    h, w = windows[0].shape
+    channels = data.data.shape[0]
+    if data.data.dtype == np.int8 and dtype in DECODED_DTYPES:
+        table = decode_table(dtype)
+        out = np.empty((len(windows), h, w, channels), dtype=table.dtype)  # (B, h, w, C)
+        for i, win in enumerate(windows):
+            decode_window(_crop(data, win), table, out[i])
+        batch = torch.from_numpy(out)
+        if dtype != torch.float32:
+            batch = batch.view(dtype)
+    else:
+        out = np.empty((len(windows), h, w, channels), dtype=np.float32)  # (B, h, w, C)
+        for i, win in enumerate(windows):
+            out[i] = data.embeddings(win).transpose(1, 2, 0)
+        batch = torch.from_numpy(out).to(dtype)
+    return batch.permute(0, 3, 1, 2)  # (B, C, h, w) view of the (B, h, w, C) buffer: channels-last
+
+
+def _crop(data: BlockData, win: Box) -> np.ndarray:
+    r = win.relative_to(data.box)
+    return data.data[:, r.row : r.row_stop, r.col : r.col_stop]  # (C, h, w) view
+
+
+def window_codes(data: BlockData, windows: Sequence[Box], pin: bool = False) -> torch.Tensor:
+    """The int8 codes of ``windows`` pixel-interleaved, (B, h, w, C) uint8 (the codes' bits), in pinned memory
+    with ``pin``: what :func:`decode_on_device` decodes on a GPU. ``data`` must hold int8 codes."""
+    h, w = windows[0].shape
+    out = torch.empty((len(windows), h, w, data.data.shape[0]), dtype=torch.uint8, pin_memory=pin)
+    buf = out.numpy()
+    for i, win in enumerate(windows):
+        for r0 in range(0, h, DECODE_ROWS):  # band order within a few rows: reads stay near each other
+            rows = slice(r0, r0 + DECODE_ROWS)
+            np.copyto(buf[i, rows], _crop(data, win).view(np.uint8)[:, rows].transpose(1, 2, 0))
+    return out
+
+
+def decode_on_device(codes: torch.Tensor, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Decode (B, h, w, C) uint8 code bits (:func:`window_codes`) on ``device`` by ``torch.take`` of
+    :func:`decode_table` there: (B, C, h, w) channels-last ``dtype``, the values :func:`window_batch` gives."""
+    device = torch.device(device)
+    table = _device_table(dtype, device)
+    codes = codes.to(device, non_blocking=True)
+    out = torch.empty(codes.shape, dtype=table.dtype, device=device)  # (B, h, w, C)
+    for i in range(codes.shape[0]):  # one window's int64 indices at a time
+        torch.take(table, codes[i].long(), out=out[i])
+    return out.view(dtype).permute(0, 3, 1, 2)  # (B, C, h, w) view: channels-last
+
+
+@cache
+def _device_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`decode_table` on ``device`` (int16 bit patterns for bf16; a copy: the table is read-only)."""
+    table = decode_table(dtype)
+    bits = table.view(np.int16) if dtype == torch.bfloat16 else table
+    return torch.from_numpy(bits.copy()).to(device)
