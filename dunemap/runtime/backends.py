@@ -124,7 +124,7 @@ def require_package(name: str, asked: bool) -> bool:
 
 
 class _OnnxRuntime:
-    """An ONNX Runtime session on the CPU with torch's thread count."""
+    """An ONNX Runtime session on the CPU with torch's thread count, its idle threads asleep."""
 
     def __init__(self, path) -> None:
         import onnxruntime as ort
@@ -133,6 +133,8 @@ class _OnnxRuntime:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: its notices are not the user's business
+        # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
