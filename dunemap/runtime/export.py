@@ -8,7 +8,8 @@ file whose bytes no longer match its sidecar (a partial copy, a disk error) is l
 made again. Files are written through :func:`dunemap.io.atomic.atomic_path`.
 
 int8 exports are quantised statically (:func:`onnxruntime.quantization.quantize_static`, QDQ format,
-per-channel weights of the convolutions and matrix products) from the fp32 export with windows of the raster being mapped as calibration data.
+per-channel weights of the convolutions and matrix products) from the fp32 export, with windows of the
+raster being mapped as calibration data.
 """
 
 from __future__ import annotations
