@@ -103,11 +103,16 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
+    hint = f"{', '.join(missing)} not installed (pip install -e \".[fast]\" adds them)"
+    if not names:  # nothing to measure against: the raster is not read
+        reason = hint if wanted else f"precision {requested_precision} runs in torch only"
+        log.info("backend auto: %s; mapping with torch", reason)
+        return predictor, BackendChoice("torch", predictor.precision, reason=reason)
     if missing:
-        log.info("backend auto: %s not installed (pip install -e \".[fast]\" adds them)", ", ".join(missing))
+        log.info("backend auto: %s", hint)
     taken = samples()
-    if not names or not taken.windows:
-        reason = "no other backend installed" if not names else f"{taken.source} has no window half valid to measure"
+    if not taken.windows:
+        reason = f"{taken.source} has no window half valid to measure on"
         log.info("backend auto: %s; mapping with torch", reason)
         return predictor, BackendChoice("torch", predictor.precision, reason=reason)
     x, valid = window_tensor(taken.windows[0]), taken.valid[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,17 @@ def test_auto_takes_the_fastest_backend_at_or_above_the_agreement(shared: Path, 
     int8 = dict((name, agreement) for name, agreement, _ in choice.measured)["onnxruntime-int8"]
     if int8 < 1.0:  # an int8 model that disagrees anywhere is never taken at 100 %
         assert choice.name != "onnxruntime-int8"
+
+
+def test_auto_without_the_backend_packages_is_torch_in_one_line(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    for package in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)  # as if not installed: importing it fails
+    predictor = _fp32(tiny_checkpoint)
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        runner, choice = select_backend(predictor, "auto", WINDOW, lambda: pytest.fail("the raster was read"),
+                                        lambda: pytest.fail("a reference was loaded"), min_agreement=0.995)
+    assert runner is predictor and (choice.engine, choice.precision) == ("torch", "fp32")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ['backend auto: onnxruntime, openvino not installed (pip install -e ".[fast]" adds them); '
+                     'mapping with torch']
