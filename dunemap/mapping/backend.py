@@ -8,6 +8,7 @@ the one the client chose).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from typing import Callable, Sequence
@@ -19,11 +20,14 @@ import torch
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, window_batch
+from dunemap.mapping.resume import JOURNAL_NAME
 from dunemap.mapping.windows import plan_blocks
+from dunemap.mapping.writer import partial_dir
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import BlockData, EmbeddingReader
+from dunemap.raster.tags import BACKEND_PRECISION_TAG, BACKEND_TAG
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
-from dunemap.runtime.backends import BackendChoice, Samples
+from dunemap.runtime.backends import BackendChoice, Samples, backend_name
 from dunemap.runtime.select import AUTO_MIN_WINDOWS, select_backend
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,7 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
 def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfig, jobs: Sequence,
                  gpu_index: int = 0) -> tuple[object, BackendChoice]:
     """:func:`choose_backend` for map jobs (:class:`dunemap.mapping.jobs.MapJob`), sampled on the first job's raster."""
+    config = resumed_backend(jobs[0], config)
     if config.backend == "torch":
         return predictor, BackendChoice("torch", predictor.precision, reason="asked for by name")
     planned = 0
@@ -100,6 +105,20 @@ def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfi
             break
     with job_reader(jobs[0], predictor.in_channels) as reader:
         return choose_backend(predictor, config, lambda: sample_windows(reader, config), planned, model, gpu_index)
+
+
+def resumed_backend(job, config: MapConfig) -> MapConfig:
+    """``config`` with backend ``auto`` replaced by the backend of the interrupted run of ``job``'s map that this run
+    resumes (its journal's tags), so that measuring again cannot pick another and discard the finished blocks."""
+    if config.backend != "auto" or not config.resume:
+        return config
+    try:
+        tags = json.loads((partial_dir(job.out) / JOURNAL_NAME).read_text())["fingerprint"]["tags"]
+        name = backend_name(tags[BACKEND_TAG], tags[BACKEND_PRECISION_TAG])
+    except (OSError, ValueError, KeyError, TypeError):  # no journal, or one without a backend: choose afresh
+        return config
+    log.info("backend auto: %s resumes an interrupted run that used %s; using it again", job.out, name)
+    return replace(config, backend=name)
 
 
 def job_reader(job, bands: int) -> EmbeddingReader:
@@ -121,4 +140,4 @@ def array_samples(data: np.ndarray, valid: np.ndarray, config: MapConfig, source
 
 
 __all__ = ["MIN_VALID_SHARE", "SAMPLE_WINDOWS", "array_samples", "choose_backend", "job_reader", "jobs_backend",
-           "planned_windows", "sample_windows"]
+           "planned_windows", "resumed_backend", "sample_windows"]

@@ -50,7 +50,7 @@ from dunemap.mapping.engine import (
     predictor_fingerprint,
     resolve_input,
 )
-from dunemap.mapping.backend import jobs_backend
+from dunemap.mapping.backend import jobs_backend, resumed_backend
 from dunemap.mapping.jobs import BatchMapResult, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
@@ -296,6 +296,7 @@ class _ClusterMapper:
         first = jobs[0]  # its paths made absolute: a worker opens them
         self.spec = replace(self.spec, calibration=replace(first, sources=tuple(resolve_input(list(first.sources),
                                                                                                 first.out)[1])))
+        self.config = resumed_backend(jobs[0], self.config)
         if self.config.backend == "torch":
             return BackendChoice("torch", "model", reason="asked for by name")
         future = self.client.submit(choose_backend_task, self.spec, self.config,
