@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 import torch
 
+from dunemap.errors import CheckpointError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, window_batch
@@ -83,8 +84,16 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
     predictor was loaded from)."""
 
     def load_fp32() -> Predictor:
-        spec = model if model is not None else ModelSpec(predictor.path)
-        return load_predictor(replace(spec, device="cpu", precision="fp32"), gpu_index=gpu_index)
+        if model is not None:
+            return load_predictor(replace(model, device="cpu", precision="fp32"), gpu_index=gpu_index)
+        if predictor.path is None:
+            raise CheckpointError("the predictor was not loaded from a file: no fp32 model to export")
+        reference = load_predictor(ModelSpec(predictor.path, device="cpu", precision="fp32"))
+        mine, theirs = (getattr(p.model, "text_embeddings", None) for p in (predictor, reference))
+        if (mine is None) != (theirs is None) or (mine is not None and not torch.equal(mine.float(), theirs.float())):
+            raise CheckpointError(f"{predictor.path}: the predictor's class text is not the file's own; load it "
+                                  "with precision fp32 on the CPU to run it through another backend")
+        return reference
 
     return select_backend(predictor, config.backend, config.window, samples, load_fp32, planned_windows=planned,
                           applicability=config.applicability, min_agreement=config.backend_agreement,

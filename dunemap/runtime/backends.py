@@ -14,6 +14,7 @@ import copy
 import hashlib
 import importlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -244,8 +245,6 @@ def argmax_agreement(logits: torch.Tensor, reference: torch.Tensor, valid: np.nd
 
 def measure(predictor, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
     """``predictor``'s calibrated logits for ``x`` and its best time of ``repeats`` after one warm-up run."""
-    import time
-
     out = predictor.predict(x)
     best = float("inf")
     for _ in range(repeats):
