@@ -179,7 +179,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     Raises:
         InputError: not a (C, H, W) array of the model's band count, or not float / int8.
     """
-    from dunemap.mapping.backend import array_samples, choose_backend  # deferred: torch loads on first call
+    from dunemap.mapping.backend import array_samples, choose_backend, planned_windows  # deferred: loads torch
     from dunemap.mapping.config import MapConfig  # deferred: torch and rasterio load on first call
     from dunemap.mapping.predict import finish_block, predict_block_data, split_contribution
     from dunemap.mapping.windows import plan_blocks
@@ -203,7 +203,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     _, height, width = data.shape
     blocks = plan_blocks(height, width, config.window, config.stride,
                          config.resolved_block_size(array.shape[0] * (1 if aef else 4)))
-    planned = sum(len(blocks[i].windows) for i in range(len(blocks)))
+    planned = planned_windows(height, width, config)
     config = replace(config, applicability=False)
     runner, _ = choose_backend(predictor, config, lambda: array_samples(data, valid, config), planned)
     classes = np.empty((height, width), np.uint8)

@@ -22,9 +22,8 @@ from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
 from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, window_batch
 from dunemap.mapping.resume import JOURNAL_NAME
-from dunemap.mapping.windows import plan_blocks
 from dunemap.mapping.writer import partial_dir
-from dunemap.raster.geometry import Box
+from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import BlockData, EmbeddingReader
 from dunemap.raster.tags import BACKEND_PRECISION_TAG, BACKEND_TAG
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
@@ -40,39 +39,39 @@ MIN_VALID_SHARE = 0.5  # a window is a sample when at least this share of its pi
 
 def sample_windows(reader: EmbeddingReader, config: MapConfig) -> Samples:
     """Up to :data:`SAMPLE_WINDOWS` full windows of ``reader``'s raster that are at least half valid, the most
-    valid first, from :data:`SAMPLE_CANDIDATES` windows evenly spaced over the map's plan (``config`` resolved)."""
-    blocks = plan_blocks(reader.height, reader.width, config.window, config.stride,
-                         config.resolved_block_size(reader.bands * (1 if reader.is_aef else 4)))
+    valid first, from :data:`SAMPLE_CANDIDATES` of the map's windows evenly spaced in row-major order
+    (``config`` resolved); only those windows are read, whatever the raster's size."""
 
     def read(win: Box) -> BlockData:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
             return reader.read(win)
 
-    return _samples(blocks, config, read, str(reader.path))
+    return _samples(reader.height, reader.width, config, read, str(reader.path))
 
 
-def _samples(blocks, config: MapConfig, read: Callable[[Box], BlockData], source: str) -> Samples:
-    windows = [w for i in range(len(blocks)) for w in blocks[i].windows if w.shape == (config.window, config.window)]
-    picks = sorted({round(i * (len(windows) - 1) / (SAMPLE_CANDIDATES - 1)) for i in range(SAMPLE_CANDIDATES)})
+def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], BlockData], source: str) -> Samples:
+    rows = window_starts(height, config.window, config.stride)
+    cols = window_starts(width, config.window, config.stride)
+    if height < config.window or width < config.window:
+        return Samples(source)  # no full window: the exports never run on this raster
+    n = len(rows) * len(cols)
+    picks = sorted({round(i * (n - 1) / (SAMPLE_CANDIDATES - 1)) for i in range(SAMPLE_CANDIDATES)})
     found = []
-    for i in picks if windows else []:
-        data = read(windows[i])
-        valid = data.valid_in(windows[i])
+    for i in picks:
+        win = Box(rows[i // len(cols)], cols[i % len(cols)], config.window, config.window)
+        data = read(win)
+        valid = data.valid_in(win)
         if valid.mean() >= MIN_VALID_SHARE:
-            x = window_batch(data, [windows[i]], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
+            x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             found.append((float(valid.mean()), i, x, valid.copy()))
     found = sorted(found, key=lambda f: (-f[0], f[1]))[:SAMPLE_WINDOWS]
     return Samples(source, [f[2] for f in found], [f[3] for f in found])
 
 
-def planned_windows(readers: list[EmbeddingReader], config: MapConfig) -> int:
-    """Windows the maps of ``readers`` will predict (before skipping nodata)."""
-    total = 0
-    for r in readers:
-        blocks = plan_blocks(r.height, r.width, config.window, config.stride,
-                             config.resolved_block_size(r.bands * (1 if r.is_aef else 4)))
-        total += sum(len(blocks[i].windows) for i in range(len(blocks)))
-    return total
+def planned_windows(height: int, width: int, config: MapConfig) -> int:
+    """Windows a map of ``height`` x ``width`` pixels predicts (before skipping nodata), counted without a plan."""
+    return len(window_starts(height, config.window, config.stride)) * len(window_starts(width, config.window,
+                                                                                          config.stride))
 
 
 def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[], Samples], planned: int,
@@ -109,7 +108,7 @@ def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfi
     planned = 0
     for job in jobs:  # counted until auto's threshold is passed: a batch of many scenes opens few of them
         with job_reader(job, predictor.in_channels) as reader:
-            planned += planned_windows([reader], config)
+            planned += planned_windows(reader.height, reader.width, config)
         if planned >= AUTO_MIN_WINDOWS:
             break
     with job_reader(jobs[0], predictor.in_channels) as reader:
@@ -138,14 +137,12 @@ def job_reader(job, bands: int) -> EmbeddingReader:
 
 def array_samples(data: np.ndarray, valid: np.ndarray, config: MapConfig, source: str = "the array") -> Samples:
     """:func:`sample_windows` of an in-memory (C, H, W) array as the reader stores it (``dunemap.predict_array``)."""
-    blocks = plan_blocks(data.shape[1], data.shape[2], config.window, config.stride,
-                         config.resolved_block_size(data.shape[0] * data.dtype.itemsize))
 
     def read(win: Box) -> BlockData:
         rows, cols = win.slices()
         return BlockData(win, data[:, rows, cols], valid[rows, cols])
 
-    return _samples(blocks, config, read, source)
+    return _samples(data.shape[1], data.shape[2], config, read, source)
 
 
 __all__ = ["MIN_VALID_SHARE", "SAMPLE_WINDOWS", "array_samples", "choose_backend", "job_reader", "jobs_backend",
