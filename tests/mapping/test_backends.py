@@ -189,3 +189,25 @@ def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path
             assembler.add(predict_block(reader, exported, block, config))
     result = map_many([MapJob((path,), out)], tiny_checkpoint, config, precision="fp32").maps[0]  # backend auto
     assert result.blocks_resumed == 2 and result.backend["BACKEND"] == "openvino"
+
+
+def test_an_export_that_fails_is_one_error_by_name_and_left_out_by_auto(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, aef_raster,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from dunemap.errors import DunemapError
+
+    pytest.importorskip("onnxruntime")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be made\n")  # every export fails to be written
+    monkeypatch.setenv("DUNEMAP_CACHE", str(blocker))
+    predictor = _fp32(tiny_checkpoint)
+    samples = _samples(aef_raster(height=96, width=96))
+    with pytest.raises(DunemapError, match="^--backend onnxruntime: the model could not be run by onnxruntime: "):
+        select_backend(predictor, "onnxruntime", WINDOW, lambda: samples, lambda: predictor, min_agreement=0.995)
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        runner, choice = select_backend(predictor, "auto", WINDOW, lambda: samples, lambda: predictor,
+                                        min_agreement=0.995)
+    assert runner is predictor and choice.engine == "torch" and choice.agreement == 1.0
+    left_out = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert left_out and all("failed on this model" in m and "left out" in m for m in left_out)
+    assert blocker.read_text() == "a file where the cache folder would be made\n"
