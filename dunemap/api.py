@@ -167,7 +167,9 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
         array: (C, H, W) float embeddings (NaN/inf or an all-zero vector = nodata) or AEF int8 codes
             (-128 = nodata), C = the model's bands.
         config: window settings (:class:`~dunemap.mapping.config.MapConfig`: ``window``, ``stride``, ``blend``,
-            ``batch_size``, ``block_size``), or those fields as keywords; defaults are ``map``'s.
+            ``batch_size``, ``block_size``, ``backend``), or those fields as keywords; defaults are ``map``'s
+            (``backend="auto"``: torch, or an ONNX Runtime / OpenVINO export measured faster and as faithful
+            on the array; ``backend="torch"`` runs ``predictor`` as it is).
         probabilities: also return the (K, H, W) blended class probabilities.
 
     Returns:
@@ -177,6 +179,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     Raises:
         InputError: not a (C, H, W) array of the model's band count, or not float / int8.
     """
+    from dunemap.mapping.backend import array_samples, choose_backend, planned_windows  # deferred: loads torch
     from dunemap.mapping.config import MapConfig  # deferred: torch and rasterio load on first call
     from dunemap.mapping.predict import finish_block, predict_block_data, split_contribution
     from dunemap.mapping.windows import plan_blocks
@@ -200,6 +203,9 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     _, height, width = data.shape
     blocks = plan_blocks(height, width, config.window, config.stride,
                          config.resolved_block_size(array.shape[0] * (1 if aef else 4)))
+    planned = planned_windows(height, width, config)
+    config = replace(config, applicability=False)
+    runner, _ = choose_backend(predictor, config, lambda: array_samples(data, valid, config), planned)
     classes = np.empty((height, width), np.uint8)
     confidence = np.empty((height, width), np.float32)
     probs = np.empty((predictor.num_classes, height, width), np.float32) if probabilities else None
@@ -208,7 +214,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
         if block.extent is not None:
             rows, cols = block.extent.slices()
             contribution = predict_block_data(BlockData(block.extent, data[:, rows, cols], valid[rows, cols]),
-                                              predictor, block, replace(config, applicability=False))
+                                              runner, block, config)
             for target, part in split_contribution(contribution, blocks).items():
                 parts[target][contribution.source] = part
         for ready in blocks:

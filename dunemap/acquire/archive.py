@@ -190,7 +190,8 @@ def finished(out: Path) -> bool:
 
 def catalog_record(config: ArchiveConfig, maps: list[tuple[ZonePlan, MapResult | None]],
                    failed: list[tuple[ZonePlan, str]]) -> tuple[dict, list[dict]]:
-    """The catalog's JSON record and CSV rows: one per zone, map paths relative to the catalog."""
+    """The catalog's JSON record and CSV rows: one per zone, map paths relative to the catalog; the JSON also
+    names the backend each zone mapped in this run ran with (:attr:`MapResult.backend`)."""
     def row(p: ZonePlan, status: str, error: str) -> dict:
         return {"zone": p.zone, "epsg": p.epsg, "map": p.out.name, "tiles": len(p.tiles), "status": status,
                 "error": error}
@@ -202,8 +203,10 @@ def catalog_record(config: ArchiveConfig, maps: list[tuple[ZonePlan, MapResult |
         "year": config.year,
         "bbox": list(next(p for p, _ in [*maps, *failed]).view.bbox),
         "ownership": OWNERSHIP_RULE,
-        "maps": [{**r, "tile_paths": [t.path for t in p.tiles]}
-                 for r, p in zip(rows, [p for p, _ in maps] + [p for p, _ in failed])],
+        "maps": [{**r, "tile_paths": [t.path for t in p.tiles],
+                  **({"backend": m.backend} if m is not None else {})}
+                 for r, p, m in zip(rows, [p for p, _ in maps] + [p for p, _ in failed],
+                                    [m for _, m in maps] + [None] * len(failed))],
     }
     return record, rows
 

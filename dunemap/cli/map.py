@@ -8,6 +8,7 @@ from pathlib import Path
 from dunemap.acquire.archive import ArchiveConfig, map_archive
 from dunemap.cli.options import (
     add,
+    add_backend,
     add_no_progress,
     add_overwrite,
     add_precision_device,
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "here (a running scheduler keeps its own setting)")
     _add_archive(p)
     add_precision_device(p)
+    add_backend(p)
     add_no_progress(p)
     p.set_defaults(func=run, config_class=MapConfig)
 

@@ -222,6 +222,21 @@ def add_maps(parser: argparse.ArgumentParser, as_one: str) -> None:
                              f"folder or catalog.json), {as_one}")
 
 
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` (and ``--backend-agreement``) of mapping, with MapConfig's defaults."""
+    from dunemap.mapping.config import BACKEND_NAMES, MapConfig  # deferred: options stay free of the pipelines
+
+    d = MapConfig()
+    parser.add_argument("--backend", default=d.backend, choices=BACKEND_NAMES,
+                        help="what runs the model: torch; onnxruntime or openvino (fp32, or -int8 calibrated on "
+                             "windows of the raster) from an ONNX export cached in ~/.cache/dunemap/exports; auto "
+                             "times the installed ones on the raster and takes the fastest whose classes agree "
+                             "with fp32 torch on --backend-agreement of the pixels (docs/mapping.md)")
+    parser.add_argument("--backend-agreement", type=fraction, default=d.backend_agreement, metavar="FRAC",
+                        help="the least share of pixels a backend must classify as fp32 torch does to be chosen "
+                             "by --backend auto")
+
+
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:
     """``--overwrite``: the one flag that lets a command replace what an earlier run wrote."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")

@@ -47,6 +47,9 @@ FRACTION_ENCODINGS: dict[str, FractionEncoding | None] = {
 }
 
 
+# the inference backends (dunemap.runtime.backends.BACKENDS, which a test holds equal): named here without torch
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+
 FALLBACK_WINDOW = 512  # window of a checkpoint that records no training tile (a published MADS file)
 
 
@@ -84,6 +87,8 @@ class MapConfig:
     prefetch: bool = True  # read the next block in a background thread
     progress: bool = True  # show a progress bar over blocks
     profile: bool = False  # time each stage and measure the seam index of the finished map
+    backend: str = "auto"  # what runs the model (BACKEND_NAMES): auto measures the installed ones on the raster
+    backend_agreement: float = 0.995  # auto keeps backends whose classes equal fp32 torch's on this share of pixels
 
     def validate(self) -> None:
         if self.window and self.window < 32:
@@ -97,6 +102,9 @@ class MapConfig:
         if self.cog_tile < 128 or self.cog_tile % 16:
             raise ConfigError(f"COG tile {self.cog_tile} must be a multiple of 16, at least 128")
         choose(BLEND_MODES, self.blend, "blend mode")
+        choose(dict.fromkeys(BACKEND_NAMES), self.backend, "backend")
+        if not 0.0 <= self.backend_agreement <= 1.0:
+            raise ConfigError(f"backend agreement {self.backend_agreement} must be a share in 0..1")
         choose(FRACTION_ENCODINGS, self.confidence, "confidence encoding")
         choose(FRACTION_ENCODINGS, self.probabilities, "probabilities encoding")
 

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -50,13 +50,15 @@ from dunemap.mapping.engine import (
     predictor_fingerprint,
     resolve_input,
 )
+from dunemap.mapping.backend import jobs_backend, resumed_backend
 from dunemap.mapping.jobs import BatchMapResult, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
 from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, source_tags
+from dunemap.raster.tags import BACKEND_PRECISION_TAG, BACKEND_TAG, SCENE_PRIOR_TAG, model_tags, source_tags
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
+from dunemap.runtime.backends import BackendChoice
 from dunemap.trust.prior import ScenePrior
 
 if TYPE_CHECKING:
@@ -76,6 +78,8 @@ class PredictorSpec:
     text_mtime_ns: int | None = None
     catalog_mtime_ns: int | None = None
     torch_threads: int | None = None
+    backend: str = "torch"  # the backend the client chose (dunemap.mapping.backend): every worker builds it
+    calibration: MapJob | None = None  # the job whose raster calibrates an int8 backend (the same windows everywhere)
 
     @classmethod
     def from_files(cls, model: ModelSpec | str | os.PathLike, torch_threads: int | None = None,
@@ -148,17 +152,22 @@ def _worker_name() -> object:
         return None
 
 
-def worker_predictor(spec: PredictorSpec) -> Predictor:
-    """This process's model for ``spec``: loaded on first use, then kept. A new spec replaces the old model."""
+def worker_predictor(spec: PredictorSpec, config: MapConfig | None = None) -> Predictor:
+    """This process's model for ``spec``: loaded on first use, then kept. A new spec replaces the old model.
+    With ``config`` (resolved) and a backend other than torch in ``spec``, the model runs through that backend
+    (its export loaded from this machine's cache, or made there)."""
+    key = (spec, None if config is None or spec.backend == "torch" else config.window)
     with _WORKER_LOCK:
-        predictor = _WORKER_MODELS.get(spec)
+        predictor = _WORKER_MODELS.get(key)
         if predictor is None:
             _WORKER_MODELS.clear()
             if spec.torch_threads is not None:
                 torch.set_num_threads(spec.torch_threads)
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
             predictor = load_predictor(spec.model, gpu_index=gpu_slot(_worker_name(), gpus))
-            _WORKER_MODELS[spec] = predictor
+            if key[1] is not None:
+                predictor = _backend(predictor, spec, replace(config, backend=spec.backend))[0]
+            _WORKER_MODELS[key] = predictor
             log.info("loaded %s on %s (%s)", spec.model.weights, predictor.device, predictor.precision)
         return predictor
 
@@ -172,9 +181,18 @@ def describe_model(spec: PredictorSpec) -> ModelInfo:
                      None if p.scene_prior is None else json.dumps(p.scene_prior.to_dict()))
 
 
+def _backend(predictor: Predictor, spec: PredictorSpec, config: MapConfig) -> tuple[object, BackendChoice]:
+    return jobs_backend(predictor, spec.model, config, [spec.calibration])
+
+
+def choose_backend_task(spec: PredictorSpec, config: MapConfig) -> BackendChoice:
+    """Task: choose the backend on one worker (``auto`` measures there), for the client to ship to all."""
+    return _backend(worker_predictor(spec), spec, config)[1]
+
+
 def predict_block_task(spec: PredictorSpec, reader: EmbeddingReader, block: Block, config: MapConfig) -> Contribution:
     """Task: one block on a worker. It is pure (the same block gives the same bytes) and writes nothing."""
-    predictor = worker_predictor(spec)
+    predictor = worker_predictor(spec, config)
     if predictor.scene_prior is not None:  # the cached model serves every job: a copy holds this raster's ground
         predictor = copy.copy(predictor)
         predictor.use_ground(reader.crs, reader.bounds)
@@ -238,6 +256,7 @@ class _MapRun:
     skipped: int = 0
     started: float = 0.0
     times: StageTimes = field(default_factory=StageTimes)  # workers' stages from their contributions, the client's own
+    backend: dict[str, str] = field(default_factory=dict)  # the backend's tags (MapResult.backend)
     result: MapResult | None = None
 
 
@@ -271,7 +290,26 @@ class _ClusterMapper:
         finally:
             future.release()
 
-    def prepare(self, index: int, job: MapJob, info: ModelInfo) -> _MapRun:
+    def choose_backend(self, jobs: Sequence[MapJob]) -> BackendChoice:
+        """The backend of every block task, chosen once on one worker on the first job's raster and shipped in
+        the spec (:mod:`dunemap.mapping.backend`)."""
+        first = jobs[0]  # its paths made absolute: a worker opens them
+        self.spec = replace(self.spec, calibration=replace(first, sources=tuple(resolve_input(list(first.sources),
+                                                                                                first.out)[1])))
+        self.config = resumed_backend(jobs[0], self.config)
+        if self.config.backend == "torch":
+            return BackendChoice("torch", "model", reason="asked for by name")
+        future = self.client.submit(choose_backend_task, self.spec, self.config,
+                                    key=f"dunemap-backend-{self.session}")
+        try:
+            choice = future.result()
+        finally:
+            future.release()
+        self.spec = replace(self.spec, backend=choice.name)
+        log.info("backend on the workers: %s", choice.describe())
+        return choice
+
+    def prepare(self, index: int, job: MapJob, info: ModelInfo, choice: BackendChoice | None = None) -> _MapRun:
         """Check the inputs of job number ``index`` and plan its map. Nothing is written."""
         sources, path = resolve_input(list(job.sources), job.out)
         reader = EmbeddingReader(path, bands=info.in_channels, view=job.view)  # absolute paths: workers open them too
@@ -280,11 +318,21 @@ class _ClusterMapper:
         prior = None if info.scene_prior is None else ScenePrior.from_dict(json.loads(info.scene_prior))
         if prior is not None and prior.covers(reader.crs, reader.bounds):  # as the workers decide (use_ground)
             tags[SCENE_PRIOR_TAG], model = prior.describe(), f"{model}+scene-prior"
+        measured = {} if choice is None else {k: v for k, v in choice.tags().items()
+                                              if k not in (BACKEND_TAG, BACKEND_PRECISION_TAG)}
+        precision = info.precision
+        if choice is not None and choice.engine != "torch":  # the workers run the export the client chose
+            precision = choice.precision
+            tags[BACKEND_TAG], tags[BACKEND_PRECISION_TAG] = choice.engine, precision
+            model = f"{model}+{choice.name}-{choice.calibration}"
         fingerprint = map_fingerprint(sources, plan, model, self.config, job.view)
         legend = labelled_legend(info.class_names, info.colors)
-        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, info.precision,
-                                   info.applicability_threshold, tags)
-        return _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
+        assembler = make_assembler(job.out, plan, legend, self.config, fingerprint, precision,
+                                   info.applicability_threshold, tags, measured)
+        run_backend = {k: tags[k] for k in (BACKEND_TAG, BACKEND_PRECISION_TAG)} | measured
+        run = _MapRun(job, sources, reader, plan, assembler, f"{self.session}-{index}")
+        run.backend = run_backend
+        return run
 
     def _blocks(self, runs: Sequence[_MapRun], bar) -> Iterator[tuple[_MapRun, Block]]:
         """Blocks to submit, map after map. A map is opened (or resumed) when its first block is due."""
@@ -303,7 +351,7 @@ class _ClusterMapper:
             products = run.assembler.finalize()
         run.reader.close()
         run.result = MapResult.build(run.job.out, run.plan, products, self.config, run.started, run.resumed,
-                                     run.predicted, run.skipped, run.times)
+                                     run.predicted, run.skipped, run.times, run.backend)
         log.debug("finished %s in %.1f s", run.job.out, run.result.seconds)
 
     def run(self, runs: Sequence[_MapRun]) -> None:
@@ -383,7 +431,8 @@ class DaskExecutor:
             mapper.config = config = config.for_model(info.train_tile)  # the windows the model was trained for
             log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names),
                      info.device)
-            runs = [mapper.prepare(i, job, info) for i, job in enumerate(jobs)]
+            choice = mapper.choose_backend(jobs)
+            runs = [mapper.prepare(i, job, info, choice) for i, job in enumerate(jobs)]
             try:
                 mapper.run(runs)
             finally:

@@ -44,9 +44,11 @@ from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
 from dunemap.raster.legend import NODATA_CLASS, ClassLegend
 from dunemap.raster.reader import BlockData, EmbeddingReader, as_source, source_files
-from dunemap.raster.tags import SCENE_PRIOR_TAG, model_tags, product_paths, run_tags, source_tags
+from dunemap.raster.tags import (BACKEND_PRECISION_TAG, BACKEND_TAG, SCENE_PRIOR_TAG, model_tags, product_paths,
+                                 run_tags, source_tags)
 from dunemap.raster.zones import ZoneView
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
+from dunemap.runtime.backends import BackendChoice
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,12 @@ class MapResult:
     config: dict = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # per stage (dunemap.mapping.profile.STAGES)
     seams: SeamIndex | None = None  # measured on the finished map with ``profile``
+    backend: dict[str, str] = field(default_factory=dict)  # the backend's tags (BackendChoice.tags) and measures
 
     @classmethod
     def build(cls, out: Path, plan: MapPlan, products: dict[str, Path], config: MapConfig, started: float,
-              resumed: int, predicted: int, skipped: int, times: StageTimes) -> MapResult:
+              resumed: int, predicted: int, skipped: int, times: StageTimes,
+              backend: dict[str, str] | None = None) -> MapResult:
         """The result of a finished map (every executor builds it here); with ``config.profile`` the seam
         index of the finished class map is measured after the clock stops."""
         seconds = time.perf_counter() - started
@@ -82,7 +86,7 @@ class MapResult:
                    crs=None if grid.crs is None else grid.crs.to_string(), blocks=len(plan.blocks),
                    blocks_resumed=resumed, windows_predicted=predicted, windows_skipped=skipped,
                    valid_pixels=count_valid(products["classes"]), seconds=seconds, config=asdict(config),
-                   stage_seconds=dict(times.seconds), seams=seams)
+                   stage_seconds=dict(times.seconds), seams=seams, backend=dict(backend or {}))
 
     def summary(self) -> str:
         rate = self.height * self.width / max(self.seconds, 1e-9) / 1e4  # km2/s at 10 m pixels
@@ -92,6 +96,9 @@ class MapResult:
             f"{self.blocks} blocks ({self.blocks_resumed} resumed), {self.windows_predicted} windows predicted, "
             f"{self.windows_skipped} skipped as nodata, {self.seconds:.1f} s ({rate:.2f} km2/s at 10 m)"
         )
+        if self.backend:
+            lines.append("backend " + ", ".join(f"{k.removeprefix('BACKEND').strip('_').lower() or 'engine'} {v}"
+                                                for k, v in self.backend.items()))
         if self.config.get("profile"):
             lines.append(StageTimes(self.stage_seconds).table(self.seconds))
             if self.seams is not None:
@@ -146,7 +153,8 @@ def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Pre
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
         "config": {k: v for k, v in asdict(config).items()
-                   if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile", "profile")},
+                   if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile", "profile",
+                                "backend", "backend_agreement")},  # the backend chosen is in the model's digest
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
     }
@@ -154,16 +162,18 @@ def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Pre
 
 def make_assembler(out: str | os.PathLike, plan: MapPlan, legend: ClassLegend, config: MapConfig,
                    fingerprint: dict, precision: str | None = None,
-                   applicability_threshold: float | None = None, model: dict[str, str] | None = None) -> MapAssembler:
+                   applicability_threshold: float | None = None, model: dict[str, str] | None = None,
+                   measured: dict[str, str] | None = None) -> MapAssembler:
     """The assembler (single writer) of a planned map; its products' tags record the model (``model``:
-    :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings."""
+    :func:`dunemap.products.provenance.model_tags`), the precision it ran in and the window settings, and
+    ``measured`` (the backend's timings and agreement: tags that a resumed run need not match)."""
     if config.applicability and applicability_threshold is None:
         raise CheckpointError("--applicability: this checkpoint has no area of applicability; "
                               "fit one with dunemap calibrate (or train with this version of dunemap)")
     tags = run_tags(config, precision, model)
     # the tags are part of what a resumed run must match, so a finished map's tags describe the run that finished it
     return MapAssembler(out, plan.grid, plan.blocks, plan.block_size, legend, config, {**fingerprint, "tags": tags},
-                        tags, applicability_threshold)
+                        {**tags, **(measured or {})}, applicability_threshold)
 
 
 def applicability_threshold(predictor: Predictor) -> float | None:
@@ -189,6 +199,9 @@ def predictor_fingerprint(predictor: Predictor) -> str:
         h.update(text.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(repr((predictor.precision, str(getattr(predictor, "device", "cpu")), list(predictor.class_names),
                    [tuple(c) for c in predictor.colors])).encode())
+    choice = getattr(predictor, "choice", None)
+    if choice is not None:  # an exported backend (dunemap.runtime.backends): its engine and int8 calibration
+        h.update(repr((choice.engine, choice.precision, choice.calibration)).encode())
     bias = getattr(predictor, "class_bias", None)
     if bias is not None:  # the class shares of new ground in use
         h.update(bias.numpy().tobytes())
@@ -297,14 +310,16 @@ def map_raster(
 
 
 def map_claimed(input, predictor: Predictor, out: str | os.PathLike, config: MapConfig,
-                view: ZoneView | None = None) -> MapResult:
+                view: ZoneView | None = None, backend: BackendChoice | None = None) -> MapResult:
     """:func:`map_raster` for a caller that has resolved ``config`` (:meth:`MapConfig.for_model`) and claimed
-    ``out`` under its lock; ``view`` maps one zone of a zone set (:mod:`dunemap.raster.zones`)."""
-    return _map_raster(input, predictor, Path(out), config, time.perf_counter(), view)
+    ``out`` under its lock; ``view`` maps one zone of a zone set (:mod:`dunemap.raster.zones`); ``backend``
+    is the choice that made ``predictor`` (:mod:`dunemap.mapping.backend`), recorded in the tags."""
+    return _map_raster(input, predictor, Path(out), config, time.perf_counter(), view, backend)
 
 
 def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: float,
-                view: ZoneView | None = None) -> MapResult:
+                view: ZoneView | None = None, backend: BackendChoice | None = None) -> MapResult:
+    measured = backend_tags(predictor, backend)
     sources, path = resolve_input(input, out)
     with EmbeddingReader(path, bands=predictor.in_channels, view=view) as reader:
         plan = plan_map(reader, config)
@@ -312,7 +327,7 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         assembler = make_assembler(out, plan, predictor_legend(predictor), config,
                                    map_fingerprint(sources, plan, predictor, config, view), predictor.precision,
                                    applicability_threshold(predictor),
-                                   {**model_tags(predictor), **ground, **source_tags(sources)})
+                                   {**model_tags(predictor), **ground, **source_tags(sources)}, measured)
         resumed = assembler.open(config.resume)
         todo = assembler.pending()
         predicted = skipped = 0
@@ -332,9 +347,25 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
                 bar.update(len(block.windows))
         with times.timed("write"):
             products = assembler.finalize()
-    result = MapResult.build(out, plan, products, config, t0, resumed, predicted, skipped, times)
+    result = MapResult.build(out, plan, products, config, t0, resumed, predicted, skipped, times,
+                             backend_report(predictor, measured))
     log.debug(result.summary().replace("\n", "; "))
     return result
+
+
+def backend_tags(predictor: Predictor, backend: BackendChoice | None) -> dict[str, str]:
+    """The measurements of the backend a map runs with (``auto``: agreement, seconds per window), for its tags and
+    report; they vary from run to run, so a resumed run need not match them (the backend and its precision are
+    in :func:`model_tags`)."""
+    choice = backend or getattr(predictor, "choice", None)
+    tags = {} if choice is None else choice.tags()
+    return {k: v for k, v in tags.items() if k not in (BACKEND_TAG, BACKEND_PRECISION_TAG)}
+
+
+def backend_report(predictor, measured: dict[str, str]) -> dict[str, str]:
+    """A map's backend for its result: engine and precision (:func:`model_tags`) and the measurements."""
+    tags = model_tags(predictor)
+    return {BACKEND_TAG: tags[BACKEND_TAG], BACKEND_PRECISION_TAG: tags[BACKEND_PRECISION_TAG], **measured}
 
 
 def count_valid(path: Path) -> int:

@@ -21,6 +21,7 @@ from typing import Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
+from dunemap.mapping.backend import jobs_backend
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.raster.tags import product_paths
 from dunemap.raster.zones import ZoneView
@@ -139,7 +140,8 @@ class LocalExecutor:
         t0 = time.perf_counter()
         predictor = load_predictor(self.model)
         config = config.for_model(predictor.train_tile)  # the windows the model was trained for
-        maps = [map_claimed(list(job.sources), predictor, job.out, config, job.view) for job in jobs]
+        runner, choice = jobs_backend(predictor, self.model, config, jobs)  # once for every job
+        maps = [map_claimed(list(job.sources), runner, job.out, config, job.view, choice) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 
 

@@ -19,6 +19,8 @@ from dunemap.knowledge.catalog import class_texts
 from dunemap.products.classmap import map_legend
 from dunemap.raster.legend import NODATA_CLASS
 from dunemap.raster.tags import (
+    BACKEND_PRECISION_TAG,
+    BACKEND_TAG,
     CHECKPOINT_TAG,
     MODEL_TAG,
     PRECISION_TAG,
@@ -82,7 +84,8 @@ def write_stac_item(class_map: str | os.PathLike, out: str | os.PathLike | None 
         bbox = list(bounds)
     created = datetime.fromtimestamp(class_map.stat().st_mtime, tz=timezone.utc)
     properties = {"dunemap:" + k.lower(): v for k, v in tags.items()
-                  if k in (MODEL_TAG, CHECKPOINT_TAG, VERSION_TAG, PRECISION_TAG, "WINDOW", "STRIDE", "BLEND")}
+                  if k in (MODEL_TAG, CHECKPOINT_TAG, VERSION_TAG, PRECISION_TAG, "WINDOW", "STRIDE", "BLEND",
+                           BACKEND_TAG, BACKEND_PRECISION_TAG, "BACKEND_AGREEMENT", "BACKEND_SECONDS_PER_WINDOW")}
     year = tags.get(YEAR_TAG, "")
     if year.isdigit():
         item = pystac.Item(id=class_map.stem, geometry=footprint, bbox=bbox, datetime=None, properties=properties,

@@ -21,6 +21,8 @@ MODEL_TAG = "MODEL"
 CHECKPOINT_TAG = "CHECKPOINT_SHA256"
 VERSION_TAG = "DUNEMAP_VERSION"
 PRECISION_TAG = "PRECISION"  # fp32 or bf16, the precision the model ran in
+BACKEND_TAG = "BACKEND"  # torch, onnxruntime or openvino: what ran the model (dunemap.runtime.backends)
+BACKEND_PRECISION_TAG = "BACKEND_PRECISION"  # the precision the backend ran in: fp32, bf16 or int8
 YEAR_TAG = "EMBEDDING_YEAR"  # the year of the annual embedding a map was predicted from, where known
 _YEAR_TAGS = ("aef_year", "AEF_YEAR", "YEAR", "year")  # where embedding rasters state their year (fetch-aef: aef_year)
 _YEAR_IN_NAME = re.compile(r"(?<![0-9])(20[1-3][0-9])(?![0-9])")  # aef_namib_2023.tif (gee-script's file prefix)
@@ -40,12 +42,15 @@ def product_paths(out: str | os.PathLike) -> dict[str, Path]:
 
 
 def model_tags(predictor) -> dict[str, str]:
-    """The model's registered name and the SHA-256 of the checkpoint bytes it was loaded from (when it came
-    from a file): the file as it was read, whatever happened to it since."""
+    """The model's registered name, the SHA-256 of the checkpoint bytes it was loaded from (when it came
+    from a file: the file as it was read, whatever happened to it since) and the backend that runs it with
+    its precision (``engine``: torch unless the predictor is an export, dunemap.runtime.backends)."""
     tags = {MODEL_TAG: str(getattr(predictor.config, "name", "unknown"))}
     sha256 = getattr(predictor, "checkpoint_sha256", None)
     if sha256:
         tags[CHECKPOINT_TAG] = sha256
+    tags[BACKEND_TAG] = str(getattr(predictor, "engine", "torch"))
+    tags[BACKEND_PRECISION_TAG] = str(getattr(predictor, "precision", "fp32"))
     return tags
 
 

@@ -3,7 +3,10 @@
 - :mod:`~dunemap.runtime.device`: device and precision resolution, the one :func:`autocast`, GPU batch sizes;
 - :mod:`~dunemap.runtime.spec`: :class:`ModelSpec`, a checkpoint and how to run it;
 - :mod:`~dunemap.runtime.predictor`: :class:`Predictor` and :func:`load_predictor`;
-- :mod:`~dunemap.runtime.loops`: predictions and confusion matrices over a DataLoader.
+- :mod:`~dunemap.runtime.loops`: predictions and confusion matrices over a DataLoader;
+- :mod:`~dunemap.runtime.export`, :mod:`~dunemap.runtime.backends`, :mod:`~dunemap.runtime.select`: the model
+  from its cached ONNX export through ONNX Runtime or OpenVINO (fp32, int8), and the choice among them
+  (imported where used: they load no backend package until one runs).
 
 Layer: above ``models``, ``data`` and ``trust.applicability``; below ``mapping``, ``trust.fit``,
 ``evaluation`` and ``training``, which all predict through it.

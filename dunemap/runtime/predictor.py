@@ -141,24 +141,26 @@ class Predictor:
         over the whole input: for sliding windows blended as ``map`` does, use ``dunemap.predict_array``.
         """
         if isinstance(x, np.ndarray):
-            return self._predict_numpy(x)
-        return self._calibrated(self.forward(x))
+            return self.predict_numpy(x)
+        return self.calibrated(self.forward(x))
 
     @torch.inference_mode()
     def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated logits (B, K, H, W) and the dissimilarity index (B, H, W) float32 of each pixel, on the
         logits' device (see :meth:`forward_with_dissimilarity`)."""
         logits, di = self.forward_with_dissimilarity(x)
-        return self._calibrated(logits), di.to(logits.device)
+        return self.calibrated(logits), di.to(logits.device)
 
-    def _predict_numpy(self, x: np.ndarray) -> np.ndarray:
+    def predict_numpy(self, x: np.ndarray, predict=None) -> np.ndarray:
+        """:meth:`predict` of a numpy array (see there); ``predict`` replaces this Predictor's own on the tensor."""
         single = x.ndim == 3
         batch = x[None] if single else x
         if batch.ndim != 4:
             raise CheckpointError(f"array of shape {x.shape}: expected (C, H, W) or (B, C, H, W)")
         if batch.dtype == np.int8:
             batch = np.stack([dequantize(image)[0] for image in batch])
-        logits = self.predict(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        logits = (predict or self.predict)(x).cpu().numpy()
         return logits[0] if single else logits
 
     def use_ground(self, crs, bounds) -> bool:
@@ -169,7 +171,8 @@ class Predictor:
         self.class_bias = torch.from_numpy(self.scene_prior.bias()) if use else None
         return use
 
-    def _calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's own logits made calibrated: divided by the temperature, plus the class bias in use (float32)."""
         logits = logits.float()
         logits = logits if self.temperature == 1.0 else logits / self.temperature
         if self.class_bias is not None:

@@ -313,3 +313,27 @@ def test_workers_apply_a_checkpoints_class_shares_of_new_ground_as_a_local_map_d
         last, plain_last, valid = a.read(1) == k - 1, c.read(1) == k - 1, a.read_masks(1) > 0
         assert (last | ~plain_last).all()  # a pixel mapped as that class without the prior still is
         assert (last & valid).sum() > (plain_last & valid).sum()  # and more pixels now are
+
+
+def test_workers_run_the_backend_chosen_once_as_a_local_map_does(
+        tmp_path: Path, aef_raster, tiny_checkpoint: Path, cluster: LocalCluster, one_torch_thread,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 calibrated on the first raster's windows: every worker builds the same model (from its cache or
+    anew), so the cluster's map equals the local one byte for byte, and both name the backend in their tags."""
+    pytest.importorskip("onnxruntime")
+    cache = str(tmp_path / "cache")
+    monkeypatch.setenv("DUNEMAP_CACHE", cache)
+    with Client(cluster, set_as_default=False) as client:
+        client.run(os.environ.__setitem__, "DUNEMAP_CACHE", cache)
+        try:
+            path = aef_raster(128, 96)
+            config = MapConfig(window=64, stride=32, block_size=48, progress=False, backend="onnxruntime-int8")
+            local = map_many([MapJob((path,), tmp_path / "local.tif")], tiny_checkpoint, config, precision="fp32")
+            got = map_many([MapJob((path,), tmp_path / "dask.tif")], tiny_checkpoint, config, client=client,
+                           precision="fp32")
+        finally:
+            client.run(os.environ.pop, "DUNEMAP_CACHE", None)
+    assert got.tasks > 1 and got.maps[0].path.read_bytes() == local.maps[0].path.read_bytes()
+    with rasterio.open(got.maps[0].path) as src:
+        assert (src.tags()["BACKEND"], src.tags()["BACKEND_PRECISION"]) == ("onnxruntime", "int8")
+    assert got.maps[0].backend == local.maps[0].backend == {"BACKEND": "onnxruntime", "BACKEND_PRECISION": "int8"}

@@ -1,0 +1,272 @@
+"""Inference backends: the model run by torch, or from its ONNX export by ONNX Runtime or OpenVINO, fp32 or int8.
+
+:data:`BACKENDS` is the registry the ``--backend`` option chooses from. ``torch`` is the
+:class:`~dunemap.runtime.predictor.Predictor` itself (bf16 where :func:`resolve_precision` picks it).
+The others run the cached export (:mod:`dunemap.runtime.export`) on the CPU through an
+:class:`ExportedPredictor`, which gives the same calibrated logits a Predictor gives (the backend's raw
+logits, then the Predictor's own temperature and class bias) and passes windows of any other size to
+the fp32 torch model. ``auto`` measures every installed candidate (:mod:`dunemap.runtime.select`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dunemap.errors import ConfigError, InputError
+from dunemap.registry import choose
+from dunemap.runtime.export import INPUT_NAME, export_onnx, export_path, quantize_int8
+from dunemap.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install -e ".[fast]"'
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run the model: an engine, the package it needs and the precision of its export."""
+
+    engine: str  # torch, onnxruntime or openvino
+    precision: str  # fp32 or int8 for the exports; torch runs in the Predictor's precision
+    package: str | None = None  # the module to import; None for torch
+
+
+BACKENDS: dict[str, Backend | None] = {
+    "auto": None,  # measure the installed candidates on the raster, keep the faithful ones, take the fastest
+    "torch": Backend("torch", "model"),
+    "onnxruntime": Backend("onnxruntime", "fp32", "onnxruntime"),
+    "onnxruntime-int8": Backend("onnxruntime", "int8", "onnxruntime"),
+    "openvino": Backend("openvino", "fp32", "openvino"),
+    "openvino-int8": Backend("openvino", "int8", "openvino"),
+}
+BACKEND_NAMES = tuple(BACKENDS)
+
+
+def backend_name(engine: str, precision: str) -> str:
+    """The registry key of ``engine`` in ``precision`` (torch: any precision)."""
+    if engine == "torch":
+        return "torch"
+    return engine if precision == "fp32" else f"{engine}-{precision}"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a map ran with and how it measured: recorded in the map's tags and the run's report."""
+
+    engine: str  # torch, onnxruntime or openvino
+    precision: str  # fp32, bf16 or int8
+    agreement: float | None = None  # share of a calibration window's valid pixels whose class equals fp32 torch's
+    seconds: float | None = None  # seconds per window as measured on the raster (None: not measured)
+    reason: str = ""  # why: asked for by name, measured fastest, a fallback
+    calibration: str | None = None  # digest of the int8 calibration windows (the export's cache key)
+    measured: tuple[tuple[str, float, float], ...] = ()  # auto: (name, agreement, seconds) of every candidate
+
+    @property
+    def name(self) -> str:
+        return backend_name(self.engine, self.precision)
+
+    def tags(self) -> dict[str, str]:
+        """Provenance tags of a map made with this choice."""
+        tags = {"BACKEND": self.engine, "BACKEND_PRECISION": self.precision}
+        if self.agreement is not None:
+            tags["BACKEND_AGREEMENT"] = f"{self.agreement:.5f}"
+        if self.seconds is not None:
+            tags["BACKEND_SECONDS_PER_WINDOW"] = f"{self.seconds:.4f}"
+        return tags
+
+    def describe(self) -> str:
+        extra = [f"{self.agreement:.2%} agreement with fp32 torch" if self.agreement is not None else "",
+                 f"{self.seconds:.3f} s per window" if self.seconds is not None else "", self.reason]
+        return f"{self.name} ({self.precision})" + "".join(f", {e}" for e in extra if e)
+
+
+@dataclass
+class Samples:
+    """Windows of the raster being mapped, each (C, h, w) float32, with their valid pixels (h, w): the first one
+    is timed and scored for ``auto``, all of them calibrate int8 exports."""
+
+    source: str  # the raster they come from (messages)
+    windows: list[np.ndarray] = field(default_factory=list)
+    valid: list[np.ndarray] = field(default_factory=list)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for w in self.windows:
+            h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+    def require(self, what: str) -> Samples:
+        if not self.windows:
+            raise InputError(f"{self.source}: too few valid pixels to {what} (no window of the map is at least "
+                             "half valid data); map it with --backend torch or onnxruntime/openvino in fp32")
+        return self
+
+
+def require_package(name: str, asked: bool) -> bool:
+    """Whether the package of backend ``name`` imports; asked for by name and missing is a ConfigError."""
+    spec = choose(BACKENDS, name, "backend")
+    try:
+        importlib.import_module(spec.package)
+    except ImportError:
+        if asked:
+            raise ConfigError(f"--backend {name}: the package {spec.package} is not installed; {INSTALL_HINT} "
+                              "installs it (or use --backend torch)") from None
+        return False
+    return True
+
+
+class _OnnxRuntime:
+    """An ONNX Runtime session on the CPU with torch's thread count, its idle threads asleep."""
+
+    def __init__(self, path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its notices are not the user's business
+        # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: x})[0]
+
+
+class _OpenVino:
+    """An OpenVINO model compiled for the CPU device. fp32 is asked for explicitly: on CPUs with AMX OpenVINO
+    would run float layers in bf16 by default; the layers of an int8 (QDQ) export still run in int8."""
+
+    def __init__(self, path) -> None:
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.model = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.model.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.request.infer({0: x})[0])
+
+
+RUNNERS: dict[str, Callable] = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVino}
+
+
+class ExportedPredictor:
+    """A Predictor's model run from its ONNX export: what mapping needs (:class:`SupportsPredict`).
+
+    ``base`` is the fp32 torch Predictor the export was made from; every attribute not defined here
+    (classes, colours, temperature, scene prior, ...) is the base's, and :meth:`predict` divides by its
+    temperature and adds its class bias exactly as it does. Windows of another size than the export's
+    run through ``base``.
+    """
+
+    input_dtype = torch.float32
+    device = torch.device("cpu")
+
+    def __init__(self, base: Predictor, choice: BackendChoice, runner: Callable[[np.ndarray], np.ndarray],
+                 window: int) -> None:
+        self.base = base
+        self.choice = choice
+        self.runner = runner
+        self.window = window
+        self.precision = choice.precision
+        self.backend = choice.name
+        self.engine = choice.engine  # the BACKEND tag (dunemap.raster.tags.model_tags)
+
+    def __getattr__(self, name: str):
+        if name == "base":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __copy__(self) -> ExportedPredictor:
+        """A copy with its own base, so :meth:`use_ground` on it leaves the original's class bias alone."""
+        other = ExportedPredictor(copy.copy(self.base), self.choice, self.runner, self.window)
+        return other
+
+    def use_ground(self, crs, bounds) -> bool:
+        return self.base.use_ground(crs, bounds)
+
+    def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own logits (B, K, H, W) float32 for x (B, C, H, W)."""
+        if tuple(x.shape[-2:]) != (self.window, self.window):
+            return self.base.forward(x).float()
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())  # (B, C, H, W) row-major
+        return torch.from_numpy(self.runner(array))
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Calibrated logits as :meth:`Predictor.predict` gives them (numpy in, numpy out)."""
+        if isinstance(x, np.ndarray):
+            return self.base.predict_numpy(x, self.predict)
+        return self.base.calibrated(self.raw_logits(x))
+
+    def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exports hold no decoder features: the area of applicability is computed by torch."""
+        return self.base.predict_with_dissimilarity(x)
+
+
+def build_exported(reference: Predictor, name: str, window: int, samples: Samples | None = None) -> ExportedPredictor:
+    """The exported backend ``name`` of the fp32 ``reference`` for ``window``-px windows (int8: calibrated on
+    ``samples``); the export is made once and cached (:func:`dunemap.runtime.export.export_path`)."""
+    spec = choose(BACKENDS, name, "backend")
+    calibration = None
+    if spec.precision == "int8":  # checked before anything is exported
+        samples = (samples or Samples("the raster")).require("calibrate an int8 model")
+        calibration = samples.digest()
+    path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
+    if spec.precision == "int8":
+        int8 = export_path(reference.checkpoint_sha256, window, "int8").with_suffix(f".{calibration}.onnx")
+        path = quantize_int8(path, samples.windows, int8)
+    choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)
+    return ExportedPredictor(reference, choice, RUNNERS[spec.engine](path), window)
+
+
+def fp32_reference(predictor: Predictor, load: Callable[[], Predictor]) -> Predictor:
+    """``predictor`` when it runs in fp32 on the CPU, else a fp32 CPU Predictor from ``load``."""
+    if predictor.precision == "fp32" and predictor.device.type == "cpu":
+        return predictor
+    return load()
+
+
+def argmax_agreement(logits: torch.Tensor, reference: torch.Tensor, valid: np.ndarray) -> float:
+    """Share of the ``valid`` pixels (h, w) where the classes of ``logits`` and ``reference`` (1, K, h, w) agree."""
+    same = (logits.argmax(dim=1) == reference.argmax(dim=1))[0].numpy()
+    return float(same[valid].mean()) if valid.any() else 1.0
+
+
+def measure(predictor, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
+    """``predictor``'s calibrated logits for ``x`` and its best time of ``repeats`` after one warm-up run."""
+    out = predictor.predict(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = predictor.predict(x)
+        best = min(best, time.perf_counter() - t0)
+    return out.float(), best
+
+
+def window_tensor(window: np.ndarray) -> torch.Tensor:
+    """One (C, h, w) window as the (1, C, h, w) float32 input of every backend."""
+    return torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None]
+
+
+def candidates(precision: str) -> Sequence[str]:
+    """The exported backends ``auto`` tries when the model's precision option is ``precision``: all for auto,
+    the fp32 ones for fp32, none for bf16 (torch alone runs bf16)."""
+    return {"auto": [n for n in BACKENDS if n not in ("auto", "torch")],
+            "fp32": ["onnxruntime", "openvino"]}.get(precision, [])
+
+
+__all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",
+           "argmax_agreement", "backend_name", "build_exported", "candidates", "fp32_reference", "measure",
+           "require_package", "window_tensor"]
+

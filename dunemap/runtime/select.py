@@ -1,0 +1,166 @@
+"""Choosing the inference backend of a map: by name, or ``auto`` by measuring the candidates on the raster.
+
+``auto`` times every installed candidate (:data:`dunemap.runtime.backends.BACKENDS`: torch in the
+Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32 and int8) on one window of
+the raster after a warm-up run, scores the class agreement of each with the fp32 torch model on that
+window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest. Measuring costs
+about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
+fewer than :data:`AUTO_MIN_WINDOWS` windows cannot pay it back and runs with torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+
+from dunemap.errors import DunemapError
+from dunemap.registry import choose
+from dunemap.runtime.backends import (
+    BACKENDS,
+    BackendChoice,
+    Samples,
+    argmax_agreement,
+    build_exported,
+    candidates,
+    fp32_reference,
+    measure,
+    require_package,
+    window_tensor,
+)
+from dunemap.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+MEASURED_WINDOWS = 3 * 5 + 8  # warm-up + 2 timed passes of up to 5 candidates, plus up to 8 int8 calibration passes
+# a 2x faster backend saves half a pass per window: it breaks even after 2x the measured passes, gains after 4x
+AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
+
+
+def select_backend(predictor: Predictor, name: str, window: int, samples: Callable[[], Samples],
+                   load_fp32: Callable[[], Predictor], *, planned_windows: int | None = None,
+                   applicability: bool = False, min_agreement: float,
+                   requested_precision: str = "auto") -> tuple[object, BackendChoice]:
+    """The predictor a map runs with for backend ``name`` and the choice to record.
+
+    ``predictor`` is the torch Predictor as loaded (its precision resolved); ``load_fp32`` loads the same
+    checkpoint as a fp32 CPU Predictor (the exports' source and the reference of agreement) when
+    ``predictor`` is not one; ``samples`` reads windows of the raster (called only when needed).
+    """
+    spec = choose(BACKENDS, name, "backend")
+    torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
+    if spec is not None and spec.engine == "torch":
+        return predictor, torch_choice
+    fallback = _fallback(predictor, name, applicability, planned_windows)
+    if fallback is not None:
+        log.info("backend %s: %s; mapping with torch", name, fallback)
+        return predictor, BackendChoice("torch", predictor.precision, reason=fallback)
+    if spec is not None:  # asked for by name: every failure is the user's to see
+        require_package(name, asked=True)
+        reference = fp32_reference(predictor, load_fp32)
+        int8 = spec.precision == "int8"
+        try:
+            return _as_chosen(build_exported(reference, name, window, samples() if int8 else None))
+        except DunemapError:
+            raise
+        except Exception as exc:  # the exporter or the backend failed on this model
+            raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
+                               f"{_one_line(exc)}; use --backend torch") from None
+    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision)
+
+
+def _as_chosen(built) -> tuple[object, BackendChoice]:
+    return built, built.choice
+
+
+def _fallback(predictor: Predictor, name: str, applicability: bool, planned_windows: int | None) -> str | None:
+    """Why backend ``name`` falls back to torch here, or None."""
+    if predictor.device.type != "cpu":
+        if name != "auto":
+            raise DunemapError(f"--backend {name} runs on the CPU; the model is on {predictor.device}: "
+                               "give --device cpu, or use --backend torch")
+        return f"the model runs on {predictor.device}, the exports on the CPU"
+    if not predictor.checkpoint_sha256:
+        if name != "auto":
+            raise DunemapError(f"--backend {name}: this model was not loaded from a checkpoint file, so its export "
+                               "has no SHA-256 to be cached under; use --backend torch")
+        return "the model was not loaded from a checkpoint file (no SHA-256 to cache its export under)"
+    if applicability:
+        return "the area of applicability needs the decoder's features, which only torch gives"
+    if name == "auto" and planned_windows is not None and planned_windows < AUTO_MIN_WINDOWS:
+        return (f"{planned_windows} windows are too few to repay measuring the backends "
+                f"(it costs about {MEASURED_WINDOWS} window passes)")
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
+          min_agreement: float, requested_precision: str) -> tuple[object, BackendChoice]:
+    names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
+    wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
+    missing = sorted(wanted - {BACKENDS[n].package for n in names})
+    hint = f"{', '.join(missing)} not installed (pip install -e \".[fast]\" adds them)"
+    if not names:  # nothing to measure against: the raster is not read
+        reason = hint if wanted else f"precision {requested_precision} runs in torch only"
+        log.info("backend auto: %s; mapping with torch", reason)
+        return predictor, BackendChoice("torch", predictor.precision, reason=reason)
+    if missing:
+        log.info("backend auto: %s", hint)
+    taken = samples()
+    if not taken.windows:
+        reason = f"{taken.source} has no window half valid to measure on"
+        log.info("backend auto: %s; mapping with torch", reason)
+        return predictor, BackendChoice("torch", predictor.precision, reason=reason)
+    x, valid = window_tensor(taken.windows[0]), taken.valid[0]
+    try:
+        reference = fp32_reference(predictor, load_fp32)
+    except DunemapError as exc:  # e.g. a published state_dict whose text file the predictor was given in memory
+        log.info("backend auto: no fp32 model to export and compare with (%s); mapping with torch", exc)
+        return predictor, BackendChoice("torch", predictor.precision, reason="no fp32 reference")
+    truth = reference.predict(x).float()
+    logits, seconds = measure(predictor, x)
+    measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits, truth, valid), seconds)]
+    runners = {"torch": predictor}
+    for name in names:
+        try:
+            built = build_exported(reference, name, window, taken)
+            logits, seconds = measure(built, x)
+        except DunemapError:
+            raise
+        except Exception as exc:  # an export or a backend that fails on this model is left out
+            log.warning("backend auto: %s failed on this model (%s); left out", name, _one_line(exc))
+            continue
+        c = built.choice
+        measured.append(BackendChoice(c.engine, c.precision, argmax_agreement(logits, truth, valid), seconds,
+                                      calibration=c.calibration))
+        runners[c.name] = built
+    faithful = [m for m in measured if m.agreement >= min_agreement]
+    if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
+        faithful = [BackendChoice("torch", "fp32", 1.0, None)]
+        runners["torch"] = reference
+    best = min(faithful, key=lambda m: float("inf") if m.seconds is None else m.seconds)
+    table = ", ".join(f"{m.name if m.engine != 'torch' else 'torch ' + m.precision} {m.seconds:.3f} s "
+                      f"{m.agreement:.2%}" for m in measured)
+    log.info("backend auto: chose %s (%s) on %s; measured per window: %s; kept agreement >= %.1f%%", best.name,
+             best.precision, taken.source, table, 100 * min_agreement)
+    chosen = BackendChoice(best.engine, best.precision, best.agreement, best.seconds,
+                           f"fastest of {len(faithful)} at >= {min_agreement:.1%} agreement", best.calibration,
+                           tuple((m.name, m.agreement, m.seconds) for m in measured))
+    runner = runners[best.name]
+    if best.engine != "torch":
+        runner.choice = chosen
+    return runner, chosen
+
+
+def cpu_fp32_loader(load: Callable[..., Predictor]) -> Callable[[], Predictor]:
+    """A ``load_fp32`` for :func:`select_backend` from a loader taking ModelSpec overrides."""
+    return lambda: load(device="cpu", precision="fp32")
+
+
+__all__ = ["AUTO_MIN_WINDOWS", "MEASURED_WINDOWS", "cpu_fp32_loader", "select_backend"]
+
+

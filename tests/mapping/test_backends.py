@@ -1,0 +1,213 @@
+"""Inference backends: cached ONNX exports, ONNX Runtime and OpenVINO against torch, int8 calibration, auto."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dunemap.errors import InputError
+from dunemap.mapping.backend import sample_windows
+from dunemap.mapping.config import BACKEND_NAMES, MapConfig
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.runtime import load_predictor
+from dunemap.runtime.backends import BACKENDS, Samples, argmax_agreement, build_exported, window_tensor
+from dunemap.runtime.export import export_path
+from dunemap.runtime.select import select_backend
+
+pytest.importorskip("onnx")
+WINDOW = 64
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty export cache of this test's own."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DUNEMAP_CACHE", str(root))
+    return root / "exports"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory):
+    """One export cache for the tests that only use exports (the model is exported once for all of them)."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DUNEMAP_CACHE", str(root))
+        yield root / "exports"
+
+
+def _fp32(checkpoint: Path):
+    return load_predictor(checkpoint, device="cpu", precision="fp32")
+
+
+def _samples(raster: Path, window: int = WINDOW) -> Samples:
+    with EmbeddingReader(raster, bands=64) as reader:
+        return sample_windows(reader, MapConfig(backend="onnxruntime-int8").for_model(window))
+
+
+def test_the_registry_is_the_options_choices() -> None:
+    assert tuple(BACKENDS) == BACKEND_NAMES
+
+
+def test_export_is_made_once_keyed_by_checkpoint_and_window_and_rebuilt_when_corrupt(
+        cache: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    predictor = _fp32(tiny_checkpoint)
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        build_exported(predictor, "onnxruntime", WINDOW)
+    path = export_path(predictor.checkpoint_sha256, WINDOW, "fp32")
+    assert path.parent == cache and path.is_file() and predictor.checkpoint_sha256 in path.name
+    assert not any(p.suffix == ".onnx" for p in tiny_checkpoint.parent.iterdir())  # never beside the weights
+    assert sum("exporting the model" in r.message for r in caplog.records) == 1
+    made = path.stat().st_mtime_ns
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        build_exported(predictor, "onnxruntime", WINDOW)  # a cache hit: not exported again
+        build_exported(predictor, "onnxruntime", 96)  # another window: another file
+    assert path.stat().st_mtime_ns == made
+    assert [r.message for r in caplog.records if "exporting" in r.message] == [
+        f"exporting the model to ONNX for 96 px windows: {export_path(predictor.checkpoint_sha256, 96)}"]
+
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a half-copied file
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        rebuilt = build_exported(predictor, "onnxruntime", WINDOW)
+    corrupt = [r for r in caplog.records if "does not match its checksum" in r.message]
+    assert len(corrupt) == 1 and str(path) in corrupt[0].getMessage()
+    x = window_tensor(np.random.default_rng(0).standard_normal((64, WINDOW, WINDOW)).astype(np.float32))
+    torch.testing.assert_close(rebuilt.predict(x), predictor.predict(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tiny_checkpoint: Path,
+                                                    aef_raster) -> None:
+    pytest.importorskip(BACKENDS[name].package)
+    predictor = _fp32(tiny_checkpoint)
+    predictor.temperature = 1.7  # the calibration a Predictor applies is applied to the backend's logits too
+    predictor.class_bias = torch.linspace(-0.5, 0.5, predictor.num_classes)
+    samples = _samples(aef_raster(height=128, width=128))
+    built = build_exported(predictor, name, WINDOW)
+    x = torch.from_numpy(np.stack(samples.windows[:2]))  # a batch of two
+    got, want = built.predict(x), predictor.predict(x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert argmax_agreement(got[:1], want[:1], samples.valid[0]) == 1.0
+    assert built.choice.tags() == {"BACKEND": name, "BACKEND_PRECISION": "fp32"}
+    odd = torch.from_numpy(samples.windows[0][:, :48, :40].copy())[None]  # another size runs through torch
+    torch.testing.assert_close(built.predict(odd), predictor.predict(odd))
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-int8", "openvino-int8"])
+def test_int8_is_calibrated_statically_on_the_raster(name: str, shared: Path, tiny_checkpoint: Path,
+                                                     aef_raster) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip(BACKENDS[name].package)
+    predictor = _fp32(tiny_checkpoint)
+    samples = _samples(aef_raster(height=160, width=160, seed=4))
+    assert len(samples.windows) > 1
+    built = build_exported(predictor, name, WINDOW, samples)
+    files = sorted(shared.glob(f"{predictor.checkpoint_sha256}_w{WINDOW}_int8.{samples.digest()}.onnx"))
+    assert len(files) == 1
+    ops = {node.op_type for node in onnx.load(str(files[0])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    x = window_tensor(samples.windows[0])
+    agreement = argmax_agreement(built.predict(x), predictor.predict(x), samples.valid[0])
+    assert 0.5 < agreement <= 1.0
+    assert built.choice.precision == "int8" and built.choice.calibration == samples.digest()
+
+
+def test_int8_refuses_a_raster_without_valid_windows(cache: Path, tiny_checkpoint: Path, aef_raster) -> None:
+    pytest.importorskip("onnxruntime")
+    invalid = np.ones((96, 96), bool)
+    invalid[:20, :20] = False  # a corner of data: no window is half valid
+    raster = aef_raster(height=96, width=96, invalid=invalid)
+    with pytest.raises(InputError, match=f"{raster}: too few valid pixels"):
+        build_exported(_fp32(tiny_checkpoint), "onnxruntime-int8", WINDOW, _samples(raster))
+    assert not cache.exists() or not list(cache.glob("*int8*"))
+
+
+def test_auto_takes_the_fastest_backend_at_or_above_the_agreement(shared: Path, tiny_checkpoint: Path,
+                                                                  aef_raster) -> None:
+    pytest.importorskip("onnxruntime")
+    predictor = load_predictor(tiny_checkpoint, device="cpu", precision="auto")
+    samples = _samples(aef_raster(height=128, width=128, seed=5))
+
+    def choose(threshold: float):
+        return select_backend(predictor, "auto", WINDOW, lambda: samples,
+                              lambda: _fp32(tiny_checkpoint), min_agreement=threshold)
+
+    for threshold in (0.0, 1.0):
+        runner, choice = choose(threshold)
+        names = {name for name, _, _ in choice.measured}
+        assert {"torch", "onnxruntime", "onnxruntime-int8"} <= names
+        faithful = [(s, name) for name, agreement, s in choice.measured if agreement >= threshold]
+        assert choice.agreement >= threshold and (choice.seconds, choice.name) == min(faithful)
+        assert getattr(runner, "backend", "torch") == choice.name
+    int8 = dict((name, agreement) for name, agreement, _ in choice.measured)["onnxruntime-int8"]
+    if int8 < 1.0:  # an int8 model that disagrees anywhere is never taken at 100 %
+        assert choice.name != "onnxruntime-int8"
+
+
+def test_auto_without_the_backend_packages_is_torch_in_one_line(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    for package in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)  # as if not installed: importing it fails
+    predictor = _fp32(tiny_checkpoint)
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        runner, choice = select_backend(predictor, "auto", WINDOW, lambda: pytest.fail("the raster was read"),
+                                        lambda: pytest.fail("a reference was loaded"), min_agreement=0.995)
+    assert runner is predictor and (choice.engine, choice.precision) == ("torch", "fp32")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ['backend auto: onnxruntime, openvino not installed (pip install -e ".[fast]" adds them); '
+                     'mapping with torch']
+
+
+def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                                          aef_raster) -> None:
+    """Measuring again could choose another backend and discard the finished blocks: auto takes the journal's."""
+    from dunemap.mapping.batch import map_many
+    from dunemap.mapping.engine import make_assembler, map_fingerprint, plan_map, predictor_legend
+    from dunemap.mapping.jobs import MapJob
+    from dunemap.mapping.predict import predict_block
+    from dunemap.raster.tags import model_tags
+
+    pytest.importorskip("openvino")
+    path, out = aef_raster(height=128, width=96), tmp_path / "map.tif"
+    config = MapConfig(window=64, stride=32, block_size=48, progress=False)
+    exported = build_exported(_fp32(tiny_checkpoint), "openvino", WINDOW)
+    with EmbeddingReader(path) as reader:  # an openvino run that predicted two blocks, then died
+        plan = plan_map(reader, config)
+        assembler = make_assembler(out, plan, predictor_legend(exported), config,
+                                   map_fingerprint([path], plan, exported, config), exported.precision,
+                                   model=model_tags(exported))
+        assembler.open(resume=False)
+        for block in assembler.pending()[:2]:
+            assembler.add(predict_block(reader, exported, block, config))
+    result = map_many([MapJob((path,), out)], tiny_checkpoint, config, precision="fp32").maps[0]  # backend auto
+    assert result.blocks_resumed == 2 and result.backend["BACKEND"] == "openvino"
+
+
+def test_an_export_that_fails_is_one_error_by_name_and_left_out_by_auto(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, aef_raster,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from dunemap.errors import DunemapError
+
+    pytest.importorskip("onnxruntime")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be made\n")  # every export fails to be written
+    monkeypatch.setenv("DUNEMAP_CACHE", str(blocker))
+    predictor = _fp32(tiny_checkpoint)
+    samples = _samples(aef_raster(height=96, width=96))
+    with pytest.raises(DunemapError, match="^--backend onnxruntime: the model could not be run by onnxruntime: "):
+        select_backend(predictor, "onnxruntime", WINDOW, lambda: samples, lambda: predictor, min_agreement=0.995)
+    with caplog.at_level(logging.INFO, logger="dunemap"):
+        runner, choice = select_backend(predictor, "auto", WINDOW, lambda: samples, lambda: predictor,
+                                        min_agreement=0.995)
+    assert runner is predictor and choice.engine == "torch" and choice.agreement == 1.0
+    left_out = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert left_out and all("failed on this model" in m and "left out" in m for m in left_out)
+    assert blocker.read_text() == "a file where the cache folder would be made\n"
