@@ -225,9 +225,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--stride", type=int, default=0)
     ap.add_argument("--block-size", type=int, default=0)
     ap.add_argument("--routes", nargs="+", default=["disk", "http", "geotiff"], choices=["disk", "http", "geotiff"])
-    ap.add_argument("--dask-workers", type=int, default=8, help="machines of the Dask estimate")
+    ap.add_argument("--dask-workers", type=int, nargs="+", default=[8, 64], help="machines of the Dask estimates")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tables", type=Path, default=None, metavar="REPORT.json",
+                    help="print the tables of an earlier run's --json report (with these --dask-workers) and stop")
     args = ap.parse_args(argv)
+    if args.tables:
+        report = json.loads(args.tables.read_text())
+        print_tables(report, args.dask_workers)
+        return report
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -278,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "tmp_left": sorted(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*")),
                    "outputs_mib": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20,
                    "profile": profile_seconds(result.pop("log")), "load_1min": os.getloadavg()[0], **result}
+            if not row["tmp_left"]:
+                tmpdir.rmdir()
             if route == "http":
                 tiles_served = {k: v for k, v in served.items() if k.endswith(".tiff")}
                 row.update(served_bytes=sum(tiles_served.values()), index_bytes=served.get("aef_index.parquet", 0),
@@ -304,7 +312,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def print_tables(report: dict, dask_workers: int) -> None:
+def print_tables(report: dict, dask_workers: list[int]) -> None:
     runs = report["runs"]
     print(f"\n## Mapping from the AEF archive: {report['model']}, {report['tile']} px tiles, "
           f"{report['threads']} torch threads\n\nMachine: {report['machine']}\n")
@@ -348,17 +356,17 @@ def print_tables(report: dict, dask_workers: int) -> None:
     for r in runs:
         print(f"- {r['route']} {r['tiles']} tiles: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["profile"].items()))
     largest = max(r["rows"] for r in runs)
-    print(f"\nEstimated wall time from the {2 * largest}-tile runs' wall seconds per km² of ground "
-          f"(linear in area; {dask_workers} machines: the rate times {dask_workers}, an assumption):\n")
-    print("| desert | km² | " + " | ".join(f"{r['route']}: 1 machine | {dask_workers} machines"
-                                            for r in runs if r["rows"] == largest) + " |")
-    print("|---|---:|" + "---:|---:|" * sum(r["rows"] == largest for r in runs))
+    print(f"\nEstimated wall time from the {2 * largest}-tile runs' wall seconds per km² of ground, linear in area; "
+          f"on N machines the rate times N (an assumption: block tasks spread evenly over N Dask workers, each a "
+          f"whole machine like this one, the client assembling fast enough); the GPU is UNMEASURED:\n")
+    print("| desert | km² | route | 1 machine (2 cores) | " + " | ".join(f"{n} machines" for n in dask_workers)
+          + " | 1 GPU |")
+    print("|---|---:|---|---:|" + "---:|" * len(dask_workers) + "---|")
     for name, km2 in DESERTS_KM2.items():
-        cells = []
         for r in (r for r in runs if r["rows"] == largest):
             seconds = r["wall_s"] / (r["mapped_px"] * KM2_PER_PX) * km2
-            cells += [hours(seconds), hours(seconds / dask_workers)]
-        print(f"| {name} | {km2:,} | " + " | ".join(cells) + " |")
+            print(f"| {name} | {km2:,} | {r['route']} | {hours(seconds)} | "
+                  + " | ".join(hours(seconds / n) for n in dask_workers) + " | UNMEASURED |")
 
 
 def hours(seconds: float) -> str:
