@@ -3,13 +3,14 @@
 Only the windows a bbox needs are read (GDAL range requests through ``/vsicurl/`` for URLs), never
 whole 8192 x 8192 tiles, through the one embedding reader (:class:`dunemap.raster.reader.EmbeddingReader`:
 int8 de-quantised as :mod:`dunemap.io.aef` says, bottom-up tiles seen north-up, its valid-pixel rule).
-The output is built chunk by chunk (``chunk`` pixels square) so memory stays bounded: each chunk is filled from the tiles it touches, tiles in the output CRS
-first (copied exactly when their grid is aligned), tiles of other UTM zones reprojected with
-:func:`rasterio.warp.reproject`. **Nodata is written as NaN** (all bands), and the GeoTIFF's nodata
-value is set to NaN. With ``dtype="int8"`` the archive's own codes are copied instead (a quarter of the
-bytes; -128 = nodata in all bands, de-quantised by every reader as :mod:`dunemap.io.aef` says),
-with nearest resampling only. With bilinear resampling each vector is renormalised to unit length, as the
-embedding's own overviews are.
+The output is built chunk by chunk (``chunk`` pixels square) so memory stays bounded: each chunk is filled
+from the tiles it touches, tiles in the output CRS first (copied exactly when their grid is aligned),
+tiles of other UTM zones reprojected with :func:`rasterio.warp.reproject`. **By default the archive's own
+int8 codes are copied** (``dtype="int8"``: -128 = nodata in all bands, de-quantised by every reader as
+:mod:`dunemap.io.aef` says), so a local copy costs the archive's bytes, with nearest resampling only.
+``dtype="float32"`` writes de-quantised vectors instead (four times the bytes; NaN = nodata in all bands,
+the GeoTIFF's nodata value NaN); with bilinear resampling (float32 only) each vector is renormalised to unit
+length, as the embedding's own overviews are.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from dunemap.registry import choose
 log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES: dict[str, float] = {  # output dtype -> its nodata value
+    "int8": -128,  # the archive's int8 codes, 64 bytes per pixel (nearest resampling only); the default
     "float32": float("nan"),  # de-quantised embeddings, 256 bytes per pixel
-    "int8": -128,  # the archive's int8 codes, 64 bytes per pixel (nearest resampling only)
 }
 RESAMPLING: dict[str, str] = {  # option name -> rasterio.enums.Resampling member
     "nearest": "nearest",  # exact source vectors; the default
@@ -65,7 +66,7 @@ class FetchConfig:
     resampling: str = "nearest"  # for tiles not on the output grid: nearest or bilinear
     rewrites: list[tuple[str, str]] = field(default_factory=list)  # (old, new) path prefixes applied to the index
     chunk: int = 512  # output chunk side in pixels (memory: chunk^2 * bands * 4 bytes per tile read)
-    dtype: str = "float32"  # float32 (de-quantised, NaN nodata) or int8 (the archive's codes, -128 nodata)
+    dtype: str = "int8"  # int8 (the archive's codes, -128 nodata: the archive's bytes) or float32 (de-quantised, NaN)
 
 
 @dataclass
@@ -236,8 +237,8 @@ def _env_options() -> dict[str, str]:
 
 
 def fetch_aef(config: FetchConfig) -> FetchResult:
-    """Read the AEF windows covering ``config.bbox`` for ``config.year`` into one GeoTIFF: float32 (NaN = nodata) or,
-    with ``config.dtype`` int8, the archive's codes (-128 = nodata)."""
+    """Read the AEF windows covering ``config.bbox`` for ``config.year`` into one GeoTIFF: the archive's int8 codes
+    (-128 = nodata) or, with ``config.dtype`` float32, de-quantised vectors (NaN = nodata)."""
     import rasterio
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
@@ -250,8 +251,8 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
     dtype = config.dtype
     nodata = choose(OUTPUT_DTYPES, dtype, "output dtype")
     if dtype == "int8" and resampling != "nearest":
-        raise ConfigError(f"resampling {resampling} blends vectors, which int8 codes cannot hold; use --resampling "
-                          "nearest with --dtype int8, or --dtype float32")
+        raise ConfigError(f"resampling {resampling} blends vectors, which int8 codes (the default --dtype) cannot "
+                          "hold; add --dtype float32, or use --resampling nearest")
     try:
         dst_crs = CRS.from_user_input(config.crs) if config.crs else CRS.from_epsg(utm_epsg(*bbox_center(bbox)))
     except CRSError as exc:

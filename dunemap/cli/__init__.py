@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module, one-line help)
     "gee-script": ("dunemap.cli.acquire", "print an Earth Engine Code Editor script exporting AEF embeddings"),
     "fetch-gee": ("dunemap.cli.acquire", "start the same AEF export through earthengine-api"),
     "fetch-aef": ("dunemap.cli.acquire",
-        "read AEF COG windows over a bbox into one GeoTIFF (float32 or the archive's int8)"),
+        "read AEF COG windows over a bbox into one GeoTIFF (the archive's int8, or float32)"),
     "map": ("dunemap.cli.map", "map a whole embedding raster to a class-map COG (sliding windows, resumable)"),
     "suggest": ("dunemap.cli.suggest",
         "propose patches to label where the model is unsure or outside its area of applicability"),

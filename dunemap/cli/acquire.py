@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crs", default=None, help="output CRS, e.g. EPSG:32733 (default: the area's UTM zone)")
     p.add_argument("--out-prefix", default=None, help="Drive file prefix and task name (default: aef_AREA_YEAR)")
     p.add_argument("--folder", default=None, help="Google Drive folder (default: Drive root)")
-    p.add_argument("--project", default=None, help="Google Cloud project for ee.Initialize (default: earthengine-api's)")
+    p.add_argument("--project", default=None,
+                   help="Google Cloud project for ee.Initialize (default: earthengine-api's)")
     _add_warn(p)
     p.set_defaults(func=run_fetch_gee)
 
@@ -54,10 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from dunemap.acquire.index import PUBLIC_INDEX_URL
 
     p = subparsers.add_parser("fetch-aef",
-                              help="read AEF COG windows over a bbox into one GeoTIFF (float32 or the archive's int8)",
+                              help="read AEF COG windows over a bbox into one GeoTIFF (the archive's int8, or float32)",
                               description="Read only the needed windows of the public AEF COGs (int8, bottom-up) "
-                                          "listed in an index, de-quantise them and mosaic them across tiles and UTM "
-                                          "zones into one float32 GeoTIFF; nodata is NaN.")
+                                          "listed in an index and mosaic them across tiles and UTM zones into one "
+                                          "GeoTIFF: the archive's int8 codes (nodata -128) unless --dtype float32 "
+                                          "asks for de-quantised vectors (nodata NaN).")
     _add_area(p)
     p.add_argument("--index", required=True, metavar="aef_index.parquet",
                    help=f"tile index: local file or URL (the public one is {PUBLIC_INDEX_URL})")
@@ -68,12 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default=default_of(FetchConfig, "resampling"),
                    help="for tiles off the output grid, e.g. other UTM zones")
     p.add_argument("--dtype", choices=sorted(OUTPUT_DTYPES), default=default_of(FetchConfig, "dtype"),
-                   help="float32: de-quantised embeddings, NaN nodata (256 bytes per pixel); int8: the archive's own "
-                        "codes, -128 nodata (64 bytes per pixel; every dunemap command reads them), nearest only")
+                   help="int8: the archive's own codes, -128 nodata (64 bytes per pixel, the archive's bytes; every "
+                        "dunemap command reads them), nearest resampling only; float32: de-quantised embeddings, NaN "
+                        "nodata (256 bytes per pixel)")
     add_overwrite(p, "an existing EMB.tif")
     p.add_argument("--rewrite", action="append", default=[], metavar="OLD=NEW",
-                   help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; default: "
-                        "none)")
+                   help="replace a path prefix of the index, e.g. s3://bucket/=https://host/bucket/ (repeatable; "
+                        "default: none)")
     add_no_progress(p)
     p.set_defaults(func=run_fetch_aef)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import rasterio
@@ -59,6 +60,22 @@ def validate_cog(path: Path, name: Path | None = None) -> None:
     try:
         ok, errors, _warnings = cog_validate(str(path), quiet=True)
     except RasterioError as exc:
-        raise RasterIOError(f"{name or path}: cannot read the Cloud-Optimized GeoTIFF back ({gdal_cause(exc)})") from None
-    if not ok:
+        raise RasterIOError(f"{name or path}: cannot read the Cloud-Optimized GeoTIFF back "
+                            f"({gdal_cause(exc)})") from None
+    errors = [e for e in errors if not _square_tiled_overview(path, e)]
+    if not ok and errors:
         raise RasterIOError(f"{name or path}: not a valid Cloud-Optimized GeoTIFF: {'; '.join(errors)}")
+
+
+def _square_tiled_overview(path: Path, error: str) -> bool:
+    """True for rio-cogeo's "Overview of index N is not tiled" about an overview that is tiled in square blocks.
+
+    rio-cogeo takes an overview whose block is as wide as the overview for a strip, so an overview exactly one tile
+    wide (e.g. a 2048 x 1024 map's 1024 x 512 overview in 512 px tiles) is reported although it is tiled.
+    """
+    match = re.fullmatch(r"Overview of index (\d+) is not tiled", error)
+    if match is None:
+        return False
+    with rasterio.open(path, OVERVIEW_LEVEL=int(match.group(1))) as ovr:
+        block_h, block_w = ovr.block_shapes[0]
+        return block_h == block_w and block_h < ovr.height

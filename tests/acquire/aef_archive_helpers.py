@@ -61,7 +61,6 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return
         size = path.stat().st_size
-        data = path.read_bytes()
         m = re.fullmatch(r"bytes=(\d*)-(\d*)", (self.headers.get("Range") or "").strip())
         if m and (m.group(1) or m.group(2)):
             if m.group(1):
@@ -74,11 +73,13 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.end_headers()
                 return
-            body = data[start:end + 1]
+            with open(path, "rb") as f:  # only the range: archives of large tiles are served too
+                f.seek(start)
+                body = f.read(end + 1 - start)
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         else:
-            body = data
+            body = path.read_bytes()
             self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")

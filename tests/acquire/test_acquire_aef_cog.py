@@ -125,7 +125,7 @@ def test_fetch_over_http_equals_direct_read_across_two_tiles(aef_tiles, tmp_path
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tiff"):
         for how, index in (("http", f"{base}/aef_index.parquet"), ("local", str(root / "aef_index.parquet"))):
             out = tmp_path / f"{how}.tif"
-            res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=index, out=out, chunk=48))
+            res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=index, out=out, chunk=48, dtype="float32"))
             assert res.crs == "EPSG:32733" and res.tiles == ["2023/33S/a.tiff", "2023/33S/b.tiff"]
             with rasterio.open(out) as ds:
                 assert ds.dtypes[0] == "float32" and ds.count == BANDS and np.isnan(ds.nodata)
@@ -157,7 +157,7 @@ def test_fetch_mosaics_a_second_utm_zone(aef_tiles, tmp_path, monkeypatch):
     out = tmp_path / "two_zones.tif"
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tiff"):
         res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=f"{base}/aef_index.parquet", out=out,
-                                    crs="EPSG:32733"))
+                                    crs="EPSG:32733", dtype="float32"))
     assert res.tiles == ["2023/33S/b.tiff", "2023/34S/c.tiff"]
     with rasterio.open(out) as ds:
         got, transform = ds.read(), ds.transform
@@ -173,7 +173,7 @@ def test_fetch_mosaics_a_second_utm_zone(aef_tiles, tmp_path, monkeypatch):
     # bilinear: zone-33 pixels still exact copies, zone-34 pixels blended but renormalised to unit length
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tiff"):
         fetch_aef(FetchConfig(bbox=bbox, year=2023, index=f"{base}/aef_index.parquet", out=tmp_path / "bil.tif",
-                              crs="EPSG:32733", resampling="bilinear"))
+                              crs="EPSG:32733", resampling="bilinear", dtype="float32"))
     with rasterio.open(tmp_path / "bil.tif") as ds:
         bil = ds.read()
     np.testing.assert_array_equal(bil[:, in_b], want[:, in_b])
@@ -188,22 +188,23 @@ def test_fetch_int8_keeps_the_archive_codes_across_two_zones(aef_tiles, tmp_path
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     bbox = bbox_33(X33_EDGE - 0.5 * SIZE * RES, X33_EDGE + 0.6 * SIZE * RES)  # B's east part and C's west part
     got = {}
-    for dtype in ("float32", "int8"):
+    for dtype in ("float32", None):  # None: the default, the archive's int8
+        kw = {"dtype": dtype} if dtype else {}
         res = fetch_aef(FetchConfig(bbox=bbox, year=2023, index=f"{base}/aef_index.parquet",
-                                    out=tmp_path / f"{dtype}.tif", crs="EPSG:32733", dtype=dtype))
+                                    out=tmp_path / f"{dtype or 'int8'}.tif", crs="EPSG:32733", **kw))
         assert res.tiles == ["2023/33S/b.tiff", "2023/34S/c.tiff"]
         with rasterio.open(res.out) as ds:
-            assert ds.dtypes[0] == dtype and ds.transform.e < 0
-            got[dtype] = (ds.read(), ds.nodata, ds.transform)
+            assert ds.dtypes[0] == (dtype or "int8") and ds.transform.e < 0
+            got[dtype or "int8"] = (ds.read(), ds.nodata, ds.transform)
     codes, nodata, transform = got["int8"]
     assert nodata == -128 and transform == got["float32"][2]
     values, ok = dequantize(codes)
     values[:, ~ok] = np.nan
     np.testing.assert_array_equal(values, got["float32"][0])  # the same pixels, in a quarter of the bytes
     assert ok.mean() > 0.9
-    with pytest.raises(ConfigError, match="int8 codes cannot hold"):
+    with pytest.raises(ConfigError, match="int8 codes .* cannot hold"):
         fetch_aef(FetchConfig(bbox=bbox, year=2023, index=str(root / "aef_index.parquet"), out=tmp_path / "b.tif",
-                              dtype="int8", resampling="bilinear"))
+                              resampling="bilinear"))
     assert not (tmp_path / "b.tif").exists()
 
 
@@ -212,10 +213,13 @@ def test_cli_fetch_aef_and_errors(aef_tiles, tmp_path, capsys):
     w, s, e, n = bbox_33(X33_EDGE - 1.2 * SIZE * RES, X33_EDGE - 0.8 * SIZE * RES)
     out = tmp_path / "cli.tif"
     args = ["fetch-aef", "--bbox", str(w), str(s), str(e), str(n), "--index", str(root / "aef_index.parquet")]
-    assert main(args + ["--year", "2023", "--out", str(out)]) == 0
+    assert main(args + ["--year", "2023", "--out", str(out), "--dtype", "float32"]) == 0
     assert "nodata = NaN" in capsys.readouterr().out and out.exists()
-    assert main(args + ["--year", "2023", "--out", str(tmp_path / "q.tif"), "--dtype", "int8"]) == 0
-    assert "int8" in capsys.readouterr().out and (tmp_path / "q.tif").stat().st_size < out.stat().st_size
+    assert main(args + ["--year", "2023", "--out", str(tmp_path / "q.tif")]) == 0  # int8 unless asked
+    got = capsys.readouterr().out
+    assert "int8" in got and "nodata = -128" in got and (tmp_path / "q.tif").stat().st_size < out.stat().st_size
+    with rasterio.open(tmp_path / "q.tif") as ds:
+        assert ds.dtypes[0] == "int8" and ds.nodata == -128
     assert main(args + ["--year", "2021", "--out", str(tmp_path / "none.tif")]) == 1
     err = capsys.readouterr().err
     assert "no AEF tiles of year 2021" in err and "2022, 2023" in err and not (tmp_path / "none.tif").exists()

@@ -123,6 +123,22 @@ def test_bench_area(world, tmp_path: Path) -> None:
     assert 0.0 <= report["coverage_all"] <= 1.0 and report["first_sample"]
 
 
+def test_bench_archive(tmp_path: Path) -> None:
+    report = tmp_path / "archive.json"
+    proc = run_script(BENCHMARKS / "bench_archive.py", "--work", tmp_path / "work", "--tile", "256", "--rows", "1",
+                      "--model", "mit_tiny", "--threads", "1", "--window", "128", "--stride", "64", "--precision",
+                      "fp32", "--json", report, cwd=tmp_path)
+    assert "| Namib Sand Sea | 34,000 |" in proc.stdout and "| 2 tiles | disk: " in proc.stdout
+    runs = {r["route"]: r for r in json.loads(report.read_text())["runs"]}
+    assert set(runs) == {"disk", "http", "geotiff"}
+    assert runs["disk"]["mapped_px"] == runs["http"]["mapped_px"] > 0  # the same ground from disk and over HTTP
+    assert runs["disk"]["extent_px"] == runs["http"]["extent_px"] > runs["disk"]["mapped_px"]  # plus context
+    assert abs(runs["geotiff"]["extent_px"] - runs["disk"]["extent_px"]) < 256  # one file of as many pixels
+    assert runs["http"]["served_bytes"] > 0 and runs["http"]["blocks_bytes"] > 0
+    assert all(r["tmp_left"] == [] and r["peak_rss_mib"] > 0 and r["cpu_s"] > 0 for r in runs.values())
+    assert {"utm33S.tif", "utm34S.tif", "catalog.json"} <= set(runs["http"]["outputs"])
+
+
 def test_bench_dask(tmp_path: Path) -> None:
     proc = run_script(BENCHMARKS / "bench_dask.py", "--size", "512", "--model", "mit_tiny", "--block-size", "512",
                       "--workers", "1", "--precision", "fp32", "--estimate-workers", "1", "--work", tmp_path / "work",

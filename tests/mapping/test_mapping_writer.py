@@ -17,7 +17,8 @@ from dunemap.raster.cog import validate_cog
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import ClassLegend, read_legend
 
-LEGEND = ClassLegend.build(["interdune", "barchan / crescentic", "linear"], [(200, 200, 200), (230, 120, 0), (20, 90, 200)])
+LEGEND = ClassLegend.build(["interdune", "barchan / crescentic", "linear"],
+                           [(200, 200, 200), (230, 120, 0), (20, 90, 200)])
 GRID = GridSpec(96, 80, CRS.from_string(UTM_CRS), UTM_TRANSFORM)
 
 
@@ -108,6 +109,20 @@ def test_validation_rejects_a_plain_geotiff(tmp_path: Path) -> None:
         dst.write(np.zeros((1, 600, 600), dtype=np.uint8))
     with pytest.raises(RasterIOError, match=r"striped\.tif: not a valid Cloud-Optimized GeoTIFF"):
         validate_cog(path)
+
+
+def test_a_map_one_overview_tile_wide_is_a_valid_cog(tmp_path: Path) -> None:
+    """A 2048 x 1024 map: its first overview, 1024 x 512, is one 512 px tile wide (rio-cogeo calls it a strip)."""
+    from dunemap.mapping.writer import write_class_map
+
+    classes = np.random.default_rng(1).integers(0, 3, (2048, 1024)).astype(np.uint8)
+    out = write_class_map(tmp_path / "tall.tif", classes, GridSpec(2048, 1024, GRID.crs, GRID.transform), LEGEND,
+                          {}, cog_tile=512)
+    assert cog_validate(str(out), quiet=True)[1] == ["Overview of index 0 is not tiled"]  # rio-cogeo's words
+    with rasterio.open(out, overview_level=0) as ovr:
+        assert ovr.shape == (1024, 512) and ovr.block_shapes[0] == (512, 512)  # tiled all the same
+    with rasterio.open(out) as src:
+        assert (src.read(1) == classes).all()
 
 
 def test_write_class_map_makes_a_class_map_every_product_reads(tmp_path: Path) -> None:
