@@ -466,11 +466,16 @@ def main() -> None:
                      **compare_maps(shifted, seed_map, truth, num_classes, args.margin, SEED_WINDOW,
                                                   SEED_STRIDE)})
 
-    d = MapConfig().for_model(None)  # the windows of a checkpoint that records no training tile
+    from dunemap.models.checkpoint import load_checkpoint
+
+    train_tile = load_checkpoint(weights).metrics.get("tile")  # map's default windows follow it
+    d = MapConfig().for_model(train_tile)
     runs = []
     if not args.no_defaults:
-        label = (f"(b) dunemap's fallback for checkpoints without a training tile: {d.window}/{d.stride}, "
-                 f"batch {d.batch_size}, {d.blend}, precision auto")
+        tile = f"trained on {train_tile} px tiles" if train_tile else "no training tile recorded"
+        label = (f"(b) dunemap's defaults for this checkpoint ({tile}): {d.window}/{d.stride}, "
+                 f"batch {d.batch_size}, {d.blend}, precision auto, "
+                 f"backend {d.backend}")
         runs.append((label, d.window, d.stride, [], args.threads))
     for v in args.variant:
         fields = v.split(":")

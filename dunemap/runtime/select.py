@@ -1,7 +1,8 @@
 """Choosing the inference backend of a map: by name, or ``auto`` by measuring the candidates on the raster.
 
 ``auto`` times every installed candidate (:data:`dunemap.runtime.backends.BACKENDS`: torch in the
-Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32 and int8) on one window of
+Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32; int8 runs only when asked for
+by name, :func:`dunemap.runtime.backends.candidates` says why) on one window of
 the raster after a warm-up run, scores the class agreement of each with the fp32 torch model on that
 window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest. Measuring costs
 about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
@@ -32,7 +33,7 @@ from dunemap.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-MEASURED_WINDOWS = 3 * 5 + 8  # warm-up + 2 timed passes of up to 5 candidates, plus up to 8 int8 calibration passes
+MEASURED_WINDOWS = 3 * 5 + 8  # warm-up + 2 timed passes of up to 5 candidates, plus up to 8 windows read
 # a 2x faster backend saves half a pass per window: it breaks even after 2x the measured passes, gains after 4x
 AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
 

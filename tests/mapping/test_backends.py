@@ -143,13 +143,10 @@ def test_auto_takes_the_fastest_backend_at_or_above_the_agreement(shared: Path, 
     for threshold in (0.0, 1.0):
         runner, choice = choose(threshold)
         names = {name for name, _, _ in choice.measured}
-        assert {"torch", "onnxruntime", "onnxruntime-int8"} <= names
+        assert {"torch", "onnxruntime", "openvino"} <= names and not any("int8" in n for n in names)  # by name only
         faithful = [(s, name) for name, agreement, s in choice.measured if agreement >= threshold]
         assert choice.agreement >= threshold and (choice.seconds, choice.name) == min(faithful)
         assert getattr(runner, "backend", "torch") == choice.name
-    int8 = dict((name, agreement) for name, agreement, _ in choice.measured)["onnxruntime-int8"]
-    if int8 < 1.0:  # an int8 model that disagrees anywhere is never taken at 100 %
-        assert choice.name != "onnxruntime-int8"
 
 
 def test_auto_without_the_backend_packages_is_torch_in_one_line(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
