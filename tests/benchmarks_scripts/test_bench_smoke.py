@@ -279,6 +279,22 @@ def test_bench_decode_times_the_paths_and_checks_them_equal(tmp_path: Path) -> N
     assert report["cpu"]["model"] in proc.stdout and "| 64 | baseline: one np.take" in proc.stdout
 
 
+def test_gpu_check_measures_every_installed_backend_on_the_cpu(tmp_path: Path) -> None:
+    """DEVICE=cpu runs the GPU check's measurements on the CPU: torch, the ONNX Runtime and OpenVINO exports
+    (installed with the test extras), CPU decode and COG write, and a summary line naming the fastest."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+           "DEVICE": "cpu", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "mit_tiny", "0"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    measured = [line.split(":")[0] for line in lines if " Mpx/s on cpu" in line]
+    assert measured[0].startswith("torch ") and {"onnxruntime fp32 (CPUExecutionProvider)", "openvino fp32 (CPU)"} <= \
+        set(measured)
+    assert lines[-1].startswith("gpu_check: CPU (no GPU), mit_tiny batch 1: fastest ") and "CPU decode" in lines[-1]
+    assert not proc.stderr.strip(), proc.stderr  # no warnings
+
+
 def test_train_bench_model_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     from dunemap.runtime import load_predictor
 
