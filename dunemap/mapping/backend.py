@@ -64,7 +64,7 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         if valid.mean() >= MIN_VALID_SHARE:
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             found.append((float(valid.mean()), i, x, valid.copy()))
-    found = sorted(found, key=lambda f: (-f[0], f[1]))[:SAMPLE_WINDOWS]
+            found = sorted(found, key=lambda f: (-f[0], f[1]))[:SAMPLE_WINDOWS]  # the best so far: memory bounded
     return Samples(source, [f[2] for f in found], [f[3] for f in found])
 
 

@@ -14,8 +14,13 @@ import copy
 import hashlib
 import importlib
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -230,6 +235,40 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
     return ExportedPredictor(reference, choice, RUNNERS[spec.engine](path), window)
 
 
+def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
+    """The raw logits of ``x`` by ``engine`` running the export at ``path`` and its best time of ``repeats`` after a
+    warm-up run, measured in a child process: what a backend allocates (sessions, arenas, compiled graphs) leaves
+    with it, so measuring several costs this process no memory (``auto`` would otherwise hold them all at once)."""
+    import dunemap  # deferred: only to put this copy of the package on the child's path
+
+    with tempfile.TemporaryDirectory(prefix="dunemap-measure-") as tmp:
+        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(dunemap.__file__).parents[1]),
+                                                             os.environ.get("PYTHONPATH", "")])}
+        code = "import sys; from dunemap.runtime.backends import _measure_child; _measure_child(*sys.argv[1:])"
+        done = subprocess.run([sys.executable, "-c", code, engine, str(path), tmp, str(torch.get_num_threads()),
+                               str(repeats)], env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"the measuring process exited with {done.returncode}")
+        return torch.from_numpy(np.load(Path(tmp) / "logits.npy")), float(done.stdout.split()[-1])
+
+
+def _measure_child(engine: str, path: str, folder: str, threads: str, repeats: str) -> None:
+    """:func:`measure_apart`'s child: logits to FOLDER/logits.npy, the best seconds printed."""
+    torch.set_num_threads(int(threads))
+    runner = RUNNERS[engine](path)
+    x = np.load(Path(folder) / "x.npy")
+    out = runner(x)
+    best = float("inf")
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        out = runner(x)
+        best = min(best, time.perf_counter() - t0)
+    np.save(Path(folder) / "logits.npy", out)
+    print(best)
+
+
 def fp32_reference(predictor: Predictor, load: Callable[[], Predictor]) -> Predictor:
     """``predictor`` when it runs in fp32 on the CPU, else a fp32 CPU Predictor from ``load``."""
     if predictor.precision == "fp32" and predictor.device.type == "cpu":
@@ -273,5 +312,5 @@ def candidates(precision: str) -> Sequence[str]:
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",
            "argmax_agreement", "backend_name", "build_exported", "candidates", "fp32_reference", "measure",
-           "require_package", "window_tensor"]
+           "measure_apart", "require_package", "window_tensor"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-
 from dunemap.errors import DunemapError
 from dunemap.registry import choose
 from dunemap.runtime.backends import (
@@ -26,9 +25,11 @@ from dunemap.runtime.backends import (
     candidates,
     fp32_reference,
     measure,
+    measure_apart,
     require_package,
     window_tensor,
 )
+from dunemap.runtime.export import export_onnx, export_path
 from dunemap.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -126,19 +127,18 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     logits, seconds = measure(predictor, x)
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits, truth, valid), seconds)]
     runners = {"torch": predictor}
-    for name in names:
+    for name in names:  # fp32 exports (candidates), each timed in a child process: none stays in this one's memory
+        spec = BACKENDS[name]
         try:
-            built = build_exported(reference, name, window, taken)
-            logits, seconds = measure(built, x)
+            path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
+            raw, seconds = measure_apart(spec.engine, path, x)
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out
             log.warning("backend auto: %s failed on this model (%s); left out", name, _one_line(exc))
             continue
-        c = built.choice
-        measured.append(BackendChoice(c.engine, c.precision, argmax_agreement(logits, truth, valid), seconds,
-                                      calibration=c.calibration))
-        runners[c.name] = built
+        logits = reference.calibrated(raw).float()
+        measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid), seconds))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]
@@ -151,8 +151,9 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     chosen = BackendChoice(best.engine, best.precision, best.agreement, best.seconds,
                            f"fastest of {len(faithful)} at >= {min_agreement:.1%} agreement", best.calibration,
                            tuple((m.name, m.agreement, m.seconds) for m in measured))
-    runner = runners[best.name]
-    if best.engine != "torch":
+    runner = runners.get(best.name)
+    if best.engine != "torch":  # the one backend this process runs, from its cached export
+        runner = build_exported(reference, best.name, window, taken)
         runner.choice = chosen
     return runner, chosen
 
