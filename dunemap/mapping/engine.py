@@ -38,7 +38,7 @@ from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_env
+from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_cache_bytes, read_env
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
@@ -254,8 +254,10 @@ def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool
                 times: StageTimes) -> Iterator[tuple[Block, BlockData]]:
     """Yield each block with its input, reading the next one in a background thread when ``prefetch``."""
 
+    cache = read_cache_bytes(reader, blocks)
+
     def read(block: Block) -> BlockData:
-        with times.timed("read"), read_env():
+        with times.timed("read"), read_env(cache):
             return reader.read(block.extent)
 
     return prefetched(read, blocks, prefetch, "dunemap-read")

@@ -34,6 +34,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 GDAL_READ_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while reading: part of the mapping memory budget
+GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_cache_bytes gives a wide grid
 # GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
 GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
@@ -200,11 +201,29 @@ def predict_block(
     return contribution
 
 
-def read_env() -> rasterio.Env:
-    """The GDAL settings a block is read under: :data:`GDAL_READ_CACHE_BYTES` of block cache and
+def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES) -> rasterio.Env:
+    """The GDAL settings a block is read under: ``cache_bytes`` of block cache (:func:`read_cache_bytes`) and
     :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment)."""
     threads = {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": GDAL_READ_THREADS}
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES, **threads)
+    return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads)
+
+
+def read_cache_bytes(reader: EmbeddingReader, blocks: Sequence[Block]) -> int:
+    """GDAL's block cache for reading ``blocks`` (row-major) from ``reader``: enough for the stored blocks (all
+    bands) that one row of map blocks touches across the grid, so that the next row finds the stored blocks it
+    shares with it (its first rows) still cached instead of reading them again; at least
+    :data:`GDAL_READ_CACHE_BYTES`, at most :data:`GDAL_READ_CACHE_MAX_BYTES` (a wider grid reads them again)."""
+    rows = max((b.extent.height for b in blocks if b.extent is not None), default=0)
+    item = np.dtype(reader.dtype).itemsize * reader.bands
+    by_col: dict[int, int] = {}  # per column of tiles: the stored bytes of a band of ``rows`` rows across it
+    for tile in reader.tiles:
+        bh, bw = reader.block_shapes[tile.path]
+        col0, col1 = max(tile.col, reader.offset[1]), min(tile.col + tile.width, reader.offset[1] + reader.width)
+        if col1 <= col0:
+            continue
+        band = (-(-rows // bh) + 2) * (-(-(col1 - col0) // bw) + 1) * bh * bw * item
+        by_col[tile.col] = max(by_col.get(tile.col, 0), band)
+    return int(min(max(sum(by_col.values()), GDAL_READ_CACHE_BYTES), GDAL_READ_CACHE_MAX_BYTES))
 
 
 def split_contribution(contribution: Contribution, blocks: Sequence[Block]) -> dict[int, Part]:

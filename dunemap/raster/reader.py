@@ -286,8 +286,10 @@ class EmbeddingReader:
             raise InputError("a mosaic needs at least one source raster")
         self.path = paths[0]  # the raster errors name (the first tile of a mosaic)
         metas = []
+        self.block_shapes: dict[Path | str, tuple[int, int]] = {}  # each source's (rows, cols) of a stored block
         for p in paths:
             with open_raster(p) as src:
+                self.block_shapes[p] = src.block_shapes[0]
                 metas.append((p, src.crs, north_up_transform(src.transform, src.height, where=str(p)),
                               src.transform.e > 0, src.height, src.width, src.count, tuple(src.dtypes), src.nodata,
                               MaskFlags.per_dataset in src.mask_flag_enums[0]))
@@ -350,6 +352,11 @@ class EmbeddingReader:
         return (t.c, t.f + self.height * t.e, t.c + self.width * t.a, t.f)
 
     @property
+    def offset(self) -> tuple[int, int]:
+        """(row, col) of the grid's first pixel in the mosaic of its tiles (not 0 where a zone view crops it)."""
+        return self._offset
+
+    @property
     def is_aef(self) -> bool:
         return self.dtype == AEF_DTYPE
 
@@ -392,7 +399,11 @@ class EmbeddingReader:
         """
         if box.row < 0 or box.col < 0 or box.row_stop > self.height or box.col_stop > self.width:
             raise InputError(f"{self.path}: box {box} lies outside the {self.height}x{self.width} raster")
-        block = self._read_mosaic(Box(box.row + self._offset[0], box.col + self._offset[1], box.height, box.width))
+        top = box.row + self._offset[0]
+        for tile in self.tiles:  # reads go down the grid: a tile wholly above is read no more (else reopened), and
+            if tile.row + tile.height <= top and tile.path in self._src:  # its open handle holds block buffers
+                self._src.pop(tile.path).close()
+        block = self._read_mosaic(Box(top, box.col + self._offset[1], box.height, box.width))
         if self.view is not None:
             block.valid &= self.view.owned(self.transform, box)
         return BlockData(box, block.data, block.valid)

@@ -218,3 +218,27 @@ def test_decoding_ahead_in_a_thread_gives_the_same_bytes(tmp_path: Path, aef_ras
         config = MapConfig(window=48, stride=24, block_size=128, batch_size=2, prefetch=prefetch, **QUIET)
         outs.append(map_raster(path, predictor, tmp_path / f"map_{prefetch}.tif", config).path.read_bytes())
     assert outs[0] == outs[1]
+
+
+def _empty_aef_cog(path: Path, height: int, width: int) -> Path:
+    """A 64-band int8 GeoTIFF of 512 px blocks with no block written (sparse): only its header is ever read."""
+    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=64, dtype="int8", nodata=-128,
+                       tiled=True, blockxsize=512, blockysize=512, sparse_ok=True, crs="EPSG:32633",
+                       transform=UTM_TRANSFORM):
+        pass
+    return path
+
+
+@pytest.mark.parametrize("width, blocks_across", [(2048, 5), (1000, 3), (8192, 17)])
+def test_the_read_cache_holds_a_row_of_map_blocks_stored_blocks(tmp_path: Path, width: int,
+                                                                 blocks_across: int) -> None:
+    from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, GDAL_READ_CACHE_MAX_BYTES, read_cache_bytes
+    from dunemap.mapping.windows import plan_blocks
+
+    with EmbeddingReader(_empty_aef_cog(tmp_path / "e.tif", 3000, width)) as reader:
+        blocks = plan_blocks(reader.height, reader.width, 512, 384, 1024)
+        # a block row reads 1024 + 128 rows: up to 4 rows of stored blocks, one more the next row starts in
+        band = 5 * blocks_across * 512 * 512 * 64
+        expected = min(max(band, GDAL_READ_CACHE_BYTES), GDAL_READ_CACHE_MAX_BYTES)
+        assert read_cache_bytes(reader, blocks) == expected
+    assert {2048: band, 1000: GDAL_READ_CACHE_BYTES, 8192: GDAL_READ_CACHE_MAX_BYTES}[width] == expected
