@@ -32,15 +32,15 @@ from dunemap.runtime.select import AUTO_MIN_WINDOWS, select_backend
 
 log = logging.getLogger(__name__)
 
-SAMPLE_WINDOWS = 8  # windows read to calibrate int8 exports; the first (the most valid) is also timed
+SAMPLE_WINDOWS = 8  # windows kept to calibrate int8 exports; other backends keep the most valid one, to time it
 SAMPLE_CANDIDATES = 32  # evenly spaced windows of the plan that are read to find them
 MIN_VALID_SHARE = 0.5  # a window is a sample when at least this share of its pixels is data
 
 
 def sample_windows(reader: EmbeddingReader, config: MapConfig) -> Samples:
-    """Up to :data:`SAMPLE_WINDOWS` full windows of ``reader``'s raster that are at least half valid, the most
-    valid first, from :data:`SAMPLE_CANDIDATES` of the map's windows evenly spaced in row-major order
-    (``config`` resolved); only those windows are read, whatever the raster's size."""
+    """Up to :data:`SAMPLE_WINDOWS` (an int8 backend; 1 for others) full windows of ``reader``'s raster that are
+    at least half valid, the most valid first, from :data:`SAMPLE_CANDIDATES` of the map's windows evenly spaced
+    in row-major order (``config`` resolved); only those windows are read, whatever the raster's size."""
 
     def read(win: Box) -> BlockData:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
@@ -56,6 +56,7 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         return Samples(source)  # no full window: the exports never run on this raster
     n = len(rows) * len(cols)
     picks = sorted({round(i * (n - 1) / (SAMPLE_CANDIDATES - 1)) for i in range(SAMPLE_CANDIDATES)})
+    keep = SAMPLE_WINDOWS if config.backend.endswith("-int8") else 1  # auto times and scores the first only
     found = []
     for i in picks:
         win = Box(rows[i // len(cols)], cols[i % len(cols)], config.window, config.window)
@@ -64,7 +65,7 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         if valid.mean() >= MIN_VALID_SHARE:
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             found.append((float(valid.mean()), i, x, valid.copy()))
-            found = sorted(found, key=lambda f: (-f[0], f[1]))[:SAMPLE_WINDOWS]  # the best so far: memory bounded
+            found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
     return Samples(source, [f[2] for f in found], [f[3] for f in found])
 
 
