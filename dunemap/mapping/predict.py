@@ -27,7 +27,7 @@ from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block, blend_weights
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS
-from dunemap.raster.reader import BlockData, EmbeddingReader
+from dunemap.raster.reader import BlockData, EmbeddingReader, is_network
 from dunemap.runtime import gpu_batch_size
 
 T = TypeVar("T")
@@ -208,11 +208,20 @@ def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads)
 
 
-def read_cache_bytes(reader: EmbeddingReader, blocks: Sequence[Block]) -> int:
-    """GDAL's block cache for reading ``blocks`` (row-major) from ``reader``: enough for the stored blocks (all
-    bands) that one row of map blocks touches across the grid, so that the next row finds the stored blocks it
-    shares with it (its first rows) still cached instead of reading them again; at least
-    :data:`GDAL_READ_CACHE_BYTES`, at most :data:`GDAL_READ_CACHE_MAX_BYTES` (a wider grid reads them again)."""
+def read_cache_bytes(reader: EmbeddingReader, blocks: Sequence[Block], remote: bool | None = None) -> int:
+    """GDAL's block cache for reading ``blocks`` (row-major) from ``reader``.
+
+    From a network source (``remote``; None: whether any of the reader's tiles is one,
+    :func:`dunemap.raster.reader.is_network`) it holds the stored blocks (all bands) that one row of map blocks
+    touches across the grid, so that the next row finds the stored blocks it shares with it (its first rows)
+    still cached instead of fetching them again: at least :data:`GDAL_READ_CACHE_BYTES`, at most
+    :data:`GDAL_READ_CACHE_MAX_BYTES` (a wider grid reads them again). Local files are read again from the OS's
+    page cache at little cost: :data:`GDAL_READ_CACHE_BYTES`, which keeps the mapping within its memory budget.
+    """
+    if remote is None:
+        remote = any(is_network(tile.path) for tile in reader.tiles)
+    if not remote:
+        return GDAL_READ_CACHE_BYTES
     rows = max((b.extent.height for b in blocks if b.extent is not None), default=0)
     item = np.dtype(reader.dtype).itemsize * reader.bands
     by_col: dict[int, int] = {}  # per column of tiles: the stored bytes of a band of ``rows`` rows across it
