@@ -1,4 +1,4 @@
-"""Map a desert straight from the AEF archive: one map per UTM zone, planned from the tile index, read where the tiles lie.
+"""Map a desert straight from the AEF archive: one map per UTM zone, planned from the tile index, read in place.
 
 ``dunemap map --index aef_index.parquet --bbox W S E N --year Y --out DESERT/`` selects the year's
 tiles that meet the box, groups them by UTM zone and maps each zone in its own CRS (embeddings are
@@ -24,7 +24,7 @@ from dunemap.acquire.index import AefTile, check_year, read_index, resolve_area,
 from dunemap.errors import ConfigError, InputError, RasterIOError
 from dunemap.io.outputs import claim_outputs
 from dunemap.io.reports import report_paths, write_report
-from dunemap.mapping.batch import map_many
+from dunemap.mapping.batch import executor_for, run_jobs
 from dunemap.mapping.config import ClusterConfig, MapConfig
 from dunemap.mapping.engine import MapResult
 from dunemap.mapping.jobs import MapJob
@@ -148,7 +148,9 @@ def map_archive(config: ArchiveConfig, model: ModelSpec | str | os.PathLike, map
                 cluster: ClusterConfig | None = None, **options: Any) -> ArchiveResult:
     """Map ``config``'s part of the AEF archive, one map per UTM zone, and write the set's catalog.
 
-    Zones are mapped one after another (each on the cluster ``cluster`` describes, if any). A zone
+    Zones are mapped one after another by one executor (on the cluster ``cluster`` describes, if any): the
+    model is loaded once and ``auto`` measures the backends on the first zone mapped, the later zones reuse
+    its choice (a zone resuming an interrupted map keeps its journal's backend). A zone
     whose map fails on an unreadable tile is reported and the next zone is mapped; the catalog is
     written when every zone is mapped or the failures are within ``config.allowed_tile_failures``,
     otherwise an :class:`InputError` names the tiles (the unfinished maps resume on the next run).
@@ -158,7 +160,8 @@ def map_archive(config: ArchiveConfig, model: ModelSpec | str | os.PathLike, map
     plans = plan_zones(config)
     json_path, csv_path = report_paths(Path(config.out) / CATALOG_NAME)
     index = None if "://" in config.index else config.index
-    with claim_outputs([json_path, csv_path], [index], overwrite=map_config.overwrite):
+    with (claim_outputs([json_path, csv_path], [index], overwrite=map_config.overwrite),
+          executor_for(model, cluster, **options) as executor):  # one model, one auto backend choice for all zones
         maps: list[tuple[ZonePlan, MapResult | None]] = []
         failed: list[tuple[ZonePlan, str]] = []
         for plan in plans:
@@ -168,7 +171,7 @@ def map_archive(config: ArchiveConfig, model: ModelSpec | str | os.PathLike, map
                 continue
             log.info("zone %s: %d tile(s) -> %s", plan.zone, len(plan.tiles), plan.out)
             try:
-                batch = map_many([plan.job()], model, map_config, cluster, **options)
+                batch = run_jobs([plan.job()], executor, map_config)
             except RasterIOError as exc:  # a tile unreadable after the retries; other errors stop the run
                 log.warning("zone %s not finished: %s", plan.zone, exc)
                 failed.append((plan, str(exc)))

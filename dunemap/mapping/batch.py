@@ -47,22 +47,34 @@ def map_many(
     checked and every map is planned before any output is written. A job that is run again with the
     same arguments resumes each map from its journal.
     """
-    config = config or MapConfig()
-    config.validate()
+    with executor_for(model, cluster, client, **options) as executor:
+        return run_jobs(jobs, executor, config)
+
+
+def executor_for(model: ModelSpec | str | os.PathLike, cluster: ClusterConfig | None = None,
+                 client: Client | None = None, **options) -> Executor:
+    """The executor :func:`map_many` runs its jobs on: on ``client`` or the cluster ``cluster`` describes (opened at
+    its first batch, closed when the executor is left), else in this process. Several :func:`run_jobs` batches
+    on one executor load the model once and measure ``auto``'s backend once
+    (:class:`~dunemap.mapping.jobs.KeptChoice`)."""
     cluster = cluster or ClusterConfig()
     cluster.validate()
+    model = ModelSpec.of(model, **options)
+    if client is None and not cluster.enabled:
+        return LocalExecutor(model)
+    return DaskExecutor(model, cluster, client)
+
+
+def run_jobs(jobs: Sequence[MapJob], executor: Executor, config: MapConfig | None = None) -> BatchMapResult:
+    """Map ``jobs`` on ``executor``: the output policy applied to every job under its lock, then the executor runs."""
+    config = config or MapConfig()
+    config.validate()
     if not jobs:
         raise InputError("no input raster given")
     check_distinct_outputs(jobs)
-    model = ModelSpec.of(model, **options)
-    executor: Executor
-    if client is None and not cluster.enabled:
-        executor = LocalExecutor(model)
-    else:
-        executor = DaskExecutor(model, cluster, client)
     companions = [p for job in jobs for p in product_paths(job.out).values()]
     with locked_outputs([job.out for job in jobs], companions):
-        check_job_outputs(jobs, config, model.files())
+        check_job_outputs(jobs, config, executor.model.files())
         return executor.run(jobs, config)
 
 

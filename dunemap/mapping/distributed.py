@@ -51,7 +51,7 @@ from dunemap.mapping.engine import (
     resolve_input,
 )
 from dunemap.mapping.backend import jobs_backend, resumed_backend
-from dunemap.mapping.jobs import BatchMapResult, MapJob
+from dunemap.mapping.jobs import BatchMapResult, KeptChoice, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
 from dunemap.mapping.windows import Block
@@ -290,15 +290,15 @@ class _ClusterMapper:
         finally:
             future.release()
 
-    def choose_backend(self, jobs: Sequence[MapJob]) -> BackendChoice:
+    def choose_backend(self, jobs: Sequence[MapJob]) -> tuple[PredictorSpec, BackendChoice]:
         """The backend of every block task, chosen once on one worker on the first job's raster and shipped in
-        the spec (:mod:`dunemap.mapping.backend`)."""
+        the spec (:mod:`dunemap.mapping.backend`): the spec and the choice."""
         first = jobs[0]  # its paths made absolute: a worker opens them
         self.spec = replace(self.spec, calibration=replace(first, sources=tuple(resolve_input(list(first.sources),
                                                                                                 first.out)[1])))
         self.config = resumed_backend(jobs[0], self.config)
         if self.config.backend == "torch":
-            return BackendChoice("torch", "model", reason="asked for by name")
+            return self.spec, BackendChoice("torch", "model", reason="asked for by name")
         future = self.client.submit(choose_backend_task, self.spec, self.config,
                                     key=f"dunemap-backend-{self.session}")
         try:
@@ -307,7 +307,7 @@ class _ClusterMapper:
             future.release()
         self.spec = replace(self.spec, backend=choice.name)
         log.info("backend on the workers: %s", choice.describe())
-        return choice
+        return self.spec, choice
 
     def prepare(self, index: int, job: MapJob, info: ModelInfo, choice: BackendChoice | None = None) -> _MapRun:
         """Check the inputs of job number ``index`` and plan its map. Nothing is written."""
@@ -407,39 +407,42 @@ class _ClusterMapper:
                     self.client.cancel([f for f, _, _ in futures.values()])
 
 
-
-
 class DaskExecutor:
     """Runs the blocks of every job as tasks on a Dask cluster; this process is each map's single writer.
 
-    The blocks run on ``client`` when one is given (it stays open), else on a cluster opened (and
-    closed) from ``cluster``. The model is loaded on the workers only; every map is planned before
-    any output is written.
+    The blocks run on ``client`` when one is given (it stays open), else on a cluster opened at the first
+    batch and closed when the executor is left. The model is loaded on the workers only; every map is
+    planned before any output is written.
     """
 
     def __init__(self, model: ModelSpec, cluster: ClusterConfig, client: Client | None = None) -> None:
-        self.spec = PredictorSpec.from_files(model, cluster.torch_threads)
-        self.cluster = cluster
-        self.client = client
+        self.model, self.spec = model, PredictorSpec.from_files(model, cluster.torch_threads)
+        self.cluster, self.client, self.info = cluster, client, None
+        self.kept, self.opened = KeptChoice(), contextlib.ExitStack()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.opened.close()
 
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
-        session = contextlib.nullcontext(self.client) if self.client is not None else open_client(self.cluster)
-        with session as client:
-            mapper = _ClusterMapper(client, self.spec, config, self.cluster)
-            info = mapper.describe()
-            mapper.config = config = config.for_model(info.train_tile)  # the windows the model was trained for
-            log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names),
-                     info.device)
-            choice = mapper.choose_backend(jobs)
-            runs = [mapper.prepare(i, job, info, choice) for i, job in enumerate(jobs)]
-            try:
-                mapper.run(runs)
-            finally:
-                for run in runs:
-                    run.reader.close()
-            return BatchMapResult(
-                maps=[run.result for run in runs if run.result is not None], seconds=time.perf_counter() - t0,
-                tasks=mapper.tasks, assemble_seconds=mapper.assemble_seconds, workers=len(client.nthreads()),
-                scheduler=client.scheduler.address, dashboard=dashboard_link(client),
-            )
+        client = self.client = self.client or self.opened.enter_context(open_client(self.cluster))
+        mapper = _ClusterMapper(client, self.spec, config, self.cluster)
+        info = self.info = self.info or mapper.describe()
+        mapper.config = config = config.for_model(info.train_tile)  # the windows the model was trained for
+        log.info("model on the workers: %d bands, %d classes, %s", info.in_channels, len(info.class_names),
+                 info.device)
+        mapper.spec, choice = self.kept.reuse(config, jobs[0]) or self.kept.keep(config, *mapper.choose_backend(jobs))
+        runs = [mapper.prepare(i, job, info, choice) for i, job in enumerate(jobs)]
+        try:
+            mapper.run(runs)
+        finally:
+            for run in runs:
+                run.reader.close()
+        return BatchMapResult(
+            maps=[run.result for run in runs if run.result is not None], seconds=time.perf_counter() - t0,
+            tasks=mapper.tasks, assemble_seconds=mapper.assemble_seconds, workers=len(client.nthreads()),
+            scheduler=client.scheduler.address, dashboard=dashboard_link(client),
+        )

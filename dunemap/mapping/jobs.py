@@ -21,11 +21,12 @@ from typing import Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.backend import jobs_backend
+from dunemap.mapping.backend import jobs_backend, resumed_backend
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.raster.tags import product_paths
 from dunemap.raster.zones import ZoneView
-from dunemap.runtime import ModelSpec, load_predictor
+from dunemap.runtime import ModelSpec, Predictor, load_predictor
+from dunemap.runtime.backends import BackendChoice
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +126,65 @@ class BatchMapResult:
 
 
 class Executor(Protocol):
-    """Runs planned, checked jobs and returns their maps."""
+    """Runs planned, checked jobs and returns their maps. One executor may run several batches in a row (the zones
+    of a set, :func:`dunemap.mapping.batch.run_jobs`): it loads its model once and keeps ``auto``'s backend choice
+    (:class:`KeptChoice`). Used as a context manager: leaving it closes what its runs opened."""
+
+    model: ModelSpec
 
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult: ...
 
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass
+class KeptChoice:
+    """The backend ``auto`` measured in an executor's first batch that measured, reused by its later batches: a
+    set's zones (one batch each) are measured once and record the same choice (agreement, seconds per window).
+    A batch whose first map resumes an interrupted run keeps its journal's backend (:func:`resumed_backend`)."""
+
+    config: MapConfig | None = None  # the resolved settings it was measured with
+    runner: object = None  # what runs it: the predictor in this process, the workers' spec on a cluster
+    choice: BackendChoice | None = None
+
+    def reuse(self, config: MapConfig, job: MapJob) -> tuple[object, BackendChoice] | None:
+        """The kept runner and choice for a batch with ``config`` whose first job is ``job``, or None."""
+        if self.choice is None or config != self.config or resumed_backend(job, config) != config:
+            return None
+        log.info("backend auto: %s reuses the choice measured earlier in this run: %s", job.out,
+                 self.choice.describe())
+        return self.runner, self.choice
+
+    def keep(self, config: MapConfig, runner: object, choice: BackendChoice) -> tuple[object, BackendChoice]:
+        """``(runner, choice)``, kept for later batches when ``auto`` measured it."""
+        if choice.measured and self.choice is None:
+            self.config, self.runner, self.choice = config, runner, choice
+        return runner, choice
+
 
 class LocalExecutor:
-    """Maps jobs one after another in this process with one model (loaded once)."""
+    """Maps jobs one after another in this process with one model, loaded once for every batch it runs."""
 
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
+        self.predictor: Predictor | None = None
+        self.kept = KeptChoice()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
-        predictor = load_predictor(self.model)
-        config = config.for_model(predictor.train_tile)  # the windows the model was trained for
-        runner, choice = jobs_backend(predictor, self.model, config, jobs)  # once for every job
+        if self.predictor is None:
+            self.predictor = load_predictor(self.model)
+        config = config.for_model(self.predictor.train_tile)  # the windows the model was trained for
+        runner, choice = self.kept.reuse(config, jobs[0]) or self.kept.keep(
+            config, *jobs_backend(self.predictor, self.model, config, jobs))  # once for every job
         maps = [map_claimed(list(job.sources), runner, job.out, config, job.view, choice) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 

@@ -187,8 +187,29 @@ def test_dask_workers_map_the_set_byte_identical(mapped, local_checkpoint, tmp_p
                    "--workers", "2", "--verbose", env=child_env())
     assert done.returncode == 0, done.stderr
     assert "2 worker(s)" in done.stderr and "model on the workers" in done.stderr
+    assert done.stderr.count("Dask scheduler") == 1  # one cluster for both zones
     for product in ("utm33S.tif", "utm34S.tif", "catalog.csv"):
         assert (tmp_path / "dask" / product).read_bytes() == (out / product).read_bytes(), product
+
+
+def test_auto_measures_the_backends_once_for_the_whole_set(archive, local_checkpoint, tmp_path):
+    """One backend choice for every zone: the first zone mapped measures the backends, the second reuses its choice
+    (measuring again could pick another backend for it) and both maps record the same measured choice."""
+    pytest.importorskip("onnxruntime")
+    root, _ = archive
+    out = tmp_path / "auto"
+    done = run_map(str(root / "aef_index.parquet"), out, "--weights", str(local_checkpoint), "--backend", "auto",
+                   "--window", "32", "--stride", "16", "--verbose", env=child_env(DUNEMAP_CACHE=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("backend auto: chose") == 1, done.stderr
+    assert done.stderr.count("reuses the choice measured earlier in this run") == 1, done.stderr
+    tags = []
+    for zone in ("utm33S.tif", "utm34S.tif"):
+        with rasterio.open(out / zone) as src:
+            tags.append({k: v for k, v in src.tags().items() if k.startswith("BACKEND")})
+    assert tags[0] == tags[1] and "BACKEND_AGREEMENT" in tags[0] and "BACKEND_SECONDS_PER_WINDOW" in tags[0]
+    backends = [m["backend"] for m in json.loads((out / "catalog.json").read_text())["maps"]]
+    assert backends[0] == backends[1] == tags[0]
 
 
 def test_killed_run_resumes_to_the_same_bytes(mapped, local_checkpoint, tmp_path):

@@ -15,7 +15,7 @@ from dunemap.mapping.backend import sample_windows
 from dunemap.mapping.config import BACKEND_NAMES, MapConfig
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import load_predictor
-from dunemap.runtime.backends import BACKENDS, Samples, argmax_agreement, build_exported, window_tensor
+from dunemap.runtime.backends import BACKENDS, BackendChoice, Samples, argmax_agreement, build_exported, window_tensor
 from dunemap.runtime.export import export_path
 from dunemap.runtime.select import select_backend
 
@@ -165,14 +165,16 @@ def test_auto_without_the_backend_packages_is_torch_in_one_line(tiny_checkpoint:
 
 def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path: Path, tiny_checkpoint: Path,
                                                           aef_raster) -> None:
-    """Measuring again could choose another backend and discard the finished blocks: auto takes the journal's."""
-    from dunemap.mapping.batch import map_many
+    """Measuring again could choose another backend and discard the finished blocks: auto takes the journal's, also
+    where an earlier map of the run (a zone of a set) measured another one."""
+    from dunemap.mapping.batch import executor_for, run_jobs
     from dunemap.mapping.engine import make_assembler, map_fingerprint, plan_map, predictor_legend
     from dunemap.mapping.jobs import MapJob
     from dunemap.mapping.predict import predict_block
     from dunemap.raster.tags import model_tags
 
     pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
     path, out = aef_raster(height=128, width=96), tmp_path / "map.tif"
     config = MapConfig(window=64, stride=32, block_size=48, progress=False)
     exported = build_exported(_fp32(tiny_checkpoint), "openvino", WINDOW)
@@ -184,7 +186,12 @@ def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path
         assembler.open(resume=False)
         for block in assembler.pending()[:2]:
             assembler.add(predict_block(reader, exported, block, config))
-    result = map_many([MapJob((path,), out)], tiny_checkpoint, config, precision="fp32").maps[0]  # backend auto
+    with executor_for(tiny_checkpoint, precision="fp32") as executor:  # backend auto
+        onnx = build_exported(_fp32(tiny_checkpoint), "onnxruntime", WINDOW)
+        earlier = BackendChoice("onnxruntime", "fp32", 1.0, 0.001, "measured", measured=(("onnxruntime", 1.0, 0.001),))
+        executor.kept.keep(config, onnx, earlier)  # as if an earlier zone of this run had measured it
+        assert executor.kept.reuse(config, MapJob((path,), tmp_path / "fresh.tif")) == (onnx, earlier)
+        result = run_jobs([MapJob((path,), out)], executor, config).maps[0]
     assert result.blocks_resumed == 2 and result.backend["BACKEND"] == "openvino"
 
 
