@@ -106,9 +106,10 @@ class MapAssembler:
                         self.spill_dir, len(lost), sorted(lost))
         return lost
 
-    def pending(self) -> BlockSelection:
-        """Blocks still to predict, row-major (blocks that own no windows need no prediction); lazy, as the plan."""
-        return self.blocks.pending(self.journal.predicted)
+    def pending(self, band: int = 0) -> BlockSelection:
+        """Blocks still to predict, row-major or in vertical bands of ``band`` block columns (blocks that own no
+        windows need no prediction); lazy, as the plan."""
+        return self.blocks.pending(self.journal.predicted, band)
 
     def _spill_path(self, target: int, source: int) -> Path:
         return self.spill_dir / f"{target}_{source}.npz"

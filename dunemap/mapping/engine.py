@@ -38,7 +38,7 @@ from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_cache_bytes, read_env
+from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_env, read_layout
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
@@ -250,11 +250,10 @@ def input_fingerprint(path: Path | str) -> list[dict]:
     return out
 
 
-def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool,
-                times: StageTimes) -> Iterator[tuple[Block, BlockData]]:
-    """Yield each block with its input, reading the next one in a background thread when ``prefetch``."""
-
-    cache = read_cache_bytes(reader, blocks)
+def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool, times: StageTimes,
+                cache: int) -> Iterator[tuple[Block, BlockData]]:
+    """Yield each block with its input, read under ``cache`` bytes of GDAL block cache (:func:`read_layout`), the
+    next one in a background thread when ``prefetch``."""
 
     def read(block: Block) -> BlockData:
         with times.timed("read"), read_env(cache):
@@ -297,8 +296,9 @@ def map_raster(
 ) -> MapResult:
     """Map an embedding raster (or a list of tiles, mosaicked through a VRT) to a class-map COG at ``out``.
 
-    Blocks are predicted in row-major order, each finished and written as soon as it is predicted
-    into ``OUT.partial/``; a journal there records progress so that a killed run, started again
+    Blocks are predicted in row-major order (from a network source too wide for the read cache, in vertical
+    bands of block columns, :func:`read_layout`: the same bytes), each finished and written as soon as it is
+    predicted into ``OUT.partial/``; a journal there records progress so that a killed run, started again
     with the same arguments, continues where it stopped. The finished COG(s) appear at ``out`` by
     atomic rename. The outputs are claimed first (:func:`check_map_outputs` under their lock), so this
     function is exactly as safe as ``dunemap map``.
@@ -331,14 +331,15 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
                                    applicability_threshold(predictor),
                                    {**model_tags(predictor), **ground, **source_tags(sources)}, measured)
         resumed = assembler.open(config.resume)
-        todo = assembler.pending()
+        cache, band = read_layout(reader, plan.blocks)
+        todo = assembler.pending(band)
         predicted = skipped = 0
         times = StageTimes()
         batch_size = batch_size_for(predictor, config)
         windows = sum(len(b.windows) for b in plan.blocks)  # the bar counts windows: a block can hold hundreds
         with progress_bar(total=windows, initial=windows - sum(len(b.windows) for b in todo), unit="window",
                           desc=out.name, enabled=config.progress) as bar:
-            for block, data in _read_ahead(reader, todo, config.prefetch, times):
+            for block, data in _read_ahead(reader, todo, config.prefetch, times, cache):
                 contribution = predict_block_data(data, predictor, block, config, batch_size)
                 del data
                 times.add(contribution.seconds)

@@ -24,7 +24,7 @@ from dunemap.errors import InputError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.decode import DECODED_DTYPES, decode_on_device, window_batch, window_codes
 from dunemap.mapping.profile import StageTimes
-from dunemap.mapping.windows import Block, blend_weights
+from dunemap.mapping.windows import Block, BlockPlan, blend_weights
 from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS
 from dunemap.raster.reader import BlockData, EmbeddingReader, is_network
@@ -34,7 +34,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 GDAL_READ_CACHE_BYTES = 256 * 1024 * 1024  # GDAL block cache while reading: part of the mapping memory budget
-GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_cache_bytes gives a wide grid
+GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_layout gives a wide grid
 # GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
 GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
@@ -202,37 +202,56 @@ def predict_block(
 
 
 def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES) -> rasterio.Env:
-    """The GDAL settings a block is read under: ``cache_bytes`` of block cache (:func:`read_cache_bytes`) and
+    """The GDAL settings a block is read under: ``cache_bytes`` of block cache (:func:`read_layout`) and
     :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment)."""
     threads = {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": GDAL_READ_THREADS}
     return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads)
 
 
-def read_cache_bytes(reader: EmbeddingReader, blocks: Sequence[Block], remote: bool | None = None) -> int:
-    """GDAL's block cache for reading ``blocks`` (row-major) from ``reader``.
+def read_layout(reader: EmbeddingReader, plan: BlockPlan, remote: bool | None = None,
+                most: int = GDAL_READ_CACHE_MAX_BYTES) -> tuple[int, int]:
+    """GDAL's block cache for reading ``plan``'s blocks from ``reader``, and the block columns of the vertical bands
+    to read them in (:class:`~dunemap.mapping.windows.BlockSelection`; 0: row-major across the whole grid).
 
     From a network source (``remote``; None: whether any of the reader's tiles is one,
-    :func:`dunemap.raster.reader.is_network`) it holds the stored blocks (all bands) that one row of map blocks
-    touches across the grid, so that the next row finds the stored blocks it shares with it (its first rows)
-    still cached instead of fetching them again: at least :data:`GDAL_READ_CACHE_BYTES`, at most
-    :data:`GDAL_READ_CACHE_MAX_BYTES` (a wider grid reads them again). Local files are read again from the OS's
-    page cache at little cost: :data:`GDAL_READ_CACHE_BYTES`, which keeps the mapping within its memory budget.
+    :func:`dunemap.raster.reader.is_network`) the cache holds the stored blocks (all bands) that one row of map
+    blocks touches, so that the next row finds the stored blocks it shares with it (its first rows) still cached
+    instead of fetching them again: at least :data:`GDAL_READ_CACHE_BYTES`, at most ``most``. Where a row across
+    the grid touches more, the blocks are read in vertical bands, the widest whose rows fit ``most`` (at least
+    one block column): a band's edge columns of stored blocks are fetched twice instead of a row of stored blocks
+    per row of map blocks. Local files are read again from the OS's page cache at little cost: row-major,
+    :data:`GDAL_READ_CACHE_BYTES`, which keeps the mapping within its memory budget.
     """
     if remote is None:
         remote = any(is_network(tile.path) for tile in reader.tiles)
-    if not remote:
-        return GDAL_READ_CACHE_BYTES
-    rows = max((b.extent.height for b in blocks if b.extent is not None), default=0)
+    cols = plan.spans(1)
+    if not remote or not cols:
+        return GDAL_READ_CACHE_BYTES, 0
+    rows = max(e1 - e0 for e0, e1 in plan.spans(0))
+
+    def need(width: int) -> int:  # the most a band row of ``width`` block columns touches
+        return max(_row_bytes(reader, rows, cols[j][0], max(e1 for _, e1 in cols[j:j + width]))
+                   for j in range(0, len(cols), width))
+
+    width = len(cols)
+    while width > 1 and need(width) > most:
+        width -= 1
+    return int(min(max(need(width), GDAL_READ_CACHE_BYTES), most)), 0 if width == len(cols) else width
+
+
+def _row_bytes(reader: EmbeddingReader, rows: int, col0: int, col1: int) -> int:
+    """The stored bytes (all bands) that ``rows`` rows of the raster's columns ``col0``..``col1`` touch."""
     item = np.dtype(reader.dtype).itemsize * reader.bands
     by_col: dict[int, int] = {}  # per column of tiles: the stored bytes of a band of ``rows`` rows across it
     for tile in reader.tiles:
         bh, bw = reader.block_shapes[tile.path]
-        col0, col1 = max(tile.col, reader.offset[1]), min(tile.col + tile.width, reader.offset[1] + reader.width)
-        if col1 <= col0:
+        c0 = max(tile.col, reader.offset[1] + col0)
+        c1 = min(tile.col + tile.width, reader.offset[1] + col1)
+        if c1 <= c0:
             continue
-        band = (-(-rows // bh) + 2) * (-(-(col1 - col0) // bw) + 1) * bh * bw * item
+        band = (-(-rows // bh) + 2) * (-(-(c1 - c0) // bw) + 1) * bh * bw * item
         by_col[tile.col] = max(by_col.get(tile.col, 0), band)
-    return int(min(max(sum(by_col.values()), GDAL_READ_CACHE_BYTES), GDAL_READ_CACHE_MAX_BYTES))
+    return sum(by_col.values())
 
 
 def split_contribution(contribution: Contribution, blocks: Sequence[Block]) -> dict[int, Part]:

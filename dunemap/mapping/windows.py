@@ -119,21 +119,31 @@ class BlockPlan(Sequence[Block]):
     def __iter__(self) -> Iterator[Block]:
         return (self[i] for i in range(len(self)))
 
-    def pending(self, done: set[int]) -> BlockSelection:
-        """The blocks that own windows and are not in ``done``, in plan order (lazy: nothing is built up front)."""
-        return BlockSelection(self, done)
+    def pending(self, done: set[int], band: int = 0) -> BlockSelection:
+        """The blocks that own windows and are not in ``done``, in plan order or in vertical bands of ``band``
+        block columns (:class:`BlockSelection`; lazy: nothing is built up front)."""
+        return BlockSelection(self, done, band)
+
+    def spans(self, axis: int) -> list[tuple[int, int]]:
+        """The extent (start, stop) of each row (``axis`` 0) or column (1) of blocks that own windows, in order."""
+        return [(e0, e1) for (_, _, own, e0, e1) in (self._rows, self._cols)[axis] if own]
 
 
 class BlockSelection:
-    """The blocks of a :class:`BlockPlan` that own windows, less those in ``done``: counted and iterated in plan
-    order without building the others, so a plan of millions of blocks costs no memory to select from."""
+    """The blocks of a :class:`BlockPlan` that own windows, less those in ``done``: counted and iterated without
+    building the others, so a plan of millions of blocks costs no memory to select from.
 
-    def __init__(self, plan: BlockPlan, done: set[int]) -> None:
+    The order is the plan's (row-major), or with ``band`` > 0 vertical bands of ``band`` block columns (of those
+    that own windows), left to right, each row by row: a block's contributors (above and left) still come before
+    it, so it is finished as soon as it is predicted, and the map's bytes are those of the plan order."""
+
+    def __init__(self, plan: BlockPlan, done: set[int], band: int = 0) -> None:
         self.plan = plan
         self.done = set(done)
         n_cols = len(plan._cols)
         self._rows = [i for i, seg in enumerate(plan._rows) if seg[2]]  # segments that own window starts
         self._cols = [j for j, seg in enumerate(plan._cols) if seg[2]]
+        self.band = band if band > 0 else max(len(self._cols), 1)
         rows, cols = set(self._rows), set(self._cols)
         done_owned = sum(1 for k in self.done if k // n_cols in rows and k % n_cols in cols)
         self._count = len(self._rows) * len(self._cols) - done_owned
@@ -149,7 +159,8 @@ class BlockSelection:
 
     def __iter__(self) -> Iterator[Block]:
         n_cols = len(self.plan._cols)
-        return (self.plan[i * n_cols + j] for i in self._rows for j in self._cols if i * n_cols + j not in self.done)
+        return (self.plan[i * n_cols + j] for b in range(0, len(self._cols), self.band) for i in self._rows
+                for j in self._cols[b:b + self.band] if i * n_cols + j not in self.done)
 
 
 def plan_blocks(height: int, width: int, window: int, stride: int, block_size: int) -> BlockPlan:

@@ -232,14 +232,16 @@ def _empty_aef_cog(path: Path, height: int, width: int) -> Path:
 @pytest.mark.parametrize("width, blocks_across", [(2048, 5), (1000, 3), (8192, 17)])
 def test_the_read_cache_holds_a_row_of_map_blocks_stored_blocks(tmp_path: Path, width: int,
                                                                  blocks_across: int) -> None:
-    from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, GDAL_READ_CACHE_MAX_BYTES, read_cache_bytes
+    from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, GDAL_READ_CACHE_MAX_BYTES, read_layout
     from dunemap.mapping.windows import plan_blocks
 
     with EmbeddingReader(_empty_aef_cog(tmp_path / "e.tif", 3000, width)) as reader:
         blocks = plan_blocks(reader.height, reader.width, 512, 384, 1024)
         # a block row reads 1024 + 128 rows: up to 4 rows of stored blocks, one more the next row starts in
         band = 5 * blocks_across * 512 * 512 * 64
-        expected = min(max(band, GDAL_READ_CACHE_BYTES), GDAL_READ_CACHE_MAX_BYTES)
-        assert read_cache_bytes(reader, blocks, remote=True) == expected  # as over HTTP
-        assert read_cache_bytes(reader, blocks) == GDAL_READ_CACHE_BYTES  # a local file: the page cache re-reads
-    assert {2048: band, 1000: GDAL_READ_CACHE_BYTES, 8192: GDAL_READ_CACHE_MAX_BYTES}[width] == expected
+        expected = (max(band, GDAL_READ_CACHE_BYTES), 0)  # row by row across the grid
+        if band > GDAL_READ_CACHE_MAX_BYTES:  # vertical bands of 2 block columns: 2432 px, 6 stored blocks across
+            expected = (5 * 6 * 512 * 512 * 64, 2)
+        assert read_layout(reader, blocks, remote=True) == expected  # as over HTTP
+        assert read_layout(reader, blocks) == (GDAL_READ_CACHE_BYTES, 0)  # a local file: the page cache re-reads
+    assert {2048: band, 1000: GDAL_READ_CACHE_BYTES, 8192: 5 * 6 * 512 * 512 * 64}[width] == expected[0]
