@@ -39,8 +39,10 @@ MIN_VALID_SHARE = 0.5  # a window is a sample when at least this share of its pi
 
 def sample_windows(reader: EmbeddingReader, config: MapConfig) -> Samples:
     """Up to :data:`SAMPLE_WINDOWS` (an int8 backend; 1 for others) full windows of ``reader``'s raster that are
-    at least half valid, the most valid first, from :data:`SAMPLE_CANDIDATES` of the map's windows evenly spaced
-    in row-major order (``config`` resolved); only those windows are read, whatever the raster's size."""
+    at least half valid, the most valid first (the earlier on a tie), from :data:`SAMPLE_CANDIDATES` of the map's
+    windows evenly spaced in row-major order (``config`` resolved); only those windows are read, whatever the
+    raster's size, and the reading stops once as many windows as are kept are entirely valid: none read after
+    them could take their place."""
 
     def read(win: Box) -> BlockData:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
@@ -66,6 +68,9 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             found.append((float(valid.mean()), i, x, valid.copy()))
             found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
+        del data  # its block, before the next is read
+        if len(found) == keep and found[-1][0] == 1.0:  # later windows tie at best and lose on their place
+            break
     return Samples(source, [f[2] for f in found], [f[3] for f in found])
 
 
