@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.backend import jobs_backend
+from dunemap.mapping.backend import jobs_backend, release_freed_memory
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.raster.tags import product_paths
 from dunemap.raster.zones import ZoneView
@@ -141,6 +141,8 @@ class LocalExecutor:
         predictor = load_predictor(self.model)
         config = config.for_model(predictor.train_tile)  # the windows the model was trained for
         runner, choice = jobs_backend(predictor, self.model, config, jobs)  # once for every job
+        del predictor  # an exported backend runs from its export and a fp32 model of its own: this one goes
+        release_freed_memory()  # and so does what measuring the backends freed, before the map allocates
         maps = [map_claimed(list(job.sources), runner, job.out, config, job.view, choice) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 

@@ -235,3 +235,18 @@ def test_sampling_stops_reading_once_the_kept_windows_are_entirely_valid() -> No
     eight, read_eight = sample("onnxruntime-int8")
     assert len(read_eight) == 4 + SAMPLE_WINDOWS and all(v.all() for v in eight.valid)
     assert np.array_equal(eight.windows[0], one.windows[0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_memory_freed_after_measuring_goes_back_to_the_os() -> None:
+    from dunemap.mapping.backend import release_freed_memory
+
+    def resident_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+    held = [np.ones(16384, np.float32) for _ in range(2048)]  # 128 MiB in 64 KiB pieces: glibc's heap, not mmap
+    del held[::2]  # 64 MiB freed in holes, which the heap's top cannot give back by itself
+    before = resident_mib()
+    if not release_freed_memory():
+        pytest.skip("the C library has no malloc_trim")
+    assert before - resident_mib() > 32
