@@ -41,13 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_mapping import cpu_info, describe_cpu, make_noise_raster
+from bench_mapping import make_noise_raster
 from dunemap.io.aef import code_table
 from dunemap.mapping import decode
 from dunemap.mapping.config import default_stride
 from dunemap.mapping.decode import decode_on_device, decode_table, decode_window, window_batch, window_codes
 from dunemap.raster.geometry import Box, window_starts
 from dunemap.raster.reader import BlockData
+from dunemap.runtime.device import cpu_info, describe_cpu
 
 CHANNELS = 64
 

@@ -23,7 +23,7 @@ at a time on windows of the raster (CPU seconds per megapixel, best of a few int
 and the argmax agreement and largest softmax difference of each with the float32 model).
 ``--project N`` adds the CPU time each run would take on an N x N raster, scaled by its count of
 windows (the seed's design cannot hold such a raster in memory here). The command line, CPU
-count, the CPU's model and speed flags (:func:`cpu_info`) and load averages go into the output;
+count, the CPU's model and speed flags (:func:`dunemap.runtime.device.cpu_info`) and load averages go into the output;
 everything also goes to ``--json``. Re-runnable: the raster is cached in ``--work`` by scene, size
 and seed.
 """
@@ -44,40 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from dunemap.mapping.profile import STAGES, seam_index
+from dunemap.runtime.device import cpu_info, describe_cpu
 
 PIXEL_KM2 = 1e-4  # one 10 m pixel
 SEED_WINDOW, SEED_STRIDE = 512, 256
 HELD_OUT_SEED = 10_000  # scene seeds of the training data are small (dunemap.synth.dataset.scene_seed)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "_weights" / "mit_b2_synth.pth"
-
-
-# /proc/cpuinfo flags that decide the speed of mapping on a CPU: wide vectors, int8 dot products, native bf16
-SPEED_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-               "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
-
-
-def cpu_info(cpuinfo: str | None = None) -> dict:
-    """The CPU's model name and which of :data:`SPEED_FLAGS` it has (``cpuinfo``: the text of /proc/cpuinfo,
-    read when not given; an empty model and no flags where it cannot be read, e.g. off Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    model, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return {"model": model or platform.processor() or "unknown",
-            "flags": [name for flag, name in SPEED_FLAGS.items() if flag in flags]}
-
-
-def describe_cpu(info: dict) -> str:
-    """``MODEL (FLAG, FLAG, ...)``: one line for tables."""
-    return f"{info['model']} ({', '.join(info['flags']) or 'none of ' + ', '.join(SPEED_FLAGS.values())})"
 
 
 def make_noise_raster(path: Path, size: int, seed: int = 0, tile: int = 512) -> Path:

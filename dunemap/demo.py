@@ -191,20 +191,13 @@ def _product_of(path: Path) -> str | None:
 
 
 def _environment(precision: str) -> dict:
-    """What two runs must share to give the same figures: the CPU, threads, torch and the precision trained in."""
-    import platform
-
+    """What two runs must share to give the same figures: the CPU (model and speed flags), threads, torch and the
+    precision trained in."""
     import torch  # deferred (see run_demo)
 
-    from dunemap.runtime.device import resolve_precision
+    from dunemap.runtime.device import describe_cpu, resolve_precision
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": describe_cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "precision": resolve_precision(precision, torch.device("cpu"))}
 
 

@@ -17,6 +17,7 @@ from dunemap.knowledge.catalog import load_catalog
 from dunemap.models import create_model
 from dunemap.models.checkpoint import load_checkpoint, save_checkpoint
 from dunemap.runtime import Predictor, bf16_supported, resolve_precision
+from dunemap.runtime.device import cpu_info, describe_cpu
 
 CPU = torch.device("cpu")
 BF16_FLAGS = {"avx512_bf16": "fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_bf16",
@@ -54,6 +55,25 @@ def test_auto_is_fp32_on_a_cpu_without_bf16(cpu_flags, flags: str) -> None:
     assert not bf16_supported(CPU)
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("bf16", CPU) == "bf16"  # asked for: emulated, but honoured
+
+
+def test_the_cpu_is_named_with_its_speed_flags_in_one_place(cpu_flags) -> None:
+    """cpu_info reads the model name and speed flags from /proc/cpuinfo text; the benchmarks' reports and the
+    demo's environment record describe the CPU with it (describe_cpu), bf16_supported reads the same flags."""
+    text = ("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni "
+            "amx_int8\n\nprocessor\t: 1\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2\n")
+    info = cpu_info(text)
+    assert info == {"model": "Example CPU @ 2.0GHz", "flags": ["AVX2", "AVX-512F", "AVX512-VNNI", "AMX-INT8"]}
+    assert describe_cpu(info) == "Example CPU @ 2.0GHz (AVX2, AVX-512F, AVX512-VNNI, AMX-INT8)"
+    assert "none of AVX2" in describe_cpu(cpu_info("model name : Old CPU\nflags : fpu sse2\n"))
+    assert cpu_info("")["flags"] == [] and cpu_info("")["model"]  # the platform's name where there is no file
+    cpu_flags(BF16_FLAGS["amx_bf16"])
+    assert cpu_info()["flags"] == ["AVX2", "AMX-BF16", "AMX-INT8"] and bf16_supported(CPU)
+    assert describe_cpu().endswith("(AVX2, AMX-BF16, AMX-INT8)")
+    from dunemap.demo import _environment
+
+    assert _environment("auto") == {"cpu": describe_cpu(), "threads": torch.get_num_threads(),
+                                    "torch": torch.__version__, "precision": "bf16"}
 
 
 @pytest.fixture

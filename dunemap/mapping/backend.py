@@ -8,6 +8,8 @@ the one the client chose).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
 from dataclasses import replace
@@ -39,8 +41,10 @@ MIN_VALID_SHARE = 0.5  # a window is a sample when at least this share of its pi
 
 def sample_windows(reader: EmbeddingReader, config: MapConfig) -> Samples:
     """Up to :data:`SAMPLE_WINDOWS` (an int8 backend; 1 for others) full windows of ``reader``'s raster that are
-    at least half valid, the most valid first, from :data:`SAMPLE_CANDIDATES` of the map's windows evenly spaced
-    in row-major order (``config`` resolved); only those windows are read, whatever the raster's size."""
+    at least half valid, the most valid first (the earlier on a tie), from :data:`SAMPLE_CANDIDATES` of the map's
+    windows evenly spaced in row-major order (``config`` resolved); only those windows are read, whatever the
+    raster's size, and the reading stops once as many windows as are kept are entirely valid: none read after
+    them could take their place."""
 
     def read(win: Box) -> BlockData:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
@@ -66,6 +70,9 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             found.append((float(valid.mean()), i, x, valid.copy()))
             found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
+        del data  # its block, before the next is read
+        if len(found) == keep and found[-1][0] == 1.0:  # later windows tie at best and lose on their place
+            break
     return Samples(source, [f[2] for f in found], [f[3] for f in found])
 
 
@@ -116,6 +123,22 @@ def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfi
         return choose_backend(predictor, config, lambda: sample_windows(reader, config), planned, model, gpu_index)
 
 
+def release_freed_memory() -> bool:
+    """Hand the memory freed since the backend was chosen back to the OS; whether the C library could be asked.
+
+    Measuring reads windows of the raster (and GDAL's blocks of them) and runs torch on one, in fp32 and in
+    the map's precision. Freed, that memory stays in glibc's heap, which returns only its top: the mapping
+    process would keep its pages (a third of a GiB for a MiT-b2 at 512 px) while its own threads allocate
+    afresh beside them. ``malloc_trim`` releases every free page; other C libraries have no such call."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows)
+        return False
+    trim(0)
+    return True
+
+
 def resumed_backend(job, config: MapConfig) -> MapConfig:
     """``config`` with backend ``auto`` replaced by the backend of the interrupted run of ``job``'s map that this run
     resumes (its journal's tags), so that measuring again cannot pick another and discard the finished blocks."""
@@ -147,4 +170,4 @@ def array_samples(data: np.ndarray, valid: np.ndarray, config: MapConfig, source
 
 
 __all__ = ["MIN_VALID_SHARE", "SAMPLE_WINDOWS", "array_samples", "choose_backend", "job_reader", "jobs_backend",
-           "planned_windows", "resumed_backend", "sample_windows"]
+           "planned_windows", "release_freed_memory", "resumed_backend", "sample_windows"]

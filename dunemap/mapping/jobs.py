@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.backend import jobs_backend, resumed_backend
+from dunemap.mapping.backend import jobs_backend, release_freed_memory, resumed_backend
 from dunemap.mapping.engine import MapResult, check_map_outputs, map_claimed
 from dunemap.raster.tags import product_paths
 from dunemap.raster.zones import ZoneView
@@ -170,7 +170,15 @@ class LocalExecutor:
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
         self.predictor: Predictor | None = None
+        self.loaded = False  # whether the model was loaded once: its training tile is known
+        self.train_tile: int | None = None
         self.kept = KeptChoice()
+
+    def _predictor(self) -> Predictor:
+        if self.predictor is None:
+            self.predictor = load_predictor(self.model)
+            self.loaded = True
+        return self.predictor
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -180,11 +188,19 @@ class LocalExecutor:
 
     def run(self, jobs: Sequence[MapJob], config: MapConfig) -> BatchMapResult:
         t0 = time.perf_counter()
-        if self.predictor is None:
-            self.predictor = load_predictor(self.model)
-        config = config.for_model(self.predictor.train_tile)  # the windows the model was trained for
-        runner, choice = self.kept.reuse(config, jobs[0]) or self.kept.keep(
-            config, *jobs_backend(self.predictor, self.model, config, jobs))  # once for every job
+        if not self.loaded:
+            self.train_tile = self._predictor().train_tile
+        config = config.for_model(self.train_tile)  # the windows the model was trained for
+        kept = self.kept.reuse(config, jobs[0])
+        if kept is None:  # once for every job
+            kept = self.kept.keep(config, *jobs_backend(self._predictor(), self.model, config, jobs))
+        runner, choice = kept
+        if self.predictor is not None and runner is not self.predictor:
+            # an exported backend runs from its export and a fp32 model of its own: the loaded model goes (loaded
+            # again only for a later batch that must choose afresh), and so does what measuring the backends
+            # freed, before the map allocates
+            self.predictor = None
+            release_freed_memory()
         maps = [map_claimed(list(job.sources), runner, job.out, config, job.view, choice) for job in jobs]
         return BatchMapResult(maps, time.perf_counter() - t0)
 

@@ -14,11 +14,9 @@ import copy
 import hashlib
 import importlib
 import logging
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,7 +26,9 @@ import torch
 
 from dunemap.errors import ConfigError, InputError
 from dunemap.registry import choose
-from dunemap.runtime.export import INPUT_NAME, export_onnx, export_path, quantize_int8
+from dunemap.runtime import engines
+from dunemap.runtime.engines import RUNNERS, best_time
+from dunemap.runtime.export import export_onnx, export_path, quantize_int8
 from dunemap.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -129,42 +129,6 @@ def require_package(name: str, asked: bool) -> bool:
     return True
 
 
-class _OnnxRuntime:
-    """An ONNX Runtime session on the CPU with torch's thread count, its idle threads asleep."""
-
-    def __init__(self, path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: its notices are not the user's business
-        # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT_NAME: x})[0]
-
-
-class _OpenVino:
-    """An OpenVINO model compiled for the CPU device. fp32 is asked for explicitly: on CPUs with AMX OpenVINO
-    would run float layers in bf16 by default; the layers of an int8 (QDQ) export still run in int8."""
-
-    def __init__(self, path) -> None:
-        import openvino as ov
-
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        self.model = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.model.create_infer_request()
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.request.infer({0: x})[0])
-
-
-RUNNERS: dict[str, Callable] = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVino}
-
-
 class ExportedPredictor:
     """A Predictor's model run from its ONNX export: what mapping needs (:class:`SupportsPredict`).
 
@@ -232,41 +196,24 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
         int8 = export_path(reference.checkpoint_sha256, window, "int8").with_suffix(f".{calibration}.onnx")
         path = quantize_int8(path, samples.windows, int8)
     choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)
-    return ExportedPredictor(reference, choice, RUNNERS[spec.engine](path), window)
+    return ExportedPredictor(reference, choice, RUNNERS[spec.engine](path, torch.get_num_threads()), window)
 
 
 def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
     """The raw logits of ``x`` by ``engine`` running the export at ``path`` and its best time of ``repeats`` after a
     warm-up run, measured in a child process: what a backend allocates (sessions, arenas, compiled graphs) leaves
-    with it, so measuring several costs this process no memory (``auto`` would otherwise hold them all at once)."""
-    import dunemap  # deferred: only to put this copy of the package on the child's path
-
+    with it, so measuring several costs this process no memory (``auto`` would otherwise hold them all at once).
+    The child runs :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts
+    in a fraction of a second."""
     with tempfile.TemporaryDirectory(prefix="dunemap-measure-") as tmp:
         np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=np.float32))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(dunemap.__file__).parents[1]),
-                                                             os.environ.get("PYTHONPATH", "")])}
-        code = "import sys; from dunemap.runtime.backends import _measure_child; _measure_child(*sys.argv[1:])"
-        done = subprocess.run([sys.executable, "-c", code, engine, str(path), tmp, str(torch.get_num_threads()),
-                               str(repeats)], env=env, capture_output=True, text=True, check=False)
+        code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        done = subprocess.run([sys.executable, "-c", code, engines.__file__, engine, str(path), tmp,
+                               str(torch.get_num_threads()), str(repeats)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             raise RuntimeError(lines[-1] if lines else f"the measuring process exited with {done.returncode}")
         return torch.from_numpy(np.load(Path(tmp) / "logits.npy")), float(done.stdout.split()[-1])
-
-
-def _measure_child(engine: str, path: str, folder: str, threads: str, repeats: str) -> None:
-    """:func:`measure_apart`'s child: logits to FOLDER/logits.npy, the best seconds printed."""
-    torch.set_num_threads(int(threads))
-    runner = RUNNERS[engine](path)
-    x = np.load(Path(folder) / "x.npy")
-    out = runner(x)
-    best = float("inf")
-    for _ in range(int(repeats)):
-        t0 = time.perf_counter()
-        out = runner(x)
-        best = min(best, time.perf_counter() - t0)
-    np.save(Path(folder) / "logits.npy", out)
-    print(best)
 
 
 def fp32_reference(predictor: Predictor, load: Callable[[], Predictor]) -> Predictor:
@@ -284,12 +231,7 @@ def argmax_agreement(logits: torch.Tensor, reference: torch.Tensor, valid: np.nd
 
 def measure(predictor, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
     """``predictor``'s calibrated logits for ``x`` and its best time of ``repeats`` after one warm-up run."""
-    out = predictor.predict(x)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = predictor.predict(x)
-        best = min(best, time.perf_counter() - t0)
+    out, best = best_time(predictor.predict, x, repeats)
     return out.float(), best
 
 

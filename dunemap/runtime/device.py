@@ -8,7 +8,7 @@ or AMX), else fp32.
 
 from __future__ import annotations
 
-import re
+import platform
 from pathlib import Path
 
 import torch
@@ -18,6 +18,10 @@ from dunemap.errors import CheckpointError, ConfigError
 PRECISIONS = ("auto", "fp32", "bf16")
 GPU_MEMORY_SHARE = 0.5  # share of the free GPU memory a mapping batch may take (the rest: allocator slack, others)
 MAX_GPU_BATCH = 64  # windows per forward pass on a GPU, at most
+# /proc/cpuinfo flags that decide the speed of inference on a CPU: wide vectors, int8 dot products, native bf16
+CPU_SPEED_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+                   "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 matmuls native on the CPU
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -37,17 +41,44 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _cpuinfo(text: str | None) -> tuple[str, set[str]]:
+    """The first model name and flags of /proc/cpuinfo (``text``, read when None; empty where it cannot be)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and which of :data:`CPU_SPEED_FLAGS` it has, by their names (``cpuinfo``: the text
+    of /proc/cpuinfo, read when not given; the platform's processor name and no flags where it cannot be read)."""
+    model, flags = _cpuinfo(cpuinfo)
+    return {"model": model or platform.processor() or platform.machine() or "unknown",
+            "flags": [name for flag, name in CPU_SPEED_FLAGS.items() if flag in flags]}
+
+
+def describe_cpu(info: dict | None = None) -> str:
+    """``MODEL (FLAG, FLAG, ...)`` of :func:`cpu_info` (this CPU's when None): one line for reports and tables."""
+    info = cpu_info() if info is None else info
+    return f"{info['model']} ({', '.join(info['flags']) or 'none of ' + ', '.join(CPU_SPEED_FLAGS.values())})"
+
+
 def bf16_supported(device: torch.device) -> bool:
     """True where bf16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    return any(flag in _cpuinfo(None)[1] for flag in BF16_CPU_FLAGS)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -28,12 +28,13 @@ from dunemap.errors import CheckpointError, ConfigError
 from dunemap.io.atomic import atomic_path
 from dunemap.io.checksum import file_sha256
 from dunemap.knowledge.text import CACHE_ENV
+from dunemap.runtime.engines import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
 EXPORT_PRECISIONS = ("fp32", "int8")
 ONNX_OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "embeddings", "logits"
+OUTPUT_NAME = "logits"
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]  # int8 where the time goes; norms, softmax and residual adds stay float
 
 

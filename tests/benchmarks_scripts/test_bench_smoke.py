@@ -28,6 +28,8 @@ import pytest
 import rasterio
 from recompute import hashes
 
+from dunemap.runtime.device import cpu_info, describe_cpu
+
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 NOT_SOURCE = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
@@ -227,12 +229,7 @@ def test_bench_mapping_compares_designs_on_a_scene(world, tmp_path: Path) -> Non
                       "--json", out, cwd=tmp_path)
     assert "| (a) seed: 512/256" in proc.stdout and "| variant 64:32:2:fp32:uniform |" in proc.stdout
     report = json.loads(out.read_text())
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from bench_mapping import cpu_info, describe_cpu
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    assert report["cpu"] == cpu_info() and describe_cpu(report["cpu"]) in proc.stdout
+    assert report["cpu"] == cpu_info() and describe_cpu(report["cpu"]) in proc.stdout  # the library's one record
     for run in report["runs"][1:]:  # the stage table's last column: read + decode as a share of the wall time
         row = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"| {run['label']} |")][-1]
         share = (run["stages"]["read"] + run["stages"]["decode"]) / run["seconds"] * 100
@@ -246,23 +243,6 @@ def test_bench_mapping_compares_designs_on_a_scene(world, tmp_path: Path) -> Non
     for run in report["runs"]:
         assert 0.0 <= run["miou"] <= 1.0 and 0.0 <= run["agreement"] <= 1.0
         assert 0 < run["peak_rss_mib"] < 4096 and run["cpu_seconds"] > 0  # the mapping's memory ceiling
-
-
-def test_bench_mapping_names_the_cpu_and_its_speed_flags() -> None:
-    """cpu_info reads the model name and the speed flags from /proc/cpuinfo text (the report carries them:
-    test_bench_mapping_compares_designs_on_a_scene)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from bench_mapping import SPEED_FLAGS, cpu_info, describe_cpu
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    text = ("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni "
-            "amx_int8\n\nprocessor\t: 1\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2\n")
-    info = cpu_info(text)
-    assert info == {"model": "Example CPU @ 2.0GHz", "flags": ["AVX2", "AVX-512F", "AVX512-VNNI", "AMX-INT8"]}
-    assert describe_cpu(info) == "Example CPU @ 2.0GHz (AVX2, AVX-512F, AVX512-VNNI, AMX-INT8)"
-    assert "none of AVX2" in describe_cpu(cpu_info("model name : Old CPU\nflags : fpu sse2\n"))
-    assert cpu_info("")["flags"] == [] and set(cpu_info()["flags"]) <= set(SPEED_FLAGS.values())
 
 
 def test_bench_decode_times_the_paths_and_checks_them_equal(tmp_path: Path) -> None:

@@ -215,3 +215,45 @@ def test_an_export_that_fails_is_one_error_by_name_and_left_out_by_auto(
     left_out = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert left_out and all("failed on this model" in m and "left out" in m for m in left_out)
     assert blocker.read_text() == "a file where the cache folder would be made\n"
+
+
+def test_sampling_stops_reading_once_the_kept_windows_are_entirely_valid() -> None:
+    from dunemap.mapping.backend import SAMPLE_WINDOWS, _samples
+    from dunemap.raster.reader import BlockData
+
+    data = np.random.default_rng(0).standard_normal((4, 256, 256)).astype(np.float32)
+    valid = np.ones((256, 256), bool)
+    valid[:16, :] = False  # the first row of windows is 3/4 valid: read, kept until full ones come
+
+    def sample(backend: str) -> tuple[Samples, list]:
+        boxes = []
+
+        def read(win):
+            boxes.append(win)
+            rows, cols = win.slices()
+            return BlockData(win, data[:, rows, cols], valid[rows, cols])
+
+        config = MapConfig(backend=backend, window=WINDOW, stride=WINDOW)  # 4 x 4 windows, all candidates
+        return _samples(256, 256, config, read, "the array"), boxes
+
+    one, read_one = sample("onnxruntime")  # the first entirely valid window is the 5th
+    assert len(read_one) == 5 and [read_one[-1].row, read_one[-1].col] == [64, 0]
+    assert one.valid[0].all() and np.array_equal(one.windows[0], data[:, 64:128, :64])
+    eight, read_eight = sample("onnxruntime-int8")
+    assert len(read_eight) == 4 + SAMPLE_WINDOWS and all(v.all() for v in eight.valid)
+    assert np.array_equal(eight.windows[0], one.windows[0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_memory_freed_after_measuring_goes_back_to_the_os() -> None:
+    from dunemap.mapping.backend import release_freed_memory
+
+    def resident_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+    held = [np.ones(16384, np.float32) for _ in range(2048)]  # 128 MiB in 64 KiB pieces: glibc's heap, not mmap
+    del held[::2]  # 64 MiB freed in holes, which the heap's top cannot give back by itself
+    before = resident_mib()
+    if not release_freed_memory():
+        pytest.skip("the C library has no malloc_trim")
+    assert before - resident_mib() > 32

@@ -1,0 +1,82 @@
+"""The ONNX Runtime and OpenVINO runners of a cached export, and the timing of one, without torch.
+
+Mapping runs an export through one of :data:`RUNNERS` (:class:`dunemap.runtime.backends.ExportedPredictor`).
+``auto`` times each candidate in a child process of its own (:func:`dunemap.runtime.backends.measure_apart`)
+that runs this file as a script: it imports only numpy and the backend's package, neither torch nor the
+rest of dunemap, so a child starts in a fraction of a second instead of the seconds importing torch takes,
+and the runner it measures is built with the very options mapping builds it with.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+INPUT_NAME = "embeddings"  # the export's input (dunemap.runtime.export names it)
+
+
+class OnnxRuntimeRunner:
+    """An ONNX Runtime session on the CPU with ``threads`` threads, its idle threads asleep."""
+
+    def __init__(self, path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its notices are not the user's business
+        # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: x})[0]
+
+
+class OpenVinoRunner:
+    """An OpenVINO model compiled for the CPU device. fp32 is asked for explicitly: on CPUs with AMX OpenVINO
+    would run float layers in bf16 by default; the layers of an int8 (QDQ) export still run in int8."""
+
+    def __init__(self, path, threads: int) -> None:
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        self.model = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.model.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.request.infer({0: x})[0])
+
+
+RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
+
+
+def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int) -> tuple[np.ndarray, float]:
+    """``run(x)`` and its best time in seconds of ``repeats`` calls after one warm-up call."""
+    out = run(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = run(x)
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def main(argv: list[str]) -> None:
+    """ENGINE EXPORT FOLDER THREADS REPEATS: FOLDER/x.npy run by ENGINE, its output to FOLDER/logits.npy and
+    its best time printed (the child of :func:`dunemap.runtime.backends.measure_apart`)."""
+    engine, path, folder, threads, repeats = argv
+    runner = RUNNERS[engine](path, int(threads))
+    out, best = best_time(runner, np.load(Path(folder) / "x.npy"), int(repeats))
+    np.save(Path(folder) / "logits.npy", out)
+    print(best)
+
+
+__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main"]
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
