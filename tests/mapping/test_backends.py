@@ -101,6 +101,52 @@ def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tin
     torch.testing.assert_close(built.predict(odd), predictor.predict(odd))
 
 
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_auto_batches_small_windows_on_a_cpu_into_the_one_at_a_time_map(
+        name: str, shared: Path, tmp_path: Path, tiny_checkpoint: Path, aef_raster,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch 0 (auto) on a CPU runs a block's 64 px windows in one forward pass, band-interleaved for an export;
+    its map has the probabilities and classes of batch 1's, to float32 rounding."""
+    import rasterio
+    from dataclasses import replace
+
+    from dunemap.mapping.engine import map_raster
+    from dunemap.raster.tags import product_paths
+
+    predictor = _fp32(tiny_checkpoint)
+    if name != "torch":
+        pytest.importorskip(BACKENDS[name].package)
+        predictor = build_exported(predictor, name, WINDOW)
+    calls: list[tuple[int, bool]] = []
+    predict = type(predictor).predict
+
+    def counted(self, x):
+        calls.append((x.shape[0], x.is_contiguous()))
+        return predict(self, x)
+
+    monkeypatch.setattr(type(predictor), "predict", counted)
+    invalid = np.zeros((160, 192), dtype=bool)
+    invalid[:40, :70] = True  # windows wholly nodata are left out of the batches
+    path = aef_raster(height=160, width=192, seed=2, invalid=invalid)
+    config = MapConfig(window=WINDOW, stride=32, probabilities="float32", block_size=0, progress=False)
+    maps = {}
+    for batch in (0, 1):
+        calls.clear()
+        out = tmp_path / f"batch{batch}.tif"
+        map_raster(path, predictor, out, replace(config, batch_size=batch))
+        with rasterio.open(product_paths(out)["probabilities"]) as src, rasterio.open(out) as classes:
+            maps[batch] = src.read(), classes.read(1), list(calls)
+    (auto, auto_classes, auto_calls), (one, one_classes, one_calls) = maps[0], maps[1]
+    assert {b for b, _ in one_calls} == {1} and len(auto_calls) < len(one_calls)
+    assert sum(b for b, _ in auto_calls) == len(one_calls) and max(b for b, _ in auto_calls) > 1
+    assert all(contiguous == (name != "torch") for _, contiguous in auto_calls + one_calls)
+    # float32's tolerances in torch.testing: oneDNN's convolutions round a batch a little differently
+    torch.testing.assert_close(torch.from_numpy(auto), torch.from_numpy(one), equal_nan=True)
+    top2 = np.sort(np.nan_to_num(one), axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 2e-5  # pixels whose two likeliest classes differ by more than that tolerance
+    assert np.array_equal(auto_classes[clear], one_classes[clear]) and clear.mean() > 0.5
+
+
 @pytest.mark.parametrize("name", ["onnxruntime-int8", "openvino-int8"])
 def test_int8_is_calibrated_statically_on_the_raster(name: str, shared: Path, tiny_checkpoint: Path,
                                                      aef_raster) -> None:
