@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mapping_helpers import interrupted_run
 
 from dunemap.errors import InputError
 from dunemap.mapping.backend import sample_windows
@@ -213,23 +214,13 @@ def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path
                                                           aef_raster) -> None:
     """Measuring again could choose another backend and discard the finished blocks: auto takes the journal's."""
     from dunemap.mapping.batch import map_many
-    from dunemap.mapping.engine import make_assembler, map_fingerprint, plan_map, predictor_legend
     from dunemap.mapping.jobs import MapJob
-    from dunemap.mapping.predict import predict_block
-    from dunemap.raster.tags import model_tags
 
     pytest.importorskip("openvino")
     path, out = aef_raster(height=128, width=96), tmp_path / "map.tif"
     config = MapConfig(window=64, stride=32, block_size=48, progress=False)
     exported = build_exported(_fp32(tiny_checkpoint), "openvino", WINDOW)
-    with EmbeddingReader(path) as reader:  # an openvino run that predicted two blocks, then died
-        plan = plan_map(reader, config)
-        assembler = make_assembler(out, plan, predictor_legend(exported), config,
-                                   map_fingerprint([path], plan, exported, config), exported.precision,
-                                   model=model_tags(exported))
-        assembler.open(resume=False)
-        for block in assembler.pending()[:2]:
-            assembler.add(predict_block(reader, exported, block, config))
+    interrupted_run(path, out, exported, config)  # an openvino run that predicted two blocks, then died
     result = map_many([MapJob((path,), out)], tiny_checkpoint, config, precision="fp32").maps[0]  # backend auto
     assert result.blocks_resumed == 2 and result.backend["BACKEND"] == "openvino"
 
