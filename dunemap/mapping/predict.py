@@ -119,8 +119,7 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
     wsum = np.zeros((ext.height, ext.width), dtype=np.float32)
     windows = [w for w in block.windows if data.valid_in(w).any()]
     if windows:
-        weights = torch.from_numpy(blend_weights(windows[0].shape, config.blend))  # (h, w)
-        acc_t, wsum_t = torch.from_numpy(acc), torch.from_numpy(wsum)  # views: accumulate in place
+        weights = blend_weights(windows[0].shape, config.blend)  # (h, w)
         dtype = getattr(predictor, "input_dtype", torch.float32)
         device = torch.device(getattr(predictor, "device", "cpu"))
         decode_on = device if device.type == "cuda" else None  # a GPU decodes the codes itself
@@ -133,12 +132,15 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
                     probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1)
                 else:
                     probs = torch.softmax(predictor.predict(x).float(), dim=1)  # (B, K, h, w)
-                probs = probs.cpu()  # waits for the device: the model's time ends here
+                probs = probs.cpu().numpy()  # waits for the device: the model's time ends here
             with times.timed("blend"):
+                # numpy, one thread: torch's small in-place ops would wake its thread pool for every window,
+                # and its threads wait on the backend's and the decoding thread's for the CPU
+                np.multiply(probs, weights, out=probs)  # the batch's own buffer, weighted at once
                 for win, p in zip(batch, probs):
                     r = win.relative_to(ext)
-                    acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
-                    wsum_t[r.row : r.row_stop, r.col : r.col_stop] += weights
+                    acc[:, r.row : r.row_stop, r.col : r.col_stop] += p
+                    wsum[r.row : r.row_stop, r.col : r.col_stop] += weights
     valid = data.valid_in(ext).copy()
     return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows),
                         times.seconds)
