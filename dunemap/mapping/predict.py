@@ -38,8 +38,9 @@ GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_cache_bytes gives
 # GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
 GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
-# window pixels per forward pass that auto batches on a CPU: 16 windows of 128 px, 4 of 256, 1 of 512 or more
-CPU_BATCH_PIXELS = 512 * 512
+# window pixels per forward pass that auto batches on a CPU: 4 windows of 128 px, 1 of 256 px or more (8 or 16
+# of 128 px were no faster on the CPU measured and held 0.1-0.4 GiB more: BENCHMARKS.md, issue 30)
+CPU_BATCH_PIXELS = 256 * 256
 
 
 class SupportsPredict(Protocol):
