@@ -106,7 +106,7 @@ def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tin
 def test_auto_batches_small_windows_on_a_cpu_into_the_one_at_a_time_map(
         name: str, shared: Path, tmp_path: Path, tiny_checkpoint: Path, aef_raster,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batch 0 (auto) on a CPU runs a block's 64 px windows in one forward pass, band-interleaved for an export;
+    """Batch 0 (auto) on a CPU runs 64 px windows 16 a forward pass, band-interleaved for an export;
     its map has the probabilities and classes of batch 1's, to float32 rounding."""
     import rasterio
     from dataclasses import replace
