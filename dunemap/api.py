@@ -181,7 +181,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     """
     from dunemap.mapping.backend import array_samples, choose_backend, planned_windows  # deferred: loads torch
     from dunemap.mapping.config import MapConfig  # deferred: torch and rasterio load on first call
-    from dunemap.mapping.predict import finish_block, predict_block_data, split_contribution
+    from dunemap.mapping.predict import batch_size_for, finish_block, predict_block_data, split_contribution
     from dunemap.mapping.windows import plan_blocks
     from dunemap.raster.reader import AEF_DTYPE, BlockData, valid_pixels
 
@@ -210,11 +210,12 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
     confidence = np.empty((height, width), np.float32)
     probs = np.empty((predictor.num_classes, height, width), np.float32) if probabilities else None
     parts: dict[int, dict] = {b.index: {} for b in blocks}
+    batch_size = batch_size_for(runner, config)  # as map batches its windows
     for block in blocks:  # row-major, as map predicts them; each block is finished once its contributors are in
         if block.extent is not None:
             rows, cols = block.extent.slices()
             contribution = predict_block_data(BlockData(block.extent, data[:, rows, cols], valid[rows, cols]),
-                                              runner, block, config)
+                                              runner, block, config, batch_size)
             for target, part in split_contribution(contribution, blocks).items():
                 parts[target][contribution.source] = part
         for ready in blocks:

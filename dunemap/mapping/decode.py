@@ -1,7 +1,8 @@
 """Window input: AEF int8 codes (or float embeddings) of a block turned into the model's channels-last batch.
 
-The reader holds a block band-interleaved, (C, H, W) int8, as GDAL returns it; the model wants each
-window pixel-interleaved, (B, h, w, C), in float32 or bf16. Decoding is a look-up in a 256-entry
+The reader holds a block band-interleaved, (C, H, W) int8, as GDAL returns it; the torch model wants each
+window pixel-interleaved, (B, h, w, C), in float32 or bf16 (an ONNX export wants it band-interleaved,
+:func:`decode_bands`). Decoding is a look-up in a 256-entry
 table (:func:`decode_table`) indexed by the code's bits read as uint8, so no arithmetic and no XOR
 touch the codes. ``np.take`` on a transposed (band-interleaved) view gathers with a stride of a whole
 band plane, and converts all its indices to intp first (8 bytes per code); both cost more than the
@@ -27,6 +28,7 @@ from dunemap.raster.geometry import Box
 from dunemap.raster.reader import BlockData
 
 DECODE_ROWS = 2  # window rows decoded per np.take: 2 x 512 x 64 codes, their intp indices (0.5 MiB) in L2
+DECODE_CODES = 2 * 512 * 64  # codes per np.take decoding band-interleaved (:func:`decode_bands`): the same 0.5 MiB
 DECODED_DTYPES = (torch.float32, torch.bfloat16)  # model input dtypes an int8 window is decoded into
 
 
@@ -56,34 +58,52 @@ def decode_window(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.n
     return out
 
 
-def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The model input of ``windows`` (all one shape, inside ``data.box``): (B, C, h, w), channels-last, ``dtype``.
+def window_batch(data: BlockData, windows: Sequence[Box], dtype: torch.dtype = torch.float32,
+                 channels_last: bool = True) -> torch.Tensor:
+    """The model input of ``windows`` (all one shape, inside ``data.box``): (B, C, h, w) in ``dtype``,
+    channels-last, or with ``channels_last`` False contiguous (band-interleaved, what an ONNX export reads).
 
-    AEF int8 codes are decoded by table look-up straight into the pixel-interleaved (channels-last)
-    layout in ``dtype`` (bf16 values rounded from the float32 decoding, as autocast would round them),
-    so the predictor need not convert the batch again. Float embeddings are copied and cast.
+    AEF int8 codes are decoded by table look-up straight into that layout in ``dtype`` (bf16 values
+    rounded from the float32 decoding, as autocast would round them), so the predictor need not
+    convert the batch again. Float embeddings are copied and cast.
     """
     h, w = windows[0].shape
     channels = data.data.shape[0]
+    shape = (len(windows), h, w, channels) if channels_last else (len(windows), channels, h, w)
     if data.data.dtype == np.int8 and dtype in DECODED_DTYPES:
         table = decode_table(dtype)
-        out = np.empty((len(windows), h, w, channels), dtype=table.dtype)  # (B, h, w, C)
+        out = np.empty(shape, dtype=table.dtype)
+        decode = decode_window if channels_last else decode_bands
         for i, win in enumerate(windows):
-            decode_window(_crop(data, win), table, out[i])
+            decode(_crop(data, win), table, out[i])
         batch = torch.from_numpy(out)
         if dtype != torch.float32:
             batch = batch.view(dtype)
     else:
-        out = np.empty((len(windows), h, w, channels), dtype=np.float32)  # (B, h, w, C)
+        out = np.empty(shape, dtype=np.float32)
         for i, win in enumerate(windows):
-            out[i] = data.embeddings(win).transpose(1, 2, 0)
+            out[i] = data.embeddings(win).transpose(1, 2, 0) if channels_last else data.embeddings(win)
         batch = torch.from_numpy(out).to(dtype)
-    return batch.permute(0, 3, 1, 2)  # (B, C, h, w) view of the (B, h, w, C) buffer: channels-last
+    # (B, C, h, w) view of the (B, h, w, C) buffer: channels-last
+    return batch.permute(0, 3, 1, 2) if channels_last else batch
 
 
 def _crop(data: BlockData, win: Box) -> np.ndarray:
     r = win.relative_to(data.box)
     return data.data[:, r.row : r.row_stop, r.col : r.col_stop]  # (C, h, w) view
+
+
+def decode_bands(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Decode int8 ``codes`` (C, h, w), any strides, into ``out`` (C, h, w) band-interleaved by ``table``, whole
+    bands (or rows of one) of about :data:`DECODE_CODES` codes at a time; returns ``out``."""
+    bits = codes.view(np.uint8)
+    c, h, w = bits.shape
+    bands, rows = max(1, DECODE_CODES // (h * w)), max(1, DECODE_CODES // w)
+    for b0 in range(0, c, bands):
+        for r0 in range(0, h, rows):
+            part = (slice(b0, b0 + bands), slice(r0, r0 + rows))
+            np.take(table, bits[part], out=out[part])
+    return out
 
 
 def window_codes(data: BlockData, windows: Sequence[Box], pin: bool = False) -> torch.Tensor:

@@ -38,13 +38,17 @@ GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_layout gives a wi
 # GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
 GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
+# window pixels per forward pass that auto batches on a CPU: 4 windows of 128 px, 1 of 256 px or more (8 or 16
+# of 128 px were no faster on the CPU measured and held 0.1-0.4 GiB more: BENCHMARKS.md, issue 30)
+CPU_BATCH_PIXELS = 256 * 256
 
 
 class SupportsPredict(Protocol):
     """What mapping needs of a model: ``dunemap.runtime.Predictor`` provides it.
 
     A predictor may also name the ``input_dtype`` its first layer consumes; windows are then
-    decoded straight into it (float32 otherwise).
+    decoded straight into it (float32 otherwise); and whether it takes them ``channels_last`` (the
+    default) or band-interleaved (False: :func:`~dunemap.mapping.decode.window_batch`).
     """
 
     num_classes: int
@@ -84,11 +88,15 @@ class BlockPrediction:
 
 
 def batch_size_for(predictor: SupportsPredict, config: MapConfig) -> int:
-    """Windows per forward pass: ``config.batch_size``, or for 0 (auto) 1 on a CPU and as many as fit
-    in the free memory of the predictor's GPU (:func:`dunemap.runtime.gpu_batch_size`)."""
+    """Windows per forward pass: ``config.batch_size``, or for 0 (auto) as many as fit in the free memory of
+    the predictor's GPU (:func:`dunemap.runtime.gpu_batch_size`), and on a CPU as many windows as make
+    :data:`CPU_BATCH_PIXELS` (at least 1): small windows then share the fixed cost of a call (the
+    backend's dispatch, the predictor's wrapping, a softmax), which otherwise outweighs their inference."""
     if config.batch_size:
         return config.batch_size
     device = torch.device(getattr(predictor, "device", "cpu"))
+    if device.type == "cpu":
+        return max(1, CPU_BATCH_PIXELS // (config.window * config.window))
     return gpu_batch_size(device, config.window * config.window * GPU_BYTES_PER_WINDOW_PIXEL)
 
 
@@ -112,39 +120,42 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
     wsum = np.zeros((ext.height, ext.width), dtype=np.float32)
     windows = [w for w in block.windows if data.valid_in(w).any()]
     if windows:
-        weights = torch.from_numpy(blend_weights(windows[0].shape, config.blend))  # (h, w)
-        acc_t, wsum_t = torch.from_numpy(acc), torch.from_numpy(wsum)  # views: accumulate in place
+        weights = blend_weights(windows[0].shape, config.blend)  # (h, w)
         dtype = getattr(predictor, "input_dtype", torch.float32)
         device = torch.device(getattr(predictor, "device", "cpu"))
         decode_on = device if device.type == "cuda" else None  # a GPU decodes the codes itself
+        layout = getattr(predictor, "channels_last", True)
         batches = [windows[s : s + batch_size] for s in range(0, len(windows), batch_size)]
-        for batch, x in decoded_batches(data, batches, dtype, device, config.prefetch, times, decode_on):
+        for batch, x in decoded_batches(data, batches, dtype, device, config.prefetch, times, decode_on, layout):
             with times.timed("model"):
                 if config.applicability:
                     logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
                     probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1)
                 else:
                     probs = torch.softmax(predictor.predict(x).float(), dim=1)  # (B, K, h, w)
-                probs = probs.cpu()  # waits for the device: the model's time ends here
+                probs = probs.cpu().numpy()  # waits for the device: the model's time ends here
             with times.timed("blend"):
+                # numpy, one thread: torch's small in-place ops would wake its thread pool for every window,
+                # and its threads wait on the backend's and the decoding thread's for the CPU
+                np.multiply(probs, weights, out=probs)  # the batch's own buffer, weighted at once
                 for win, p in zip(batch, probs):
                     r = win.relative_to(ext)
-                    acc_t[:, r.row : r.row_stop, r.col : r.col_stop].addcmul_(p, weights)
-                    wsum_t[r.row : r.row_stop, r.col : r.col_stop] += weights
+                    acc[:, r.row : r.row_stop, r.col : r.col_stop] += p
+                    wsum[r.row : r.row_stop, r.col : r.col_stop] += weights
     valid = data.valid_in(ext).copy()
     return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows),
                         times.seconds)
 
 
 def decoded_batches(data: BlockData, batches: Sequence[Sequence[Box]], dtype: torch.dtype, device: torch.device,
-                    ahead: bool, times: StageTimes, decode_on: torch.device | None = None
-                    ) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
+                    ahead: bool, times: StageTimes, decode_on: torch.device | None = None,
+                    channels_last: bool = True) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
     """Each batch of windows with its model input, the next one prepared in a background thread when ``ahead``.
 
     ``decode_on`` a device: int8 codes are gathered pixel-interleaved (pinned when ``device`` is a GPU)
     in the background and decoded there by table look-up (:func:`~dunemap.mapping.decode.decode_on_device`),
-    so only codes cross to a GPU; else windows are decoded on the CPU (pinned for a GPU ``device``).
-    Either way the values are :func:`~dunemap.mapping.decode.window_batch`'s.
+    so only codes cross to a GPU; else windows are decoded on the CPU (pinned for a GPU ``device``), in the
+    layout ``channels_last`` names. Either way the values are :func:`~dunemap.mapping.decode.window_batch`'s.
     """
     pin = device.type == "cuda"
     if decode_on is not None and data.data.dtype == np.int8 and dtype in DECODED_DTYPES:
@@ -160,7 +171,7 @@ def decoded_batches(data: BlockData, batches: Sequence[Sequence[Box]], dtype: to
 
     def decode(batch: Sequence[Box]) -> torch.Tensor:
         with times.timed("decode"):
-            x = window_batch(data, batch, dtype)
+            x = window_batch(data, batch, dtype, channels_last)
             return x.pin_memory() if pin else x
 
     yield from prefetched(decode, batches, ahead, "dunemap-decode")

@@ -139,6 +139,7 @@ class ExportedPredictor:
     """
 
     input_dtype = torch.float32
+    channels_last = False  # the exports read (B, C, H, W) contiguous: windows are decoded so, not transposed here
     device = torch.device("cpu")
 
     def __init__(self, base: Predictor, choice: BackendChoice, runner: Callable[[np.ndarray], np.ndarray],

@@ -1,4 +1,4 @@
-"""Helpers shared by the mapping tests: seeded smooth embeddings and GeoTIFF writing."""
+"""Helpers shared by the mapping tests: seeded smooth embeddings, GeoTIFF writing and an interrupted run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import numpy as np
 import rasterio
 from affine import Affine
 from scipy import ndimage
+
+from dunemap.mapping.engine import make_assembler, map_fingerprint, plan_map, predictor_legend
+from dunemap.mapping.predict import predict_block
+from dunemap.raster.reader import EmbeddingReader
+from dunemap.raster.tags import model_tags
 
 UTM_TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 7_000_000.0)
 UTM_CRS = "EPSG:32733"
@@ -37,3 +42,16 @@ def write_raster(
                        crs=crs, transform=transform, nodata=nodata) as dst:
         dst.write(data)
     return path
+
+
+def interrupted_run(path: Path, out: Path, predictor, config, blocks: int = 2) -> None:
+    """Leave ``out`` as a run of ``predictor`` over ``path`` that predicted its first ``blocks`` pending blocks
+    (journal and blocks in ``OUT.partial``), then died."""
+    with EmbeddingReader(path) as reader:
+        plan = plan_map(reader, config)
+        assembler = make_assembler(out, plan, predictor_legend(predictor), config,
+                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
+                                   model=model_tags(predictor))
+        assembler.open(resume=False)
+        for block in assembler.pending()[:blocks]:
+            assembler.add(predict_block(reader, predictor, block, config))

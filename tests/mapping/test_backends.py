@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mapping_helpers import interrupted_run
 
 from dunemap.errors import InputError
 from dunemap.mapping.backend import sample_windows
@@ -101,6 +102,52 @@ def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tin
     torch.testing.assert_close(built.predict(odd), predictor.predict(odd))
 
 
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_auto_batches_small_windows_on_a_cpu_into_the_one_at_a_time_map(
+        name: str, shared: Path, tmp_path: Path, tiny_checkpoint: Path, aef_raster,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch 0 (auto) on a CPU runs 64 px windows 16 a forward pass, band-interleaved for an export;
+    its map has the probabilities and classes of batch 1's, to float32 rounding."""
+    import rasterio
+    from dataclasses import replace
+
+    from dunemap.mapping.engine import map_raster
+    from dunemap.raster.tags import product_paths
+
+    predictor = _fp32(tiny_checkpoint)
+    if name != "torch":
+        pytest.importorskip(BACKENDS[name].package)
+        predictor = build_exported(predictor, name, WINDOW)
+    calls: list[tuple[int, bool]] = []
+    predict = type(predictor).predict
+
+    def counted(self, x):
+        calls.append((x.shape[0], x.is_contiguous()))
+        return predict(self, x)
+
+    monkeypatch.setattr(type(predictor), "predict", counted)
+    invalid = np.zeros((160, 192), dtype=bool)
+    invalid[:40, :70] = True  # windows wholly nodata are left out of the batches
+    path = aef_raster(height=160, width=192, seed=2, invalid=invalid)
+    config = MapConfig(window=WINDOW, stride=32, probabilities="float32", block_size=0, progress=False)
+    maps = {}
+    for batch in (0, 1):
+        calls.clear()
+        out = tmp_path / f"batch{batch}.tif"
+        map_raster(path, predictor, out, replace(config, batch_size=batch))
+        with rasterio.open(product_paths(out)["probabilities"]) as src, rasterio.open(out) as classes:
+            maps[batch] = src.read(), classes.read(1), list(calls)
+    (auto, auto_classes, auto_calls), (one, one_classes, one_calls) = maps[0], maps[1]
+    assert {b for b, _ in one_calls} == {1} and len(auto_calls) < len(one_calls)
+    assert sum(b for b, _ in auto_calls) == len(one_calls) and max(b for b, _ in auto_calls) > 1
+    assert all(contiguous == (name != "torch") for _, contiguous in auto_calls + one_calls)
+    # float32's tolerances in torch.testing: oneDNN's convolutions round a batch a little differently
+    torch.testing.assert_close(torch.from_numpy(auto), torch.from_numpy(one), equal_nan=True)
+    top2 = np.sort(np.nan_to_num(one), axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 2e-5  # pixels whose two likeliest classes differ by more than that tolerance
+    assert np.array_equal(auto_classes[clear], one_classes[clear]) and clear.mean() > 0.5
+
+
 @pytest.mark.parametrize("name", ["onnxruntime-int8", "openvino-int8"])
 def test_int8_is_calibrated_statically_on_the_raster(name: str, shared: Path, tiny_checkpoint: Path,
                                                      aef_raster) -> None:
@@ -168,24 +215,14 @@ def test_auto_resumes_an_interrupted_run_with_its_backend(shared: Path, tmp_path
     """Measuring again could choose another backend and discard the finished blocks: auto takes the journal's, also
     where an earlier map of the run (a zone of a set) measured another one."""
     from dunemap.mapping.batch import executor_for, run_jobs
-    from dunemap.mapping.engine import make_assembler, map_fingerprint, plan_map, predictor_legend
     from dunemap.mapping.jobs import MapJob
-    from dunemap.mapping.predict import predict_block
-    from dunemap.raster.tags import model_tags
 
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
     path, out = aef_raster(height=128, width=96), tmp_path / "map.tif"
     config = MapConfig(window=64, stride=32, block_size=48, progress=False)
     exported = build_exported(_fp32(tiny_checkpoint), "openvino", WINDOW)
-    with EmbeddingReader(path) as reader:  # an openvino run that predicted two blocks, then died
-        plan = plan_map(reader, config)
-        assembler = make_assembler(out, plan, predictor_legend(exported), config,
-                                   map_fingerprint([path], plan, exported, config), exported.precision,
-                                   model=model_tags(exported))
-        assembler.open(resume=False)
-        for block in assembler.pending()[:2]:
-            assembler.add(predict_block(reader, exported, block, config))
+    interrupted_run(path, out, exported, config)  # an openvino run that predicted two blocks, then died
     with executor_for(tiny_checkpoint, precision="fp32") as executor:  # backend auto
         onnx = build_exported(_fp32(tiny_checkpoint), "onnxruntime", WINDOW)
         earlier = BackendChoice("onnxruntime", "fp32", 1.0, 0.001, "measured", measured=(("onnxruntime", 1.0, 0.001),))

@@ -16,7 +16,7 @@ import pytest
 import rasterio
 import torch
 from distributed import Client, LocalCluster
-from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
+from mapping_helpers import UTM_TRANSFORM, interrupted_run, smooth_unit_vectors, write_raster
 
 from dunemap.cli import main
 from dunemap.errors import ConfigError, InputError
@@ -24,12 +24,10 @@ from dunemap.io.aef import quantize
 from dunemap.mapping.batch import map_many
 from dunemap.mapping.config import ClusterConfig
 from dunemap.mapping.distributed import gpu_slot, open_client
-from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
+from dunemap.mapping.engine import MapConfig, map_raster
 from dunemap.mapping.jobs import MapJob, expand_inputs, plan_jobs
-from dunemap.mapping.predict import predict_block
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import model_tags
 from dunemap.runtime import load_predictor
 
 # small blocks so that a 96x80 raster makes several tasks; confidence exercises a companion product
@@ -123,14 +121,7 @@ def test_two_workers_map_byte_identical_and_resume(tmp_path: Path, aef_raster, t
     # a run that predicted two blocks and died; the cluster resumes it and runs only the other blocks
     out = tmp_path / "resumed.tif"
     predictor = load_predictor(tiny_checkpoint, precision="fp32")
-    with EmbeddingReader(path) as reader:
-        plan = plan_map(reader, CONFIG)
-        assembler = make_assembler(out, plan, predictor_legend(predictor), CONFIG,
-                                   map_fingerprint([path], plan, predictor, CONFIG), predictor.precision,
-                                   model=model_tags(predictor))
-        assembler.open(resume=False)
-        for block in assembler.pending()[:2]:
-            assembler.add(predict_block(reader, predictor, block, CONFIG))
+    interrupted_run(path, out, predictor, CONFIG)
     resumed = map_many([MapJob((path,), out)], tiny_checkpoint, CONFIG, _on(cluster), precision="fp32")
     assert resumed.tasks == 4 and resumed.maps[0].blocks_resumed == 2
     assert out.read_bytes() == reference.path.read_bytes()

@@ -54,6 +54,23 @@ def test_windows_decode_bit_for_bit_to_the_reference_codec(dtype: torch.dtype, r
     assert float(batch[0, 0, 3, 4]) == 0.0  # code -128 (nodata) decodes to 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("codes", [27, 27 * 5, 21 * 27 * 3, 1 << 20])  # a row, rows, bands, the whole window a step
+def test_band_interleaved_windows_decode_bit_for_bit_to_the_reference_codec(dtype: torch.dtype, codes: int,
+                                                                            monkeypatch) -> None:
+    """What an ONNX export reads: (B, C, h, w) contiguous, the values of the channels-last decode."""
+    monkeypatch.setattr(decode, "DECODE_CODES", codes)
+    data = _random_block(5)
+    batch = window_batch(data, WINDOWS, dtype, channels_last=False)
+    assert batch.shape == (3, 64, 21, 27) and batch.dtype == dtype and batch.is_contiguous()
+    for got, win in zip(batch, WINDOWS):
+        assert torch.equal(_bits(got), _bits(_reference(data, win, dtype)))
+    assert torch.equal(_bits(batch), _bits(window_batch(data, WINDOWS, dtype)))
+    x = np.random.default_rng(6).standard_normal((64, BLOCK.height, BLOCK.width)).astype(np.float32)
+    floats = window_batch(BlockData(BLOCK, x, np.ones(BLOCK.shape, dtype=bool)), WINDOWS[1:], dtype, False)
+    assert floats.is_contiguous() and torch.equal(floats[0], torch.from_numpy(x[:, 16:37, 18:45]).to(dtype))
+
+
 def test_the_table_is_the_old_formulas_table_reordered() -> None:
     """Index = the code's bits as uint8 gives what the old index (code + 128, via XOR 0x80) gave, for both dtypes."""
     codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8)

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from mapping_helpers import interrupted_run
 
-from dunemap.mapping.engine import MapConfig, make_assembler, map_fingerprint, map_raster, plan_map, predictor_legend
-from dunemap.mapping.predict import predict_block
+from dunemap.mapping.engine import MapConfig, map_raster
 from dunemap.mapping.resume import BlockJournal
-from dunemap.raster.reader import EmbeddingReader
-from dunemap.raster.tags import model_tags
 from dunemap.runtime import load_predictor
 
 
@@ -42,27 +40,14 @@ def test_interrupted_run_resumes_and_changed_settings_start_over(tmp_path: Path,
     reference = map_raster(path, predictor, tmp_path / "reference.tif", config)
 
     out = tmp_path / "map.tif"
-    with EmbeddingReader(path) as reader:  # a run that predicted two blocks, then died
-        plan = plan_map(reader, config)
-        assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
-                                   model=model_tags(predictor))
-        assembler.open(resume=False)
-        for block in assembler.pending()[:2]:
-            assembler.add(predict_block(reader, predictor, block, config))
+    interrupted_run(path, out, predictor, config)  # a run that predicted two blocks, then died
     assert not out.exists() and (tmp_path / "map.tif.partial" / "journal.json").exists()
 
     other = MapConfig(window=32, stride=24, block_size=32, blend="cosine", confidence="uint8", progress=False)
     restarted = map_raster(path, predictor, out, other)  # different settings: the journal does not apply
     assert restarted.blocks_resumed == 0
 
-    with EmbeddingReader(path) as reader:  # an --overwrite run with the original settings, interrupted
-        assembler = make_assembler(out, plan, predictor_legend(predictor), config,
-                                   map_fingerprint([path], plan, predictor, config), predictor.precision,
-                                   model=model_tags(predictor))
-        assembler.open(resume=False)
-        for block in assembler.pending()[:2]:
-            assembler.add(predict_block(reader, predictor, block, config))
+    interrupted_run(path, out, predictor, config)  # an --overwrite run with the original settings, interrupted
 
     # the finished map is still there: resuming the interrupted --overwrite run needs --overwrite too
     resumed = map_raster(path, predictor, out, dataclasses.replace(config, overwrite=True))
