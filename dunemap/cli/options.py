@@ -228,8 +228,9 @@ def add_backend(parser: argparse.ArgumentParser) -> None:
 
     d = MapConfig()
     parser.add_argument("--backend", default=d.backend, choices=BACKEND_NAMES,
-                        help="what runs the model: torch; onnxruntime or openvino (fp32, or -int8 calibrated on "
-                             "windows of the raster) from an ONNX export cached in ~/.cache/dunemap/exports; auto "
+                        help="what runs the model: torch; onnxruntime or openvino (fp32, openvino-bf16 on CPUs "
+                             "with native bf16, or -int8 calibrated on windows of the raster) from an ONNX export "
+                             "cached in ~/.cache/dunemap/exports; auto "
                              "times the installed ones on the raster and takes the fastest whose classes agree "
                              "with fp32 torch on --backend-agreement of the pixels (docs/mapping.md)")
     parser.add_argument("--backend-agreement", type=fraction, default=d.backend_agreement, metavar="FRAC",

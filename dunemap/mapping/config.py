@@ -48,7 +48,7 @@ FRACTION_ENCODINGS: dict[str, FractionEncoding | None] = {
 
 
 # the inference backends (dunemap.runtime.backends.BACKENDS, which a test holds equal): named here without torch
-BACKEND_NAMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
 
 FALLBACK_WINDOW = 512  # window of a checkpoint that records no training tile (a published MADS file)
 

@@ -1,4 +1,4 @@
-"""Inference backends: the model run by torch, or from its ONNX export by ONNX Runtime or OpenVINO, fp32 or int8.
+"""Inference backends: the model run by torch, or from its ONNX export by ONNX Runtime or OpenVINO (fp32, bf16, int8).
 
 :data:`BACKENDS` is the registry the ``--backend`` option chooses from. ``torch`` is the
 :class:`~dunemap.runtime.predictor.Predictor` itself (bf16 where :func:`resolve_precision` picks it).
@@ -27,7 +27,7 @@ import torch
 from dunemap.errors import ConfigError, InputError
 from dunemap.registry import choose
 from dunemap.runtime import engines
-from dunemap.runtime.engines import RUNNERS, best_time
+from dunemap.runtime.engines import RUNNERS, best_time, native_bf16
 from dunemap.runtime.export import export_onnx, export_path, quantize_int8
 from dunemap.runtime.predictor import Predictor
 
@@ -41,7 +41,7 @@ class Backend:
     """One way to run the model: an engine, the package it needs and the precision of its export."""
 
     engine: str  # torch, onnxruntime or openvino
-    precision: str  # fp32 or int8 for the exports; torch runs in the Predictor's precision
+    precision: str  # fp32, bf16 (run from the fp32 export) or int8 for the exports; torch: the Predictor's precision
     package: str | None = None  # the module to import; None for torch
 
 
@@ -51,6 +51,7 @@ BACKENDS: dict[str, Backend | None] = {
     "onnxruntime": Backend("onnxruntime", "fp32", "onnxruntime"),
     "onnxruntime-int8": Backend("onnxruntime", "int8", "onnxruntime"),
     "openvino": Backend("openvino", "fp32", "openvino"),
+    "openvino-bf16": Backend("openvino", "bf16", "openvino"),
     "openvino-int8": Backend("openvino", "int8", "openvino"),
 }
 BACKEND_NAMES = tuple(BACKENDS)
@@ -189,6 +190,9 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
     ``samples``); the export is made once and cached (:func:`dunemap.runtime.export.export_path`)."""
     spec = choose(BACKENDS, name, "backend")
     calibration = None
+    if spec.precision == "bf16" and not native_bf16():
+        raise ConfigError(f"--backend {name}: this CPU does not compute bf16 natively (no AVX512-BF16 or AMX); "
+                          "use --backend openvino")
     if spec.precision == "int8":  # checked before anything is exported
         samples = (samples or Samples("the raster")).require("calibrate an int8 model")
         calibration = samples.digest()
@@ -197,11 +201,14 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
         int8 = export_path(reference.checkpoint_sha256, window, "int8").with_suffix(f".{calibration}.onnx")
         path = quantize_int8(path, samples.windows, int8)
     choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)
-    return ExportedPredictor(reference, choice, RUNNERS[spec.engine](path, torch.get_num_threads()), window)
+    runner = RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision)
+    return ExportedPredictor(reference, choice, runner, window)
 
 
-def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2) -> tuple[torch.Tensor, float]:
-    """The raw logits of ``x`` by ``engine`` running the export at ``path`` and its best time of ``repeats`` after a
+def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2,
+                  precision: str = "fp32") -> tuple[torch.Tensor, float]:
+    """The raw logits of ``x`` by ``engine`` running the export at ``path`` in ``precision`` and its best time of
+    ``repeats`` after a
     warm-up run, measured in a child process: what a backend allocates (sessions, arenas, compiled graphs) leaves
     with it, so measuring several costs this process no memory (``auto`` would otherwise hold them all at once).
     The child runs :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts
@@ -210,7 +217,8 @@ def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2) ->
         np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=np.float32))
         code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
         done = subprocess.run([sys.executable, "-c", code, engines.__file__, engine, str(path), tmp,
-                               str(torch.get_num_threads()), str(repeats)], capture_output=True, text=True, check=False)
+                               str(torch.get_num_threads()), str(repeats), precision], capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             raise RuntimeError(lines[-1] if lines else f"the measuring process exited with {done.returncode}")
@@ -243,14 +251,17 @@ def window_tensor(window: np.ndarray) -> torch.Tensor:
 
 def candidates(precision: str) -> Sequence[str]:
     """The exported backends ``auto`` tries when the model's precision option is ``precision``: the fp32 ones for
-    auto and fp32, none for bf16 (torch alone runs bf16).
+    auto and fp32, and for auto and bf16 ``openvino-bf16`` where the CPU computes bf16 natively (:func:`native_bf16`).
 
     The int8 exports run only when asked for by name: their calibration holds every activation of a window at
     once (3.4 GiB peak for a MiT-b2 at 512 px, over the mapping's 2 GiB budget) and is redone for every raster
     (about 30 s), and on the CPUs measured they were no faster than fp32 and agreed with it on 96.6-97.0 % of
     the pixels, below auto's 99.5 % (BENCHMARKS.md, "Inference backends").
     """
-    return ["onnxruntime", "openvino"] if precision in ("auto", "fp32") else []
+    names = ["onnxruntime", "openvino"] if precision in ("auto", "fp32") else []
+    if precision in ("auto", "bf16") and native_bf16():
+        names.append("openvino-bf16")
+    return names
 
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",

@@ -20,9 +20,10 @@ INPUT_NAME = "embeddings"  # the export's input (dunemap.runtime.export names it
 
 
 class OnnxRuntimeRunner:
-    """An ONNX Runtime session on the CPU with ``threads`` threads, its idle threads asleep."""
+    """An ONNX Runtime session on the CPU with ``threads`` threads, its idle threads asleep (fp32 or int8: the
+    export's own precision)."""
 
-    def __init__(self, path, threads: int) -> None:
+    def __init__(self, path, threads: int, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -38,13 +39,15 @@ class OnnxRuntimeRunner:
 
 
 class OpenVinoRunner:
-    """An OpenVINO model compiled for the CPU device. fp32 is asked for explicitly: on CPUs with AMX OpenVINO
-    would run float layers in bf16 by default; the layers of an int8 (QDQ) export still run in int8."""
+    """An OpenVINO model compiled for the CPU device in ``precision``. fp32 is asked for explicitly: on CPUs with AMX
+    OpenVINO would run float layers in bf16 by default; bf16 asks for it (offered only where the CPU computes bf16
+    natively, :func:`native_bf16`); the layers of an int8 (QDQ) export still run in int8."""
 
-    def __init__(self, path, threads: int) -> None:
+    def __init__(self, path, threads: int, precision: str = "fp32") -> None:
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        hint = "bf16" if precision == "bf16" else "f32"
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         self.model = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.model.create_infer_request()
 
@@ -53,6 +56,16 @@ class OpenVinoRunner:
 
 
 RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO computes bf16 natively on this CPU (AVX512-BF16 or AMX): only then is ``openvino-bf16``
+    offered; elsewhere OpenVINO would emulate it, slower than fp32."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int) -> tuple[np.ndarray, float]:
@@ -67,16 +80,16 @@ def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: i
 
 
 def main(argv: list[str]) -> None:
-    """ENGINE EXPORT FOLDER THREADS REPEATS: FOLDER/x.npy run by ENGINE, its output to FOLDER/logits.npy and
-    its best time printed (the child of :func:`dunemap.runtime.backends.measure_apart`)."""
-    engine, path, folder, threads, repeats = argv
-    runner = RUNNERS[engine](path, int(threads))
+    """ENGINE EXPORT FOLDER THREADS REPEATS PRECISION: FOLDER/x.npy run by ENGINE in PRECISION, its output to
+    FOLDER/logits.npy and its best time printed (the child of :func:`dunemap.runtime.backends.measure_apart`)."""
+    engine, path, folder, threads, repeats, precision = argv
+    runner = RUNNERS[engine](path, int(threads), precision)
     out, best = best_time(runner, np.load(Path(folder) / "x.npy"), int(repeats))
     np.save(Path(folder) / "logits.npy", out)
     print(best)
 
 
-__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main"]
+__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main", "native_bf16"]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

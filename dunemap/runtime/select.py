@@ -1,8 +1,9 @@
 """Choosing the inference backend of a map: by name, or ``auto`` by measuring the candidates on the raster.
 
 ``auto`` times every installed candidate (:data:`dunemap.runtime.backends.BACKENDS`: torch in the
-Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32; int8 runs only when asked for
-by name, :func:`dunemap.runtime.backends.candidates` says why) on one window of
+Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32, OpenVINO in bf16 where the CPU
+computes it natively; int8 runs only when asked for by name, :func:`dunemap.runtime.backends.candidates`
+says why) on one window of
 the raster after a warm-up run, scores the class agreement of each with the fp32 torch model on that
 window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest. Measuring costs
 about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
@@ -131,7 +132,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
         spec = BACKENDS[name]
         try:
             path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
-            raw, seconds = measure_apart(spec.engine, path, x)
+            raw, seconds = measure_apart(spec.engine, path, x, precision=spec.precision)
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out

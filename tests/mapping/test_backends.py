@@ -11,7 +11,7 @@ import pytest
 import torch
 from mapping_helpers import interrupted_run
 
-from dunemap.errors import InputError
+from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.backend import sample_windows
 from dunemap.mapping.config import BACKEND_NAMES, MapConfig
 from dunemap.raster.reader import EmbeddingReader
@@ -294,3 +294,31 @@ def test_memory_freed_after_measuring_goes_back_to_the_os() -> None:
     if not release_freed_memory():
         pytest.skip("the C library has no malloc_trim")
     assert before - resident_mib() > 32
+
+
+def test_openvino_bf16_is_offered_where_the_cpu_computes_bf16(shared: Path, tiny_checkpoint: Path,
+                                                             aef_raster) -> None:
+    """openvino-bf16 is an auto candidate (for precision auto and bf16, never fp32) exactly where OpenVINO reports
+    native bf16; there it runs the fp32 export in bf16, close to fp32 torch; elsewhere asking for it is one error."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from dunemap.runtime.backends import candidates
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert ("openvino-bf16" in candidates("auto")) == native == ("openvino-bf16" in candidates("bf16"))
+    assert "openvino-bf16" not in candidates("fp32")
+    predictor = _fp32(tiny_checkpoint)
+    if not native:
+        with pytest.raises(ConfigError, match="--backend openvino-bf16: this CPU does not compute bf16 natively"):
+            build_exported(predictor, "openvino-bf16", WINDOW)
+        return
+    samples = _samples(aef_raster(height=128, width=128, seed=3))
+    built = build_exported(predictor, "openvino-bf16", WINDOW)
+    x = torch.from_numpy(np.stack(samples.windows[:2]))
+    got, want = built.predict(x), predictor.predict(x)
+    torch_bf16 = load_predictor(tiny_checkpoint, device="cpu", precision="bf16").predict(x)
+    error, torch_error = (float((y - want).abs().mean()) for y in (got, torch_bf16))
+    assert 0 < error <= 2 * torch_error  # bf16 arithmetic (not the fp32 graph), as faithful as torch's bf16
+    assert built.choice.tags() == {"BACKEND": "openvino", "BACKEND_PRECISION": "bf16"}
+    assert built.choice.name == "openvino-bf16"
