@@ -22,7 +22,7 @@ import torch
 from dunemap.errors import CheckpointError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
-from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, window_batch
+from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, window_batch
 from dunemap.mapping.resume import JOURNAL_NAME
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.geometry import Box, window_starts
@@ -104,7 +104,8 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
 
     return select_backend(predictor, config.backend, config.window, samples, load_fp32, planned_windows=planned,
                           applicability=config.applicability, min_agreement=config.backend_agreement,
-                          requested_precision=model.precision if model is not None else "auto")
+                          requested_precision=model.precision if model is not None else "auto",
+                          batch=batch_size_for(predictor, config))
 
 
 def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfig, jobs: Sequence,

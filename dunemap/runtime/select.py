@@ -43,12 +43,14 @@ AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
 def select_backend(predictor: Predictor, name: str, window: int, samples: Callable[[], Samples],
                    load_fp32: Callable[[], Predictor], *, planned_windows: int | None = None,
                    applicability: bool = False, min_agreement: float,
-                   requested_precision: str = "auto") -> tuple[object, BackendChoice]:
+                   requested_precision: str = "auto", batch: int = 1) -> tuple[object, BackendChoice]:
     """The predictor a map runs with for backend ``name`` and the choice to record.
 
     ``predictor`` is the torch Predictor as loaded (its precision resolved); ``load_fp32`` loads the same
     checkpoint as a fp32 CPU Predictor (the exports' source and the reference of agreement) when
-    ``predictor`` is not one; ``samples`` reads windows of the raster (called only when needed).
+    ``predictor`` is not one; ``samples`` reads windows of the raster (called only when needed). ``auto``
+    times each candidate on ``batch`` copies of the window a call, the batch the map will run, and records
+    seconds per window.
     """
     spec = choose(BACKENDS, name, "backend")
     torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
@@ -69,7 +71,7 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
         except Exception as exc:  # the exporter or the backend failed on this model
             raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
                                f"{_one_line(exc)}; use --backend torch") from None
-    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision)
+    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch)
 
 
 def _as_chosen(built) -> tuple[object, BackendChoice]:
@@ -102,7 +104,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
-          min_agreement: float, requested_precision: str) -> tuple[object, BackendChoice]:
+          min_agreement: float, requested_precision: str, batch: int = 1) -> tuple[object, BackendChoice]:
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
@@ -125,21 +127,24 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
         log.info("backend auto: no fp32 model to export and compare with (%s); mapping with torch", exc)
         return predictor, BackendChoice("torch", predictor.precision, reason="no fp32 reference")
     truth = reference.predict(x).float()
-    logits, seconds = measure(predictor, x)
-    measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits, truth, valid), seconds)]
+    xs = x.expand(max(1, batch), -1, -1, -1).contiguous()  # timed as the map runs it: ``batch`` windows a call
+    logits, seconds = measure(predictor, xs)
+    measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
+                              seconds / len(xs))]
     runners = {"torch": predictor}
     for name in names:  # fp32 exports (candidates), each timed in a child process: none stays in this one's memory
         spec = BACKENDS[name]
         try:
             path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
-            raw, seconds = measure_apart(spec.engine, path, x, precision=spec.precision)
+            raw, seconds = measure_apart(spec.engine, path, xs, precision=spec.precision)
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out
             log.warning("backend auto: %s failed on this model (%s); left out", name, _one_line(exc))
             continue
-        logits = reference.calibrated(raw).float()
-        measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid), seconds))
+        logits = reference.calibrated(raw[:1]).float()
+        measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid),
+                                      seconds / len(xs)))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]
