@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_archive.py [--work runs/bench_archive] [--tile 2048] [--rows 1 2] [--model mit_b0]
-                                       [--threads 2] [--precision auto] [--window 0] [--stride 0] [--block-size 0]
+                                       [--threads 2] [--precision auto] [--backend auto] [--window 0] [--stride 0]
+                                       [--block-size 0]
 
 The archive is synthetic and built once in ``--work``: int8 COG tiles of ``--tile`` px stored bottom-up, as the
 public ones (8192 px), in two UTM zones (33S and 34S, a column of ``max(--rows)`` tiles each side of the 18°E
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="mit_b0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--backend", default="auto", help="dunemap map --backend (default auto; name one to compare "
+                    "memory across sizes with the same backend)")
     ap.add_argument("--window", type=int, default=0)
     ap.add_argument("--stride", type=int, default=0)
     ap.add_argument("--block-size", type=int, default=0)
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not weights.exists():
         make_checkpoint(weights, args.model, 0)
     options = ["--weights", str(weights), "--threads", str(args.threads), "--precision", args.precision,
+               "--backend", args.backend,
                "--window", str(args.window), "--stride", str(args.stride), "--block-size", str(args.block_size),
                "--no-progress", "--profile", "--overwrite"]
     base_env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
