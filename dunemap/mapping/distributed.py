@@ -340,7 +340,7 @@ class _ClusterMapper:
             run.started = time.perf_counter()
             run.resumed = run.assembler.open(self.config.resume)
             todo = run.assembler.pending()
-            bar.update(sum(len(b.windows) for b in run.plan.blocks) - sum(len(b.windows) for b in todo))
+            bar.update(run.plan.blocks.window_count() - todo.window_count())
             run.outstanding = len(todo)
             if not todo:
                 self._finish(run)
@@ -358,7 +358,7 @@ class _ClusterMapper:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        total = sum(len(b.windows) for run in runs for b in run.plan.blocks)  # the bar counts windows
+        total = sum(run.plan.blocks.window_count() for run in runs)  # the bar counts windows
         futures: dict[str, tuple[Future, _MapRun, Block]] = {}
         done = as_completed(loop=self.client.loop)
         with progress_bar(total=total, unit="window", desc="map", enabled=self.config.progress) as bar:

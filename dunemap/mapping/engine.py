@@ -336,8 +336,8 @@ def _map_raster(input, predictor: Predictor, out: Path, config: MapConfig, t0: f
         predicted = skipped = 0
         times = StageTimes()
         batch_size = batch_size_for(predictor, config)
-        windows = sum(len(b.windows) for b in plan.blocks)  # the bar counts windows: a block can hold hundreds
-        with progress_bar(total=windows, initial=windows - sum(len(b.windows) for b in todo), unit="window",
+        windows = plan.blocks.window_count()  # the bar counts windows: a block can hold hundreds
+        with progress_bar(total=windows, initial=windows - todo.window_count(), unit="window",
                           desc=out.name, enabled=config.progress) as bar:
             for block, data in _read_ahead(reader, todo, config.prefetch, times, cache):
                 contribution = predict_block_data(data, predictor, block, config, batch_size)

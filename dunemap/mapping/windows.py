@@ -119,6 +119,15 @@ class BlockPlan(Sequence[Block]):
     def __iter__(self) -> Iterator[Block]:
         return (self[i] for i in range(len(self)))
 
+    def window_count(self) -> int:
+        """Windows of the whole plan, counted per axis: no block is built."""
+        return sum(len(seg[2]) for seg in self._rows) * sum(len(seg[2]) for seg in self._cols)
+
+    def block_window_count(self, index: int) -> int:
+        """Windows block ``index`` owns, without building it."""
+        bi, bj = divmod(index, len(self._cols))
+        return len(self._rows[bi][2]) * len(self._cols[bj][2])
+
     def pending(self, done: set[int], band: int = 0) -> BlockSelection:
         """The blocks that own windows and are not in ``done``, in plan order or in vertical bands of ``band``
         block columns (:class:`BlockSelection`; lazy: nothing is built up front)."""
@@ -150,6 +159,11 @@ class BlockSelection:
 
     def __len__(self) -> int:
         return self._count
+
+    def window_count(self) -> int:
+        """Windows of the selected blocks, counted without building them (the plan's less those of ``done``)."""
+        n = len(self.plan)
+        return self.plan.window_count() - sum(self.plan.block_window_count(k) for k in self.done if 0 <= k < n)
 
     def __getitem__(self, index: int | slice) -> Block | list[Block]:
         """The ``index``-th selected block (or a list for a slice of non-negative bounds), found by iterating."""

@@ -82,6 +82,10 @@ def test_block_plan_owns_every_window_once_and_links_contributors(height, width,
         else:
             assert b.extent is None and b.targets == ()
     assert sorted(owned, key=lambda w: (w.row, w.col)) == all_windows, "every window is owned exactly once"
+    assert blocks.window_count() == len(all_windows)  # counted per axis, no block built
+    assert [blocks.block_window_count(b.index) for b in blocks] == [len(b.windows) for b in blocks]
+    done = {b.index for b in blocks if b.index % 3 == 0} | {len(blocks) + 5}  # an index past the plan counts 0
+    assert blocks.pending(done).window_count() == sum(len(b.windows) for b in blocks if b.index not in done)
     assert (owner >= 0).all(), "some pixels belong to no block"
     for b in blocks:
         # contributors: exactly the blocks whose extent overlaps this core; all come earlier in row-major order
