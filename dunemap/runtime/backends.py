@@ -27,7 +27,8 @@ import torch
 from dunemap.errors import ConfigError, InputError
 from dunemap.registry import choose
 from dunemap.runtime import engines
-from dunemap.runtime.engines import RUNNERS, best_time, native_bf16
+from dunemap.runtime.device import bf16_supported
+from dunemap.runtime.engines import RUNNERS, best_time
 from dunemap.runtime.export import export_onnx, export_path, quantize_int8
 from dunemap.runtime.predictor import Predictor
 
@@ -190,7 +191,7 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
     ``samples``); the export is made once and cached (:func:`dunemap.runtime.export.export_path`)."""
     spec = choose(BACKENDS, name, "backend")
     calibration = None
-    if spec.precision == "bf16" and not native_bf16():
+    if spec.precision == "bf16" and not bf16_supported(torch.device("cpu")):
         raise ConfigError(f"--backend {name}: this CPU does not compute bf16 natively (no AVX512-BF16 or AMX); "
                           "use --backend openvino")
     if spec.precision == "int8":  # checked before anything is exported
@@ -251,7 +252,8 @@ def window_tensor(window: np.ndarray) -> torch.Tensor:
 
 def candidates(precision: str) -> Sequence[str]:
     """The exported backends ``auto`` tries when the model's precision option is ``precision``: the fp32 ones for
-    auto and fp32, and for auto and bf16 ``openvino-bf16`` where the CPU computes bf16 natively (:func:`native_bf16`).
+    auto and fp32, and for auto and bf16 ``openvino-bf16`` where the CPU computes bf16 natively
+    (:func:`~dunemap.runtime.device.bf16_supported`).
 
     The int8 exports run only when asked for by name: their calibration holds every activation of a window at
     once (3.4 GiB peak for a MiT-b2 at 512 px, over the mapping's 2 GiB budget) and is redone for every raster
@@ -259,7 +261,7 @@ def candidates(precision: str) -> Sequence[str]:
     the pixels, below auto's 99.5 % (BENCHMARKS.md, "Inference backends").
     """
     names = ["onnxruntime", "openvino"] if precision in ("auto", "fp32") else []
-    if precision in ("auto", "bf16") and native_bf16():
+    if precision in ("auto", "bf16") and bf16_supported(torch.device("cpu")):
         names.append("openvino-bf16")
     return names
 

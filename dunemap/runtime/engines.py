@@ -41,7 +41,7 @@ class OnnxRuntimeRunner:
 class OpenVinoRunner:
     """An OpenVINO model compiled for the CPU device in ``precision``. fp32 is asked for explicitly: on CPUs with AMX
     OpenVINO would run float layers in bf16 by default; bf16 asks for it (offered only where the CPU computes bf16
-    natively, :func:`native_bf16`); the layers of an int8 (QDQ) export still run in int8."""
+    natively, :func:`dunemap.runtime.device.bf16_supported`); the layers of an int8 (QDQ) export still run in int8."""
 
     def __init__(self, path, threads: int, precision: str = "fp32") -> None:
         import openvino as ov
@@ -56,16 +56,6 @@ class OpenVinoRunner:
 
 
 RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
-
-
-def native_bf16() -> bool:
-    """Whether OpenVINO computes bf16 natively on this CPU (AVX512-BF16 or AMX): only then is ``openvino-bf16``
-    offered; elsewhere OpenVINO would emulate it, slower than fp32."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return False
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int) -> tuple[np.ndarray, float]:
@@ -89,7 +79,7 @@ def main(argv: list[str]) -> None:
     print(best)
 
 
-__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main", "native_bf16"]
+__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main"]
 
 if __name__ == "__main__":
     main(sys.argv[1:])
