@@ -205,7 +205,7 @@ def predict_array(predictor: Predictor, array: np.ndarray, config: MapConfig | N
                          config.resolved_block_size(array.shape[0] * (1 if aef else 4)))
     planned = planned_windows(height, width, config)
     config = replace(config, applicability=False)
-    runner, _ = choose_backend(predictor, config, lambda: array_samples(data, valid, config), planned)
+    runner, _ = choose_backend(predictor, config, lambda: array_samples(data, valid, config), planned, codes=aef)
     classes = np.empty((height, width), np.uint8)
     confidence = np.empty((height, width), np.float32)
     probs = np.empty((predictor.num_classes, height, width), np.float32) if probabilities else None

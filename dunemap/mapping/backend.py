@@ -22,7 +22,8 @@ import torch
 from dunemap.errors import CheckpointError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
-from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for, window_batch
+from dunemap.mapping.decode import window_batch, window_codes
+from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for
 from dunemap.mapping.resume import JOURNAL_NAME
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.geometry import Box, window_starts
@@ -68,12 +69,13 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         valid = data.valid_in(win)
         if valid.mean() >= MIN_VALID_SHARE:
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
-            found.append((float(valid.mean()), i, x, valid.copy()))
+            codes = window_codes(data, [win], channels_last=False)[0].numpy() if data.data.dtype == np.int8 else None
+            found.append((float(valid.mean()), i, x, valid.copy(), codes))
             found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
         del data  # its block, before the next is read
         if len(found) == keep and found[-1][0] == 1.0:  # later windows tie at best and lose on their place
             break
-    return Samples(source, [f[2] for f in found], [f[3] for f in found])
+    return Samples(source, [f[2] for f in found], [f[3] for f in found], [f[4] for f in found if f[4] is not None])
 
 
 def planned_windows(height: int, width: int, config: MapConfig) -> int:
@@ -83,12 +85,14 @@ def planned_windows(height: int, width: int, config: MapConfig) -> int:
 
 
 def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[], Samples], planned: int,
-                   model: ModelSpec | None = None, gpu_index: int = 0) -> tuple[object, BackendChoice]:
+                   model: ModelSpec | None = None, gpu_index: int = 0,
+                   codes: bool = False) -> tuple[object, BackendChoice]:
     """The predictor a run with ``config`` (resolved) predicts with, and the choice to record (logged once).
 
     ``samples`` reads windows of the (first) raster to map, ``planned`` is the run's window count; ``model``
     reloads the checkpoint as the fp32 CPU reference when ``predictor`` is not one (None: from the file the
-    predictor was loaded from)."""
+    predictor was loaded from); ``codes``: the raster stores AEF int8 codes (a backend that decodes them itself
+    is built to take them)."""
 
     def load_fp32() -> Predictor:
         if model is not None:
@@ -105,7 +109,7 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
     return select_backend(predictor, config.backend, config.window, samples, load_fp32, planned_windows=planned,
                           applicability=config.applicability, min_agreement=config.backend_agreement,
                           requested_precision=model.precision if model is not None else "auto",
-                          batch=batch_size_for(predictor, config))
+                          batch=batch_size_for(predictor, config), codes=codes)
 
 
 def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfig, jobs: Sequence,
@@ -121,7 +125,8 @@ def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfi
         if planned >= AUTO_MIN_WINDOWS:
             break
     with job_reader(jobs[0], predictor.in_channels) as reader:
-        return choose_backend(predictor, config, lambda: sample_windows(reader, config), planned, model, gpu_index)
+        return choose_backend(predictor, config, lambda: sample_windows(reader, config), planned, model, gpu_index,
+                              codes=reader.is_aef)
 
 
 def release_freed_memory() -> bool:

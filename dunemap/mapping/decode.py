@@ -12,7 +12,9 @@ cache, so a window decodes at about the speed of copying its output (``benchmark
 
 On a GPU (:func:`window_codes`, :func:`decode_on_device`) only the codes travel, pixel-interleaved
 int8 in pinned memory (a quarter of float32's bytes), and the look-up runs on the device with the
-same table, so the values are the same as the CPU's.
+same table, so the values are the same as the CPU's. An ONNX export made to take codes does the same
+look-up as its first operation (:func:`dunemap.runtime.export.export_onnx`): its windows are copied as
+codes, band-interleaved, and never decoded here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from dunemap.io.aef import code_table
+from dunemap.io.aef import bits_table
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import BlockData
 
@@ -37,13 +39,13 @@ def decode_table(dtype: torch.dtype) -> np.ndarray:
     """(256,) value of every AEF code at index ``code & 0xFF`` (the code's bits as uint8): float32, or for
     bf16 its bit patterns as uint16 (numpy has no bf16), rounded to nearest even as torch and autocast round.
 
-    The values are :func:`dunemap.io.aef.code_table`'s (the reference codec's, nodata -128 -> 0), reordered.
+    The values are :func:`dunemap.io.aef.bits_table`'s (the reference codec's, nodata -128 -> 0).
     """
-    lut = code_table()[np.arange(256, dtype=np.uint8) ^ np.uint8(0x80)]  # code_table index = code + 128
-    if dtype == torch.bfloat16:
-        lut = torch.from_numpy(lut).to(dtype).view(torch.int16).numpy().view(np.uint16)
-    elif dtype != torch.float32:
+    if dtype == torch.float32:
+        return bits_table()
+    if dtype != torch.bfloat16:
         raise ValueError(f"AEF codes decode to float32 or bfloat16, not {dtype}")
+    lut = torch.from_numpy(bits_table().copy()).to(dtype).view(torch.int16).numpy().view(np.uint16)
     lut.flags.writeable = False
     return lut
 
@@ -106,16 +108,25 @@ def decode_bands(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.nd
     return out
 
 
-def window_codes(data: BlockData, windows: Sequence[Box], pin: bool = False) -> torch.Tensor:
-    """The int8 codes of ``windows`` pixel-interleaved, (B, h, w, C) uint8 (the codes' bits), in pinned memory
-    with ``pin``: what :func:`decode_on_device` decodes on a GPU. ``data`` must hold int8 codes."""
+def window_codes(data: BlockData, windows: Sequence[Box], pin: bool = False,
+                 channels_last: bool = True) -> torch.Tensor:
+    """The int8 codes of ``windows`` as uint8 (the codes' bits), not decoded: pixel-interleaved (B, h, w, C), in
+    pinned memory with ``pin``, what :func:`decode_on_device` decodes on a GPU; or with ``channels_last`` False
+    band-interleaved (B, C, h, w), what an export that decodes codes itself reads
+    (:func:`dunemap.runtime.export.export_onnx`). ``data`` must hold int8 codes."""
     h, w = windows[0].shape
-    out = torch.empty((len(windows), h, w, data.data.shape[0]), dtype=torch.uint8, pin_memory=pin)
+    channels = data.data.shape[0]
+    shape = (len(windows), h, w, channels) if channels_last else (len(windows), channels, h, w)
+    out = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
     buf = out.numpy()
     for i, win in enumerate(windows):
+        codes = _crop(data, win).view(np.uint8)
+        if not channels_last:
+            np.copyto(buf[i], codes)
+            continue
         for r0 in range(0, h, DECODE_ROWS):  # band order within a few rows: reads stay near each other
             rows = slice(r0, r0 + DECODE_ROWS)
-            np.copyto(buf[i, rows], _crop(data, win).view(np.uint8)[:, rows].transpose(1, 2, 0))
+            np.copyto(buf[i, rows], codes[:, rows].transpose(1, 2, 0))
     return out
 
 

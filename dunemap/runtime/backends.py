@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from dunemap.errors import ConfigError, InputError
+from dunemap.io.aef import bits_table
 from dunemap.registry import choose
 from dunemap.runtime import engines
 from dunemap.runtime.device import bf16_supported
@@ -35,6 +36,10 @@ from dunemap.runtime.predictor import Predictor
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install -e ".[fast]"'
+# engines whose exports take AEF int8 codes and decode them as their first operation: OpenVINO's look-up runs in its
+# own threads at about no cost, while ONNX Runtime's Gather of single values was slower than decoding in numpy
+# (BENCHMARKS.md, issue 30)
+CODES_ENGINES = ("openvino",)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Samples:
     source: str  # the raster they come from (messages)
     windows: list[np.ndarray] = field(default_factory=list)
     valid: list[np.ndarray] = field(default_factory=list)
+    codes: list[np.ndarray] = field(default_factory=list)  # the windows' AEF codes, (C, h, w) uint8 bits, if stored so
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -138,21 +144,42 @@ class ExportedPredictor:
     (classes, colours, temperature, scene prior, ...) is the base's, and :meth:`predict` divides by its
     temperature and adds its class bias exactly as it does. Windows of another size than the export's
     run through ``base``.
+
+    ``runners`` holds a runner per input the predictor was built for: ``"values"`` (float32 embeddings) and,
+    where the engine decodes AEF codes itself (:data:`CODES_ENGINES`), ``"codes"`` (uint8 code bits, the export of
+    :func:`dunemap.runtime.export.export_onnx` with ``codes``). A uint8 batch runs on the codes runner, anything
+    else on the values runner; the one missing is built on first use. :attr:`takes_codes` tells mapping to copy
+    an int8 raster's windows as codes instead of decoding them.
     """
 
     input_dtype = torch.float32
     channels_last = False  # the exports read (B, C, H, W) contiguous: windows are decoded so, not transposed here
     device = torch.device("cpu")
 
-    def __init__(self, base: Predictor, choice: BackendChoice, runner: Callable[[np.ndarray], np.ndarray],
-                 window: int) -> None:
+    def __init__(self, base: Predictor, choice: BackendChoice, runners: dict[str, Callable[[np.ndarray], np.ndarray]],
+                 window: int, build: Callable[[str], Callable[[np.ndarray], np.ndarray]] | None = None) -> None:
         self.base = base
         self.choice = choice
-        self.runner = runner
+        self.runners = dict(runners)
+        self.build = build  # makes the runner of an input not built yet (None: only ``runners``)
         self.window = window
         self.precision = choice.precision
         self.backend = choice.name
         self.engine = choice.engine  # the BACKEND tag (dunemap.raster.tags.model_tags)
+
+    @property
+    def takes_codes(self) -> bool:
+        """Whether int8 windows go in as codes (a codes runner was built: the raster to map stores AEF codes)."""
+        return "codes" in self.runners
+
+    def runner(self, x: np.ndarray) -> np.ndarray:
+        """The export's raw logits of ``x`` (B, C, h, w) row-major: uint8 codes or float32 values."""
+        kind = "codes" if x.dtype == np.uint8 else "values"
+        if kind not in self.runners:
+            if self.build is None:
+                raise ConfigError(f"backend {self.backend} was built without an export for {kind} input")
+            self.runners[kind] = self.build(kind)
+        return self.runners[kind](x)
 
     def __getattr__(self, name: str):
         if name == "base":  # not set yet (unpickling): no recursion
@@ -161,8 +188,7 @@ class ExportedPredictor:
 
     def __copy__(self) -> ExportedPredictor:
         """A copy with its own base, so :meth:`use_ground` on it leaves the original's class bias alone."""
-        other = ExportedPredictor(copy.copy(self.base), self.choice, self.runner, self.window)
-        return other
+        return ExportedPredictor(copy.copy(self.base), self.choice, self.runners, self.window, self.build)
 
     def use_ground(self, crs, bounds) -> bool:
         return self.base.use_ground(crs, bounds)
@@ -170,8 +196,9 @@ class ExportedPredictor:
     def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B, K, H, W) float32 for x (B, C, H, W)."""
         if tuple(x.shape[-2:]) != (self.window, self.window):
-            return self.base.forward(x).float()
-        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())  # (B, C, H, W) row-major
+            return self.base.forward(decode_codes(x) if x.dtype == torch.uint8 else x).float()
+        dtype = torch.uint8 if x.dtype == torch.uint8 else torch.float32
+        array = np.ascontiguousarray(x.detach().to("cpu", dtype).numpy())  # (B, C, H, W) row-major
         return torch.from_numpy(self.runner(array))
 
     @torch.inference_mode()
@@ -186,36 +213,72 @@ class ExportedPredictor:
         return self.base.predict_with_dissimilarity(x)
 
 
-def build_exported(reference: Predictor, name: str, window: int, samples: Samples | None = None) -> ExportedPredictor:
-    """The exported backend ``name`` of the fp32 ``reference`` for ``window``-px windows (int8: calibrated on
-    ``samples``); the export is made once and cached (:func:`dunemap.runtime.export.export_path`)."""
+def decode_codes(codes: torch.Tensor) -> torch.Tensor:
+    """float32 values of AEF code bits (uint8, any shape), by the reference codec's table: what a codes export
+    computes first, for the windows of another size that the fp32 torch model runs."""
+    return torch.from_numpy(bits_table()[codes.numpy()])
+
+
+def takes_codes(name: str, codes: bool) -> bool:
+    """Whether backend ``name`` reads AEF int8 codes (``codes``: the raster stores them): its engine decodes them
+    itself (:data:`CODES_ENGINES`) and its export is fp32 (an int8 export is calibrated on values)."""
     spec = choose(BACKENDS, name, "backend")
-    calibration = None
+    return codes and spec.engine in CODES_ENGINES and spec.precision != "int8"
+
+
+def exported_path(reference: Predictor, name: str, window: int, codes: bool = False,
+                  samples: Samples | None = None) -> Path:
+    """The cached export backend ``name`` runs for ``window``-px windows of the fp32 ``reference``, made if needed:
+    fp32 (bf16 runs it too), that of AEF codes with ``codes``, or int8 quantised on ``samples``."""
+    spec = choose(BACKENDS, name, "backend")
+    if spec.precision == "int8":  # checked before anything is exported
+        samples = (samples or Samples("the raster")).require("calibrate an int8 model")
+    sha = reference.checkpoint_sha256
+    path = export_onnx(reference.model, window, export_path(sha, window, "fp32", codes=codes), codes=codes)
+    if spec.precision != "int8":
+        return path
+    int8 = export_path(sha, window, "int8").with_suffix(f".{samples.digest()}.onnx")
+    return quantize_int8(path, samples.windows, int8)
+
+
+def build_exported(reference: Predictor, name: str, window: int, samples: Samples | None = None,
+                   codes: bool = False) -> ExportedPredictor:
+    """The exported backend ``name`` of the fp32 ``reference`` for ``window``-px windows (int8: calibrated on
+    ``samples``), its runner built for the raster's input: AEF codes (``codes``) where the backend decodes them
+    itself (:func:`takes_codes`), else values. Exports are made once and cached
+    (:func:`dunemap.runtime.export.export_path`)."""
+    spec = choose(BACKENDS, name, "backend")
     if spec.precision == "bf16" and not bf16_supported(torch.device("cpu")):
         raise ConfigError(f"--backend {name}: this CPU does not compute bf16 natively (no AVX512-BF16 or AMX); "
                           "use --backend openvino")
+    calibration = None
     if spec.precision == "int8":  # checked before anything is exported
-        samples = (samples or Samples("the raster")).require("calibrate an int8 model")
-        calibration = samples.digest()
-    path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
-    if spec.precision == "int8":
-        int8 = export_path(reference.checkpoint_sha256, window, "int8").with_suffix(f".{calibration}.onnx")
-        path = quantize_int8(path, samples.windows, int8)
+        calibration = (samples or Samples("the raster")).require("calibrate an int8 model").digest()
+
+    def build(kind: str) -> Callable[[np.ndarray], np.ndarray]:
+        if kind == "codes" and not takes_codes(name, True):  # decoded here, run as values
+            values = build("values")
+            return lambda x: values(np.ascontiguousarray(bits_table()[x]))
+        path = exported_path(reference, name, window, kind == "codes", samples)
+        return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision)
+
+    kind = "codes" if takes_codes(name, codes) else "values"
     choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)
-    runner = RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision)
-    return ExportedPredictor(reference, choice, runner, window)
+    return ExportedPredictor(reference, choice, {kind: build(kind)}, window, build)
 
 
 def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2,
                   precision: str = "fp32") -> tuple[torch.Tensor, float]:
-    """The raw logits of ``x`` by ``engine`` running the export at ``path`` in ``precision`` and its best time of
-    ``repeats`` after a
-    warm-up run, measured in a child process: what a backend allocates (sessions, arenas, compiled graphs) leaves
-    with it, so measuring several costs this process no memory (``auto`` would otherwise hold them all at once).
-    The child runs :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts
-    in a fraction of a second."""
+    """The raw logits of ``x`` (values, or uint8 codes for an export of codes) by ``engine`` running the export at
+    ``path`` in ``precision`` and its best time of ``repeats`` after a warm-up run, measured in a child process:
+    what a backend allocates (sessions, arenas, compiled graphs) leaves with it, so measuring several costs this
+    process no memory (``auto`` would otherwise hold them all at once). The child runs
+    :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts in a fraction of a
+    second.
+    """
     with tempfile.TemporaryDirectory(prefix="dunemap-measure-") as tmp:
-        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        dtype = np.uint8 if x.dtype == torch.uint8 else np.float32  # codes for an export of codes, else values
+        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=dtype))
         code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
         done = subprocess.run([sys.executable, "-c", code, engines.__file__, engine, str(path), tmp,
                                str(torch.get_num_threads()), str(repeats), precision], capture_output=True, text=True,
@@ -266,7 +329,7 @@ def candidates(precision: str) -> Sequence[str]:
     return names
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",
-           "argmax_agreement", "backend_name", "build_exported", "candidates", "fp32_reference", "measure",
-           "measure_apart", "require_package", "window_tensor"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "CODES_ENGINES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",
+           "argmax_agreement", "backend_name", "build_exported", "candidates", "decode_codes", "exported_path",
+           "fp32_reference", "measure", "measure_apart", "require_package", "takes_codes", "window_tensor"]
 

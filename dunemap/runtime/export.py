@@ -1,15 +1,18 @@
 """ONNX exports of a model, made once per checkpoint, window and precision and kept in the user's cache.
 
-An export holds the network with its class-text embeddings baked in as constants, for square windows of
-one side and any batch size. It lives in ``cache_root()/exports`` (``$DUNEMAP_CACHE``, else
-``$XDG_CACHE_HOME/dunemap``, else ``~/.cache/dunemap``), never beside the weights, named after the
-checkpoint's SHA-256, the window and the precision; each file has a ``.sha256`` sidecar of its bytes. A
-file whose bytes no longer match its sidecar (a partial copy, a disk error) is logged in one line and
-made again. Files are written through :func:`dunemap.io.atomic.atomic_path`.
+An export holds the network with its class-text embeddings baked in as constants, for square windows of one side and
+any batch size. It takes either the embeddings, float32, or (``codes``) AEF int8 codes as uint8 bits, which its
+first operation decodes by the reference codec's 256-entry table (:func:`dunemap.io.aef.bits_table`): the same
+values, so the same logits, and the mapping copies codes (a quarter of the bytes) instead of decoding every window
+it feeds the backend, whose own threads do the look-up. It lives in ``cache_root()/exports`` (``$DUNEMAP_CACHE``,
+else ``$XDG_CACHE_HOME/dunemap``, else ``~/.cache/dunemap``), never beside the weights, named after the checkpoint's
+SHA-256, the window, the precision and the input; each file has a ``.sha256`` sidecar of its bytes. A file whose
+bytes no longer match its sidecar (a partial copy, a disk error) is logged in one line and made again. Files are
+written through :func:`dunemap.io.atomic.atomic_path`.
 
-int8 exports are quantised statically (:func:`onnxruntime.quantization.quantize_static`, QDQ format,
-per-channel weights of the convolutions and matrix products) from the fp32 export, with windows of the
-raster being mapped as calibration data.
+int8 exports are quantised statically (:func:`onnxruntime.quantization.quantize_static`, QDQ format, per-channel
+weights of the convolutions and matrix products) from the fp32 export, with windows of the raster being mapped as
+calibration data.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from dunemap.errors import CheckpointError, ConfigError
+from dunemap.io.aef import bits_table
 from dunemap.io.atomic import atomic_path
 from dunemap.io.checksum import file_sha256
 from dunemap.knowledge.text import CACHE_ENV
@@ -48,15 +52,18 @@ def cache_root() -> Path:
 
 
 def export_path(checkpoint_sha256: str | None, window: int, precision: str = "fp32",
-                cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the export of a checkpoint (by its SHA-256) for ``window``-px windows in ``precision`` is cached."""
+                cache_dir: str | os.PathLike | None = None, codes: bool = False) -> Path:
+    """Where the export of a checkpoint (by its SHA-256) for ``window``-px windows in ``precision`` is cached (with
+    ``codes``: the export that takes AEF int8 codes, fp32 only)."""
     if not checkpoint_sha256:
         raise CheckpointError("this model was not loaded from a checkpoint file: it has no SHA-256 to cache an "
                               "export under; use --backend torch")
     if precision not in EXPORT_PRECISIONS:
         raise ConfigError(f"export precision {precision!r}: expected one of {', '.join(EXPORT_PRECISIONS)}")
+    if codes and precision != "fp32":
+        raise ConfigError(f"an export that takes AEF codes is made in fp32 only, not {precision}")
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "exports"
-    return root / f"{checkpoint_sha256}_w{window}_{precision}.onnx"
+    return root / f"{checkpoint_sha256}_w{window}_{precision}{'_codes' if codes else ''}.onnx"
 
 
 def _sidecar(path: Path) -> Path:
@@ -82,15 +89,31 @@ def _publish(tmp: Path, path: Path) -> None:
         side.write_text(file_sha256(tmp) + "\n")
 
 
-def export_onnx(model: torch.nn.Module, window: int, path: Path) -> Path:
+class CodesInput(torch.nn.Module):
+    """``model`` fed AEF int8 codes: (B, C, h, w) uint8, the codes' bits, looked up in
+    :func:`~dunemap.io.aef.bits_table` (an ONNX Gather) before the model runs on the values."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("table", torch.from_numpy(bits_table().copy()), persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model(self.table[codes.long()])
+
+
+def export_onnx(model: torch.nn.Module, window: int, path: Path, codes: bool = False) -> Path:
     """Export ``model`` (float32, eval mode) for (B, C, window, window) inputs to ``path`` (once: a valid cached
-    file is used as it is). The TorchScript exporter traces one window size; the batch stays dynamic."""
+    file is used as it is): float32 embeddings, or with ``codes`` AEF int8 codes as uint8 (:class:`CodesInput`).
+    The TorchScript exporter traces one window size; the batch stays dynamic."""
     if cached(path):
         log.debug("using the cached export %s", path)
         return path
     in_channels = int(model.config.in_channels)
-    x = torch.zeros(1, in_channels, window, window)
-    log.info("exporting the model to ONNX for %d px windows: %s", window, path)
+    x = torch.zeros(1, in_channels, window, window, dtype=torch.uint8 if codes else torch.float32)
+    log.info("exporting the model to ONNX for %d px windows%s: %s", window, " of AEF codes" if codes else "", path)
+    # the wrapper in the model's own mode: the exporter restores the mode it finds, and a new module trains
+    model = CodesInput(model).train(model.training) if codes else model
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own notices (legacy exporter, traced size checks)
         with torch.inference_mode(False), torch.no_grad():
@@ -131,5 +154,5 @@ def quantize_int8(fp32_path: Path, windows: Sequence[np.ndarray], path: Path) ->
     return path
 
 
-__all__ = ["EXPORT_PRECISIONS", "INPUT_NAME", "OUTPUT_NAME", "cache_root", "cached", "export_onnx", "export_path",
-           "quantize_int8"]
+__all__ = ["EXPORT_PRECISIONS", "INPUT_NAME", "OUTPUT_NAME", "CodesInput", "cache_root", "cached", "export_onnx",
+           "export_path", "quantize_int8"]

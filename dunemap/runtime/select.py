@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import torch
+
 from dunemap.errors import DunemapError
 from dunemap.registry import choose
 from dunemap.runtime.backends import (
@@ -24,13 +26,14 @@ from dunemap.runtime.backends import (
     argmax_agreement,
     build_exported,
     candidates,
+    exported_path,
     fp32_reference,
     measure,
     measure_apart,
     require_package,
+    takes_codes,
     window_tensor,
 )
-from dunemap.runtime.export import export_onnx, export_path
 from dunemap.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -43,14 +46,16 @@ AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
 def select_backend(predictor: Predictor, name: str, window: int, samples: Callable[[], Samples],
                    load_fp32: Callable[[], Predictor], *, planned_windows: int | None = None,
                    applicability: bool = False, min_agreement: float,
-                   requested_precision: str = "auto", batch: int = 1) -> tuple[object, BackendChoice]:
+                   requested_precision: str = "auto", batch: int = 1,
+                   codes: bool = False) -> tuple[object, BackendChoice]:
     """The predictor a map runs with for backend ``name`` and the choice to record.
 
     ``predictor`` is the torch Predictor as loaded (its precision resolved); ``load_fp32`` loads the same
     checkpoint as a fp32 CPU Predictor (the exports' source and the reference of agreement) when
     ``predictor`` is not one; ``samples`` reads windows of the raster (called only when needed). ``auto``
     times each candidate on ``batch`` copies of the window a call, the batch the map will run, and records
-    seconds per window.
+    seconds per window. ``codes``: the raster stores AEF int8 codes, which the backends that decode them
+    themselves (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on.
     """
     spec = choose(BACKENDS, name, "backend")
     torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
@@ -65,13 +70,13 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
         reference = fp32_reference(predictor, load_fp32)
         int8 = spec.precision == "int8"
         try:
-            return _as_chosen(build_exported(reference, name, window, samples() if int8 else None))
+            return _as_chosen(build_exported(reference, name, window, samples() if int8 else None, codes))
         except DunemapError:
             raise
         except Exception as exc:  # the exporter or the backend failed on this model
             raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
                                f"{_one_line(exc)}; use --backend torch") from None
-    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch)
+    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch, codes)
 
 
 def _as_chosen(built) -> tuple[object, BackendChoice]:
@@ -104,7 +109,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
-          min_agreement: float, requested_precision: str, batch: int = 1) -> tuple[object, BackendChoice]:
+          min_agreement: float, requested_precision: str, batch: int = 1,
+          codes: bool = False) -> tuple[object, BackendChoice]:
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
@@ -128,6 +134,8 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
         return predictor, BackendChoice("torch", predictor.precision, reason="no fp32 reference")
     truth = reference.predict(x).float()
     xs = x.expand(max(1, batch), -1, -1, -1).contiguous()  # timed as the map runs it: ``batch`` windows a call
+    codes = codes and bool(taken.codes)
+    xc = torch.from_numpy(taken.codes[0])[None].expand_as(xs).contiguous() if codes else None
     logits, seconds = measure(predictor, xs)
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
                               seconds / len(xs))]
@@ -135,8 +143,9 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     for name in names:  # fp32 exports (candidates), each timed in a child process: none stays in this one's memory
         spec = BACKENDS[name]
         try:
-            path = export_onnx(reference.model, window, export_path(reference.checkpoint_sha256, window, "fp32"))
-            raw, seconds = measure_apart(spec.engine, path, xs, precision=spec.precision)
+            given = takes_codes(name, codes)  # timed on the input it will be given
+            path = exported_path(reference, name, window, given)
+            raw, seconds = measure_apart(spec.engine, path, xc if given else xs, precision=spec.precision)
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out
@@ -159,7 +168,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
                            tuple((m.name, m.agreement, m.seconds) for m in measured))
     runner = runners.get(best.name)
     if best.engine != "torch":  # the one backend this process runs, from its cached export
-        runner = build_exported(reference, best.name, window, taken)
+        runner = build_exported(reference, best.name, window, taken, codes)
         runner.choice = chosen
     return runner, chosen
 

@@ -183,17 +183,22 @@ def test_auto_takes_the_fastest_backend_at_or_above_the_agreement(shared: Path, 
     predictor = load_predictor(tiny_checkpoint, device="cpu", precision="auto")
     samples = _samples(aef_raster(height=128, width=128, seed=5))
 
-    def choose(threshold: float):
+    def choose(threshold: float, codes: bool):
         return select_backend(predictor, "auto", WINDOW, lambda: samples,
-                              lambda: _fp32(tiny_checkpoint), min_agreement=threshold)
+                              lambda: _fp32(tiny_checkpoint), min_agreement=threshold, codes=codes)
 
-    for threshold in (0.0, 1.0):
-        runner, choice = choose(threshold)
+    agreements = {}
+    for threshold, codes in ((0.0, False), (1.0, True), (0.0, True)):
+        runner, choice = choose(threshold, codes)
         names = {name for name, _, _ in choice.measured}
         assert {"torch", "onnxruntime", "openvino"} <= names and not any("int8" in n for n in names)  # by name only
         faithful = [(s, name) for name, agreement, s in choice.measured if agreement >= threshold]
         assert choice.agreement >= threshold and (choice.seconds, choice.name) == min(faithful)
         assert getattr(runner, "backend", "torch") == choice.name
+        # an int8 raster's codes go in undecoded where the engine decodes them itself: OpenVINO
+        assert getattr(runner, "takes_codes", False) == (codes and choice.engine == "openvino")
+        agreements[threshold, codes] = {name: a for name, a, _ in choice.measured if name != "torch"}
+    assert agreements[0.0, True] == agreements[0.0, False]  # timed on codes, OpenVINO classifies as on values
 
 
 def test_auto_without_the_backend_packages_is_torch_in_one_line(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
@@ -322,3 +327,69 @@ def test_openvino_bf16_is_offered_where_the_cpu_computes_bf16(shared: Path, tiny
     assert 0 < error <= 2 * torch_error  # bf16 arithmetic (not the fp32 graph), as faithful as torch's bf16
     assert built.choice.tags() == {"BACKEND": "openvino", "BACKEND_PRECISION": "bf16"}
     assert built.choice.name == "openvino-bf16"
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_an_export_of_codes_gives_the_logits_of_the_export_of_their_values(name: str, cache: Path,
+                                                                           tiny_checkpoint: Path, aef_raster) -> None:
+    """The export that takes AEF codes decodes them by the codec's table first: on a real int8 raster its logits
+    are those of the values export on the decoded windows. Only OpenVINO is built to take codes; a backend built
+    for one input runs the other too (its runner made on first use)."""
+    from dunemap.runtime.backends import takes_codes
+
+    pytest.importorskip(BACKENDS[name].package)
+    samples = _samples(aef_raster(height=128, width=128, seed=4))
+    values = torch.from_numpy(np.stack(samples.windows[:3]))  # (3, C, h, w) float32, nodata 0
+    codes = torch.from_numpy(np.stack(samples.codes[:3]))  # the same windows as uint8 code bits
+    assert codes.dtype == torch.uint8 and codes.shape == values.shape
+    built = build_exported(_fp32(tiny_checkpoint), name, WINDOW, codes=True)
+    assert built.takes_codes == takes_codes(name, True) == (name == "openvino")
+    assert set(built.runners) == {"codes" if name == "openvino" else "values"}
+    from_codes, from_values = built.predict(codes), built.predict(values)
+    assert set(built.runners) == {"codes", "values"}
+    torch.testing.assert_close(from_codes, from_values, atol=1e-6, rtol=1e-6)
+    sha = built.base.checkpoint_sha256
+    assert export_path(sha, WINDOW, codes=True).is_file() == (name == "openvino")  # ONNX Runtime: decoded in numpy
+    odd = codes[:1, :, :48, :40].contiguous()  # another size runs through the torch model, decoded by the table
+    torch.testing.assert_close(built.predict(odd), built.predict(values[:1, :, :48, :40].contiguous()))
+
+
+def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values(
+        shared: Path, tmp_path: Path, tiny_checkpoint: Path, aef_raster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mapping an int8 GeoTIFF with OpenVINO feeds the backend codes, never decoding a window; the probabilities
+    are those of mapping the float32 GeoTIFF of the same values, whose windows go in as values."""
+    pytest.importorskip("openvino")
+    import rasterio
+    from mapping_helpers import write_raster
+
+    from dunemap.cli import main
+    from dunemap.io.aef import dequantize
+    from dunemap.raster.tags import product_paths
+    from dunemap.runtime.backends import ExportedPredictor
+
+    invalid = np.zeros((160, 144), dtype=bool)
+    invalid[100:, :50] = True
+    int8 = aef_raster(height=160, width=144, seed=5, invalid=invalid)
+    with rasterio.open(int8) as src:
+        values, valid = dequantize(src.read())
+    values[:, ~valid] = np.nan
+    floats = write_raster(tmp_path / "values.tif", values, nodata=float("nan"))
+    seen: list[torch.dtype] = []
+    predict = ExportedPredictor.predict
+
+    def recorded(self, x):
+        seen.append(x.dtype)
+        return predict(self, x)
+
+    monkeypatch.setattr(ExportedPredictor, "predict", recorded)
+    maps = {}
+    for name, raster in (("codes", int8), ("values", floats)):
+        seen.clear()
+        out = tmp_path / f"map_{name}.tif"
+        assert main(["map", str(raster), "--weights", str(tiny_checkpoint), "--out", str(out), "--window", "64",
+                     "--stride", "32", "--probabilities", "float32", "--backend", "openvino", "--no-progress"]) == 0
+        with rasterio.open(product_paths(out)["probabilities"]) as src:
+            maps[name] = src.read(), set(seen)
+    assert maps["codes"][1] == {torch.uint8} and maps["values"][1] == {torch.float32}
+    torch.testing.assert_close(torch.from_numpy(maps["codes"][0]), torch.from_numpy(maps["values"][0]),
+                               atol=1e-6, rtol=1e-6, equal_nan=True)
