@@ -424,12 +424,11 @@ class EmbeddingReader:
                 if mask is not None:
                     mask[r.row : r.row_stop, r.col : r.col_stop] = True if piece_mask is None else piece_mask
         valid = valid_pixels(data, self.nodata, mask)
-        if self.is_aef:
-            data[:, ~valid] = AEF_NODATA  # a nodata pixel is -128 in every band
-            return BlockData(box, data, valid)
-        with np.errstate(over="ignore", invalid="ignore"):
-            data = data.astype(np.float32, copy=False)
-        data[:, ~valid] = 0.0
+        if not self.is_aef:
+            with np.errstate(over="ignore", invalid="ignore"):
+                data = data.astype(np.float32, copy=False)
+        if not valid.all():  # a nodata pixel is -128 (AEF) or 0 in every band; a masked copy takes a third of the
+            np.copyto(data, AEF_NODATA if self.is_aef else 0.0, where=~valid)  # time boolean indexing takes
         return BlockData(box, data, valid)
 
     def close(self) -> None:
