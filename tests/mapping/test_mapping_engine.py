@@ -245,3 +245,20 @@ def test_the_read_cache_holds_a_row_of_map_blocks_stored_blocks(tmp_path: Path, 
         assert read_layout(reader, blocks, remote=True) == expected  # as over HTTP
         assert read_layout(reader, blocks) == (GDAL_READ_CACHE_BYTES, 0)  # a local file: the page cache re-reads
     assert {2048: band, 1000: GDAL_READ_CACHE_BYTES, 8192: 5 * 6 * 512 * 512 * 64}[width] == expected[0]
+
+
+def test_classify_is_argmax_and_max_with_ties_to_the_first_class_and_nodata_where_invalid() -> None:
+    from dunemap.mapping.predict import classify
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((7, 40, 50), dtype=np.float32)
+    probs[:, 3, 4] = 0.5  # every class ties: the first wins, as argmax
+    probs[2, 5, 6] = probs[4, 5, 6] = 2.0  # two tie at the top
+    valid = rng.random((40, 50)) > 0.2
+    probs[:, ~valid] = np.nan
+    classes, confidence = classify(probs, valid)
+    filled = np.where(valid, probs, -1.0)
+    assert classes.dtype == np.uint8 and confidence.dtype == np.float32
+    assert np.array_equal(classes[valid], filled.argmax(axis=0)[valid]) and (classes[~valid] == 255).all()
+    assert np.array_equal(confidence[valid], filled.max(axis=0)[valid]) and np.isnan(confidence[~valid]).all()
+    assert classes[3, 4] == 0 and classes[5, 6] == 2 and confidence[5, 6] == 2.0

@@ -117,3 +117,4 @@ def test_blend_weights_are_positive_symmetric_and_peak_at_one(mode: str) -> None
 def test_blend_mode_registry_lists_valid_modes() -> None:
     with pytest.raises(ConfigError, match="unknown blend mode 'box'; valid: cosine, gaussian, uniform"):
         blend_weights((8, 8), "box")
+
