@@ -50,7 +50,7 @@ from dunemap.mapping.engine import (
     predictor_fingerprint,
     resolve_input,
 )
-from dunemap.mapping.backend import jobs_backend, resumed_backend
+from dunemap.mapping.backend import jobs_backend, release_freed_memory, resumed_backend
 from dunemap.mapping.jobs import BatchMapResult, KeptChoice, MapJob
 from dunemap.mapping.predict import Contribution, batch_size_for, predict_block
 from dunemap.mapping.profile import StageTimes
@@ -165,8 +165,9 @@ def worker_predictor(spec: PredictorSpec, config: MapConfig | None = None) -> Pr
                 torch.set_num_threads(spec.torch_threads)
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
             predictor = load_predictor(spec.model, gpu_index=gpu_slot(_worker_name(), gpus))
-            if key[1] is not None:
+            if key[1] is not None:  # an export: the loaded model is dropped (unless it is the export's fp32 base)
                 predictor = _backend(predictor, spec, replace(config, backend=spec.backend))[0]
+                release_freed_memory()  # and what it and measuring freed goes back to the OS, as in one process
             _WORKER_MODELS[key] = predictor
             log.info("loaded %s on %s (%s)", spec.model.weights, predictor.device, predictor.precision)
         return predictor
