@@ -47,20 +47,12 @@ class OpenVinoRunner:
         import openvino as ov
 
         hint = "bf16" if precision == "bf16" else "f32"
-        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-                  "CACHE_DIR": str(compiled_cache(path))}
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         self.model = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.model.create_infer_request()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.request.infer({0: x})[0])
-
-
-def compiled_cache(path) -> Path:
-    """Where OpenVINO keeps the compiled models of the export at ``path``: a folder beside it in the export cache.
-    OpenVINO keys each blob by the model, the device, its options and its own version; a later run loads the blob
-    instead of compiling again (about a second for MiT-b0, BENCHMARKS.md)."""
-    return Path(path).parent / "openvino"
 
 
 RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
@@ -87,7 +79,7 @@ def main(argv: list[str]) -> None:
     print(best)
 
 
-__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "compiled_cache", "main"]
+__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main"]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

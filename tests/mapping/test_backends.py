@@ -393,20 +393,3 @@ def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values
     assert maps["codes"][1] == {torch.uint8} and maps["values"][1] == {torch.float32}
     torch.testing.assert_close(torch.from_numpy(maps["codes"][0]), torch.from_numpy(maps["values"][0]),
                                atol=1e-6, rtol=1e-6, equal_nan=True)
-
-
-def test_openvino_keeps_its_compiled_model_in_the_export_cache(cache: Path, tiny_checkpoint: Path) -> None:
-    """Building an OpenVINO backend compiles its export and leaves the compiled blob in the export cache; a later
-    runner with the same options loads it (no new blob) and gives the same logits."""
-    pytest.importorskip("openvino")
-    from dunemap.runtime.engines import OpenVinoRunner, compiled_cache
-
-    built = build_exported(_fp32(tiny_checkpoint), "openvino", WINDOW)
-    path = export_path(built.base.checkpoint_sha256, WINDOW)
-    folder = compiled_cache(path)
-    blobs = sorted(p for p in folder.iterdir() if p.suffix == ".blob")
-    assert folder.parent == cache and len(blobs) == 1
-    x = np.random.default_rng(1).standard_normal((2, 64, WINDOW, WINDOW)).astype(np.float32)
-    again = OpenVinoRunner(path, torch.get_num_threads(), "fp32")
-    np.testing.assert_array_equal(again(x), built.runners["values"](x))
-    assert sorted(p for p in folder.iterdir() if p.suffix == ".blob") == blobs  # loaded, not compiled anew
