@@ -197,9 +197,16 @@ class ExportedPredictor:
         """The model's own logits (B, K, H, W) float32 for x (B, C, H, W)."""
         if tuple(x.shape[-2:]) != (self.window, self.window):
             return self.base.forward(decode_codes(x) if x.dtype == torch.uint8 else x).float()
-        dtype = torch.uint8 if x.dtype == torch.uint8 else torch.float32
-        array = np.ascontiguousarray(x.detach().to("cpu", dtype).numpy())  # (B, C, H, W) row-major
-        return torch.from_numpy(self.runner(array))
+        return torch.from_numpy(self.runner(_row_major(x)))
+
+    @torch.inference_mode()
+    def numpy_logits(self, x: torch.Tensor) -> np.ndarray:
+        """:meth:`predict`'s calibrated logits of ``x`` as numpy, calibrated in numpy on this thread: mapping takes
+        their softmax there too, where torch's thread pool, woken for each small operation beside the backend's
+        own threads, cost several times the CPU of the work itself (BENCHMARKS.md, issue 30)."""
+        if tuple(x.shape[-2:]) != (self.window, self.window):
+            return self.predict(x).numpy()
+        return self.base.calibrated(self.runner(_row_major(x)))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -211,6 +218,11 @@ class ExportedPredictor:
     def predict_with_dissimilarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The exports hold no decoder features: the area of applicability is computed by torch."""
         return self.base.predict_with_dissimilarity(x)
+
+
+def _row_major(x: torch.Tensor) -> np.ndarray:
+    """A batch (B, C, H, W) as the exports read it: row-major numpy, uint8 codes or float32 values."""
+    return np.ascontiguousarray(x.detach().to("cpu", torch.uint8 if x.dtype == torch.uint8 else torch.float32).numpy())
 
 
 def decode_codes(codes: torch.Tensor) -> torch.Tensor:

@@ -171,8 +171,15 @@ class Predictor:
         self.class_bias = torch.from_numpy(self.scene_prior.bias()) if use else None
         return use
 
-    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
-        """The model's own logits made calibrated: divided by the temperature, plus the class bias in use (float32)."""
+    def calibrated(self, logits: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """The model's own logits (B, K, h, w) made calibrated: divided by the temperature, plus the class bias in
+        use (float32); a numpy array (an export's) is calibrated in numpy, on this thread."""
+        if isinstance(logits, np.ndarray):
+            logits = logits.astype(np.float32, copy=False)
+            logits = logits if self.temperature == 1.0 else logits / np.float32(self.temperature)
+            if self.class_bias is not None:
+                logits = logits + self.class_bias.float().cpu().numpy()[:, None, None]
+            return logits
         logits = logits.float()
         logits = logits if self.temperature == 1.0 else logits / self.temperature
         if self.class_bias is not None:

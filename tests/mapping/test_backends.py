@@ -14,6 +14,7 @@ from mapping_helpers import interrupted_run
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.backend import sample_windows
 from dunemap.mapping.config import BACKEND_NAMES, MapConfig
+from dunemap.mapping.predict import softmax
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import load_predictor
 from dunemap.runtime.backends import BACKENDS, BackendChoice, Samples, argmax_agreement, build_exported, window_tensor
@@ -98,6 +99,9 @@ def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tin
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert argmax_agreement(got[:1], want[:1], samples.valid[0]) == 1.0
     assert built.choice.tags() == {"BACKEND": name, "BACKEND_PRECISION": "fp32"}
+    # mapping's numpy path: the same calibrated logits, and the softmax torch takes
+    torch.testing.assert_close(torch.from_numpy(built.numpy_logits(x)), got)
+    torch.testing.assert_close(torch.from_numpy(softmax(built.numpy_logits(x))), torch.softmax(got, dim=1))
     odd = torch.from_numpy(samples.windows[0][:, :48, :40].copy())[None]  # another size runs through torch
     torch.testing.assert_close(built.predict(odd), predictor.predict(odd))
 
@@ -119,13 +123,14 @@ def test_auto_batches_small_windows_on_a_cpu_into_the_one_at_a_time_map(
         pytest.importorskip(BACKENDS[name].package)
         predictor = build_exported(predictor, name, WINDOW)
     calls: list[tuple[int, bool]] = []
-    predict = type(predictor).predict
+    method = "predict" if name == "torch" else "numpy_logits"  # what mapping calls: an export's logits come as numpy
+    predict = getattr(type(predictor), method)
 
     def counted(self, x):
         calls.append((x.shape[0], x.is_contiguous()))
         return predict(self, x)
 
-    monkeypatch.setattr(type(predictor), "predict", counted)
+    monkeypatch.setattr(type(predictor), method, counted)
     invalid = np.zeros((160, 192), dtype=bool)
     invalid[:40, :70] = True  # windows wholly nodata are left out of the batches
     path = aef_raster(height=160, width=192, seed=2, invalid=invalid)
@@ -375,13 +380,13 @@ def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values
     values[:, ~valid] = np.nan
     floats = write_raster(tmp_path / "values.tif", values, nodata=float("nan"))
     seen: list[torch.dtype] = []
-    predict = ExportedPredictor.predict
+    logits = ExportedPredictor.numpy_logits
 
     def recorded(self, x):
         seen.append(x.dtype)
-        return predict(self, x)
+        return logits(self, x)
 
-    monkeypatch.setattr(ExportedPredictor, "predict", recorded)
+    monkeypatch.setattr(ExportedPredictor, "numpy_logits", recorded)
     maps = {}
     for name, raster in (("codes", int8), ("values", floats)):
         seen.clear()
