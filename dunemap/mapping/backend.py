@@ -31,6 +31,7 @@ from dunemap.raster.reader import BlockData, EmbeddingReader
 from dunemap.raster.tags import BACKEND_PRECISION_TAG, BACKEND_TAG
 from dunemap.runtime import ModelSpec, Predictor, load_predictor
 from dunemap.runtime.backends import BackendChoice, Samples, backend_name
+from dunemap.runtime.engines import best_time
 from dunemap.runtime.select import AUTO_MIN_WINDOWS, select_backend
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
     picks = sorted({round(i * (n - 1) / (SAMPLE_CANDIDATES - 1)) for i in range(SAMPLE_CANDIDATES)})
     keep = SAMPLE_WINDOWS if config.backend.endswith("-int8") else 1  # auto times and scores the first only
     found = []
+    prepare: dict[str, float] = {}
     for i in picks:
         win = Box(rows[i // len(cols)], cols[i % len(cols)], config.window, config.window)
         data = read(win)
@@ -70,12 +72,26 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         if valid.mean() >= MIN_VALID_SHARE:
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             codes = window_codes(data, [win], channels_last=False)[0].numpy() if data.data.dtype == np.int8 else None
+            prepare = prepare or input_seconds(data, win)
             found.append((float(valid.mean()), i, x, valid.copy(), codes))
             found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
         del data  # its block, before the next is read
         if len(found) == keep and found[-1][0] == 1.0:  # later windows tie at best and lose on their place
             break
-    return Samples(source, [f[2] for f in found], [f[3] for f in found], [f[4] for f in found if f[4] is not None])
+    return Samples(source, [f[2] for f in found], [f[3] for f in found], [f[4] for f in found if f[4] is not None],
+                   prepare)
+
+
+def input_seconds(data: BlockData, win: Box, repeats: int = 3) -> dict[str, float]:
+    """Seconds (best of ``repeats``) that preparing window ``win`` of ``data`` takes for each kind of model input:
+    ``channels_last`` (torch), ``values`` (the exports: float32, band-interleaved) and, from AEF codes, ``codes``
+    (an export that decodes them itself). ``auto`` adds them to each candidate's time: the model's threads use
+    every core, so the mapping's decoding thread takes its time from the model (:func:`decoded_batches`)."""
+    kinds = {"channels_last": lambda: window_batch(data, [win], torch.float32),
+             "values": lambda: window_batch(data, [win], torch.float32, channels_last=False)}
+    if data.data.dtype == np.int8:
+        kinds["codes"] = lambda: window_codes(data, [win], channels_last=False)
+    return {kind: best_time(lambda _: prepare(), None, repeats)[1] for kind, prepare in kinds.items()}
 
 
 def planned_windows(height: int, width: int, config: MapConfig) -> int:
@@ -175,5 +191,6 @@ def array_samples(data: np.ndarray, valid: np.ndarray, config: MapConfig, source
     return _samples(data.shape[1], data.shape[2], config, read, source)
 
 
-__all__ = ["MIN_VALID_SHARE", "SAMPLE_WINDOWS", "array_samples", "choose_backend", "job_reader", "jobs_backend",
+__all__ = ["MIN_VALID_SHARE", "SAMPLE_WINDOWS", "array_samples", "choose_backend", "input_seconds", "job_reader",
+           "jobs_backend",
            "planned_windows", "release_freed_memory", "resumed_backend", "sample_windows"]

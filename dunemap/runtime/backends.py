@@ -110,6 +110,9 @@ class Samples:
     windows: list[np.ndarray] = field(default_factory=list)
     valid: list[np.ndarray] = field(default_factory=list)
     codes: list[np.ndarray] = field(default_factory=list)  # the windows' AEF codes, (C, h, w) uint8 bits, if stored so
+    # seconds preparing one window takes per input (channels_last: torch; values: exports; codes): added to the
+    # model's time by auto (dunemap.mapping.backend.input_seconds)
+    prepare_seconds: dict[str, float] = field(default_factory=dict)
 
     def digest(self) -> str:
         h = hashlib.sha256()

@@ -5,7 +5,9 @@ Predictor's precision always, the ONNX Runtime and OpenVINO exports in fp32, Ope
 computes it natively; int8 runs only when asked for by name, :func:`dunemap.runtime.backends.candidates`
 says why) on one window of
 the raster after a warm-up run, scores the class agreement of each with the fp32 torch model on that
-window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest. Measuring costs
+window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest, counting the time
+preparing its input takes (decoding for torch and most exports, copying codes for an export that decodes
+them itself: :attr:`dunemap.runtime.backends.Samples.prepare_seconds`). Measuring costs
 about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
 fewer than :data:`AUTO_MIN_WINDOWS` windows cannot pay it back and runs with torch.
 """
@@ -137,8 +139,9 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     codes = codes and bool(taken.codes)
     xc = torch.from_numpy(taken.codes[0])[None].expand_as(xs).contiguous() if codes else None
     logits, seconds = measure(predictor, xs)
+    prepare = taken.prepare_seconds  # each candidate's time per window is its input's preparation plus the model's
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
-                              seconds / len(xs))]
+                              seconds / len(xs) + prepare.get("channels_last", 0.0))]
     runners = {"torch": predictor}
     for name in names:  # fp32 exports (candidates), each timed in a child process: none stays in this one's memory
         spec = BACKENDS[name]
@@ -153,7 +156,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
             continue
         logits = reference.calibrated(raw[:1]).float()
         measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid),
-                                      seconds / len(xs)))
+                                      seconds / len(xs) + prepare.get("codes" if given else "values", 0.0)))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]
@@ -161,7 +164,8 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     best = min(faithful, key=lambda m: float("inf") if m.seconds is None else m.seconds)
     table = ", ".join(f"{m.name if m.engine != 'torch' else 'torch ' + m.precision} {m.seconds:.3f} s "
                       f"{m.agreement:.2%}" for m in measured)
-    log.info("backend auto: chose %s (%s) on %s; measured per window: %s; kept agreement >= %.1f%%", best.name,
+    log.info("backend auto: chose %s (%s) on %s; measured per window (input and model): %s; kept agreement "
+             ">= %.1f%%", best.name,
              best.precision, taken.source, table, 100 * min_agreement)
     chosen = BackendChoice(best.engine, best.precision, best.agreement, best.seconds,
                            f"fastest of {len(faithful)} at >= {min_agreement:.1%} agreement", best.calibration,

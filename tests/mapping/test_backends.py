@@ -398,3 +398,22 @@ def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values
     assert maps["codes"][1] == {torch.uint8} and maps["values"][1] == {torch.float32}
     torch.testing.assert_close(torch.from_numpy(maps["codes"][0]), torch.from_numpy(maps["values"][0]),
                                atol=1e-6, rtol=1e-6, equal_nan=True)
+
+
+def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny_checkpoint: Path,
+                                                              aef_raster) -> None:
+    """A candidate's seconds are its input's preparation plus its model's: values (decoded windows) for ONNX
+    Runtime, codes for OpenVINO on an int8 raster, channels-last windows for torch."""
+    from dataclasses import replace
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    predictor = load_predictor(tiny_checkpoint, device="cpu", precision="fp32")
+    samples = _samples(aef_raster(height=128, width=128, seed=6))
+    assert set(samples.prepare_seconds) == {"channels_last", "values", "codes"}  # measured on the int8 raster
+    slow = replace(samples, prepare_seconds={"channels_last": 50.0, "values": 100.0, "codes": 0.0})
+    _, choice = select_backend(predictor, "auto", WINDOW, lambda: slow, lambda: _fp32(tiny_checkpoint),
+                               min_agreement=0.0, codes=True)
+    seconds = {name: s for name, _, s in choice.measured}
+    assert 50 <= seconds["torch"] < 100 <= seconds["onnxruntime"] and seconds["openvino"] < 50
+    assert choice.engine == "openvino"
