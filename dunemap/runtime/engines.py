@@ -40,9 +40,11 @@ class OnnxRuntimeRunner:
 
 # windows of up to this many pixels run as OpenVINO streams, a batch split between them: small windows leave
 # cores idle inside one inference (many small layers, each synchronising every thread), so each core running
-# its own share of the batch is faster; a 512-px window keeps every core busy and gains nothing (BENCHMARKS.md,
-# "OpenVINO streams for small windows (issue 30)")
-STREAM_MAX_PIXELS = 256 * 256
+# its own share of the batch is faster (BENCHMARKS.md, "OpenVINO streams for small windows (issue 30)"). It is
+# half of dunemap.mapping.predict.CPU_BATCH_PIXELS: the windows a CPU map runs at least 2 a call. A larger
+# window comes one a call, and one window runs on one stream's threads only; a 512-px window keeps every core
+# busy on its own and gained nothing from streams.
+STREAM_MAX_PIXELS = 256 * 256 // 2
 MAX_STREAMS = 2  # the most streams measured (on 2 cores)
 
 

@@ -351,3 +351,18 @@ def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: s
         else:
             assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
     assert not np.allclose(got[0], got[1])  # different windows: a mix-up of the parts would show
+
+
+def test_openvino_streams_are_for_the_windows_a_cpu_map_runs_several_a_call() -> None:
+    """One window runs on one stream's threads only: streams are used exactly where a CPU map's automatic batch holds
+    at least 2 windows, so no window size that comes one a call (256 or 512 px) loses threads to them."""
+    from types import SimpleNamespace
+
+    from dunemap.mapping.predict import batch_size_for
+    from dunemap.runtime.engines import stream_count
+
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    for side in (64, 128, 160, 181, 182, 256, 512):
+        several = batch_size_for(cpu, MapConfig(window=side)) >= 2
+        assert (stream_count(2, side * side) == 2) == several, side
+        assert stream_count(1, side * side) == 1 and stream_count(8, side * side) <= 2
