@@ -38,21 +38,54 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {INPUT_NAME: x})[0]
 
 
+# windows of up to this many pixels run as OpenVINO streams, a batch split between them: small windows leave
+# cores idle inside one inference (many small layers, each synchronising every thread), so each core running
+# its own share of the batch is faster (BENCHMARKS.md, "OpenVINO streams for small windows (issue 30)"). It is
+# half of dunemap.mapping.predict.CPU_BATCH_PIXELS: the windows a CPU map runs at least 2 a call. A larger
+# window comes one a call, and one window runs on one stream's threads only; a 512-px window keeps every core
+# busy on its own and gained nothing from streams.
+STREAM_MAX_PIXELS = 256 * 256 // 2
+MAX_STREAMS = 2  # the most streams measured (on 2 cores)
+
+
+def stream_count(threads: int, pixels: int) -> int:
+    """How many streams :class:`OpenVinoRunner` runs windows of ``pixels`` pixels in with ``threads`` threads."""
+    return max(1, min(threads, MAX_STREAMS)) if pixels <= STREAM_MAX_PIXELS else 1
+
+
 class OpenVinoRunner:
     """An OpenVINO model compiled for the CPU device in ``precision``. fp32 is asked for explicitly: on CPUs with AMX
     OpenVINO would run float layers in bf16 by default; bf16 asks for it (offered only where the CPU computes bf16
-    natively, :func:`dunemap.runtime.device.bf16_supported`); the layers of an int8 (QDQ) export still run in int8."""
+    natively, :func:`dunemap.runtime.device.bf16_supported`); the layers of an int8 (QDQ) export still run in int8.
+
+    Windows of up to :data:`STREAM_MAX_PIXELS` run in :func:`stream_count` streams that share the ``threads``:
+    a batch is split into that many contiguous parts, run at once, one infer request each, and their outputs
+    joined in order; each window's logits are those the whole batch gives (every window is computed on its own).
+    A batch of one runs on one stream (its threads alone).
+    """
 
     def __init__(self, path, threads: int, precision: str = "fp32") -> None:
         import openvino as ov
 
+        core = ov.Core()
+        model = core.read_model(str(path))
+        height, width = (model.input(0).get_partial_shape()[axis].get_length() for axis in (2, 3))  # static
+        streams = stream_count(threads, height * width)
         hint = "bf16" if precision == "bf16" else "f32"
-        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
-        self.model = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.model.create_infer_request()
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
+        self.model = core.compile_model(model, "CPU", config)
+        self.requests = [self.model.create_infer_request() for _ in range(streams)]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.request.infer({0: x})[0])
+        if len(x) < 2 or len(self.requests) == 1:
+            return np.asarray(self.requests[0].infer({0: x})[0])
+        parts = np.array_split(x, min(len(x), len(self.requests)))
+        running = list(zip(self.requests, parts))
+        for request, part in running:
+            request.start_async({0: part})
+        for request, _ in running:
+            request.wait()
+        return np.concatenate([request.get_output_tensor(0).data for request, _ in running])
 
 
 RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
@@ -79,7 +112,8 @@ def main(argv: list[str]) -> None:
     print(best)
 
 
-__all__ = ["INPUT_NAME", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner", "best_time", "main"]
+__all__ = ["INPUT_NAME", "MAX_STREAMS", "RUNNERS", "STREAM_MAX_PIXELS", "OnnxRuntimeRunner", "OpenVinoRunner",
+           "best_time", "main", "stream_count"]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -417,3 +417,47 @@ def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny
     seconds = {name: s for name, _, s in choice.measured}
     assert 50 <= seconds["torch"] < 100 <= seconds["onnxruntime"] and seconds["openvino"] < 50
     assert choice.engine == "openvino"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: str, shared: Path,
+                                                                    tiny_checkpoint: Path, aef_raster) -> None:
+    """Small windows run in 2 streams: a batch of 3 is split 2 + 1 and run at once, and each window gets the logits
+    it gets alone and in one unsplit request (fp32: to fp32 rounding; bf16: the class of nearly every pixel)."""
+    pytest.importorskip("openvino")
+    from dunemap.runtime.device import bf16_supported
+    from dunemap.runtime.engines import OpenVinoRunner, stream_count
+    from dunemap.runtime.export import export_onnx
+
+    if precision == "bf16" and not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU does not compute bf16 natively")
+    predictor = _fp32(tiny_checkpoint)
+    path = export_onnx(predictor.model, WINDOW, export_path(predictor.checkpoint_sha256, WINDOW, "fp32"))
+    x = np.stack(_samples(aef_raster(height=128, width=128, seed=5)).windows[:3])
+    streamed, single = OpenVinoRunner(path, 2, precision), OpenVinoRunner(path, 1, precision)
+    assert len(streamed.requests) == stream_count(2, WINDOW * WINDOW) == 2 and len(single.requests) == 1
+    got = streamed(x)
+    alone = np.concatenate([streamed(x[i : i + 1]) for i in range(len(x))])
+    unsplit = single(x)
+    assert got.shape == (3, predictor.num_classes, WINDOW, WINDOW)
+    for want in (alone, unsplit):
+        if precision == "fp32":
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        else:
+            assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
+    assert not np.allclose(got[0], got[1])  # different windows: a mix-up of the parts would show
+
+
+def test_openvino_streams_are_for_the_windows_a_cpu_map_runs_several_a_call() -> None:
+    """One window runs on one stream's threads only: streams are used exactly where a CPU map's automatic batch holds
+    at least 2 windows, so no window size that comes one a call (256 or 512 px) loses threads to them."""
+    from types import SimpleNamespace
+
+    from dunemap.mapping.predict import batch_size_for
+    from dunemap.runtime.engines import stream_count
+
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    for side in (64, 128, 160, 181, 182, 256, 512):
+        several = batch_size_for(cpu, MapConfig(window=side)) >= 2
+        assert (stream_count(2, side * side) == 2) == several, side
+        assert stream_count(1, side * side) == 1 and stream_count(8, side * side) <= 2
