@@ -153,7 +153,7 @@ def test_pooled_note_explains_a_pooled_miou_above_both_parts() -> None:
 
 
 def test_demo_cli_prints_the_headline(tmp_path: Path, capsys) -> None:
-    code = main(["demo", "--out", str(tmp_path / "d"), "--model", "mit_tiny", "--epochs", "1", "--scene-size", "192", "--tile", "32",
+    code = main(["demo", "--out", str(tmp_path / "d"), "--model", "mit_tiny", "--epochs", "1", "--scene-size", "128", "--tile", "32",
                  "--scenes-per-region", "1", "--map-size", "128", "--map-window", "64", "--precision", "fp32",
                  "--no-progress"])
     assert code == 0

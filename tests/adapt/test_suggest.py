@@ -16,6 +16,7 @@ import shapely
 import torch
 from affine import Affine
 
+from dunemap.cli import main
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.models import create_model
 from dunemap.models.checkpoint import save_checkpoint
@@ -29,6 +30,11 @@ def _dunemap(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "dunemap", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=600)
+
+
+def _in_process(*args) -> int:
+    """The same command through the CLI's entry point in this process (each test runs it in a real process too)."""
+    return main([str(a) for a in args])
 
 
 def _write(path: Path, bands: np.ndarray, nodata: float, legend: ClassLegend | None = None) -> Path:
@@ -93,9 +99,9 @@ def test_suggest_ranks_uncertain_foreign_and_rare_ground(products: dict[str, Pat
     assert default and 'fieldName="rank"' in qml
 
     unsure = products["root"] / "unsure.gpkg"  # uncertainty alone: unsure ground first, the rare class forgotten
-    proc = _dunemap("suggest", "--probabilities", products["probabilities"], "--applicability",
-                    products["applicability"], "--n", "3", "--size", "32", "--method", "uncertainty", "--out", unsure)
-    assert proc.returncode == 0, proc.stderr
+    assert _in_process("suggest", "--probabilities", products["probabilities"], "--applicability",
+                       products["applicability"], "--n", "3", "--size", "32", "--method", "uncertainty",
+                       "--out", unsure) == 0
     boxes, fields = _patches(unsure)
     assert boxes[:2] == [(0, 64, 32, 96), (96, 0, 128, 32)] and "star" not in set(fields["dominant"])
 
@@ -103,9 +109,8 @@ def test_suggest_ranks_uncertain_foreign_and_rare_ground(products: dict[str, Pat
 @pytest.mark.parametrize("method", ["suggest", "uncertainty", "random"])
 def test_patches_never_touch_nodata_nor_overlap(products: dict[str, Path], method: str) -> None:
     out = products["root"] / f"{method}.gpkg"
-    proc = _dunemap("suggest", "--probabilities", products["probabilities"], "--n", "12", "--size", "16",
-                    "--method", method, "--out", out)
-    assert proc.returncode == 0, proc.stderr
+    assert _in_process("suggest", "--probabilities", products["probabilities"], "--n", "12", "--size", "16",
+                       "--method", method, "--out", out) == 0
     boxes, _ = _patches(out)
     assert len(boxes) == 12
     for i, (r0, c0, r1, c1) in enumerate(boxes):
@@ -115,7 +120,7 @@ def test_patches_never_touch_nodata_nor_overlap(products: dict[str, Path], metho
             assert r1 <= r0b or r1b <= r0 or c1 <= c0b or c1b <= c0
 
 
-def test_suggest_maps_first_or_reuses_the_maps_companions(tmp_path: Path) -> None:
+def test_suggest_maps_first_or_reuses_the_maps_companions(tmp_path: Path, capsys) -> None:
     """From EMB.tif and weights the map is made first; its own companions give the same patches."""
     torch.manual_seed(0)
     model = create_model("mit_tiny", num_classes=10, text_dim=32).eval()
@@ -139,8 +144,10 @@ def test_suggest_maps_first_or_reuses_the_maps_companions(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert _patches(tmp_path / "a.gpkg")[0] == _patches(tmp_path / "b.gpkg")[0]
 
-    again = _dunemap("suggest", "--probabilities", tmp_path / "m_probabilities.tif", "--out", tmp_path / "b.gpkg")
-    assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
-    bad = _dunemap("suggest", "--probabilities", tmp_path / "m.tif", "--out", tmp_path / "c.gpkg")
-    assert bad.returncode == 1 and "not a dunemap probabilities product" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert _in_process("suggest", "--probabilities", tmp_path / "m_probabilities.tif",
+                       "--out", tmp_path / "b.gpkg") == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert _in_process("suggest", "--probabilities", tmp_path / "m.tif", "--out", tmp_path / "c.gpkg") == 1
+    err = capsys.readouterr().err
+    assert "not a dunemap probabilities product" in err and len(err.strip().splitlines()) == 1

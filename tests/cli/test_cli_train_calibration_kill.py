@@ -18,6 +18,8 @@ import pytest
 import torch
 from safety_helpers import REPO, run_cli, unit_vectors, write_tif
 
+from dunemap.cli import main
+
 BANDS = 16
 
 
@@ -59,8 +61,8 @@ def test_resume_finishes_the_calibration_of_a_run_killed_while_calibrating(tmp_p
     finished = _calibration(run / "best_model.pth")
     assert finished["calibration"]["temperature"] > 0 and finished["applicability"] is not None
 
-    whole = tmp_path / "whole"  # the same run, never interrupted
-    assert run_cli(*_train(data, whole)).returncode == 0
+    whole = tmp_path / "whole"  # the same run, never interrupted: the reference, run through the CLI in this process
+    assert main(_train(data, whole)) == 0
     reference = _calibration(whole / "best_model.pth")
     assert finished["calibration"]["temperature"] == pytest.approx(reference["calibration"]["temperature"], rel=1e-6)
     assert finished["applicability"]["threshold"] == pytest.approx(reference["applicability"]["threshold"], rel=1e-6)

@@ -76,6 +76,7 @@ def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, 
     data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=1)
     tiny = ["--model", "mit_tiny", "--bands", "16", "--text", "random", "--catalog", str(data / "catalog.yaml"),
             "--epochs", "1", "--max-steps-per-epoch", "1", "--no-calibrate", "--device", "cpu"]
+    # the command in a real process once; the further runs go through the same entry point in this process
     proc = run_cli("train", "--recipe", "small-data", "--data-root", data, "--save-dir", tmp_path / "small", *tiny)
     assert proc.returncode == 0, proc.stderr
     small = yaml.safe_load((tmp_path / "small" / "config.yaml").read_text())
@@ -87,25 +88,23 @@ def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, 
     assert load_checkpoint(tmp_path / "small" / "best_model.pth").metrics["train_config"]["recipe"] == "small-data"
 
     # the run's config.yaml names its recipe and reruns it; a flag still wins over the file and the recipe
-    proc = run_cli("train", "--config", tmp_path / "small" / "config.yaml", "--save-dir", tmp_path / "again",
-                   "--lr", "3e-4")
-    assert proc.returncode == 0, proc.stderr
+    assert main(["train", "--config", str(tmp_path / "small" / "config.yaml"), "--save-dir", str(tmp_path / "again"),
+                 "--lr", "3e-4"]) == 0
     again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
     assert again == {**small, "save_dir": str(tmp_path / "again"), "lr": 3e-4}
 
-    proc = run_cli("train", "--data-root", data, "--save-dir", tmp_path / "pub", *tiny)  # no --recipe: published
-    assert proc.returncode == 0, proc.stderr
+    # no --recipe: published
+    assert main(["train", "--data-root", str(data), "--save-dir", str(tmp_path / "pub"), *tiny]) == 0
     published = yaml.safe_load((tmp_path / "pub" / "config.yaml").read_text())
     assert published["recipe"] == "published"
     assert {k: published[k] for k in RECIPES["published"] if k not in ("model", "epochs")} == {
         k: v for k, v in RECIPES["published"].items() if k not in ("model", "epochs")}
 
     # --resume without --recipe continues the saved run's recipe (the published one would change its options)
-    proc = run_cli("train", "--recipe", "small-data", "--data-root", data, "--save-dir", tmp_path / "res",
-                   *tiny, "--epochs", "2", "--stop-after-epochs", "1")
-    assert proc.returncode == 0, proc.stderr
-    proc = run_cli("train", "--resume", "--data-root", data, "--save-dir", tmp_path / "res", *tiny, "--epochs", "2")
-    assert proc.returncode == 0, proc.stderr
+    assert main(["train", "--recipe", "small-data", "--data-root", str(data), "--save-dir", str(tmp_path / "res"),
+                 *tiny, "--epochs", "2", "--stop-after-epochs", "1"]) == 0
+    assert main(["train", "--resume", "--data-root", str(data), "--save-dir", str(tmp_path / "res"), *tiny,
+                 "--epochs", "2"]) == 0
     resumed = yaml.safe_load((tmp_path / "res" / "config.yaml").read_text())
     assert (resumed["recipe"], resumed["lr"], resumed["epochs"]) == ("small-data", 1.2e-3, 2)
     assert len(json.loads((tmp_path / "res" / "metrics.json").read_text())) == 2

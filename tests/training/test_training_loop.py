@@ -18,8 +18,10 @@ from dunemap.training.objective import class_loss_weights, ignore_margin, poly_f
 
 
 def _config(data: Path, save: Path, **kw) -> TrainConfig:
+    """The tests' run. No end-of-run calibration unless a test asks for it: it changes no weights nor history, and
+    tests/trust/test_trust_cli.py and tests/cli/test_cli_train_calibration_kill.py test it."""
     base = dict(model="mit_tiny", in_channels=16, epochs=6, batch_size=4, lr=5e-3, text="random", precision="fp32",
-                device="cpu", progress=False, seed=3, catalog=data / "catalog.yaml")
+                device="cpu", progress=False, seed=3, catalog=data / "catalog.yaml", calibrate=False)
     base.update(kw)
     return TrainConfig(data_root=data, save_dir=save, **base)
 
@@ -48,12 +50,12 @@ def test_best_checkpoint_is_the_epoch_of_highest_val_miou_not_the_last(make_tiny
     run = tmp_path / "run"
     snapshots = {}
     for epoch in (1, 2):
-        train(_config(data, run, epochs=5, stop_after_epochs=1, resume=epoch > 1, calibrate=False))
+        train(_config(data, run, epochs=5, stop_after_epochs=1, resume=epoch > 1))
         snapshots[epoch] = load_checkpoint(run / "last.pth").model.state_dict()
     for png in (data / "ann_dir" / "val").glob("*.png"):
         labels = np.asarray(Image.open(png))
         Image.fromarray(((labels + 1) % 4).astype(np.uint8)).save(png)  # every val pixel now names another blob
-    result = train(_config(data, run, epochs=5, resume=True, calibrate=False))
+    result = train(_config(data, run, epochs=5, resume=True))
 
     history = json.loads((run / "metrics.json").read_text())
     with open(run / "metrics.csv", newline="") as fh:
@@ -89,16 +91,16 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(tiny_dataset: Path
     full = train(_config(tiny_dataset, tmp_path / "full", epochs=3, ema_decay=0.9))
     part = train(_config(tiny_dataset, tmp_path / "part", epochs=3, ema_decay=0.9, stop_after_epochs=1))
     assert len(part.history) == 1
-    resumed = train(_config(tiny_dataset, tmp_path / "part", epochs=3, ema_decay=0.9, resume=True))
-    assert resumed.history == full.history  # the average's validation scores too: resuming restored it exactly
-    one = train(_config(tiny_dataset, tmp_path / "one", epochs=1, ema_decay=0.9))  # best = last epoch: comparable
-    state = torch.load(one.last_checkpoint, map_location="cpu", weights_only=False)["train_state"]["ema"]
+    # after its one epoch the part run's best is its last epoch (comparable); read before the resume replaces them
+    state = torch.load(part.last_checkpoint, map_location="cpu", weights_only=False)["train_state"]["ema"]
     average = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
     assert int(state["n_averaged"]) > 1
-    raw = load_checkpoint(one.last_checkpoint).model.state_dict()
-    best = load_checkpoint(one.best_checkpoint).model.state_dict()
+    raw = load_checkpoint(part.last_checkpoint).model.state_dict()
+    best = load_checkpoint(part.best_checkpoint).model.state_dict()
     assert any(not torch.equal(raw[k], average[k]) for k in raw if raw[k].is_floating_point())
     assert all(torch.equal(best[k], average[k]) for k in best)  # best_model.pth holds the average
+    resumed = train(_config(tiny_dataset, tmp_path / "part", epochs=3, ema_decay=0.9, resume=True))
+    assert resumed.history == full.history  # the average's validation scores too: resuming restored it exactly
     with pytest.raises(ConfigError, match="--ema-decay"):
         train(_config(tiny_dataset, tmp_path / "bad", ema_decay=1.0))
     train(_config(tiny_dataset, tmp_path / "plain", epochs=2, stop_after_epochs=1))
@@ -136,7 +138,7 @@ def test_loss_margin_leaves_the_tile_rim_out_of_the_loss(tiny_dataset: Path, tmp
 
 
 def test_plain_segformer_and_bf16_train_a_step(tiny_dataset: Path, tmp_path: Path) -> None:
-    result = train(_config(tiny_dataset, tmp_path / "plain", epochs=1, text="none", precision="bf16"))
+    result = train(_config(tiny_dataset, tmp_path / "plain", epochs=1, text="none", precision="bf16", calibrate=True))
     loaded = load_checkpoint(result.last_checkpoint)
     assert loaded.config.fusion == "none" and not hasattr(loaded.model, "alignment_module")
 
@@ -153,6 +155,6 @@ def test_balanced_class_weights_lift_rare_classes_and_keep_the_loss_scale() -> N
 
 def test_unet_baseline_trains_through_the_same_loop(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(_config(tiny_dataset, tmp_path / "unet", model="unet", epochs=1, text="none",
-                           class_weights="balanced", model_overrides={"base_width": 8, "depth": 2}))
+                           class_weights="balanced", model_overrides={"base_width": 8, "depth": 2}, calibrate=True))
     loaded = load_checkpoint(result.last_checkpoint)
     assert loaded.config.family == "unet" and loaded.config.base_width == 8
