@@ -238,12 +238,13 @@ def compare_maps(ours: Path, seed: Path, truth: Path | None, num_classes: int, m
 
     with rasterio.open(ours) as sa, rasterio.open(seed) as sb:
         x, y, margin = sa.read(1).astype(np.uint8), sb.read(1).astype(np.uint8), sb.read(2)
+        backend = {k: v for k, v in sa.tags().items() if k.startswith("BACKEND")}  # what the map ran with
     valid = (x != 255) & (y != 255)
     same = x == y
     confident = valid & (margin >= min_margin)
     out = {"agreement": float(same[valid].mean()), "agreement_confident": float(same[confident].mean()),
            "seam_index": seam_index(x, window, stride).index,
-           "confident_fraction": float(confident.sum() / max(valid.sum(), 1))}
+           "confident_fraction": float(confident.sum() / max(valid.sum(), 1)), "backend": backend}
     if truth is not None:
         out.update(truth_scores(x, truth, num_classes))
     return out
@@ -521,6 +522,9 @@ def format_report(report: dict, rows: list[dict], area: float, args: argparse.Na
             share = (r["stages"].get("read", 0) + r["stages"].get("decode", 0)) / r["seconds"] * 100
             lines.append(f"| {r['label']} | " + " | ".join(f"{r['stages'].get(st, 0):.1f}" for st in STAGES)
                          + f" | {r['seconds']:.1f} | {share:.1f} % |")
+    for r in rows:  # the backend each map ran with, from its tags (auto's choice, agreement and seconds)
+        if r.get("backend"):
+            lines.append(f"\n{r['label']}: backend " + ", ".join(f"{k} {v}" for k, v in r["backend"].items()))
     return "\n".join(lines)
 
 
