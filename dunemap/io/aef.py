@@ -40,7 +40,6 @@ def code_table() -> np.ndarray:
     return table
 
 
-
 @functools.cache
 def bits_table() -> np.ndarray:
     """:func:`code_table` indexed by the code's bits read as uint8 (index ``code & 0xFF``), read-only: what every
@@ -48,6 +47,7 @@ def bits_table() -> np.ndarray:
     table = code_table()[np.arange(256, dtype=np.uint8) ^ np.uint8(0x80)]
     table.flags.writeable = False
     return table
+
 
 def quantize(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Quantise float (bands, H, W) values in [-1, 1] to AEF int8; pixels where ``valid`` is False become -128."""

@@ -126,7 +126,7 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         dtype = getattr(predictor, "input_dtype", torch.float32)
         device = torch.device(getattr(predictor, "device", "cpu"))
         decode_on = device if device.type == "cuda" else None  # a GPU decodes the codes itself
-        if getattr(predictor, "takes_codes", False):  # an export that decodes the codes as its first operation
+        if getattr(predictor, "takes_codes", False) and data.data.dtype == np.int8:  # the export decodes them
             dtype = torch.uint8
         layout = getattr(predictor, "channels_last", True)
         numpy_logits = getattr(predictor, "numpy_logits", None)
@@ -167,23 +167,21 @@ def decoded_batches(data: BlockData, batches: Sequence[Sequence[Box]], dtype: to
                     channels_last: bool = True) -> Iterator[tuple[Sequence[Box], torch.Tensor]]:
     """Each batch of windows with its model input, the next one prepared in a background thread when ``ahead``.
 
-    ``dtype`` uint8 (a model that takes AEF codes and decodes them itself): int8 codes are copied as they are, in
-    the layout ``channels_last`` names (a float raster's windows go as float32 values). ``decode_on`` a device: int8
+    ``dtype`` uint8 (a model that takes AEF codes and decodes them itself; ``data`` int8): the codes are copied as
+    they are, in the layout ``channels_last`` names. ``decode_on`` a device: int8
     codes are gathered pixel-interleaved (pinned when ``device`` is a GPU) in the background and decoded there by
     table look-up (:func:`~dunemap.mapping.decode.decode_on_device`), so only codes cross to a GPU; else windows are
     decoded on the CPU (pinned for a GPU ``device``), in the layout ``channels_last`` names. Either way the values
     are :func:`~dunemap.mapping.decode.window_batch`'s.
     """
     pin = device.type == "cuda"
-    if dtype == torch.uint8 and data.data.dtype == np.int8:  # the model decodes the codes itself: copied as they are
+    if dtype == torch.uint8:  # the model decodes the int8 codes itself: copied as they are
         def copy(batch: Sequence[Box]) -> torch.Tensor:
             with times.timed("decode"):
                 return window_codes(data, batch, pin, channels_last)
 
         yield from prefetched(copy, batches, ahead, "dunemap-decode")
         return
-    if dtype == torch.uint8:  # float embeddings for a model that takes codes: its values runner decodes nothing
-        dtype = torch.float32
     if decode_on is not None and data.data.dtype == np.int8 and dtype in DECODED_DTYPES:
         def gather(batch: Sequence[Box]) -> torch.Tensor:
             with times.timed("decode"):

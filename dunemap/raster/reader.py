@@ -44,7 +44,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from dunemap.errors import InputError, RasterIOError
-from dunemap.io.aef import AEF_NODATA, code_table
+from dunemap.io.aef import AEF_NODATA, bits_table
 from dunemap.raster.geometry import Box
 from dunemap.raster.transform import north_up_transform, source_rows, tile_transform
 from dunemap.raster.zones import ZoneView
@@ -149,7 +149,7 @@ class BlockData:
         r = box.relative_to(self.box)
         crop = self.data[:, r.row : r.row_stop, r.col : r.col_stop]
         if crop.dtype == np.int8:
-            return code_table()[crop.view(np.uint8) ^ np.uint8(0x80)]
+            return bits_table()[crop.view(np.uint8)]
         return np.ascontiguousarray(crop, dtype=np.float32)
 
     def valid_in(self, box: Box) -> np.ndarray:

@@ -199,7 +199,9 @@ class ExportedPredictor:
     def raw_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B, K, H, W) float32 for x (B, C, H, W)."""
         if tuple(x.shape[-2:]) != (self.window, self.window):
-            return self.base.forward(decode_codes(x) if x.dtype == torch.uint8 else x).float()
+            if x.dtype == torch.uint8:  # codes: decoded as the export decodes them
+                x = torch.from_numpy(decode_codes(x.numpy()))
+            return self.base.forward(x).float()
         return torch.from_numpy(self.runner(_row_major(x)))
 
     @torch.inference_mode()
@@ -228,10 +230,10 @@ def _row_major(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().to("cpu", torch.uint8 if x.dtype == torch.uint8 else torch.float32).numpy())
 
 
-def decode_codes(codes: torch.Tensor) -> torch.Tensor:
+def decode_codes(codes: np.ndarray) -> np.ndarray:
     """float32 values of AEF code bits (uint8, any shape), by the reference codec's table: what a codes export
-    computes first, for the windows of another size that the fp32 torch model runs."""
-    return torch.from_numpy(bits_table()[codes.numpy()])
+    computes first, for a backend that takes values and for the windows of another size that torch runs."""
+    return bits_table()[codes]
 
 
 def takes_codes(name: str, codes: bool) -> bool:
@@ -273,7 +275,7 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
     def build(kind: str) -> Callable[[np.ndarray], np.ndarray]:
         if kind == "codes" and not takes_codes(name, True):  # decoded here, run as values
             values = build("values")
-            return lambda x: values(np.ascontiguousarray(bits_table()[x]))
+            return lambda x: values(decode_codes(x))
         path = exported_path(reference, name, window, kind == "codes", samples)
         return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision)
 
