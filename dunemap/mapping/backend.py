@@ -125,7 +125,8 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
     return select_backend(predictor, config.backend, config.window, samples, load_fp32, planned_windows=planned,
                           applicability=config.applicability, min_agreement=config.backend_agreement,
                           requested_precision=model.precision if model is not None else "auto",
-                          batch=batch_size_for(predictor, config), codes=codes)
+                          batch=batch_size_for(predictor, config), batch_per_stream=not config.batch_size,
+                          codes=codes)
 
 
 def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfig, jobs: Sequence,

@@ -17,6 +17,18 @@ from torch import nn
 BLOCK_EPS = 1e-6
 
 
+def tokens_to_grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Tokens (B, h*w, C) as the grid (B, C, h, w) they tile, a view in channels-last memory: no copy, and a
+    convolution reads it as it is (a transposed copy to NCHW cost the OpenVINO exports 45 % of a MiT-b2's time in
+    bf16 at 512 px: BENCHMARKS.md, issue 30)."""
+    return x.reshape(x.shape[0], h, w, x.shape[-1]).permute(0, 3, 1, 2)
+
+
+def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A grid (B, C, h, w) as its tokens (B, h*w, C), row-major: the inverse of :func:`tokens_to_grid`."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
 class OverlapPatchEmbed(nn.Module):
     """Strided conv (k=7/s=4 for stage 1, k=3/s=2 after) then LayerNorm, returning tokens and the grid size."""
 
@@ -28,8 +40,7 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)  # (B, C, H', W')
         h, w = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)  # (B, H'W', C)
-        return self.norm(x), h, w
+        return self.norm(grid_to_tokens(x)), h, w  # (B, H'W', C)
 
 
 class EfficientSelfAttention(nn.Module):
@@ -53,8 +64,7 @@ class EfficientSelfAttention(nn.Module):
         b, n, c = x.shape
         q = self.q(x).view(b, n, self.heads, c // self.heads).transpose(1, 2)  # (B, h, N, d)
         if self.sr_ratio > 1:
-            grid = x.transpose(1, 2).reshape(b, c, h, w)
-            x = self.norm(self.sr(grid).flatten(2).transpose(1, 2))  # (B, N/sr^2, C)
+            x = self.norm(grid_to_tokens(self.sr(tokens_to_grid(x, h, w))))  # (B, N/sr^2, C)
         kv = self.kv(x).view(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (2, B, h, M, d)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
@@ -68,9 +78,7 @@ class DepthwiseConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, n, c = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w))
-        return x.flatten(2).transpose(1, 2)
+        return grid_to_tokens(self.dwconv(tokens_to_grid(x, h, w)))
 
 
 class MixFFN(nn.Module):

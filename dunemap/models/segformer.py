@@ -15,7 +15,7 @@ from torch import nn
 from dunemap.errors import ConfigError
 from dunemap.models.decoder import SegFormerHead
 from dunemap.models.fusion import TextCrossAttention
-from dunemap.models.mit import BLOCK_EPS, MiTBlock, OverlapPatchEmbed, init_weights
+from dunemap.models.mit import BLOCK_EPS, MiTBlock, OverlapPatchEmbed, init_weights, tokens_to_grid
 from dunemap.models.openvocab import TextClassifierHead
 
 PAD_MULTIPLE = 32  # total downsampling of the backbone
@@ -147,7 +147,7 @@ class TextFusedSegFormer(nn.Module):
             x = self.norms[i](x)
             if self.config.fusion != "none" and i == self.config.fusion_stage:
                 x = self.alignment_module(x, text)
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # (B, C_i, h, w)
+            x = tokens_to_grid(x, h, w)  # (B, C_i, h, w)
             feats.append(x)
         return feats
 

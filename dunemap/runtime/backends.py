@@ -171,6 +171,12 @@ class ExportedPredictor:
         self.engine = choice.engine  # the BACKEND tag (dunemap.raster.tags.model_tags)
 
     @property
+    def streams(self) -> int:
+        """How many streams the runner runs a batch in (:func:`dunemap.runtime.engines.stream_count`): a CPU map
+        gives each the batch one call would get alone."""
+        return getattr(next(iter(self.runners.values())), "streams", 1)
+
+    @property
     def takes_codes(self) -> bool:
         """Whether int8 windows go in as codes (a codes runner was built: the raster to map stores AEF codes)."""
         return "codes" in self.runners

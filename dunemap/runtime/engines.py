@@ -33,6 +33,7 @@ class OnnxRuntimeRunner:
         # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.streams = 1
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {INPUT_NAME: x})[0]
@@ -48,9 +49,13 @@ STREAM_MAX_PIXELS = 256 * 256 // 2
 MAX_STREAMS = 2  # the most streams measured (on 2 cores)
 
 
-def stream_count(threads: int, pixels: int) -> int:
-    """How many streams :class:`OpenVinoRunner` runs windows of ``pixels`` pixels in with ``threads`` threads."""
-    return max(1, min(threads, MAX_STREAMS)) if pixels <= STREAM_MAX_PIXELS else 1
+def stream_count(threads: int, pixels: int, engine: str = "openvino") -> int:
+    """How many streams the runner of ``engine`` runs windows of ``pixels`` pixels in with ``threads`` threads: only
+    :class:`OpenVinoRunner` runs several. A map gives each stream the batch one call would get alone
+    (:func:`dunemap.mapping.predict.batch_size_for`)."""
+    if engine != "openvino" or pixels > STREAM_MAX_PIXELS:
+        return 1
+    return max(1, min(threads, MAX_STREAMS))
 
 
 class OpenVinoRunner:
@@ -70,7 +75,7 @@ class OpenVinoRunner:
         core = ov.Core()
         model = core.read_model(str(path))
         height, width = (model.input(0).get_partial_shape()[axis].get_length() for axis in (2, 3))  # static
-        streams = stream_count(threads, height * width)
+        self.streams = streams = stream_count(threads, height * width)
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         self.model = core.compile_model(model, "CPU", config)

@@ -36,6 +36,7 @@ from dunemap.runtime.backends import (
     takes_codes,
     window_tensor,
 )
+from dunemap.runtime.engines import stream_count
 from dunemap.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,18 @@ AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
 def select_backend(predictor: Predictor, name: str, window: int, samples: Callable[[], Samples],
                    load_fp32: Callable[[], Predictor], *, planned_windows: int | None = None,
                    applicability: bool = False, min_agreement: float,
-                   requested_precision: str = "auto", batch: int = 1,
+                   requested_precision: str = "auto", batch: int = 1, batch_per_stream: bool = True,
                    codes: bool = False) -> tuple[object, BackendChoice]:
     """The predictor a map runs with for backend ``name`` and the choice to record.
 
     ``predictor`` is the torch Predictor as loaded (its precision resolved); ``load_fp32`` loads the same
     checkpoint as a fp32 CPU Predictor (the exports' source and the reference of agreement) when
     ``predictor`` is not one; ``samples`` reads windows of the raster (called only when needed). ``auto``
-    times each candidate on ``batch`` copies of the window a call, the batch the map will run, and records
-    seconds per window. ``codes``: the raster stores AEF int8 codes, which the backends that decode them
-    themselves (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on.
+    times each candidate on ``batch`` copies of the window a call, the batch the map will run (with
+    ``batch_per_stream``, the automatic batch: ``batch`` for each stream of an OpenVINO export, as
+    :func:`dunemap.mapping.predict.batch_size_for` gives it), and records seconds per window. ``codes``: the
+    raster stores AEF int8 codes, which the backends that decode them themselves
+    (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on.
     """
     spec = choose(BACKENDS, name, "backend")
     torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
@@ -78,7 +81,8 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
         except Exception as exc:  # the exporter or the backend failed on this model
             raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
                                f"{_one_line(exc)}; use --backend torch") from None
-    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch, codes)
+    return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch, codes,
+                 batch_per_stream)
 
 
 def _as_chosen(built) -> tuple[object, BackendChoice]:
@@ -112,7 +116,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
           min_agreement: float, requested_precision: str, batch: int = 1,
-          codes: bool = False) -> tuple[object, BackendChoice]:
+          codes: bool = False, batch_per_stream: bool = True) -> tuple[object, BackendChoice]:
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
@@ -135,9 +139,14 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
         log.info("backend auto: no fp32 model to export and compare with (%s); mapping with torch", exc)
         return predictor, BackendChoice("torch", predictor.precision, reason="no fp32 reference")
     truth = reference.predict(x).float()
-    xs = x.expand(max(1, batch), -1, -1, -1).contiguous()  # timed as the map runs it: ``batch`` windows a call
     codes = codes and bool(taken.codes)
-    xc = torch.from_numpy(taken.codes[0])[None].expand_as(xs).contiguous() if codes else None
+
+    def inputs(engine: str, given: bool) -> torch.Tensor:  # timed as the map runs it: ``batch`` windows a stream
+        n = max(1, batch) * (stream_count(torch.get_num_threads(), window * window, engine) if batch_per_stream else 1)
+        one = torch.from_numpy(taken.codes[0])[None] if given else x
+        return one.expand(n, -1, -1, -1).contiguous()
+
+    xs = inputs("torch", False)
     logits, seconds = measure(predictor, xs)
     prepare = taken.prepare_seconds  # each candidate's time per window is its input's preparation plus the model's
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
@@ -148,7 +157,8 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
         try:
             given = takes_codes(name, codes)  # timed on the input it will be given
             path = exported_path(reference, name, window, given)
-            raw, seconds = measure_apart(spec.engine, path, xc if given else xs, precision=spec.precision)
+            xe = inputs(spec.engine, given)
+            raw, seconds = measure_apart(spec.engine, path, xe, precision=spec.precision)
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out
@@ -156,7 +166,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
             continue
         logits = reference.calibrated(raw[:1]).float()
         measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid),
-                                      seconds / len(xs) + prepare.get("codes" if given else "values", 0.0)))
+                                      seconds / len(xe) + prepare.get("codes" if given else "values", 0.0)))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]

@@ -461,3 +461,46 @@ def test_openvino_streams_are_for_the_windows_a_cpu_map_runs_several_a_call() ->
         several = batch_size_for(cpu, MapConfig(window=side)) >= 2
         assert (stream_count(2, side * side) == 2) == several, side
         assert stream_count(1, side * side) == 1 and stream_count(8, side * side) <= 2
+
+
+def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_so(
+        shared: Path, tiny_checkpoint: Path, aef_raster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU map gives each OpenVINO stream the automatic batch one call gets (2 streams of 4 windows of 128 px were
+    faster a window than 2 of 2), and ``auto`` times every candidate on the batch its map would run; a batch asked
+    for by size is the batch of every backend."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import dunemap.runtime.select as select
+    from dunemap.mapping.predict import batch_size_for
+    from dunemap.runtime.engines import stream_count
+
+    reference = _fp32(tiny_checkpoint)
+    runner = build_exported(reference, "openvino", WINDOW)
+    config = MapConfig().for_model(WINDOW)
+    streams = stream_count(torch.get_num_threads(), WINDOW * WINDOW)
+    assert runner.streams == streams == len(runner.runners["values"].requests)
+    assert streams == min(2, torch.get_num_threads())  # 64-px windows run in streams wherever there are 2 threads
+    assert batch_size_for(runner, config) == batch_size_for(reference, config) * streams
+    assert build_exported(reference, "onnxruntime", WINDOW).streams == 1
+    assert batch_size_for(runner, MapConfig(batch_size=3).for_model(WINDOW)) == 3
+
+    timed: dict[str, int] = {}
+    measure_apart, measure = select.measure_apart, select.measure
+
+    def apart(engine, path, x, **kw):
+        timed[f"{engine}-{kw.get('precision')}"] = len(x)
+        return measure_apart(engine, path, x, **kw)
+
+    def in_process(predictor, x):
+        timed["torch"] = len(x)
+        return measure(predictor, x)
+
+    monkeypatch.setattr(select, "measure_apart", apart)
+    monkeypatch.setattr(select, "measure", in_process)
+    samples = _samples(aef_raster(height=128, width=128, seed=6))
+    for per_stream in (True, False):
+        timed.clear()
+        select_backend(reference, "auto", WINDOW, lambda: samples, lambda: reference, min_agreement=0.0, batch=2,
+                       batch_per_stream=per_stream, codes=True)
+        ov = 2 * streams if per_stream else 2
+        assert timed["torch"] == timed["onnxruntime-fp32"] == 2 and timed["openvino-fp32"] == ov, timed
