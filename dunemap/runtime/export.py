@@ -5,10 +5,10 @@ any batch size. It takes either the embeddings, float32, or (``codes``) AEF int8
 first operation decodes by the reference codec's 256-entry table (:func:`dunemap.io.aef.bits_table`): the same
 values, so the same logits, and the mapping copies codes (a quarter of the bytes) instead of decoding every window
 it feeds the backend, whose own threads do the look-up. It lives in ``cache_root()/exports`` (``$DUNEMAP_CACHE``,
-else ``$XDG_CACHE_HOME/dunemap``, else ``~/.cache/dunemap``), never beside the weights, named after the checkpoint's
-SHA-256, the window, the precision and the input; each file has a ``.sha256`` sidecar of its bytes. A file whose
-bytes no longer match its sidecar (a partial copy, a disk error) is logged in one line and made again. Files are
-written through :func:`dunemap.io.atomic.atomic_path`.
+else ``$XDG_CACHE_HOME/dunemap``, else ``~/.cache/dunemap``), never beside the weights, named after the graph's
+version (:data:`EXPORT_GRAPH`), the checkpoint's SHA-256, the window, the precision and the input; each file has a
+``.sha256`` sidecar of its bytes. A file whose bytes no longer match its sidecar (a partial copy, a disk error) is
+logged in one line and made again. Files are written through :func:`dunemap.io.atomic.atomic_path`.
 
 int8 exports are quantised statically (:func:`onnxruntime.quantization.quantize_static`, QDQ format, per-channel
 weights of the convolutions and matrix products) from the fp32 export, with windows of the raster being mapped as
@@ -37,6 +37,10 @@ from dunemap.runtime.engines import INPUT_NAME
 log = logging.getLogger(__name__)
 
 EXPORT_PRECISIONS = ("fp32", "int8")
+# the version of the exported graph, part of every export's name: raised whenever the model's code or the export's
+# wrapper changes the graph (2: tokens become grids as channels-last views), so that an export an older dunemap
+# cached for the same checkpoint is made again instead of run
+EXPORT_GRAPH = 2
 ONNX_OPSET = 17
 OUTPUT_NAME = "logits"
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]  # int8 where the time goes; norms, softmax and residual adds stay float
@@ -63,7 +67,7 @@ def export_path(checkpoint_sha256: str | None, window: int, precision: str = "fp
     if codes and precision != "fp32":
         raise ConfigError(f"an export that takes AEF codes is made in fp32 only, not {precision}")
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "exports"
-    return root / f"{checkpoint_sha256}_w{window}_{precision}{'_codes' if codes else ''}.onnx"
+    return root / f"g{EXPORT_GRAPH}_{checkpoint_sha256}_w{window}_{precision}{'_codes' if codes else ''}.onnx"
 
 
 def _sidecar(path: Path) -> Path:

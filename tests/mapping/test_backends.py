@@ -162,7 +162,8 @@ def test_int8_is_calibrated_statically_on_the_raster(name: str, shared: Path, ti
     samples = _samples(aef_raster(height=160, width=160, seed=4))
     assert len(samples.windows) > 1
     built = build_exported(predictor, name, WINDOW, samples)
-    files = sorted(shared.glob(f"{predictor.checkpoint_sha256}_w{WINDOW}_int8.{samples.digest()}.onnx"))
+    stem = export_path(predictor.checkpoint_sha256, WINDOW, "int8").stem
+    files = sorted(shared.glob(f"{stem}.{samples.digest()}.onnx"))
     assert len(files) == 1
     ops = {node.op_type for node in onnx.load(str(files[0])).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
