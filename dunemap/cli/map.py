@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "checkpoint's)")
     add_windows(p)
     add(p, "batch_size", MapConfig, help="windows per forward pass (0 = on a CPU as many as make 256 x 256 "
-        "pixels, e.g. 4 windows of 128 px or 1 of 512 px; on a GPU from its free memory)")
+        "pixels, e.g. 4 windows of 128 px or 1 of 512 px, for each OpenVINO stream; on a GPU from its free memory)")
     p.add_argument("--blend", default=d.blend, choices=sorted(BLEND_MODES),
                    help="weighting of overlapping windows (uniform = plain averaging)")
     p.add_argument("--block-size", type=int, default=d.block_size, metavar="PX",

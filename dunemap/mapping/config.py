@@ -78,8 +78,8 @@ class MapConfig:
     window: int = 0  # side of the square windows the model sees, pixels; 0 = the checkpoint's training tile
     # (FALLBACK_WINDOW for a checkpoint that records none); the model pads to a multiple of 32
     stride: int = 0  # step between windows, pixels (overlap = window - stride); 0 = default_stride(window)
-    # windows per forward pass; 0 = auto: on a CPU enough for 256 x 256 pixels (4 of 128 px, 1 of 256 px or more),
-    # on a GPU from its free memory
+    # windows per forward pass; 0 = auto: on a CPU enough for 256 x 256 pixels (4 of 128 px, 1 of 256 px or more)
+    # per stream of an OpenVINO export (2 streams for windows up to 128 x 256 px), on a GPU from its free memory
     batch_size: int = 0
     blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel
