@@ -291,25 +291,37 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
 
 
 def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2,
-                  precision: str = "fp32") -> tuple[torch.Tensor, float]:
-    """The raw logits of ``x`` (values, or uint8 codes for an export of codes) by ``engine`` running the export at
-    ``path`` in ``precision`` and its best time of ``repeats`` after a warm-up run, measured in a child process:
-    what a backend allocates (sessions, arenas, compiled graphs) leaves with it, so measuring several costs this
-    process no memory (``auto`` would otherwise hold them all at once). The child runs
+                  precisions: Sequence[str] = ("fp32",)) -> dict[str, tuple[torch.Tensor, float] | RuntimeError]:
+    """For each of ``precisions``, the raw logits of ``x`` (values, or uint8 codes for an export of codes) by
+    ``engine`` running the export at ``path`` in that precision and its best time of ``repeats`` after a warm-up
+    run, or the RuntimeError it failed with. They are measured in turn in one child process (one start and import
+    for OpenVINO's fp32 and bf16): what a backend allocates (sessions, arenas, compiled graphs) leaves with it, so
+    measuring several costs this process no memory (``auto`` would otherwise hold them all at once). The child runs
     :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts in a fraction of a
-    second.
+    second. A child that fails as a whole raises its RuntimeError.
     """
     with tempfile.TemporaryDirectory(prefix="dunemap-measure-") as tmp:
         dtype = np.uint8 if x.dtype == torch.uint8 else np.float32  # codes for an export of codes, else values
         np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=dtype))
         code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
         done = subprocess.run([sys.executable, "-c", code, engines.__file__, engine, str(path), tmp,
-                               str(torch.get_num_threads()), str(repeats), precision], capture_output=True, text=True,
-                              check=False)
+                               str(torch.get_num_threads()), str(repeats), ",".join(precisions)],
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             raise RuntimeError(lines[-1] if lines else f"the measuring process exited with {done.returncode}")
-        return torch.from_numpy(np.load(Path(tmp) / "logits.npy")), float(done.stdout.split()[-1])
+        results: dict[str, tuple[torch.Tensor, float] | RuntimeError] = {}
+        for line in done.stdout.splitlines():
+            precision, _, rest = line.partition(" ")
+            if precision not in precisions:  # anything else a backend printed
+                continue
+            if rest.startswith("error "):
+                results[precision] = RuntimeError(rest[len("error "):])
+            else:
+                results[precision] = (torch.from_numpy(np.load(Path(tmp) / f"logits_{precision}.npy")), float(rest))
+        for precision in precisions:
+            results.setdefault(precision, RuntimeError("the measuring process reported nothing"))
+        return results
 
 
 def fp32_reference(predictor: Predictor, load: Callable[[], Predictor]) -> Predictor:

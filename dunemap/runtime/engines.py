@@ -1,10 +1,11 @@
 """The ONNX Runtime and OpenVINO runners of a cached export, and the timing of one, without torch.
 
 Mapping runs an export through one of :data:`RUNNERS` (:class:`dunemap.runtime.backends.ExportedPredictor`).
-``auto`` times each candidate in a child process of its own (:func:`dunemap.runtime.backends.measure_apart`)
-that runs this file as a script: it imports only numpy and the backend's package, neither torch nor the
-rest of dunemap, so a child starts in a fraction of a second instead of the seconds importing torch takes,
-and the runner it measures is built with the very options mapping builds it with.
+``auto`` times each engine's candidates (OpenVINO's fp32 and bf16 together, one after the other) in a child
+process of their own (:func:`dunemap.runtime.backends.measure_apart`) that runs this file as a script: it imports
+only numpy and the backend's package, neither torch nor the rest of dunemap, so a child starts in a fraction of a
+second instead of the seconds importing torch takes, and the runner it measures is built with the very options
+mapping builds it with.
 """
 
 from __future__ import annotations
@@ -108,13 +109,21 @@ def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: i
 
 
 def main(argv: list[str]) -> None:
-    """ENGINE EXPORT FOLDER THREADS REPEATS PRECISION: FOLDER/x.npy run by ENGINE in PRECISION, its output to
-    FOLDER/logits.npy and its best time printed (the child of :func:`dunemap.runtime.backends.measure_apart`)."""
-    engine, path, folder, threads, repeats, precision = argv
-    runner = RUNNERS[engine](path, int(threads), precision)
-    out, best = best_time(runner, np.load(Path(folder) / "x.npy"), int(repeats))
-    np.save(Path(folder) / "logits.npy", out)
-    print(best)
+    """ENGINE EXPORT FOLDER THREADS REPEATS PRECISIONS: FOLDER/x.npy run by ENGINE in each of the comma-separated
+    PRECISIONS in turn (one runner at a time), each output to FOLDER/logits_PRECISION.npy and a line
+    ``PRECISION SECONDS`` printed, its best time, or ``PRECISION error MESSAGE`` where that precision failed (the child
+    of :func:`dunemap.runtime.backends.measure_apart`)."""
+    engine, path, folder, threads, repeats, precisions = argv
+    x = np.load(Path(folder) / "x.npy")
+    for precision in precisions.split(","):
+        try:
+            out, best = best_time(RUNNERS[engine](path, int(threads), precision), x, int(repeats))
+        except Exception as exc:  # this precision is left out; the others are still timed
+            lines = str(exc).strip().splitlines()
+            print(precision, "error", f"{type(exc).__name__}: {lines[0] if lines else ''}", flush=True)
+            continue
+        np.save(Path(folder) / f"logits_{precision}.npy", out)
+        print(precision, best, flush=True)
 
 
 __all__ = ["INPUT_NAME", "MAX_STREAMS", "RUNNERS", "STREAM_MAX_PIXELS", "OnnxRuntimeRunner", "OpenVinoRunner",

@@ -152,21 +152,27 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
                               seconds / len(xs) + prepare.get("channels_last", 0.0))]
     runners = {"torch": predictor}
-    for name in names:  # fp32 exports (candidates), each timed in a child process: none stays in this one's memory
-        spec = BACKENDS[name]
-        try:
-            given = takes_codes(name, codes)  # timed on the input it will be given
-            path = exported_path(reference, name, window, given)
-            xe = inputs(spec.engine, given)
-            raw, seconds = measure_apart(spec.engine, path, xe, precision=spec.precision)
+    groups: dict[tuple[str, bool], list[str]] = {}  # one child per engine and input: OpenVINO's precisions share one
+    for name in names:
+        groups.setdefault((BACKENDS[name].engine, takes_codes(name, codes)), []).append(name)
+    for (engine, given), group in groups.items():  # fp32 exports (candidates) timed in child processes: none stays
+        try:  # in this one's memory; each is timed on the input it will be given
+            path = exported_path(reference, group[0], window, given)  # the fp32 export every precision runs
+            xe = inputs(engine, given)
+            results = measure_apart(engine, path, xe, precisions=[BACKENDS[n].precision for n in group])
         except DunemapError:
             raise
         except Exception as exc:  # an export or a backend that fails on this model is left out
-            log.warning("backend auto: %s failed on this model (%s); left out", name, _one_line(exc))
-            continue
-        logits = reference.calibrated(raw[:1]).float()
-        measured.append(BackendChoice(spec.engine, spec.precision, argmax_agreement(logits, truth, valid),
-                                      seconds / len(xe) + prepare.get("codes" if given else "values", 0.0)))
+            results = {BACKENDS[n].precision: exc for n in group}
+        for name in group:
+            result = results[BACKENDS[name].precision]
+            if isinstance(result, Exception):
+                log.warning("backend auto: %s failed on this model (%s); left out", name, _one_line(result))
+                continue
+            raw, seconds = result
+            logits = reference.calibrated(raw[:1]).float()
+            measured.append(BackendChoice(engine, BACKENDS[name].precision, argmax_agreement(logits, truth, valid),
+                                          seconds / len(xe) + prepare.get("codes" if given else "values", 0.0)))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]

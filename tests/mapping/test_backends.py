@@ -489,7 +489,8 @@ def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_s
     measure_apart, measure = select.measure_apart, select.measure
 
     def apart(engine, path, x, **kw):
-        timed[f"{engine}-{kw.get('precision')}"] = len(x)
+        for precision in kw["precisions"]:
+            timed[f"{engine}-{precision}"] = len(x)
         return measure_apart(engine, path, x, **kw)
 
     def in_process(predictor, x):
@@ -505,3 +506,33 @@ def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_s
                        batch_per_stream=per_stream, codes=True)
         ov = 2 * streams if per_stream else 2
         assert timed["torch"] == timed["onnxruntime-fp32"] == 2 and timed["openvino-fp32"] == ov, timed
+
+
+def test_one_child_times_each_precision_of_an_export_and_reports_each_failure_apart(
+        shared: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """OpenVINO's fp32 and bf16 are timed in turn by one child process, each with the logits of its own run; an export
+    that cannot be run is a RuntimeError for each precision asked for, not an error of the whole measurement."""
+    pytest.importorskip("openvino")
+    from dunemap.runtime.backends import measure_apart
+    from dunemap.runtime.device import bf16_supported
+    from dunemap.runtime.engines import OpenVinoRunner
+    from dunemap.runtime.export import export_onnx
+
+    predictor = _fp32(tiny_checkpoint)
+    path = export_onnx(predictor.model, WINDOW, export_path(predictor.checkpoint_sha256, WINDOW))
+    x = torch.from_numpy(np.random.default_rng(3).normal(0, 0.1, (2, 64, WINDOW, WINDOW)).astype(np.float32))
+    precisions = ("fp32", "bf16") if bf16_supported(torch.device("cpu")) else ("fp32",)
+    results = measure_apart("openvino", path, x, precisions=precisions)
+    assert set(results) == set(precisions)
+    for precision in precisions:
+        logits, seconds = results[precision]
+        want = OpenVinoRunner(path, torch.get_num_threads(), precision)(x.numpy())
+        assert logits.shape == (2, predictor.num_classes, WINDOW, WINDOW) and seconds > 0
+        if precision == "fp32":
+            np.testing.assert_allclose(logits.numpy(), want, rtol=1e-5, atol=1e-5)
+        else:
+            assert (logits.numpy().argmax(1) == want.argmax(1)).mean() >= 0.999
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an ONNX model")
+    failed = measure_apart("openvino", broken, x, precisions=precisions)
+    assert set(failed) == set(precisions) and all(isinstance(e, RuntimeError) and str(e) for e in failed.values())
