@@ -14,6 +14,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from dunemap.cli import main
 from dunemap.data.seed_layout import write_sample
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.runtime import Predictor
@@ -132,7 +133,7 @@ def _mads_dataset(root: Path) -> Path:
     return root
 
 
-def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path) -> None:
+def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path, capsys) -> None:
     data = _mads_dataset(tmp_path / "data")
     weights, text = mads.weights, mads.text
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -145,10 +146,13 @@ def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path) -> None:
     assert loaded.calibration["pixels"] == 2 * 56 * 64 and loaded.applicability is not None
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == before
 
-    again = _dunemap("calibrate", "--weights", weights, "--text-embeddings", text, "--data-root", data, "--out", out)
-    assert again.returncode == 1 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
-    onto = _dunemap("calibrate", "--weights", out, "--data-root", data, "--out", out, "--overwrite")
-    assert onto.returncode == 1 and "would overwrite the input" in onto.stderr
+    # the refusals through the same entry point in this process (the command ran as a real process above)
+    assert main(["calibrate", "--weights", str(weights), "--text-embeddings", str(text), "--data-root", str(data),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert main(["calibrate", "--weights", str(out), "--data-root", str(data), "--out", str(out), "--overwrite"]) == 1
+    assert "would overwrite the input" in capsys.readouterr().err
 
 
 def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> None:
@@ -165,9 +169,9 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> Non
     fits = {}
     for name, extra in (("all", ()), ("loro", ("--holdout-region", "namib"))):
         out = tmp_path / f"{name}.pth"
-        proc = _dunemap("calibrate", "--weights", weights, "--text-embeddings", text, "--data-root", data,
-                        "--out", out, *extra)
-        assert proc.returncode == 0, proc.stderr
+        # in this process: test_calibrate_cli_on_a_published_state_dict runs the command as a real process
+        assert main(["calibrate", "--weights", str(weights), "--text-embeddings", str(text), "--data-root", str(data),
+                     "--out", str(out), *extra]) == 0
         fits[name] = load_checkpoint(out)
     assert fits["all"].calibration["pixels"] == 2 * 56 * 64 and fits["loro"].calibration["pixels"] == 56 * 64
     every, loro = (Applicability.from_dict(f.applicability) for f in (fits["all"], fits["loro"]))
@@ -178,9 +182,8 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> Non
 def test_calibrate_without_applicability(mads, tmp_path: Path, split: str) -> None:
     data = _mads_dataset(tmp_path / "data")
     out = tmp_path / "cal.pth"
-    proc = _dunemap("calibrate", "--weights", mads.weights, "--text-embeddings", mads.text, "--data-root", data, "--out", out,
-                    "--applicability-split", split)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["calibrate", "--weights", str(mads.weights), "--text-embeddings", str(mads.text), "--data-root",
+                 str(data), "--out", str(out), "--applicability-split", split]) == 0  # in this process, as above
     assert load_checkpoint(out).applicability is None
 
 
