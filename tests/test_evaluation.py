@@ -82,14 +82,16 @@ def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split:
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
 
 
-def test_evaluate_never_writes_into_a_training_run(mads, fixture_split: Path, tmp_path: Path) -> None:
-    """``evaluate --out-dir RUN --overwrite`` would replace the run's metrics.json history: refused in one line."""
+def test_evaluate_never_writes_into_a_training_run(mads, fixture_split: Path, tmp_path: Path, capsys) -> None:
+    """``evaluate --out-dir RUN --overwrite`` would replace the run's metrics.json history: refused in one line
+    (in this process; the test above runs the command as a real process)."""
     run = tmp_path / "RUN"
     run.mkdir()
     (run / "config.yaml").write_text("epochs: 1\n")
     (run / "metrics.json").write_text("[]\n")
-    proc = _dunemap("evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
-                    "--text-embeddings", str(mads.text), "--out-dir", str(run), "--overwrite", cwd=tmp_path)
-    assert proc.returncode == 1 and "is a training run folder" in proc.stderr, proc.stderr
+    assert main(["evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
+                 "--text-embeddings", str(mads.text), "--out-dir", str(run), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "is a training run folder" in err and len(err.strip().splitlines()) == 1, err
     assert (run / "metrics.json").read_text() == "[]\n" and sorted(p.name for p in run.iterdir()) == [
         "config.yaml", "metrics.json"]
