@@ -53,12 +53,16 @@ KM2_PER_PX = RES * RES / 1e6
 
 
 def smooth_codes(height: int, width: int, seed: int, block: int = 512) -> np.ndarray:
-    """(64, height, width) int8 AEF codes of smooth random unit vectors (two scales), made block by block."""
+    """(64, height, width) int8 AEF codes of smooth random unit vectors (two scales), made block by block.
+
+    A raster smaller than ``block`` both ways is one block of its own size (the smoke test's small tiles): the
+    coarse grids are then drawn and interpolated at that size, not at 512 px to be cut down."""
     from scipy.ndimage import zoom
 
     from dunemap.io.aef import quantize
 
     rng = np.random.default_rng(seed)
+    block = min(block, max(height, width))
     out = np.empty((BANDS, height, width), dtype=np.int8)
     for r in range(0, height, block):
         for c in range(0, width, block):

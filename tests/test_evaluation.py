@@ -14,6 +14,8 @@ from PIL import Image
 
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
+from dunemap.cli import main
+
 
 def _dunemap(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dunemap", *args], capture_output=True, text=True, cwd=cwd,
@@ -50,7 +52,8 @@ def _fixture_hashes(mads) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(mads.dir.iterdir())}
 
 
-def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split: Path, tmp_path: Path) -> None:
+def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split: Path, tmp_path: Path, capsys,
+                                                            monkeypatch) -> None:
     before = _fixture_hashes(mads)
     args = ["evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
             "--text-embeddings", str(mads.text), "--no-progress"]
@@ -67,24 +70,28 @@ def test_default_evaluation_is_exact_and_records_how_it_ran(mads, fixture_split:
     assert report["checkpoint_sha256"] == hashlib.sha256(mads.weights.read_bytes()).hexdigest()
     assert _fixture_hashes(mads) == before  # nothing written beside the weights, and the weights unchanged
 
-    again = _dunemap(*args, cwd=tmp_path)  # an existing report is never replaced silently
-    assert again.returncode == 1 and "metrics.json: already exists; pass --overwrite" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    # again through the same entry point in this process, from the same folder
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(args) == 1  # an existing report is never replaced silently
+    err = capsys.readouterr().err
+    assert "metrics.json: already exists; pass --overwrite" in err and len(err.strip().splitlines()) == 1
 
-    bf16 = _dunemap(*args, "--precision", "bf16", "--overwrite", cwd=tmp_path)
-    assert bf16.returncode == 0, bf16.stderr
-    assert "precision bf16" in bf16.stdout  # asked for, and said so
+    assert main([*args, "--precision", "bf16", "--overwrite"]) == 0
+    assert "precision bf16" in capsys.readouterr().out  # asked for, and said so
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
 
 
-def test_evaluate_never_writes_into_a_training_run(mads, fixture_split: Path, tmp_path: Path) -> None:
-    """``evaluate --out-dir RUN --overwrite`` would replace the run's metrics.json history: refused in one line."""
+def test_evaluate_never_writes_into_a_training_run(mads, fixture_split: Path, tmp_path: Path, capsys) -> None:
+    """``evaluate --out-dir RUN --overwrite`` would replace the run's metrics.json history: refused in one line
+    (in this process; the test above runs the command as a real process)."""
     run = tmp_path / "RUN"
     run.mkdir()
     (run / "config.yaml").write_text("epochs: 1\n")
     (run / "metrics.json").write_text("[]\n")
-    proc = _dunemap("evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
-                    "--text-embeddings", str(mads.text), "--out-dir", str(run), "--overwrite", cwd=tmp_path)
-    assert proc.returncode == 1 and "is a training run folder" in proc.stderr, proc.stderr
+    assert main(["evaluate", "--data-root", str(fixture_split), "--weights", str(mads.weights),
+                 "--text-embeddings", str(mads.text), "--out-dir", str(run), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "is a training run folder" in err and len(err.strip().splitlines()) == 1, err
     assert (run / "metrics.json").read_text() == "[]\n" and sorted(p.name for p in run.iterdir()) == [
         "config.yaml", "metrics.json"]

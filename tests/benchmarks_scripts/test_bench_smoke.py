@@ -36,12 +36,14 @@ NOT_SOURCE = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
 HELD_OUT_STANDIN = 128  # px of the stand-ins for bench_heldout.py's held-out scenes
 
 
-def run_script(script: Path, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(script: Path, *args, cwd: Path, timeout: float = 300, cache: Path | None = None
+               ) -> subprocess.CompletedProcess:
     """``python SCRIPT ARGS`` from ``cwd`` (this checkout's dunemap first on the path, no bytecode written, one
-    thread); it must exit 0."""
+    thread); it must exit 0. Its dunemap cache (encoded class texts, model exports) is ``cache``, by default a
+    fresh folder in ``cwd``: never the user's ~/.cache."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-           "DUNEMAP_CACHE": str(cwd / "dunemap_cache")}  # encoded class texts: not into the user's ~/.cache
+           "DUNEMAP_CACHE": str(cache or cwd / "dunemap_cache")}
     proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, f"{script.name} {args}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -60,6 +62,13 @@ def _repository_untouched():
     yield
     after = repository_files()
     assert after == before, f"written into the repository: {sorted(set(after.items()) ^ set(before.items()))[:5]}"
+
+
+@pytest.fixture(scope="module")
+def text_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dunemap cache for the scripts that train with the catalog's class texts: the first of them encodes the
+    texts (loading the bundled sentence encoder, seconds), the others read the result (dunemap.knowledge.text)."""
+    return tmp_path_factory.mktemp("text_cache")
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +151,13 @@ def test_bench_archive(tmp_path: Path) -> None:
 
 
 def test_bench_dask(tmp_path: Path) -> None:
-    proc = run_script(BENCHMARKS / "bench_dask.py", "--size", "512", "--model", "mit_tiny", "--block-size", "512",
+    # 256 px: one block task and one window, as at 512 px, for a quarter of the raster to synthesise and map
+    proc = run_script(BENCHMARKS / "bench_dask.py", "--size", "256", "--model", "mit_tiny", "--block-size", "256",
                       "--workers", "1", "--precision", "fp32", "--estimate-workers", "1", "--work", tmp_path / "work",
                       cwd=tmp_path)
     assert "## Dask mapping benchmark: mit_tiny" in proc.stdout and "| Namib Sand Sea |" in proc.stdout
     with rasterio.open(tmp_path / "work" / "map_1w.tif") as src:
-        assert (src.height, src.width) == (512, 512)
+        assert (src.height, src.width) == (256, 256)
 
 
 def test_bench_ground_sand(tmp_path: Path) -> None:
@@ -275,19 +285,19 @@ def test_gpu_check_measures_every_installed_backend_on_the_cpu(tmp_path: Path) -
     assert not proc.stderr.strip(), proc.stderr  # no warnings
 
 
-def test_train_bench_model_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+def test_train_bench_model_writes_a_loadable_checkpoint(text_cache: Path, tmp_path: Path) -> None:
     from dunemap.runtime import load_predictor
 
     run_script(BENCHMARKS / "train_bench_model.py", "--out", tmp_path / "out", "--model", "mit_tiny", "--scene-size",
                "64", "--tile", "32", "--scenes-per-region", "1", "--epochs", "1", "--max-steps-per-epoch", "1",
-               "--batch-size", "2", "--threads", "1", cwd=tmp_path)
+               "--batch-size", "2", "--threads", "1", cwd=tmp_path, cache=text_cache)
     record = json.loads((tmp_path / "out" / "train_bench_model.json").read_text())
     assert record["epochs_run"] == 1 and len(record["history"]) == 1
     predictor = load_predictor(tmp_path / "out" / "mit_tiny_synth.pth", precision="fp32")
     assert predictor.config.name == "mit_tiny" and predictor.num_classes == 10
 
 
-def test_bench_adapt_runs_the_loop_and_bench_prior_rule_compares_the_corrections(held_out_work: Path,
+def test_bench_adapt_runs_the_loop_and_bench_prior_rule_compares_the_corrections(held_out_work: Path, text_cache: Path,
                                                                                  tmp_path: Path) -> None:
     """The simulated labeller on 128 px stand-ins of the four held-out scenes: a tiny base model, rounds of 0
     and 2 patches of 16 px, the real fine-tune at k = 2 (and a decoder recipe) with forgetting; then the
@@ -297,7 +307,7 @@ def test_bench_adapt_runs_the_loop_and_bench_prior_rule_compares_the_corrections
     proc = run_script(BENCHMARKS / "bench_adapt.py", held_out_work, "--name", "smoke", "--seeds", "0", "--k", "0",
                       "2", "--methods", "suggest", "random", "--finetune-k", "2", "--demo", demo, "--patch", "16",
                       "--recipe", 'decoder={"train_layers": "decoder", "max_steps_per_epoch": 1}', cwd=tmp_path,
-                      timeout=600)
+                      timeout=600, cache=text_cache)
     rows = {(r["variant"], r["method"], r["k"]): r
             for r in json.loads((held_out_work / "adapt_smoke.json").read_text())["rows"]}
     assert set(rows) == {("base", "none", 0), ("prior", "suggest", 2), ("prior", "random", 2),
@@ -307,7 +317,7 @@ def test_bench_adapt_runs_the_loop_and_bench_prior_rule_compares_the_corrections
     assert default["per_scene"] == prior["per_scene"]  # the default fine-tune keeps the network: the same maps
     assert 0 < prior["labelled"] < 0.1 and "| default | suggest | 2 |" in proc.stdout
     proc = run_script(BENCHMARKS / "bench_prior_rule.py", held_out_work, "--seeds", "0", "--size", "128", "--patch",
-                      "16", cwd=tmp_path)
+                      "16", cwd=tmp_path, cache=text_cache)
     lines = _json_lines(proc.stdout)
     scenes = ("atacama128s10004", "yilgarn128s10005")
     assert {(line["rule"], line["scene"]) for line in lines} == {

@@ -70,7 +70,7 @@ def test_bad_config_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "--data-root is required" in capsys.readouterr().err
 
 
-def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, make_tiny_dataset) -> None:
+def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, make_tiny_dataset, capsys) -> None:
     from dunemap.training.config import RECIPES
 
     data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=1)
@@ -109,12 +109,15 @@ def test_recipe_sets_what_is_not_given_and_is_stored_in_the_run(tmp_path: Path, 
     assert (resumed["recipe"], resumed["lr"], resumed["epochs"]) == ("small-data", 1.2e-3, 2)
     assert len(json.loads((tmp_path / "res" / "metrics.json").read_text())) == 2
 
-    proc = run_cli("train", "--recipe", "tiny-data", "--data-root", data, "--save-dir", tmp_path / "x")
-    assert proc.returncode == 2 and "published" in proc.stderr and "small-data" in proc.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's refusal of an unknown recipe
+        main(["train", "--recipe", "tiny-data", "--data-root", str(data), "--save-dir", str(tmp_path / "x")])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "published" in stderr and "small-data" in stderr
     assert not (tmp_path / "x").exists()
-    proc = run_cli("train", "--recipe", "small-data", "--init-from", tmp_path / "small" / "best_model.pth",
-                   "--replay", data, "--data-root", data, "--save-dir", tmp_path / "ft")
-    assert proc.returncode == 1 and "leave --recipe out" in proc.stderr
+    assert main(["train", "--recipe", "small-data", "--init-from", str(tmp_path / "small" / "best_model.pth"),
+                 "--replay", str(data), "--data-root", str(data), "--save-dir", str(tmp_path / "ft")]) == 1
+    assert "leave --recipe out" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
 
 

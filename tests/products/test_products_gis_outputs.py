@@ -20,6 +20,7 @@ from affine import Affine
 from gis_helpers import ORIGIN, aef_codes, cli, tiny_checkpoint, write_aef
 from products_helpers import LEGEND, write_class_map
 
+from dunemap.cli import main
 from dunemap.io.checksum import file_sha256
 from dunemap.io.formats import VECTOR_DRIVERS
 from dunemap.knowledge.catalog import load_catalog
@@ -163,29 +164,38 @@ def legend_names(mapped) -> list[str]:
         return json.loads(src.tags()["CLASS_NAMES"])
 
 
-def test_shapefile_set_needs_overwrite_and_is_replaced_whole(mapped, tmp_path: Path) -> None:
+def _in_process(capsys, *args: str | Path) -> tuple[int, str]:
+    """``dunemap ARGS`` through the CLI's ``main`` in this process: its exit code and what it wrote to stderr (for
+    the runs that follow a real process of the same command)."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_shapefile_set_needs_overwrite_and_is_replaced_whole(mapped, tmp_path: Path, capsys) -> None:
     out = tmp_path / "dunes.shp"
     assert cli("vectorize", mapped["map"], "--out", out).returncode == 0
     (tmp_path / "dunes.dbf").write_bytes(b"stale")  # a damaged sidecar: --overwrite must replace the whole set
-    refused = cli("vectorize", mapped["map"], "--out", out)
-    assert refused.returncode == 1 and "already exists; pass --overwrite" in refused.stderr
-    assert cli("vectorize", mapped["map"], "--out", out, "--overwrite").returncode == 0
+    code, err = _in_process(capsys, "vectorize", mapped["map"], "--out", out)
+    assert code == 1 and "already exists; pass --overwrite" in err
+    assert _in_process(capsys, "vectorize", mapped["map"], "--out", out, "--overwrite")[0] == 0
     assert pyogrio.read_info(out)["features"] > 0
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-def test_unknown_extensions_are_refused_before_anything_is_written(mapped, tmp_path: Path) -> None:
-    runs = {
-        "vectorize": cli("vectorize", mapped["map"], "--out", tmp_path / "dunes.kml"),
-        "sample": cli("sample", mapped["map"], "--out", tmp_path / "points.csv", "--n", "10"),
-        "map": cli("map", mapped["image"], "--weights", mapped["weights"], "--out", tmp_path / "x.png", *MAP_ARGS),
+def test_unknown_extensions_are_refused_before_anything_is_written(mapped, tmp_path: Path, capsys) -> None:
+    runs = {  # in this process: each command runs as a real process in the tests around
+        "vectorize": _in_process(capsys, "vectorize", mapped["map"], "--out", tmp_path / "dunes.kml"),
+        "sample": _in_process(capsys, "sample", mapped["map"], "--out", tmp_path / "points.csv", "--n", "10"),
+        "map": _in_process(capsys, "map", mapped["image"], "--weights", mapped["weights"], "--out", tmp_path / "x.png",
+                           *MAP_ARGS),
     }
-    for command, run in runs.items():
-        assert run.returncode == 1, command
-        lines = run.stderr.strip().splitlines()
-        assert len(lines) == 1 and "supported:" in lines[0] and "Traceback" not in run.stderr, (command, run.stderr)
-    assert "'.png'" in runs["map"].stderr and ".tif (GTiff)" in runs["map"].stderr
-    assert ".gpkg (GPKG)" in runs["vectorize"].stderr and ".shp (ESRI Shapefile)" in runs["vectorize"].stderr
+    for command, (code, err) in runs.items():
+        assert code == 1, command
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "supported:" in lines[0] and "Traceback" not in err, (command, err)
+    assert "'.png'" in runs["map"][1] and ".tif (GTiff)" in runs["map"][1]
+    assert ".gpkg (GPKG)" in runs["vectorize"][1] and ".shp (ESRI Shapefile)" in runs["vectorize"][1]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
+from dunemap.cli import main
 from dunemap.data.dataset import SeedLayoutDataset
 from dunemap.metrics import ConfusionMatrix
 from dunemap.models.checkpoint import load_checkpoint
@@ -71,8 +72,15 @@ def _run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def _one_process(args: list[str]) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dunemap", *args])
+def _one_process(args: list[str]) -> None:
+    """The one-process run, in this process through the CLI's ``main`` on one torch thread, as each rank runs
+    (OMP_NUM_THREADS=1); the command itself runs as a real process under torchrun."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _torchrun(args: list[str], log_dir: Path, ok: bool = True) -> subprocess.CompletedProcess:

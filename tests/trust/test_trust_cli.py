@@ -14,6 +14,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from dunemap.cli import main
 from dunemap.data.seed_layout import write_sample
 from dunemap.models.checkpoint import load_checkpoint
 from dunemap.runtime import Predictor
@@ -68,7 +69,8 @@ def test_training_stores_calibration_and_applicability(trained: Path, make_tiny_
     assert float((di_strange > aoa.threshold).float().mean()) > 0.9
 
 
-def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_path: Path, make_tiny_tile) -> None:
+def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_path: Path, make_tiny_tile,
+                                                          capsys) -> None:
     """A raster half familiar (west) and half unfamiliar (east) with a nodata hole: the companion raster says which."""
     rng = np.random.default_rng(5)
     west = np.concatenate([make_tiny_tile(rng)[0] for _ in range(2)], axis=1)  # (16, 128, 64)
@@ -111,13 +113,15 @@ def test_map_applicability_marks_unfamiliar_ground_outside(trained: Path, tmp_pa
     look = _dunemap("quicklook", tmp_path / "m.tif", "--out", tmp_path / "look.png", "--hatch-outside")
     assert look.returncode == 0, look.stderr
     assert (tmp_path / "look.png").read_bytes()[:4] == b"\x89PNG"
-    no_companion = _dunemap("quicklook", tmp_path / "plain.tif", "--out", tmp_path / "look2.png", "--hatch-outside")
-    assert no_companion.returncode == 1 and "--applicability" in no_companion.stderr
-
-    refused = _dunemap("map", emb, "--out", tmp_path / "x.tif", "--applicability", "--weights",
-                       trained / "last.pth", *common[2:])
-    assert refused.returncode == 1 and "no area of applicability" in refused.stderr
-    assert "Traceback" not in refused.stderr and not (tmp_path / "x.tif").exists()
+    # the refusals through the same entry point in this process (each command ran as a real process above)
+    capsys.readouterr()
+    assert main(["quicklook", str(tmp_path / "plain.tif"), "--out", str(tmp_path / "look2.png"),
+                 "--hatch-outside"]) == 1
+    assert "--applicability" in capsys.readouterr().err
+    assert main(["map", str(emb), "--out", str(tmp_path / "x.tif"), "--applicability", "--weights",
+                 str(trained / "last.pth"), *map(str, common[2:])]) == 1
+    err = capsys.readouterr().err
+    assert "no area of applicability" in err and "Traceback" not in err and not (tmp_path / "x.tif").exists()
 
 
 def _mads_dataset(root: Path) -> Path:
@@ -132,7 +136,7 @@ def _mads_dataset(root: Path) -> Path:
     return root
 
 
-def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path) -> None:
+def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path, capsys) -> None:
     data = _mads_dataset(tmp_path / "data")
     weights, text = mads.weights, mads.text
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -145,10 +149,13 @@ def test_calibrate_cli_on_a_published_state_dict(mads, tmp_path: Path) -> None:
     assert loaded.calibration["pixels"] == 2 * 56 * 64 and loaded.applicability is not None
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == before
 
-    again = _dunemap("calibrate", "--weights", weights, "--text-embeddings", text, "--data-root", data, "--out", out)
-    assert again.returncode == 1 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
-    onto = _dunemap("calibrate", "--weights", out, "--data-root", data, "--out", out, "--overwrite")
-    assert onto.returncode == 1 and "would overwrite the input" in onto.stderr
+    # the refusals through the same entry point in this process (the command ran as a real process above)
+    assert main(["calibrate", "--weights", str(weights), "--text-embeddings", str(text), "--data-root", str(data),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert main(["calibrate", "--weights", str(out), "--data-root", str(data), "--out", str(out), "--overwrite"]) == 1
+    assert "would overwrite the input" in capsys.readouterr().err
 
 
 def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> None:
@@ -165,9 +172,9 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> Non
     fits = {}
     for name, extra in (("all", ()), ("loro", ("--holdout-region", "namib"))):
         out = tmp_path / f"{name}.pth"
-        proc = _dunemap("calibrate", "--weights", weights, "--text-embeddings", text, "--data-root", data,
-                        "--out", out, *extra)
-        assert proc.returncode == 0, proc.stderr
+        # in this process: test_calibrate_cli_on_a_published_state_dict runs the command as a real process
+        assert main(["calibrate", "--weights", str(weights), "--text-embeddings", str(text), "--data-root", str(data),
+                     "--out", str(out), *extra]) == 0
         fits[name] = load_checkpoint(out)
     assert fits["all"].calibration["pixels"] == 2 * 56 * 64 and fits["loro"].calibration["pixels"] == 56 * 64
     every, loro = (Applicability.from_dict(f.applicability) for f in (fits["all"], fits["loro"]))
@@ -178,9 +185,8 @@ def test_calibrate_cli_leaves_a_held_out_region_out(mads, tmp_path: Path) -> Non
 def test_calibrate_without_applicability(mads, tmp_path: Path, split: str) -> None:
     data = _mads_dataset(tmp_path / "data")
     out = tmp_path / "cal.pth"
-    proc = _dunemap("calibrate", "--weights", mads.weights, "--text-embeddings", mads.text, "--data-root", data, "--out", out,
-                    "--applicability-split", split)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["calibrate", "--weights", str(mads.weights), "--text-embeddings", str(mads.text), "--data-root",
+                 str(data), "--out", str(out), "--applicability-split", split]) == 0  # in this process, as above
     assert load_checkpoint(out).applicability is None
 
 
