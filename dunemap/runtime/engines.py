@@ -34,7 +34,6 @@ class OnnxRuntimeRunner:
         # idle threads sleep instead of spinning: they would take the CPU from the decoding thread and from torch
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.streams = 1
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {INPUT_NAME: x})[0]
@@ -76,7 +75,7 @@ class OpenVinoRunner:
         core = ov.Core()
         model = core.read_model(str(path))
         height, width = (model.input(0).get_partial_shape()[axis].get_length() for axis in (2, 3))  # static
-        self.streams = streams = stream_count(threads, height * width)
+        streams = stream_count(threads, height * width)
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         self.model = core.compile_model(model, "CPU", config)
