@@ -36,6 +36,7 @@ from dunemap.acquire.index import (
 )
 from dunemap.errors import ConfigError, DunemapError, InputError
 from dunemap.io.atomic import atomic_path
+from dunemap.io.formats import embedding_creation
 from dunemap.io.progress import progress_bar
 from dunemap.raster.geometry import Box
 from dunemap.raster.reader import HTTP_OPTIONS, EmbeddingReader
@@ -291,10 +292,8 @@ def fetch_aef(config: FetchConfig) -> FetchResult:
             descriptions = tiles[0].descriptions
             if not any(descriptions):
                 descriptions = tuple(f"A{i:02d}" for i in range(count))
-            profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
-                       "crs": dst_crs, "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
-                       "blockysize": 256, "compress": "deflate", "predictor": 3 if dtype == "float32" else 2,
-                       "interleave": "band", "BIGTIFF": "IF_SAFER"}
+            profile = {**embedding_creation(dtype), "width": width, "height": height, "count": count,
+                       "crs": dst_crs, "transform": transform, "nodata": nodata}
             valid_pixels = 0
             with atomic_path(out) as tmp:
                 with rasterio.open(tmp, "w", **profile) as dst:

@@ -38,7 +38,8 @@ from dunemap.io.progress import progress_bar
 from dunemap.knowledge.catalog import class_texts
 from dunemap.mapping.assemble import MapAssembler
 from dunemap.mapping.config import MapConfig
-from dunemap.mapping.predict import batch_size_for, predict_block_data, prefetched, read_env, read_layout
+from dunemap.mapping.predict import (batch_size_for, direct_reads, predict_block_data, prefetched, read_env,
+                                     read_layout)
 from dunemap.mapping.profile import SeamIndex, StageTimes, seam_index_file
 from dunemap.mapping.windows import Block, BlockPlan, plan_blocks
 from dunemap.mapping.writer import GridSpec, partial_dir
@@ -252,11 +253,12 @@ def input_fingerprint(path: Path | str) -> list[dict]:
 
 def _read_ahead(reader: EmbeddingReader, blocks: Sequence[Block], prefetch: bool, times: StageTimes,
                 cache: int) -> Iterator[tuple[Block, BlockData]]:
-    """Yield each block with its input, read under ``cache`` bytes of GDAL block cache (:func:`read_layout`), the
-    next one in a background thread when ``prefetch``."""
+    """Yield each block with its input, read under ``cache`` bytes of GDAL block cache (:func:`read_layout`; local
+    GeoTIFFs past it, :func:`direct_reads`), the next one in a background thread when ``prefetch``."""
+    direct = direct_reads(reader)
 
     def read(block: Block) -> BlockData:
-        with times.timed("read"), read_env(cache):
+        with times.timed("read"), read_env(cache, direct):
             return reader.read(block.extent)
 
     return prefetched(read, blocks, prefetch, "dunemap-read")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 import numpy as np
@@ -230,7 +231,7 @@ def predict_block(
     if block.extent is None:
         raise InputError(f"block {block.index} owns no windows; it is finished from its neighbours' contributions")
     t0 = time.perf_counter()
-    with read_env():
+    with read_env(direct=direct_reads(reader)):
         data = reader.read(block.extent)
     read = time.perf_counter() - t0
     contribution = predict_block_data(data, predictor, block, config, batch_size)
@@ -238,11 +239,24 @@ def predict_block(
     return contribution
 
 
-def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES) -> rasterio.Env:
+def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES, direct: bool = False) -> rasterio.Env:
     """The GDAL settings a block is read under: ``cache_bytes`` of block cache (:func:`read_layout`) and
-    :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment)."""
+    :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment).
+
+    ``direct`` (:func:`direct_reads`: local GeoTIFFs) decodes each tile straight into the block read, past GDAL's
+    block cache (``GTIFF_DIRECT_IO``; GDAL reads it when a file is opened, so the reader's files must first be opened
+    under these settings, as a map's are). A pixel-interleaved tile of 64 bands is otherwise split into 64 cached
+    band blocks byte by byte and copied out of them again: 40 % of the read's CPU time (BENCHMARKS.md, issue 30).
+    """
     threads = {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": GDAL_READ_THREADS}
-    return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads)
+    return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads, **({"GTIFF_DIRECT_IO": "YES"} if direct else {}))
+
+
+def direct_reads(reader: EmbeddingReader) -> bool:
+    """Whether ``reader``'s blocks are read past GDAL's block cache (:func:`read_env`): when every tile is a local
+    GeoTIFF. A network tile keeps the cache, which spares fetching its stored blocks again (:func:`read_layout`),
+    and so does a VRT, whose sources may be either."""
+    return all(isinstance(tile.path, Path) and tile.path.suffix.lower() in (".tif", ".tiff") for tile in reader.tiles)
 
 
 def read_layout(reader: EmbeddingReader, plan: BlockPlan, remote: bool | None = None,

@@ -20,7 +20,6 @@ class EmbeddingEncoding:
 
     dtype: str  # GDAL / numpy data type name
     nodata: float
-    predictor: int  # TIFF predictor: 2 horizontal differencing (integers), 3 floating point
 
     def encode(self, embedding: "np.ndarray", valid: "np.ndarray") -> "np.ndarray":
         """The stored array: nodata pixels (``valid`` False) become NaN or -128."""
@@ -34,6 +33,6 @@ class EmbeddingEncoding:
 
 
 ENCODINGS: dict[str, EmbeddingEncoding] = {
-    "float32": EmbeddingEncoding("float32", float("nan"), 3),
-    "int8": EmbeddingEncoding("int8", -128.0, 2),
+    "float32": EmbeddingEncoding("float32", float("nan")),
+    "int8": EmbeddingEncoding("int8", -128.0),
 }

@@ -15,6 +15,7 @@ import numpy as np
 from dunemap.errors import RasterIOError
 from dunemap.io.aef import AEF_BANDS
 from dunemap.io.atomic import atomic_path
+from dunemap.io.formats import EMBEDDING_TILE, embedding_creation
 from dunemap.knowledge.catalog import load_catalog
 from dunemap.raster.legend import ClassLegend, style_paths
 from dunemap.registry import choose
@@ -25,21 +26,22 @@ from dunemap.synth.scene import Scene, SceneConfig, check_scene_memory, generate
 
 log = logging.getLogger(__name__)
 
-BLOCK = 256  # GeoTIFF tile size, pixels
 
 
-def _profile(scene: Scene, count: int, dtype: str, nodata: float, predictor: int, bottom_up: bool) -> dict:
+def _profile(scene: Scene, count: int, dtype: str, nodata: float, bottom_up: bool) -> dict:
+    """The creation profile of a scene's raster: embeddings as dunemap writes them all
+    (:func:`~dunemap.io.formats.embedding_creation`), labels (one uint8 band) in DEFLATE, which every GIS reads."""
     from affine import Affine
 
     h, w = scene.shape
     t = scene.transform
     if bottom_up:  # rows stored south to north: origin at the southern edge, positive pixel height
         t = Affine(t.a, t.b, t.c, t.d, -t.e, t.f + t.e * h)
-    return {
-        "driver": "GTiff", "width": w, "height": h, "count": count, "dtype": dtype, "crs": scene.crs,
-        "transform": t, "nodata": nodata, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
-        "compress": "deflate", "predictor": predictor, "interleave": "pixel", "BIGTIFF": "IF_SAFER",
-    }
+    grid = {"width": w, "height": h, "count": count, "crs": scene.crs, "transform": t, "nodata": nodata}
+    if count == 1:
+        return {"driver": "GTiff", "dtype": dtype, "tiled": True, "blockxsize": EMBEDDING_TILE, "blockysize": EMBEDDING_TILE,
+                "compress": "deflate", "predictor": 2, **grid}
+    return {**embedding_creation(dtype), **grid}
 
 
 def _catalog_legend():
@@ -81,12 +83,11 @@ def write_scene_geotiff(
                 atomic_path(styles["aux"], suffix=".xml") as tmp_aux, atomic_path(styles["qml"]) as tmp_qml:
             tmp_aux.write_text(legend.pam_xml())  # published before the labels, which are published before the image
             tmp_qml.write_text(legend.raster_qml())
-            with rasterio.open(tmp_img, "w", **_profile(scene, AEF_BANDS, enc.dtype, enc.nodata, enc.predictor,
-                                                          bottom_up)) as dst:
+            with rasterio.open(tmp_img, "w", **_profile(scene, AEF_BANDS, enc.dtype, enc.nodata, bottom_up)) as dst:
                 dst.write(np.ascontiguousarray(data))
                 dst.descriptions = tuple(f"A{i:02d}" for i in range(AEF_BANDS))
                 dst.update_tags(**tags)
-            with rasterio.open(tmp_lbl, "w", **_profile(scene, 1, "uint8", NODATA_LABEL, 2, bottom_up)) as dst:
+            with rasterio.open(tmp_lbl, "w", **_profile(scene, 1, "uint8", NODATA_LABEL, bottom_up)) as dst:
                 dst.write_colormap(1, legend.colormap())  # before the pixels: a palette is a header field
                 dst.write(np.ascontiguousarray(label)[None])
                 dst.update_tags(**tags, **legend.tags())  # the catalog's names and colours, as on a predicted map

@@ -195,6 +195,7 @@ def test_fetch_int8_keeps_the_archive_codes_across_two_zones(aef_tiles, tmp_path
         assert res.tiles == ["2023/33S/b.tiff", "2023/34S/c.tiff"]
         with rasterio.open(res.out) as ds:
             assert ds.dtypes[0] == (dtype or "int8") and ds.transform.e < 0
+            assert (ds.compression.name.lower(), ds.interleaving.name.lower()) == ("zstd", "pixel")  # as synth's
             got[dtype or "int8"] = (ds.read(), ds.nodata, ds.transform)
     codes, nodata, transform = got["int8"]
     assert nodata == -128 and transform == got["float32"][2]

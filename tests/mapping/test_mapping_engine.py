@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 import pytest
 import rasterio
+import rasterio.shutil
 import torch
 from mapping_helpers import UTM_TRANSFORM, smooth_unit_vectors, write_raster
 from rio_cogeo.cogeo import cog_validate
@@ -245,6 +247,41 @@ def test_the_read_cache_holds_a_row_of_map_blocks_stored_blocks(tmp_path: Path, 
         assert read_layout(reader, blocks, remote=True) == expected  # as over HTTP
         assert read_layout(reader, blocks) == (GDAL_READ_CACHE_BYTES, 0)  # a local file: the page cache re-reads
     assert {2048: band, 1000: GDAL_READ_CACHE_BYTES, 8192: 5 * 6 * 512 * 512 * 64}[width] == expected[0]
+
+
+@pytest.mark.parametrize("compress, bottom_up", [("zstd", False), ("deflate", True)])
+def test_local_geotiffs_are_read_past_the_block_cache_with_the_same_codes(tmp_path: Path, compress: str,
+                                                                          bottom_up: bool) -> None:
+    """Blocks of a local, tiled, pixel-interleaved int8 GeoTIFF (north-up or bottom-up) read past GDAL's block cache
+    (``GTIFF_DIRECT_IO``, :func:`read_env` with ``direct``) hold the codes and valid pixels of a cached read; a
+    VRT of it keeps the cache (its sources may lie on a network)."""
+    from dunemap.io.formats import embedding_creation
+    from dunemap.mapping.predict import direct_reads, read_env
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-127, 128, size=(64, 600, 520), dtype=np.int8)
+    codes[:, 100:130, 40:90] = -128
+    path = tmp_path / "e.tif"
+    transform = UTM_TRANSFORM @ Affine.translation(0, 600) @ Affine.scale(1, -1) if bottom_up else UTM_TRANSFORM
+    with rasterio.open(path, "w", **{**embedding_creation("int8"), "compress": compress}, height=600, width=520,
+                       count=64, nodata=-128, crs="EPSG:32633", transform=transform) as dst:
+        dst.write(codes[:, ::-1] if bottom_up else codes)
+    boxes = [Box(0, 0, 600, 520), Box(37, 300, 290, 220), Box(250, 10, 350, 300)]
+    reads = {}
+    for direct in (False, True):
+        with EmbeddingReader(path) as reader, read_env(direct=direct):
+            assert direct_reads(reader)
+            reads[direct] = [reader.read(box) for box in boxes]
+    for box, cached, direct in zip(boxes, reads[False], reads[True]):
+        np.testing.assert_array_equal(direct.data, cached.data)
+        np.testing.assert_array_equal(direct.valid, cached.valid)
+        rows, cols = box.slices()
+        np.testing.assert_array_equal(direct.data, codes[:, rows, cols])
+    assert not reads[True][0].valid[100:130, 40:90].any() and reads[True][0].valid.sum() == 600 * 520 - 30 * 50
+    vrt = tmp_path / "e.vrt"
+    rasterio.shutil.copy(path, vrt, driver="VRT")
+    with EmbeddingReader(vrt) as reader:
+        assert not direct_reads(reader)
 
 
 def test_classify_is_argmax_and_max_with_ties_to_the_first_class_and_nodata_where_invalid() -> None:

@@ -27,7 +27,10 @@ def test_float_geotiff_holds_the_embeddings_on_the_label_grid(scene, tmp_path, c
     with rasterio.open(img) as e, rasterio.open(lbl) as l:
         assert e.count == 64 and e.dtypes[0] == "float32" and math.isnan(e.nodata)
         assert e.crs.to_epsg() == 32611 and e.transform == scene.transform == l.transform
-        assert e.block_shapes[0] == (256, 256) and e.compression.name.lower() == "deflate"
+        # the embeddings as dunemap writes them all (embedding_creation): pixel-interleaved ZSTD; labels in DEFLATE
+        assert e.block_shapes[0] == (256, 256) and e.compression.name.lower() == "zstd"
+        assert e.interleaving.name.lower() == "pixel" and e.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"
+        assert l.compression.name.lower() == "deflate"
         assert e.descriptions[0] == "A00" and e.descriptions[63] == "A63"
         data = e.read()
         assert l.count == 1 and l.dtypes[0] == "uint8" and l.nodata == 255
