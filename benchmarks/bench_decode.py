@@ -30,7 +30,6 @@ average are printed with the tables; everything also goes to ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_mapping import make_noise_raster
+from bench_mapping import finish_report, make_noise_raster
 from dunemap.io.aef import code_table
 from dunemap.mapping import decode
 from dunemap.mapping.config import default_stride
@@ -195,11 +194,7 @@ def main() -> None:
             work = args.work or Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             report["reads"] = time_reads(args.read_size, args.block, args.repeats, work)
-    report["load_1min_after"] = round(os.getloadavg()[0], 2)
-    print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    finish_report(report, format_report, args.json)
 
 
 def format_report(report: dict) -> str:

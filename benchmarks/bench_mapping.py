@@ -406,7 +406,7 @@ def main() -> None:
     report: dict = {"command": command, "size": args.size, "scene": args.scene, "weights": str(weights),
                     "trained_weights": trained, "cpus": os.cpu_count(), "threads": args.threads or "torch default",
                     "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_info(),
-                    "runs": []}
+                    "storage": storage(raster), "runs": []}
     import torch
 
     report["torch"] = torch.__version__
@@ -477,11 +477,33 @@ def main() -> None:
     print(f"\nwrote {json_path}")
 
 
+def finish_report(report: dict, format_report, path: Path | None) -> None:
+    """Record the 1-minute load average after the runs, print ``format_report(report)`` and write ``report`` to
+    ``path`` as JSON (the close of the benchmarks that time one thing in several ways)."""
+    report["load_1min_after"] = round(os.getloadavg()[0], 2)
+    print(format_report(report))
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {path}")
+
+
+def storage(raster: Path) -> str:
+    """How the raster stores its pixels (its read cost depends on it): compression, predictor, interleaving, tiles."""
+    import rasterio
+
+    with rasterio.open(raster) as src:
+        tags = src.tags(ns="IMAGE_STRUCTURE")
+        rows, cols = src.block_shapes[0]
+        return (f"{tags.get('COMPRESSION', 'uncompressed')}, predictor {tags.get('PREDICTOR', '1')}, "
+                f"{tags.get('INTERLEAVE', 'band').lower()}-interleaved, {rows}x{cols} px tiles")
+
+
 def format_report(report: dict, rows: list[dict], area: float, args: argparse.Namespace, seed: dict) -> str:
     lines = [f"`{report['command']}`", ""]
     what = "held-out synthetic " + args.scene + " scene" if args.scene != "noise" else "smooth-noise"
     weights = "trained weights" if report["trained_weights"] else "RANDOM weights (agreement not meaningful)"
-    lines.append(f"{args.size}x{args.size} int8 AEF {what} raster ({area:.1f} km2), {Path(report['weights']).name} "
+    lines.append(f"{args.size}x{args.size} int8 AEF {what} raster ({area:.1f} km2; {report['storage']}), "
+                 f"{Path(report['weights']).name} "
                  f"({weights}), {report['cpus']} CPU(s): {describe_cpu(report['cpu'])}, threads {report['threads']}, "
                  f"torch {report['torch']}; 1-min load average before/after each run in the last column")
     if "levers" in report:

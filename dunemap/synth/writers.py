@@ -39,8 +39,8 @@ def _profile(scene: Scene, count: int, dtype: str, nodata: float, bottom_up: boo
         t = Affine(t.a, t.b, t.c, t.d, -t.e, t.f + t.e * h)
     grid = {"width": w, "height": h, "count": count, "crs": scene.crs, "transform": t, "nodata": nodata}
     if count == 1:
-        return {"driver": "GTiff", "dtype": dtype, "tiled": True, "blockxsize": EMBEDDING_TILE, "blockysize": EMBEDDING_TILE,
-                "compress": "deflate", "predictor": 2, **grid}
+        return {"driver": "GTiff", "dtype": dtype, "tiled": True, "blockxsize": EMBEDDING_TILE,
+                "blockysize": EMBEDDING_TILE, "compress": "deflate", "predictor": 2, **grid}
     return {**embedding_creation(dtype), **grid}
 
 

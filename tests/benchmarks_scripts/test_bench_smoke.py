@@ -269,6 +269,18 @@ def test_bench_decode_times_the_paths_and_checks_them_equal(tmp_path: Path) -> N
     assert report["cpu"]["model"] in proc.stdout and "| 64 | baseline: one np.take" in proc.stdout
 
 
+def test_bench_read_reads_every_block_of_both_codecs_alike(tmp_path: Path) -> None:
+    out = tmp_path / "read.json"
+    proc = run_script(BENCHMARKS / "bench_read.py", "--size", "300", "--window", "64", "--repeats", "1", "--json", out,
+                      cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert [(r["codec"], r["direct"]) for r in report["reads"]] == [(c, d) for c in ("deflate", "zstd")
+                                                                    for d in (False, True)]
+    assert len({r["codes"] for r in report["reads"]}) == 1 and report["reads"][0]["codes"] >= 300 * 300 * 64
+    assert all(r["cpu_seconds"] > 0 and r["bytes"] > 0 for r in report["reads"])
+    assert "Every read gave the same codes" in proc.stdout and report["cpu"]["model"] in proc.stdout
+
+
 def test_gpu_check_measures_every_installed_backend_on_the_cpu(tmp_path: Path) -> None:
     """DEVICE=cpu runs the GPU check's measurements on the CPU: torch, the ONNX Runtime and OpenVINO exports
     (installed with the test extras), CPU decode and COG write, and a summary line naming the fastest."""
