@@ -253,10 +253,13 @@ def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES, direct: bool = False) -> 
 
 
 def direct_reads(reader: EmbeddingReader) -> bool:
-    """Whether ``reader``'s blocks are read past GDAL's block cache (:func:`read_env`): when every tile is a local
-    GeoTIFF. A network tile keeps the cache, which spares fetching its stored blocks again (:func:`read_layout`),
+    """Whether ``reader``'s blocks are read past GDAL's block cache (:func:`read_env`): when every tile is a local,
+    pixel-interleaved GeoTIFF. A band-interleaved file has no tiles to split, and the cache spares decoding again
+    the stored blocks a block's halo shares with the next (reading past it took 16-36 % more CPU: BENCHMARKS.md,
+    issue 30). A network tile keeps the cache, which spares fetching its stored blocks again (:func:`read_layout`),
     and so does a VRT, whose sources may be either."""
-    return all(isinstance(tile.path, Path) and tile.path.suffix.lower() in (".tif", ".tiff") for tile in reader.tiles)
+    return all(isinstance(tile.path, Path) and tile.path.suffix.lower() in (".tif", ".tiff") and tile.pixel_interleaved
+               for tile in reader.tiles)
 
 
 def read_layout(reader: EmbeddingReader, plan: BlockPlan, remote: bool | None = None,

@@ -39,7 +39,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags
+from rasterio.enums import Interleaving, MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -169,6 +169,7 @@ class _Tile:
     width: int
     bottom_up: bool  # rows stored south to north (positive pixel height): flipped on read
     per_dataset_mask: bool
+    pixel_interleaved: bool  # a pixel's bands stored together (GDAL's INTERLEAVE=PIXEL)
 
     def overlap(self, box: Box) -> Box | None:
         """The part of ``box`` (mosaic pixels) this tile covers, or None."""
@@ -292,13 +293,14 @@ class EmbeddingReader:
                 self.block_shapes[p] = src.block_shapes[0]
                 metas.append((p, src.crs, north_up_transform(src.transform, src.height, where=str(p)),
                               src.transform.e > 0, src.height, src.width, src.count, tuple(src.dtypes), src.nodata,
-                              MaskFlags.per_dataset in src.mask_flag_enums[0]))
+                              MaskFlags.per_dataset in src.mask_flag_enums[0],
+                              src.count > 1 and src.interleaving == Interleaving.pixel))
                 if p == paths[0]:
                     self.descriptions: tuple[str | None, ...] = src.descriptions  # band names of the first raster
-        _, crs, t0, _, _, _, count, dtypes, nodata, _ = metas[0]
+        _, crs, t0, _, _, _, count, dtypes, nodata, _, _ = metas[0]
         bands = count if bands is None else bands
         self.bands = bands
-        for p, c, t, _, _, _, n, d, nd, _ in metas:
+        for p, c, t, _, _, _, n, d, nd, _, _ in metas:
             if n != bands:
                 raise InputError(f"{p}: has {n} band(s); the model expects {bands} embedding bands")
             if len(set(d)) != 1:
@@ -319,11 +321,11 @@ class EmbeddingReader:
         west = min(m[2].c for m in metas)
         north = max(m[2].f for m in metas)
         self.tiles: list[_Tile] = []
-        for p, _, t, bottom_up, h, w, *_, masked in metas:
+        for p, _, t, bottom_up, h, w, *_, masked, pixel in metas:
             col, row = (t.c - west) / xres, (t.f - north) / yres
             if not (np.isclose(col, round(col), atol=1e-3) and np.isclose(row, round(row), atol=1e-3)):
                 raise InputError(f"{p}: not on the first tile's pixel grid (offset {row:.3f} rows, {col:.3f} cols)")
-            self.tiles.append(_Tile(p, int(round(row)), int(round(col)), h, w, bottom_up, masked))
+            self.tiles.append(_Tile(p, int(round(row)), int(round(col)), h, w, bottom_up, masked, pixel))
         self.dtype: str = dtypes[0]
         self.height: int = max(t.row + t.height for t in self.tiles)
         self.width: int = max(t.col + t.width for t in self.tiles)

@@ -254,7 +254,7 @@ def test_local_geotiffs_are_read_past_the_block_cache_with_the_same_codes(tmp_pa
                                                                           bottom_up: bool) -> None:
     """Blocks of a local, tiled, pixel-interleaved int8 GeoTIFF (north-up or bottom-up) read past GDAL's block cache
     (``GTIFF_DIRECT_IO``, :func:`read_env` with ``direct``) hold the codes and valid pixels of a cached read; a
-    VRT of it keeps the cache (its sources may lie on a network)."""
+    VRT of it (its sources may lie on a network) and a band-interleaved copy keep the cache."""
     from dunemap.io.formats import embedding_creation
     from dunemap.mapping.predict import direct_reads, read_env
 
@@ -280,8 +280,10 @@ def test_local_geotiffs_are_read_past_the_block_cache_with_the_same_codes(tmp_pa
     assert not reads[True][0].valid[100:130, 40:90].any() and reads[True][0].valid.sum() == 600 * 520 - 30 * 50
     vrt = tmp_path / "e.vrt"
     rasterio.shutil.copy(path, vrt, driver="VRT")
-    with EmbeddingReader(vrt) as reader:
-        assert not direct_reads(reader)
+    rasterio.shutil.copy(path, tmp_path / "band.tif", driver="GTiff", interleave="band", tiled=True)
+    for other in (vrt, tmp_path / "band.tif"):  # band-interleaved: no tiles to split, and the cache spares re-decoding
+        with EmbeddingReader(other) as reader:
+            assert not direct_reads(reader)
 
 
 def test_classify_is_argmax_and_max_with_ties_to_the_first_class_and_nodata_where_invalid() -> None:
