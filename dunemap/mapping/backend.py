@@ -84,11 +84,13 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
 
 def input_seconds(data: BlockData, win: Box, repeats: int = 3) -> dict[str, float]:
     """Seconds (best of ``repeats``) that preparing window ``win`` of ``data`` takes for each kind of model input:
-    ``channels_last`` (torch), ``values`` (the exports: float32, band-interleaved) and, from AEF codes, ``codes``
-    (an export that decodes them itself). ``auto`` adds them to each candidate's time: the model's threads use
-    every core, so the mapping's decoding thread takes its time from the model (:func:`decoded_batches`)."""
+    ``channels_last`` (torch), ``values`` and ``bf16`` (the exports: float32 or bf16, band-interleaved,
+    :func:`~dunemap.runtime.backends.input_kind`) and, from AEF codes, ``codes`` (an export that decodes them
+    itself). ``auto`` adds them to each candidate's time: the model's threads use every core, so the mapping's
+    decoding thread takes its time from the model (:func:`decoded_batches`)."""
     kinds = {"channels_last": lambda: window_batch(data, [win], torch.float32),
-             "values": lambda: window_batch(data, [win], torch.float32, channels_last=False)}
+             "values": lambda: window_batch(data, [win], torch.float32, channels_last=False),
+             "bf16": lambda: window_batch(data, [win], torch.bfloat16, channels_last=False)}
     if data.data.dtype == np.int8:
         kinds["codes"] = lambda: window_codes(data, [win], channels_last=False)
     return {kind: best_time(lambda _: prepare(), None, repeats)[1] for kind, prepare in kinds.items()}

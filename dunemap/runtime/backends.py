@@ -36,10 +36,13 @@ from dunemap.runtime.predictor import Predictor
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install -e ".[fast]"'
-# engines whose exports take AEF int8 codes and decode them as their first operation: OpenVINO's look-up runs in its
-# own threads at about no cost, while ONNX Runtime's Gather of single values was slower than decoding in numpy
-# (BENCHMARKS.md, issue 30)
+# engines whose fp32 exports take AEF int8 codes and decode them as their first operation: OpenVINO's look-up runs in
+# its own threads, while ONNX Runtime's Gather of single values was slower than decoding in numpy. OpenVINO in bf16
+# takes bf16 values instead (:func:`input_kind`): decoded here into bf16 at 1.2 ms a 128 px window on one core, where
+# its graph spent 2.2 ms of both cores on the look-up, the uint8 conversion and the float reorder (BENCHMARKS.md,
+# issue 30)
 CODES_ENGINES = ("openvino",)
+BF16_INPUT_ENGINES = ("openvino",)  # engines whose bf16 backend is fed bf16 values (their bits as uint16)
 
 
 @dataclass(frozen=True)
@@ -148,14 +151,14 @@ class ExportedPredictor:
     temperature and adds its class bias exactly as it does. Windows of another size than the export's
     run through ``base``.
 
-    ``runners`` holds a runner per input the predictor was built for: ``"values"`` (float32 embeddings) and,
-    where the engine decodes AEF codes itself (:data:`CODES_ENGINES`), ``"codes"`` (uint8 code bits, the export of
-    :func:`dunemap.runtime.export.export_onnx` with ``codes``). A uint8 batch runs on the codes runner, anything
-    else on the values runner; the one missing is built on first use. :attr:`takes_codes` tells mapping to copy
-    an int8 raster's windows as codes instead of decoding them.
+    ``runners`` holds a runner per input the predictor was built for (:func:`input_kind`): ``"values"`` (float32
+    embeddings), ``"bf16"`` (bf16 embeddings, OpenVINO in bf16) or, where the engine decodes AEF codes itself
+    (:data:`CODES_ENGINES`), ``"codes"`` (uint8 code bits, the export of :func:`dunemap.runtime.export.export_onnx`
+    with ``codes``). A uint8 batch runs on the codes runner, a bf16 one on the bf16 runner, anything else on the
+    values runner; the one missing is built on first use. :attr:`takes_codes` tells mapping to copy an int8
+    raster's windows as codes instead of decoding them, :attr:`input_dtype` what to decode them into.
     """
 
-    input_dtype = torch.float32
     channels_last = False  # the exports read (B, C, H, W) contiguous: windows are decoded so, not transposed here
     device = torch.device("cpu")
 
@@ -181,9 +184,15 @@ class ExportedPredictor:
         """Whether int8 windows go in as codes (a codes runner was built: the raster to map stores AEF codes)."""
         return "codes" in self.runners
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """What mapping decodes windows into: bf16 for a runner built for bf16 values, else float32."""
+        return torch.bfloat16 if "bf16" in self.runners else torch.float32
+
     def runner(self, x: np.ndarray) -> np.ndarray:
-        """The export's raw logits of ``x`` (B, C, h, w) row-major: uint8 codes or float32 values."""
-        kind = "codes" if x.dtype == np.uint8 else "values"
+        """The export's raw logits of ``x`` (B, C, h, w) row-major: uint8 codes, bf16 values' bits (uint16) or
+        float32 values."""
+        kind = {np.dtype(np.uint8): "codes", np.dtype(np.uint16): "bf16"}.get(x.dtype, "values")
         if kind not in self.runners:
             if self.build is None:
                 raise ConfigError(f"backend {self.backend} was built without an export for {kind} input")
@@ -207,7 +216,7 @@ class ExportedPredictor:
         if tuple(x.shape[-2:]) != (self.window, self.window):
             if x.dtype == torch.uint8:  # codes: decoded as the export decodes them
                 x = torch.from_numpy(decode_codes(x.numpy()))
-            return self.base.forward(x).float()
+            return self.base.forward(x.float()).float()
         return torch.from_numpy(self.runner(_row_major(x)))
 
     @torch.inference_mode()
@@ -232,8 +241,17 @@ class ExportedPredictor:
 
 
 def _row_major(x: torch.Tensor) -> np.ndarray:
-    """A batch (B, C, H, W) as the exports read it: row-major numpy, uint8 codes or float32 values."""
-    return np.ascontiguousarray(x.detach().to("cpu", torch.uint8 if x.dtype == torch.uint8 else torch.float32).numpy())
+    """A batch (B, C, H, W) as the exports read it: row-major numpy, uint8 codes, bf16 values' bits as uint16 (numpy
+    has no bf16) or float32 values."""
+    x = x.detach().to("cpu")
+    if x.dtype == torch.bfloat16:
+        return np.ascontiguousarray(x.contiguous().view(torch.int16).numpy().view(np.uint16))
+    return np.ascontiguousarray(x.to(torch.uint8 if x.dtype == torch.uint8 else torch.float32).numpy())
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bf16 bits (uint16): exact, bf16 being float32's upper half."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def decode_codes(codes: np.ndarray) -> np.ndarray:
@@ -244,9 +262,20 @@ def decode_codes(codes: np.ndarray) -> np.ndarray:
 
 def takes_codes(name: str, codes: bool) -> bool:
     """Whether backend ``name`` reads AEF int8 codes (``codes``: the raster stores them): its engine decodes them
-    itself (:data:`CODES_ENGINES`) and its export is fp32 (an int8 export is calibrated on values)."""
+    itself (:data:`CODES_ENGINES`) and it runs in fp32 (an int8 export is calibrated on values; bf16 is fed bf16
+    values, :func:`input_kind`)."""
     spec = choose(BACKENDS, name, "backend")
-    return codes and spec.engine in CODES_ENGINES and spec.precision != "int8"
+    return codes and spec.engine in CODES_ENGINES and spec.precision == "fp32"
+
+
+def input_kind(name: str, codes: bool) -> str:
+    """What backend ``name`` is fed (``codes``: the raster stores AEF codes): ``"codes"`` (:func:`takes_codes`),
+    ``"bf16"`` values (a bf16 backend of :data:`BF16_INPUT_ENGINES`, whatever the raster stores) or ``"values"``
+    (float32)."""
+    spec = choose(BACKENDS, name, "backend")
+    if takes_codes(name, codes):
+        return "codes"
+    return "bf16" if spec.precision == "bf16" and spec.engine in BF16_INPUT_ENGINES else "values"
 
 
 def exported_path(reference: Predictor, name: str, window: int, codes: bool = False,
@@ -282,27 +311,31 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
         if kind == "codes" and not takes_codes(name, True):  # decoded here, run as values
             values = build("values")
             return lambda x: values(decode_codes(x))
+        if kind == "bf16" and input_kind(name, False) != "bf16":  # widened here, run as values
+            values = build("values")
+            return lambda x: values(bf16_values(x))
         path = exported_path(reference, name, window, kind == "codes", samples)
-        return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision)
+        bf16 = {"bf16_input": True} if kind == "bf16" else {}
+        return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision, **bf16)
 
-    kind = "codes" if takes_codes(name, codes) else "values"
+    kind = input_kind(name, codes)
     choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)
     return ExportedPredictor(reference, choice, {kind: build(kind)}, window, build)
 
 
 def measure_apart(engine: str, path: Path, x: torch.Tensor, repeats: int = 2,
                   precisions: Sequence[str] = ("fp32",)) -> dict[str, tuple[torch.Tensor, float] | RuntimeError]:
-    """For each of ``precisions``, the raw logits of ``x`` (values, or uint8 codes for an export of codes) by
-    ``engine`` running the export at ``path`` in that precision and its best time of ``repeats`` after a warm-up
-    run, or the RuntimeError it failed with. They are measured in turn in one child process (one start and import
-    for OpenVINO's fp32 and bf16): what a backend allocates (sessions, arenas, compiled graphs) leaves with it, so
-    measuring several costs this process no memory (``auto`` would otherwise hold them all at once). The child runs
+    """For each of ``precisions``, the raw logits of ``x`` (values, bf16 values, or uint8 codes for an export of
+    codes) by ``engine`` running the export at ``path`` in that precision and its best time of ``repeats`` after a
+    warm-up run, or the RuntimeError it failed with. They are measured in turn in one child process (one start and
+    import for the precisions of an engine that share an input): what a backend allocates (sessions, arenas,
+    compiled graphs) leaves with it, so measuring several costs this process no memory (``auto`` would otherwise
+    hold them all at once). The child runs
     :mod:`dunemap.runtime.engines` as a file, which imports neither torch nor dunemap: it starts in a fraction of a
     second. A child that fails as a whole raises its RuntimeError.
     """
     with tempfile.TemporaryDirectory(prefix="dunemap-measure-") as tmp:
-        dtype = np.uint8 if x.dtype == torch.uint8 else np.float32  # codes for an export of codes, else values
-        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x.numpy(), dtype=dtype))
+        np.save(Path(tmp) / "x.npy", _row_major(x))  # codes, bf16 bits or float32 values, as the map feeds them
         code = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
         done = subprocess.run([sys.executable, "-c", code, engines.__file__, engine, str(path), tmp,
                                str(torch.get_num_threads()), str(repeats), ",".join(precisions)],
@@ -364,7 +397,8 @@ def candidates(precision: str) -> Sequence[str]:
     return names
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "CODES_ENGINES", "Backend", "BackendChoice", "ExportedPredictor", "Samples",
-           "argmax_agreement", "backend_name", "build_exported", "candidates", "decode_codes", "exported_path",
-           "fp32_reference", "measure", "measure_apart", "require_package", "takes_codes", "window_tensor"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "BF16_INPUT_ENGINES", "CODES_ENGINES", "Backend", "BackendChoice",
+           "ExportedPredictor", "Samples", "argmax_agreement", "backend_name", "bf16_values", "build_exported",
+           "candidates", "decode_codes", "exported_path", "fp32_reference", "input_kind", "measure", "measure_apart",
+           "require_package", "takes_codes", "window_tensor"]
 

@@ -69,25 +69,39 @@ class OpenVinoRunner:
     A batch of one runs on one stream (its threads alone).
     """
 
-    def __init__(self, path, threads: int, precision: str = "fp32") -> None:
+    def __init__(self, path, threads: int, precision: str = "fp32", bf16_input: bool = False) -> None:
         import openvino as ov
+        from openvino.preprocess import PrePostProcessor
 
         core = ov.Core()
         model = core.read_model(str(path))
         height, width = (model.input(0).get_partial_shape()[axis].get_length() for axis in (2, 3))  # static
+        if bf16_input:  # the float export fed bf16 values (their bits as uint16): no float32 input to convert
+            steps = PrePostProcessor(model)
+            steps.input().tensor().set_element_type(ov.Type.bf16)
+            model = steps.build()
+        self.bf16_input = bf16_input
         streams = stream_count(threads, height * width)
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         self.model = core.compile_model(model, "CPU", config)
         self.requests = [self.model.create_infer_request() for _ in range(streams)]
 
+    def _input(self, x: np.ndarray):
+        """What a request is given: ``x`` itself, or bf16 bits (uint16) wrapped as OpenVINO's bf16 without a copy."""
+        if not self.bf16_input:
+            return {0: x}
+        import openvino as ov
+
+        return {0: ov.Tensor(np.ascontiguousarray(x, dtype=np.uint16), list(x.shape), ov.Type.bf16)}
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if len(x) < 2 or len(self.requests) == 1:
-            return np.asarray(self.requests[0].infer({0: x})[0])
+            return np.asarray(self.requests[0].infer(self._input(x))[0])
         parts = np.array_split(x, min(len(x), len(self.requests)))
         running = list(zip(self.requests, parts))
         for request, part in running:
-            request.start_async({0: part})
+            request.start_async(self._input(part))
         for request, _ in running:
             request.wait()
         return np.concatenate([request.get_output_tensor(0).data for request, _ in running])
@@ -108,15 +122,16 @@ def best_time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: i
 
 
 def main(argv: list[str]) -> None:
-    """ENGINE EXPORT FOLDER THREADS REPEATS PRECISIONS: FOLDER/x.npy run by ENGINE in each of the comma-separated
-    PRECISIONS in turn (one runner at a time), each output to FOLDER/logits_PRECISION.npy and a line
-    ``PRECISION SECONDS`` printed, its best time, or ``PRECISION error MESSAGE`` where that precision failed (the child
-    of :func:`dunemap.runtime.backends.measure_apart`)."""
+    """ENGINE EXPORT FOLDER THREADS REPEATS PRECISIONS: FOLDER/x.npy (uint16: bf16 values' bits) run by ENGINE in
+    each of the comma-separated PRECISIONS in turn (one runner at a time), each output to
+    FOLDER/logits_PRECISION.npy and a line ``PRECISION SECONDS`` printed, its best time, or ``PRECISION error
+    MESSAGE`` where that precision failed (the child of :func:`dunemap.runtime.backends.measure_apart`)."""
     engine, path, folder, threads, repeats, precisions = argv
     x = np.load(Path(folder) / "x.npy")
+    bf16 = {"bf16_input": True} if x.dtype == np.uint16 else {}  # bf16 values' bits (OpenVINO only)
     for precision in precisions.split(","):
         try:
-            out, best = best_time(RUNNERS[engine](path, int(threads), precision), x, int(repeats))
+            out, best = best_time(RUNNERS[engine](path, int(threads), precision, **bf16), x, int(repeats))
         except Exception as exc:  # this precision is left out; the others are still timed
             lines = str(exc).strip().splitlines()
             print(precision, "error", f"{type(exc).__name__}: {lines[0] if lines else ''}", flush=True)

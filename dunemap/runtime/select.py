@@ -30,10 +30,10 @@ from dunemap.runtime.backends import (
     candidates,
     exported_path,
     fp32_reference,
+    input_kind,
     measure,
     measure_apart,
     require_package,
-    takes_codes,
     window_tensor,
 )
 from dunemap.runtime.engines import stream_count
@@ -141,24 +141,25 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     truth = reference.predict(x).float()
     codes = codes and bool(taken.codes)
 
-    def inputs(engine: str, given: bool) -> torch.Tensor:  # timed as the map runs it: ``batch`` windows a stream
+    def inputs(engine: str, kind: str) -> torch.Tensor:  # timed as the map runs it: ``batch`` windows a stream
         n = max(1, batch) * (stream_count(torch.get_num_threads(), window * window, engine) if batch_per_stream else 1)
-        one = torch.from_numpy(taken.codes[0])[None] if given else x
+        one = {"codes": lambda: torch.from_numpy(taken.codes[0])[None], "bf16": lambda: x.to(torch.bfloat16),
+               "values": lambda: x}[kind]()
         return one.expand(n, -1, -1, -1).contiguous()
 
-    xs = inputs("torch", False)
+    xs = inputs("torch", "values")
     logits, seconds = measure(predictor, xs)
     prepare = taken.prepare_seconds  # each candidate's time per window is its input's preparation plus the model's
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
                               seconds / len(xs) + prepare.get("channels_last", 0.0))]
     runners = {"torch": predictor}
-    groups: dict[tuple[str, bool], list[str]] = {}  # one child per engine and input: OpenVINO's precisions share one
+    groups: dict[tuple[str, str], list[str]] = {}  # one child per engine and input (precisions fed alike share one)
     for name in names:
-        groups.setdefault((BACKENDS[name].engine, takes_codes(name, codes)), []).append(name)
-    for (engine, given), group in groups.items():  # fp32 exports (candidates) timed in child processes: none stays
+        groups.setdefault((BACKENDS[name].engine, input_kind(name, codes)), []).append(name)
+    for (engine, kind), group in groups.items():  # fp32 exports (candidates) timed in child processes: none stays
         try:  # in this one's memory; each is timed on the input it will be given
-            path = exported_path(reference, group[0], window, given)  # the fp32 export every precision runs
-            xe = inputs(engine, given)
+            path = exported_path(reference, group[0], window, kind == "codes")  # the fp32 export every precision runs
+            xe = inputs(engine, kind)
             results = measure_apart(engine, path, xe, precisions=[BACKENDS[n].precision for n in group])
         except DunemapError:
             raise
@@ -172,7 +173,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
             raw, seconds = result
             logits = reference.calibrated(raw[:1]).float()
             measured.append(BackendChoice(engine, BACKENDS[name].precision, argmax_agreement(logits, truth, valid),
-                                          seconds / len(xe) + prepare.get("codes" if given else "values", 0.0)))
+                                          seconds / len(xe) + prepare.get(kind, 0.0)))
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]

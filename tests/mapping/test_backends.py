@@ -18,6 +18,7 @@ from dunemap.mapping.predict import softmax
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import load_predictor
 from dunemap.runtime.backends import BACKENDS, BackendChoice, Samples, argmax_agreement, build_exported, window_tensor
+from dunemap.runtime.device import bf16_supported
 from dunemap.runtime.export import export_path
 from dunemap.runtime.select import select_backend
 
@@ -201,8 +202,11 @@ def test_auto_takes_the_fastest_backend_at_or_above_the_agreement(shared: Path, 
         faithful = [(s, name) for name, agreement, s in choice.measured if agreement >= threshold]
         assert choice.agreement >= threshold and (choice.seconds, choice.name) == min(faithful)
         assert getattr(runner, "backend", "torch") == choice.name
-        # an int8 raster's codes go in undecoded where the engine decodes them itself: OpenVINO
-        assert getattr(runner, "takes_codes", False) == (codes and choice.engine == "openvino")
+        # an int8 raster's codes go in undecoded where the engine decodes them itself: OpenVINO in fp32; OpenVINO in
+        # bf16 is fed windows decoded into bf16
+        assert getattr(runner, "takes_codes", False) == (codes and choice.name == "openvino")
+        if choice.name == "openvino-bf16":
+            assert runner.input_dtype == torch.bfloat16
         agreements[threshold, codes] = {name: a for name, a, _ in choice.measured if name != "torch"}
     assert agreements[0.0, True] == agreements[0.0, False]  # timed on codes, OpenVINO classifies as on values
 
@@ -331,6 +335,9 @@ def test_openvino_bf16_is_offered_where_the_cpu_computes_bf16(shared: Path, tiny
     torch_bf16 = load_predictor(tiny_checkpoint, device="cpu", precision="bf16").predict(x)
     error, torch_error = (float((y - want).abs().mean()) for y in (got, torch_bf16))
     assert 0 < error <= 2 * torch_error  # bf16 arithmetic (not the fp32 graph), as faithful as torch's bf16
+    # it is built for bf16 windows: fed the same values rounded to bf16 (as mapping decodes them), the same logits
+    assert set(built.runners) == {"bf16", "values"} and built.input_dtype == torch.bfloat16
+    torch.testing.assert_close(built.predict(x.to(torch.bfloat16)), got, atol=1e-5, rtol=1e-5)
     assert built.choice.tags() == {"BACKEND": "openvino", "BACKEND_PRECISION": "bf16"}
     assert built.choice.name == "openvino-bf16"
 
@@ -360,11 +367,17 @@ def test_an_export_of_codes_gives_the_logits_of_the_export_of_their_values(name:
     torch.testing.assert_close(built.predict(odd), built.predict(values[:1, :, :48, :40].contiguous()))
 
 
-def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values(
-        shared: Path, tmp_path: Path, tiny_checkpoint: Path, aef_raster, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mapping an int8 GeoTIFF with OpenVINO feeds the backend codes, never decoding a window; the probabilities
-    are those of mapping the float32 GeoTIFF of the same values, whose windows go in as values."""
+@pytest.mark.parametrize("backend, fed", [("openvino", (torch.uint8, torch.float32)),
+                                          ("openvino-bf16", (torch.bfloat16, torch.bfloat16))])
+def test_an_int8_raster_mapped_through_an_export_is_the_map_of_its_values(
+        backend: str, fed: tuple[torch.dtype, torch.dtype], shared: Path, tmp_path: Path, tiny_checkpoint: Path,
+        aef_raster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mapping an int8 GeoTIFF with OpenVINO in fp32 feeds the backend codes, never decoding a window; in bf16 the
+    windows are decoded into bf16 (the export's decoding was dearer). Either way the probabilities are those of
+    mapping the float32 GeoTIFF of the same values, whose windows go in as float32 (fp32) or bf16 values."""
     pytest.importorskip("openvino")
+    if backend == "openvino-bf16" and not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU does not compute bf16 natively")
     import rasterio
     from mapping_helpers import write_raster
 
@@ -393,10 +406,10 @@ def test_an_int8_raster_mapped_through_the_codes_export_is_the_map_of_its_values
         seen.clear()
         out = tmp_path / f"map_{name}.tif"
         assert main(["map", str(raster), "--weights", str(tiny_checkpoint), "--out", str(out), "--window", "64",
-                     "--stride", "32", "--probabilities", "float32", "--backend", "openvino", "--no-progress"]) == 0
+                     "--stride", "32", "--probabilities", "float32", "--backend", backend, "--no-progress"]) == 0
         with rasterio.open(product_paths(out)["probabilities"]) as src:
             maps[name] = src.read(), set(seen)
-    assert maps["codes"][1] == {torch.uint8} and maps["values"][1] == {torch.float32}
+    assert (maps["codes"][1], maps["values"][1]) == ({fed[0]}, {fed[1]})
     torch.testing.assert_close(torch.from_numpy(maps["codes"][0]), torch.from_numpy(maps["values"][0]),
                                atol=1e-6, rtol=1e-6, equal_nan=True)
 
@@ -411,8 +424,8 @@ def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny
     pytest.importorskip("openvino")
     predictor = load_predictor(tiny_checkpoint, device="cpu", precision="fp32")
     samples = _samples(aef_raster(height=128, width=128, seed=6))
-    assert set(samples.prepare_seconds) == {"channels_last", "values", "codes"}  # measured on the int8 raster
-    slow = replace(samples, prepare_seconds={"channels_last": 50.0, "values": 100.0, "codes": 0.0})
+    assert set(samples.prepare_seconds) == {"channels_last", "values", "bf16", "codes"}  # on the int8 raster
+    slow = replace(samples, prepare_seconds={"channels_last": 50.0, "values": 100.0, "bf16": 100.0, "codes": 0.0})
     _, choice = select_backend(predictor, "auto", WINDOW, lambda: slow, lambda: _fp32(tiny_checkpoint),
                                min_agreement=0.0, codes=True)
     seconds = {name: s for name, _, s in choice.measured}
@@ -532,6 +545,12 @@ def test_one_child_times_each_precision_of_an_export_and_reports_each_failure_ap
             np.testing.assert_allclose(logits.numpy(), want, rtol=1e-5, atol=1e-5)
         else:
             assert (logits.numpy().argmax(1) == want.argmax(1)).mean() >= 0.999
+    if "bf16" in precisions:  # bf16 values go to the child as their bits, and it feeds them to OpenVINO as bf16
+        logits, seconds = measure_apart("openvino", path, x.to(torch.bfloat16), precisions=("bf16",))["bf16"]
+        bits = x.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        want = OpenVinoRunner(path, torch.get_num_threads(), "bf16", bf16_input=True)(bits)
+        np.testing.assert_allclose(logits.numpy(), want, rtol=1e-5, atol=1e-5)
+        assert (want.argmax(1) == results["bf16"][0].numpy().argmax(1)).mean() >= 0.999 and seconds > 0
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an ONNX model")
     failed = measure_apart("openvino", broken, x, precisions=precisions)
