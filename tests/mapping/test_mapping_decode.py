@@ -71,6 +71,26 @@ def test_band_interleaved_windows_decode_bit_for_bit_to_the_reference_codec(dtyp
     assert floats.is_contiguous() and torch.equal(floats[0], torch.from_numpy(x[:, 16:37, 18:45]).to(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("codes", [28, 28 * 5, 1 << 20])  # a row, rows, the whole window a step
+def test_even_widths_decode_two_codes_a_look_up_bit_for_bit(dtype: torch.dtype, codes: int, monkeypatch) -> None:
+    """Windows of even width decode pairs of codes through a 65536-entry table of both values (``pair_table``):
+    every pair of the 256 codes gives the two values of the reference codec, in order, wherever the window sits."""
+    from dunemap.mapping.decode import pair_table
+
+    monkeypatch.setattr(decode, "DECODE_CODES", codes)
+    data = _random_block(7)
+    windows = [Box(10, 20, 21, 28), Box(26, 37, 21, 28), Box(11, 21, 36, 44)]  # odd and even offsets
+    for win in windows:
+        batch = window_batch(data, [win], dtype, channels_last=False)
+        assert batch.is_contiguous() and torch.equal(_bits(batch[0]), _bits(_reference(data, win, dtype)))
+    table = decode_table(dtype)
+    pairs = pair_table(table)
+    assert pairs.shape == (65536,) and pairs.itemsize == 2 * table.itemsize and not pairs.flags.writeable
+    both = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)  # each pair of code bits, in memory order
+    np.testing.assert_array_equal(pairs.view(table.dtype).reshape(-1, 2), table[both])
+
+
 def test_the_table_is_the_old_formulas_table_reordered() -> None:
     """Index = the code's bits as uint8 gives what the old index (code + 128, via XOR 0x80) gave, for both dtypes."""
     codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
