@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install -e ".[fast]"'
 # engines whose fp32 exports take AEF int8 codes and decode them as their first operation: OpenVINO's look-up runs in
 # its own threads, while ONNX Runtime's Gather of single values was slower than decoding in numpy. OpenVINO in bf16
-# takes bf16 values instead (:func:`input_kind`): decoded here into bf16 at 1.2 ms a 128 px window on one core, where
+# takes bf16 values instead (:func:`input_kind`): decoded here into bf16 at 1.1 ms a 128 px window on one core, where
 # its graph spent 2.2 ms of both cores on the look-up, the uint8 conversion and the float reorder (BENCHMARKS.md,
 # issue 30)
 CODES_ENGINES = ("openvino",)
