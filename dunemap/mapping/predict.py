@@ -243,10 +243,11 @@ def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES, direct: bool = False) -> 
     """The GDAL settings a block is read under: ``cache_bytes`` of block cache (:func:`read_layout`) and
     :data:`GDAL_READ_THREADS` decompressing tiles (unless ``GDAL_NUM_THREADS`` is set in the environment).
 
-    ``direct`` (:func:`direct_reads`: local GeoTIFFs) decodes each tile straight into the block read, past GDAL's
-    block cache (``GTIFF_DIRECT_IO``; GDAL reads it when a file is opened, so the reader's files must first be opened
-    under these settings, as a map's are). A pixel-interleaved tile of 64 bands is otherwise split into 64 cached
-    band blocks byte by byte and copied out of them again: 40 % of the read's CPU time (BENCHMARKS.md, issue 30).
+    ``direct`` (:func:`direct_reads`: local pixel-interleaved GeoTIFFs) decodes each tile straight into the block,
+    past GDAL's block cache (``GTIFF_DIRECT_IO``; GDAL reads it when a file is opened, so the reader's files must
+    first be opened under these settings, as a map's are). A pixel-interleaved tile of 64 bands is otherwise split
+    into 64 cached band blocks byte by byte and copied out of them again: 42 % of a read's samples
+    (BENCHMARKS.md, issue 30).
     """
     threads = {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": GDAL_READ_THREADS}
     return rasterio.Env(GDAL_CACHEMAX=cache_bytes, **threads, **({"GTIFF_DIRECT_IO": "YES"} if direct else {}))
@@ -255,7 +256,7 @@ def read_env(cache_bytes: int = GDAL_READ_CACHE_BYTES, direct: bool = False) -> 
 def direct_reads(reader: EmbeddingReader) -> bool:
     """Whether ``reader``'s blocks are read past GDAL's block cache (:func:`read_env`): when every tile is a local,
     pixel-interleaved GeoTIFF. A band-interleaved file has no tiles to split, and the cache spares decoding again
-    the stored blocks a block's halo shares with the next (reading past it took 16-36 % more CPU: BENCHMARKS.md,
+    the stored blocks a block's halo shares with the next (reading past it took 22-37 % more CPU: BENCHMARKS.md,
     issue 30). A network tile keeps the cache, which spares fetching its stored blocks again (:func:`read_layout`),
     and so does a VRT, whose sources may be either."""
     return all(isinstance(tile.path, Path) and tile.path.suffix.lower() in (".tif", ".tiff") and tile.pixel_interleaved
