@@ -106,7 +106,8 @@ def decode_bands(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.nd
     bits = codes.view(np.uint8)
     c, h, w = bits.shape
     bands, rows = max(1, DECODE_CODES // (h * w)), max(1, DECODE_CODES // w)
-    pairs = pair_table(table) if w % 2 == 0 and out.flags.c_contiguous else None
+    # pairs of codes read as one little-endian uint16 (pair_table): on a big-endian machine, one code a look-up
+    pairs = pair_table(table) if w % 2 == 0 and out.flags.c_contiguous and sys.byteorder == "little" else None
     for b0 in range(0, c, bands):
         for r0 in range(0, h, rows):
             part = (slice(b0, b0 + bands), slice(r0, r0 + rows))
@@ -119,13 +120,14 @@ def decode_bands(codes: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.nd
 
 @cache
 def _pair_table(table_bytes: bytes, dtype: str) -> np.ndarray:
-    table = np.frombuffer(table_bytes, dtype=dtype)
-    wide = np.dtype(f"u{2 * table.itemsize}")
+    bits = np.frombuffer(table_bytes, dtype=dtype)
+    bits = bits.view(f"u{bits.itemsize}")  # the values' bits, to be put side by side in one wider word
+    wide = np.dtype(f"u{2 * bits.itemsize}")
     index = np.arange(65536)
-    low, high = table.view(f"u{table.itemsize}")[index & 0xFF], table.view(f"u{table.itemsize}")[index >> 8]
-    pairs = low.astype(wide) | (high.astype(wide) << np.array(8 * table.itemsize, dtype=wide))
+    low, high = bits[index & 0xFF].astype(wide), bits[index >> 8].astype(wide)
+    pairs = low | (high << np.array(8 * bits.itemsize, dtype=wide))
     pairs.flags.writeable = False
-    return pairs if sys.byteorder == "little" else pairs.byteswap()
+    return pairs
 
 
 def pair_table(table: np.ndarray) -> np.ndarray:
