@@ -21,6 +21,10 @@ FIXTURES = REPO / "tests" / "fixtures"  # the only place test data is read from 
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 TORCH_THREADS = torch.get_num_threads()
+# Commands the tests start as processes get the same count. Torch's own default is the number of physical cores,
+# which is 1 on a machine whose 2 CPUs are one core's two threads: a run in a child would then round its sums
+# differently from the same run in this process.
+os.environ["OMP_NUM_THREADS"] = str(TORCH_THREADS)
 
 
 @pytest.fixture(autouse=True)
