@@ -361,6 +361,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every run (default: torch's choice)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_mapping"))
     parser.add_argument("--skip-seed", action="store_true", help="reuse the seed map and timing of an earlier run")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="(b) runs map --remeasure: auto times every backend, as a machine's first map does "
+                             "(default: it reuses the timings an earlier map kept, as later maps do)")
     parser.add_argument("--no-defaults", action="store_true", help="run only the --variant runs for (b)")
     parser.add_argument("--margin", type=float, default=0.05,
                         help="also report agreement on pixels where the seed's top-2 probability margin is >= this")
@@ -448,7 +451,8 @@ def main() -> None:
         tile = f"trained on {train_tile} px tiles" if train_tile else "no training tile recorded"
         label = (f"(b) dunemap's defaults for this checkpoint ({tile}): {d.window}/{d.stride}, "
                  f"batch {d.batch_size}, {d.blend}, precision auto, "
-                 f"backend {d.backend}")
+                 f"backend {d.backend}" + (", timings measured again (--remeasure)" if args.remeasure else
+                                           ", timings kept from an earlier map where there are any"))
         runs.append((label, d.window, d.stride, [], args.threads))
     for v in args.variant:
         fields = v.split(":")
@@ -462,7 +466,7 @@ def main() -> None:
     for i, (label, window, stride, extra, threads) in enumerate(runs):
         out = args.work / f"ours_{i}.tif"
         cli = ["map", str(raster), "--weights", str(weights), "--out", str(out), "--no-progress", "--no-resume",
-               "--overwrite", "--profile", *extra]
+               "--overwrite", "--profile", *extra, *(["--remeasure"] if args.remeasure else [])]
         if threads:
             cli += ["--threads", str(threads)]
         res = _run("_ours", cli, threads)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,10 @@ TORCH_THREADS = torch.get_num_threads()
 # which is 1 on a machine whose 2 CPUs are one core's two threads: a run in a child would then round its sums
 # differently from the same run in this process.
 os.environ["OMP_NUM_THREADS"] = str(TORCH_THREADS)
+# The suite's own cache folder (exports, auto's timings, text encodings), shared by the commands it starts: what a
+# test finds there was left by this run, never by another run or the user's own maps.
+os.environ["DUNEMAP_CACHE"] = tempfile.mkdtemp(prefix="dunemap-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["DUNEMAP_CACHE"], True)
 
 
 @pytest.fixture(autouse=True)

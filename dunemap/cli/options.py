@@ -223,7 +223,7 @@ def add_maps(parser: argparse.ArgumentParser, as_one: str) -> None:
 
 
 def add_backend(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` (and ``--backend-agreement``) of mapping, with MapConfig's defaults."""
+    """``--backend`` (with ``--backend-agreement`` and ``--remeasure``) of mapping, with MapConfig's defaults."""
     from dunemap.mapping.config import BACKEND_NAMES, MapConfig  # deferred: options stay free of the pipelines
 
     d = MapConfig()
@@ -236,6 +236,10 @@ def add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend-agreement", type=fraction, default=d.backend_agreement, metavar="FRAC",
                         help="the least share of pixels a backend must classify as fp32 torch does to be chosen "
                              "by --backend auto")
+    parser.add_argument("--remeasure", action="store_true", default=d.remeasure,
+                        help="--backend auto times every backend again instead of reusing the times it measured "
+                             "on this machine with the same model and settings (kept in ~/.cache/dunemap/auto; "
+                             "its agreement is checked on each raster)")
 
 
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "an existing output") -> None:

@@ -13,17 +13,17 @@ import gc
 import json
 import logging
 from dataclasses import replace
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
-import rasterio
 import torch
 
 from dunemap.errors import CheckpointError
 from dunemap.mapping.config import MapConfig
 from dunemap.mapping.engine import resolve_input
 from dunemap.mapping.decode import window_batch, window_codes
-from dunemap.mapping.predict import GDAL_READ_CACHE_BYTES, batch_size_for
+from dunemap.mapping.predict import batch_size_for, direct_reads, read_env
 from dunemap.mapping.resume import JOURNAL_NAME
 from dunemap.mapping.writer import partial_dir
 from dunemap.raster.geometry import Box, window_starts
@@ -48,8 +48,10 @@ def sample_windows(reader: EmbeddingReader, config: MapConfig) -> Samples:
     raster's size, and the reading stops once as many windows as are kept are entirely valid: none read after
     them could take their place."""
 
+    direct = direct_reads(reader)
+
     def read(win: Box) -> BlockData:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_READ_CACHE_BYTES):
+        with read_env(direct=direct):  # as a map reads its blocks
             return reader.read(win)
 
     return _samples(reader.height, reader.width, config, read, str(reader.path))
@@ -64,7 +66,7 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
     picks = sorted({round(i * (n - 1) / (SAMPLE_CANDIDATES - 1)) for i in range(SAMPLE_CANDIDATES)})
     keep = SAMPLE_WINDOWS if config.backend.endswith("-int8") else 1  # auto times and scores the first only
     found = []
-    prepare: dict[str, float] = {}
+    timer = None
     for i in picks:
         win = Box(rows[i // len(cols)], cols[i % len(cols)], config.window, config.window)
         data = read(win)
@@ -72,14 +74,14 @@ def _samples(height: int, width: int, config: MapConfig, read: Callable[[Box], B
         if valid.mean() >= MIN_VALID_SHARE:
             x = window_batch(data, [win], torch.float32)[0].contiguous().numpy()  # (C, h, w) float32
             codes = window_codes(data, [win], channels_last=False)[0].numpy() if data.data.dtype == np.int8 else None
-            prepare = prepare or input_seconds(data, win)
+            timer = timer or partial(input_seconds, data, win)  # timed only if the backends are measured
             found.append((float(valid.mean()), i, x, valid.copy(), codes))
             found = sorted(found, key=lambda f: (-f[0], f[1]))[:keep]  # the best so far: memory bounded
         del data  # its block, before the next is read
         if len(found) == keep and found[-1][0] == 1.0:  # later windows tie at best and lose on their place
             break
     return Samples(source, [f[2] for f in found], [f[3] for f in found], [f[4] for f in found if f[4] is not None],
-                   prepare)
+                   timer=timer)
 
 
 def input_seconds(data: BlockData, win: Box, repeats: int = 3) -> dict[str, float]:
@@ -128,7 +130,7 @@ def choose_backend(predictor: Predictor, config: MapConfig, samples: Callable[[]
                           applicability=config.applicability, min_agreement=config.backend_agreement,
                           requested_precision=model.precision if model is not None else "auto",
                           batch=batch_size_for(predictor, config), batch_per_stream=not config.batch_size,
-                          codes=codes)
+                          codes=codes, timings="measure" if config.remeasure else "reuse")
 
 
 def jobs_backend(predictor: Predictor, model: ModelSpec | None, config: MapConfig, jobs: Sequence,

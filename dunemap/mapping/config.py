@@ -95,6 +95,7 @@ class MapConfig:
     profile: bool = False  # time each stage and measure the seam index of the finished map
     backend: str = "auto"  # what runs the model (BACKEND_NAMES): auto measures the installed ones on the raster
     backend_agreement: float = 0.995  # auto keeps backends whose classes equal fp32 torch's on this share of pixels
+    remeasure: bool = False  # auto times every backend again, not reusing what it measured on this machine before
 
     def validate(self) -> None:
         if self.window and self.window < 32:

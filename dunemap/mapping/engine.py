@@ -155,7 +155,7 @@ def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Pre
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
         "config": {k: v for k, v in asdict(config).items()
                    if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile", "profile",
-                                "backend", "backend_agreement")},  # the backend chosen is in the model's digest
+                                "backend", "backend_agreement", "remeasure")},  # the backend chosen is in the model's digest
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
     }

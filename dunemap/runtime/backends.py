@@ -114,8 +114,16 @@ class Samples:
     valid: list[np.ndarray] = field(default_factory=list)
     codes: list[np.ndarray] = field(default_factory=list)  # the windows' AEF codes, (C, h, w) uint8 bits, if stored so
     # seconds preparing one window takes per input (channels_last: torch; values: exports; codes): added to the
-    # model's time by auto (dunemap.mapping.backend.input_seconds)
+    # model's time by auto (dunemap.mapping.backend.input_seconds); empty until :meth:`preparation` times them
     prepare_seconds: dict[str, float] = field(default_factory=dict)
+    timer: Callable[[], dict[str, float]] | None = field(default=None, repr=False, compare=False)
+
+    def preparation(self) -> dict[str, float]:
+        """:attr:`prepare_seconds`, timed by ``timer`` on first use: only a run that measures the backends needs them
+        (one that reuses an earlier run's timings does not, :mod:`dunemap.runtime.timings`)."""
+        if not self.prepare_seconds and self.timer is not None:
+            self.prepare_seconds, self.timer = self.timer(), None
+        return self.prepare_seconds
 
     def digest(self) -> str:
         h = hashlib.sha256()

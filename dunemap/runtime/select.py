@@ -7,7 +7,7 @@ says why) on one window of
 the raster after a warm-up run, scores the class agreement of each with the fp32 torch model on that
 window's valid pixels, keeps those at or above ``min_agreement`` and takes the fastest, counting the time
 preparing its input takes (decoding for torch and most exports, copying codes for an export that decodes
-them itself: :attr:`dunemap.runtime.backends.Samples.prepare_seconds`). Measuring costs
+them itself: :meth:`dunemap.runtime.backends.Samples.preparation`). Measuring costs
 about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
 fewer than :data:`AUTO_MIN_WINDOWS` windows cannot pay it back and runs with torch.
 """
@@ -38,19 +38,23 @@ from dunemap.runtime.backends import (
 )
 from dunemap.runtime.engines import stream_count
 from dunemap.runtime.predictor import Predictor
+from dunemap.runtime.timings import Recorded, recall, remember, timing_key
 
 log = logging.getLogger(__name__)
 
 MEASURED_WINDOWS = 3 * 5 + 8  # warm-up + 2 timed passes of up to 5 candidates, plus up to 8 windows read
 # a 2x faster backend saves half a pass per window: it breaks even after 2x the measured passes, gains after 4x
 AUTO_MIN_WINDOWS = 4 * MEASURED_WINDOWS
+# what auto does with the timings an earlier run on this machine kept (dunemap.runtime.timings): nothing (none),
+# reuse them and keep its own when it measures (reuse), or measure every candidate and keep that (measure)
+TIMINGS = ("none", "reuse", "measure")
 
 
 def select_backend(predictor: Predictor, name: str, window: int, samples: Callable[[], Samples],
                    load_fp32: Callable[[], Predictor], *, planned_windows: int | None = None,
                    applicability: bool = False, min_agreement: float,
                    requested_precision: str = "auto", batch: int = 1, batch_per_stream: bool = True,
-                   codes: bool = False) -> tuple[object, BackendChoice]:
+                   codes: bool = False, timings: str = "none") -> tuple[object, BackendChoice]:
     """The predictor a map runs with for backend ``name`` and the choice to record.
 
     ``predictor`` is the torch Predictor as loaded (its precision resolved); ``load_fp32`` loads the same
@@ -60,8 +64,11 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
     ``batch_per_stream``, the automatic batch: ``batch`` for each stream of an OpenVINO export, as
     :func:`dunemap.mapping.predict.batch_size_for` gives it), and records seconds per window. ``codes``: the
     raster stores AEF int8 codes, which the backends that decode them themselves
-    (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on.
+    (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on. ``timings`` (:data:`TIMINGS`):
+    whether ``auto`` reuses the seconds per window an earlier run on this machine measured with the same settings
+    (:mod:`dunemap.runtime.timings`), checking the fastest one's agreement on this raster, and keeps its own.
     """
+    choose(dict.fromkeys(TIMINGS), timings, "timings")
     spec = choose(BACKENDS, name, "backend")
     torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
     if spec is not None and spec.engine == "torch":
@@ -82,7 +89,7 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
             raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
                                f"{_one_line(exc)}; use --backend torch") from None
     return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch, codes,
-                 batch_per_stream)
+                 batch_per_stream, timings)
 
 
 def _as_chosen(built) -> tuple[object, BackendChoice]:
@@ -116,7 +123,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
           min_agreement: float, requested_precision: str, batch: int = 1,
-          codes: bool = False, batch_per_stream: bool = True) -> tuple[object, BackendChoice]:
+          codes: bool = False, batch_per_stream: bool = True, timings: str = "none") -> tuple[object, BackendChoice]:
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
@@ -141,15 +148,29 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     truth = reference.predict(x).float()
     codes = codes and bool(taken.codes)
 
+    def one(kind: str) -> torch.Tensor:  # the first window as a backend fed ``kind`` is given it
+        return {"codes": lambda: torch.from_numpy(taken.codes[0])[None], "bf16": lambda: x.to(torch.bfloat16),
+                "values": lambda: x}[kind]()
+
     def inputs(engine: str, kind: str) -> torch.Tensor:  # timed as the map runs it: ``batch`` windows a stream
         n = max(1, batch) * (stream_count(torch.get_num_threads(), window * window, engine) if batch_per_stream else 1)
-        one = {"codes": lambda: torch.from_numpy(taken.codes[0])[None], "bf16": lambda: x.to(torch.bfloat16),
-               "values": lambda: x}[kind]()
-        return one.expand(n, -1, -1, -1).contiguous()
+        return one(kind).expand(n, -1, -1, -1).contiguous()
+
+    key = None
+    if timings != "none":
+        key = timing_key(checkpoint=predictor.checkpoint_sha256, window=window, torch=predictor.precision, batch=batch,
+                         batch_per_stream=batch_per_stream, threads=torch.get_num_threads(), codes=codes,
+                         candidates=names)
+    if timings == "reuse":
+        recorded = recall(key)
+        if recorded is not None:
+            reused = _reuse(recorded, predictor, reference, one, truth, valid, min_agreement, window, taken, codes)
+            if reused is not None:
+                return reused
 
     xs = inputs("torch", "values")
     logits, seconds = measure(predictor, xs)
-    prepare = taken.prepare_seconds  # each candidate's time per window is its input's preparation plus the model's
+    prepare = taken.preparation()  # each candidate's time per window is its input's preparation plus the model's
     measured = [BackendChoice("torch", predictor.precision, argmax_agreement(logits[:1], truth, valid),
                               seconds / len(xs) + prepare.get("channels_last", 0.0))]
     runners = {"torch": predictor}
@@ -174,6 +195,8 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
             logits = reference.calibrated(raw[:1]).float()
             measured.append(BackendChoice(engine, BACKENDS[name].precision, argmax_agreement(logits, truth, valid),
                                           seconds / len(xe) + prepare.get(kind, 0.0)))
+    if key is not None:
+        remember(key, {m.name: m.seconds for m in measured}, taken.source)
     faithful = [m for m in measured if m.agreement >= min_agreement]
     if not faithful:  # not even torch (bf16) agrees enough: the fp32 reference itself is exact
         faithful = [BackendChoice("torch", "fp32", 1.0, None)]
@@ -194,11 +217,57 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     return runner, chosen
 
 
+def _reuse(recorded: Recorded, predictor: Predictor, reference: Predictor, one: Callable[[str], torch.Tensor],
+           truth: torch.Tensor, valid, min_agreement: float, window: int, taken: Samples,
+           codes: bool) -> tuple[object, BackendChoice] | None:
+    """The fastest backend of ``recorded`` (an earlier run's timings on this machine) that classifies this raster's
+    window as fp32 torch does on at least ``min_agreement`` of its pixels: each is built and run once on it, the
+    fastest first, until one agrees (a faster one left behind is named in the log line). None where none agrees or
+    one fails to run (logged): every candidate is then measured."""
+    passed_over = []
+    for name in sorted(recorded.seconds, key=lambda n: (recorded.seconds[n], n)):
+        spec = choose(BACKENDS, name, "backend")
+        try:
+            if spec.engine == "torch":
+                runner = predictor
+                logits = truth if predictor is reference else predictor.predict(one("values")).float()
+            else:
+                runner = build_exported(reference, name, window, taken, codes)
+                logits = reference.calibrated(runner.raw_logits(one(input_kind(name, codes)))).float()
+        except DunemapError:
+            raise
+        except Exception as exc:  # it ran when measured: a backend changed since is measured with the others
+            log.warning("backend auto: %s, kept in %s, failed (%s); measuring every candidate", name, recorded.path,
+                        _one_line(exc))
+            return None
+        agreement = argmax_agreement(logits, truth, valid)
+        if agreement >= min_agreement:
+            break
+        passed_over.append(f"{name} {agreement:.2%}")
+        runner = None  # released before the next is built
+    else:
+        log.info("backend auto: none of the backends kept in %s classifies %s's window as fp32 torch does on "
+                 "%.1f%% of its pixels (%s); measuring every candidate", recorded.path, taken.source,
+                 100 * min_agreement, ", ".join(passed_over))
+        return None
+    seconds = recorded.seconds[name]
+    chosen = BackendChoice(spec.engine, spec.precision if spec.engine != "torch" else predictor.precision, agreement,
+                           seconds, f"the fastest this machine measured ({recorded.when}) at >= {min_agreement:.1%} "
+                           "agreement on this raster", measured=((name, agreement, seconds),))
+    below = f"; faster, below it here: {', '.join(passed_over)}" if passed_over else ""
+    log.info("backend auto: chose %s (%s) on %s, %.3f s per window as measured on this machine on %s (%s; "
+             "--remeasure measures again); agreement %.2f%% on this raster >= %.1f%%%s", name, chosen.precision,
+             taken.source, seconds, recorded.when, recorded.path, 100 * agreement, 100 * min_agreement, below)
+    if runner is not predictor:
+        runner.choice = chosen
+    return runner, chosen
+
+
 def cpu_fp32_loader(load: Callable[..., Predictor]) -> Callable[[], Predictor]:
     """A ``load_fp32`` for :func:`select_backend` from a loader taking ModelSpec overrides."""
     return lambda: load(device="cpu", precision="fp32")
 
 
-__all__ = ["AUTO_MIN_WINDOWS", "MEASURED_WINDOWS", "cpu_fp32_loader", "select_backend"]
+__all__ = ["AUTO_MIN_WINDOWS", "MEASURED_WINDOWS", "TIMINGS", "cpu_fp32_loader", "select_backend"]
 
 

@@ -424,7 +424,7 @@ def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny
     pytest.importorskip("openvino")
     predictor = load_predictor(tiny_checkpoint, device="cpu", precision="fp32")
     samples = _samples(aef_raster(height=128, width=128, seed=6))
-    assert set(samples.prepare_seconds) == {"channels_last", "values", "bf16", "codes"}  # on the int8 raster
+    assert set(samples.preparation()) == {"channels_last", "values", "bf16", "codes"}  # on the int8 raster
     slow = replace(samples, prepare_seconds={"channels_last": 50.0, "values": 100.0, "bf16": 100.0, "codes": 0.0})
     _, choice = select_backend(predictor, "auto", WINDOW, lambda: slow, lambda: _fp32(tiny_checkpoint),
                                min_agreement=0.0, codes=True)
