@@ -153,9 +153,9 @@ def map_fingerprint(sources: Sequence[Path | str], plan: MapPlan, predictor: Pre
         **({} if view is None else {"view": asdict(view)}),
         "grid": [g.height, g.width, str(g.crs), list(g.transform)[:6]],
         "model": predictor if isinstance(predictor, str) else predictor_fingerprint(predictor),
-        "config": {k: v for k, v in asdict(config).items()
+        "config": {k: v for k, v in asdict(config).items()  # the backend chosen is in the model's digest
                    if k not in ("resume", "overwrite", "allow_no_crs", "prefetch", "progress", "cog_tile", "profile",
-                                "backend", "backend_agreement", "remeasure")},  # the backend chosen is in the model's digest
+                                "backend", "backend_agreement", "remeasure")},
         "block_size": plan.block_size,
         "blocks": len(plan.blocks),
     }

@@ -93,8 +93,10 @@ def save_checkpoint(
         "calibration": dict(calibration or {}),
         "applicability": applicability,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # written through a file object: torch names the archive inside after a path it is given (here the temporary
+    # one), so the same checkpoint saved twice would differ in bytes and SHA-256, the key of its cached exports
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return Path(path)
 
 

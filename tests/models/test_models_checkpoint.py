@@ -58,6 +58,12 @@ def test_dunemap_checkpoint_carries_everything(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pth", model, names, colors, text_source={"mode": "catalog"},
                            metrics={"miou": 0.5})
     assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]  # no temp file left behind
+    # the same checkpoint saved again, under another name, is the same bytes: its SHA-256 finds its cached exports
+    again = save_checkpoint(tmp_path / "sub" / "other.pth", model, names, colors, text_source={"mode": "catalog"},
+                            metrics={"miou": 0.5})
+    assert again.read_bytes() == path.read_bytes()
+    (tmp_path / "sub" / "other.pth").unlink()
+    (tmp_path / "sub").rmdir()
     loaded = load_checkpoint(path)
     assert loaded.class_names == names and loaded.colors == colors
     assert loaded.text_source == {"mode": "catalog"} and loaded.metrics == {"miou": 0.5}
