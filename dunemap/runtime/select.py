@@ -9,7 +9,9 @@ window's valid pixels, keeps those at or above ``min_agreement`` and takes the f
 preparing its input takes (decoding for torch and most exports, copying codes for an export that decodes
 them itself: :meth:`dunemap.runtime.backends.Samples.preparation`). Measuring costs
 about :data:`MEASURED_WINDOWS` window passes plus the exports (cached after the first run), so a map of
-fewer than :data:`AUTO_MIN_WINDOWS` windows cannot pay it back and runs with torch.
+fewer than :data:`AUTO_MIN_WINDOWS` windows cannot pay it back and runs with torch. A map keeps the seconds it
+measured for the maps after it (:mod:`dunemap.runtime.timings`): those time nothing and check only the agreement of
+the fastest kept backends on their own raster.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
     raster stores AEF int8 codes, which the backends that decode them themselves
     (:func:`~dunemap.runtime.backends.takes_codes`) are built for, and timed on. ``timings`` (:data:`TIMINGS`):
     whether ``auto`` reuses the seconds per window an earlier run on this machine measured with the same settings
-    (:mod:`dunemap.runtime.timings`), checking the fastest one's agreement on this raster, and keeps its own.
+    (:mod:`dunemap.runtime.timings`), checking agreement on this raster the fastest first, and keeps its own.
     """
     choose(dict.fromkeys(TIMINGS), timings, "timings")
     spec = choose(BACKENDS, name, "backend")
