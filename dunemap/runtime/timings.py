@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from dunemap.io.atomic import atomic_path
 from dunemap.runtime.device import cpu_info
 from dunemap.runtime.export import EXPORT_GRAPH, cache_root
 
@@ -90,20 +89,14 @@ def recall(key: dict) -> Recorded | None:
 
 def remember(key: dict, seconds: dict[str, float], source: str) -> Path | None:
     """Keep ``seconds`` per window by backend name, measured on ``source``, under ``key`` (written whole under a
-    temporary name, then renamed); the path, or None where the cache cannot be written (logged)."""
+    temporary name, then renamed: :func:`dunemap.io.atomic.atomic_path`); the path, or None where the cache cannot
+    be written (logged)."""
     path = timings_path(key)
     record = {"key": key, "seconds": seconds, "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
+        with atomic_path(path, suffix="") as tmp:  # its temporary name ends in .tmp
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    except OSError as exc:  # a full disk too (NoSpaceError is one)
         log.info("backend auto: could not keep the timings for later runs (%s)", exc)
         return None
     return path
