@@ -52,7 +52,8 @@ class SupportsPredict(Protocol):
     decoded straight into it (float32 otherwise); whether it takes them ``channels_last`` (the
     default) or band-interleaved (False: :func:`~dunemap.mapping.decode.window_batch`); and whether it
     ``takes_codes``: AEF int8 windows then go in undecoded, as uint8 code bits. A predictor with
-    ``numpy_logits`` (an export) gives its calibrated logits as numpy; their softmax is then taken in numpy.
+    ``numpy_probabilities`` (an export) gives the softmax of its calibrated logits as numpy, computed by its engine
+    or in numpy.
     """
 
     num_classes: int
@@ -132,15 +133,15 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
         if getattr(predictor, "takes_codes", False) and data.data.dtype == np.int8:  # the export decodes them
             dtype = torch.uint8
         layout = getattr(predictor, "channels_last", True)
-        numpy_logits = getattr(predictor, "numpy_logits", None)
+        numpy_probabilities = getattr(predictor, "numpy_probabilities", None)
         batches = [windows[s : s + batch_size] for s in range(0, len(windows), batch_size)]
         for batch, x in decoded_batches(data, batches, dtype, device, config.prefetch, times, decode_on, layout):
             with times.timed("model"):
                 if config.applicability:
                     logits, di = predictor.predict_with_dissimilarity(x)  # (B, K, h, w), (B, h, w)
                     probs = torch.cat([torch.softmax(logits.float(), dim=1), di[:, None].float()], dim=1).numpy()
-                elif numpy_logits is not None:  # an export's logits: finished in numpy, on this thread
-                    probs = softmax(numpy_logits(x))
+                elif numpy_probabilities is not None:  # an export's: by its engine, or in numpy on this thread
+                    probs = numpy_probabilities(x)
                 else:
                     # waits for the device: the model's time ends here
                     probs = torch.softmax(predictor.predict(x).float(), dim=1).cpu().numpy()  # (B, K, h, w)
@@ -155,14 +156,6 @@ def predict_block_data(data: BlockData, predictor: SupportsPredict, block: Block
     valid = data.valid_in(ext).copy()
     return Contribution(block.index, ext, acc, wsum, valid, len(windows), len(block.windows) - len(windows),
                         times.seconds)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 1 of (B, K, h, w) float32 ``logits``, in place (numpy, this thread); returns them."""
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
 
 
 def decoded_batches(data: BlockData, batches: Sequence[Sequence[Box]], dtype: torch.dtype, device: torch.device,

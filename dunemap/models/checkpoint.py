@@ -181,7 +181,11 @@ def infer_mads_config(state_dict: dict, source: str = "state_dict") -> ModelConf
 
 
 def _load_state(model: TextFusedSegFormer, state_dict: dict, source: str) -> None:
-    result = model.load_state_dict(state_dict, strict=False)
+    """Give ``model`` (built on the meta device: no memory, no random initialisation) the weights of
+    ``state_dict``, each cast to the model's own dtype; a weight missing or left over is an error."""
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state_dict.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{source}: weights do not fit the model: missing {result.missing_keys[:5]}"
@@ -232,7 +236,8 @@ def load_checkpoint(
         text, text_source, train_state, metrics = None, {}, None, {}
         calibration, applicability = {}, None
     check_finite(state_dict, f"{path}: unusable checkpoint")
-    model = build_model(config)
+    with torch.device("meta"):  # every weight comes from the file: initialising them first cost a third of a load
+        model = build_model(config)
     _load_state(model, state_dict, str(path))
     if isinstance(text_embeddings, torch.Tensor):
         text_embeddings = text_embeddings.detach().cpu().numpy()

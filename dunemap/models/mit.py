@@ -128,7 +128,11 @@ class MiTBlock(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """SegFormer's initialisation: truncated-normal linears, fan-out normal convs, unit LayerNorms."""
+    """SegFormer's initialisation: truncated-normal linears, fan-out normal convs, unit LayerNorms. A module built on
+    the meta device, to be given a checkpoint's weights, is left alone (torch's reference kernels for random
+    initialisation on meta import its compiler, seconds)."""
+    if any(p.is_meta for p in module.parameters(recurse=False)):
+        return
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

@@ -90,7 +90,7 @@ class TextFusedSegFormer(nn.Module):
                               kernel=7 if i == 0 else 3, stride=4 if i == 0 else 2)
             for i in range(4)
         )
-        rates = torch.linspace(0, config.drop_path, sum(config.depths)).tolist()
+        rates = torch.linspace(0, config.drop_path, sum(config.depths), device="cpu").tolist()
         starts = [sum(config.depths[:i]) for i in range(4)]
         self.blocks = nn.ModuleList(
             nn.ModuleList(

@@ -31,7 +31,7 @@ from dunemap.runtime import engines
 from dunemap.runtime.device import bf16_supported
 from dunemap.runtime.engines import RUNNERS, best_time
 from dunemap.runtime.export import export_onnx, export_path, quantize_int8
-from dunemap.runtime.predictor import Predictor
+from dunemap.runtime.predictor import Predictor, softmax
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +200,16 @@ class ExportedPredictor:
     def runner(self, x: np.ndarray) -> np.ndarray:
         """The export's raw logits of ``x`` (B, C, h, w) row-major: uint8 codes, bf16 values' bits (uint16) or
         float32 values."""
+        return self.runner_for(x)(x)
+
+    def runner_for(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """The runner of ``x``'s input kind (built on first use)."""
         kind = {np.dtype(np.uint8): "codes", np.dtype(np.uint16): "bf16"}.get(x.dtype, "values")
         if kind not in self.runners:
             if self.build is None:
                 raise ConfigError(f"backend {self.backend} was built without an export for {kind} input")
             self.runners[kind] = self.build(kind)
-        return self.runners[kind](x)
+        return self.runners[kind]
 
     def __getattr__(self, name: str):
         if name == "base":  # not set yet (unpickling): no recursion
@@ -235,6 +239,20 @@ class ExportedPredictor:
         if tuple(x.shape[-2:]) != (self.window, self.window):
             return self.predict(x).numpy()
         return self.base.calibrated(self.runner(_row_major(x)))
+
+    @torch.inference_mode()
+    def numpy_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """The softmax of :meth:`numpy_logits` (B, K, h, w) float32: what a map blends. A runner that computes it
+        itself (:meth:`dunemap.runtime.engines.OpenVinoRunner.probabilities`) is given the temperature and class
+        bias; otherwise it is taken in numpy on this thread."""
+        if tuple(x.shape[-2:]) == (self.window, self.window):
+            rows = _row_major(x)
+            runner = self.runner_for(rows)
+            if hasattr(runner, "probabilities"):
+                bias = self.base.class_bias
+                return runner.probabilities(rows, self.base.temperature,
+                                            None if bias is None else bias.float().cpu().numpy())
+        return softmax(self.numpy_logits(x))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:

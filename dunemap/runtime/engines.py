@@ -63,6 +63,12 @@ class OpenVinoRunner:
     OpenVINO would run float layers in bf16 by default; bf16 asks for it (offered only where the CPU computes bf16
     natively, :func:`dunemap.runtime.device.bf16_supported`); the layers of an int8 (QDQ) export still run in int8.
 
+    Calling it gives the export's logits. :meth:`probabilities` gives what a map blends: the softmax of the logits
+    divided by a temperature plus a per-class bias (the calibration, :meth:`dunemap.runtime.predictor.Predictor.calibrated`),
+    computed by the compiled model itself as a second output, in float32 whatever ``precision`` is, on its threads:
+    a map's own thread then only accumulates (the softmax in numpy cost about 1 ms of every 4 windows of 128 px,
+    BENCHMARKS.md, issue 30).
+
     Windows of up to :data:`STREAM_MAX_PIXELS` run in :func:`stream_count` streams that share the ``threads``:
     a batch is split into that many contiguous parts, run at once, one infer request each, and their outputs
     joined in order; each window's logits are those the whole batch gives (every window is computed on its own).
@@ -71,6 +77,7 @@ class OpenVinoRunner:
 
     def __init__(self, path, threads: int, precision: str = "fp32", bf16_input: bool = False) -> None:
         import openvino as ov
+        import openvino.opset13 as ops
         from openvino.preprocess import PrePostProcessor
 
         core = ov.Core()
@@ -81,30 +88,46 @@ class OpenVinoRunner:
             steps.input().tensor().set_element_type(ov.Type.bf16)
             model = steps.build()
         self.bf16_input = bf16_input
+        self.classes = model.output(0).get_partial_shape()[1].get_length()
+        logits = model.get_results()[0].input_value(0)  # what the export's output holds, to feed two results
+        temperature = ops.parameter([1], ov.Type.f32, name="temperature")
+        bias = ops.parameter([self.classes, 1, 1], ov.Type.f32, name="class_bias")
+        probabilities = ops.softmax(ops.add(ops.divide(logits, temperature), bias), 1)
+        model = ov.Model([logits, probabilities.output(0)], [*model.get_parameters(), temperature, bias], "dunemap")
         streams = stream_count(threads, height * width)
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         self.model = core.compile_model(model, "CPU", config)
         self.requests = [self.model.create_infer_request() for _ in range(streams)]
+        self._plain = (np.ones(1, np.float32), np.zeros((self.classes, 1, 1), np.float32))
 
-    def _input(self, x: np.ndarray):
-        """What a request is given: ``x`` itself, or bf16 bits (uint16) wrapped as OpenVINO's bf16 without a copy."""
-        if not self.bf16_input:
-            return {0: x}
-        import openvino as ov
+    def _inputs(self, x: np.ndarray, temperature: np.ndarray, bias: np.ndarray) -> dict:
+        """What a request is given: ``x`` itself, or bf16 bits (uint16) wrapped as OpenVINO's bf16 without a copy;
+        and the calibration."""
+        if self.bf16_input:
+            import openvino as ov
 
-        return {0: ov.Tensor(np.ascontiguousarray(x, dtype=np.uint16), list(x.shape), ov.Type.bf16)}
+            x = ov.Tensor(np.ascontiguousarray(x, dtype=np.uint16), list(x.shape), ov.Type.bf16)
+        return {0: x, 1: temperature, 2: bias}
+
+    def _run(self, x: np.ndarray, output: int, temperature: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Output ``output`` (0: logits, 1: probabilities) of batch ``x``, a copy, the batch split between streams."""
+        requests = self.requests[: max(1, min(len(x), len(self.requests)))]
+        parts = np.array_split(x, len(requests)) if len(requests) > 1 else [x]
+        for request, part in zip(requests, parts):
+            request.start_async(self._inputs(part, temperature, bias))
+        for request in requests:
+            request.wait()
+        results = [request.get_output_tensor(output).data for request in requests]
+        return results[0].copy() if len(results) == 1 else np.concatenate(results)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if len(x) < 2 or len(self.requests) == 1:
-            return np.asarray(self.requests[0].infer(self._input(x))[0])
-        parts = np.array_split(x, min(len(x), len(self.requests)))
-        running = list(zip(self.requests, parts))
-        for request, part in running:
-            request.start_async(self._input(part))
-        for request, _ in running:
-            request.wait()
-        return np.concatenate([request.get_output_tensor(0).data for request, _ in running])
+        return self._run(x, 0, *self._plain)
+
+    def probabilities(self, x: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None) -> np.ndarray:
+        """(B, K, h, w) float32 softmax over the classes of ``logits / temperature + bias`` ((K,) or None: 0)."""
+        bias = self._plain[1] if bias is None else np.asarray(bias, dtype=np.float32).reshape(self.classes, 1, 1)
+        return self._run(x, 1, np.full(1, temperature, dtype=np.float32), bias)
 
 
 RUNNERS: dict[str, Callable] = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}

@@ -187,6 +187,14 @@ class Predictor:
         return logits
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of (B, K, h, w) float32 ``logits``, in place (numpy, this thread); returns them."""
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
+
+
 def load_model(spec: ModelSpec) -> LoadedCheckpoint:
     """The checkpoint of ``spec`` with its text resolved (:func:`dunemap.models.checkpoint.load_checkpoint`)."""
     return load_checkpoint(spec.weights, spec.text_embeddings, spec.catalog, spec.replace_text)
@@ -206,4 +214,4 @@ def load_predictor(model: ModelSpec | str | os.PathLike, *, gpu_index: int = 0, 
     return Predictor(load_model(spec), device, spec.precision, prepare=prepare)
 
 
-__all__ = ["Predictor", "cast_autocast_weights", "load_model", "load_predictor"]
+__all__ = ["Predictor", "cast_autocast_weights", "load_model", "load_predictor", "softmax"]

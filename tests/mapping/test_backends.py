@@ -14,12 +14,12 @@ from mapping_helpers import interrupted_run
 from dunemap.errors import ConfigError, InputError
 from dunemap.mapping.backend import sample_windows
 from dunemap.mapping.config import BACKEND_NAMES, MapConfig
-from dunemap.mapping.predict import softmax
 from dunemap.raster.reader import EmbeddingReader
 from dunemap.runtime import load_predictor
 from dunemap.runtime.backends import BACKENDS, BackendChoice, Samples, argmax_agreement, build_exported, window_tensor
 from dunemap.runtime.device import bf16_supported
 from dunemap.runtime.export import export_path
+from dunemap.runtime.predictor import softmax
 from dunemap.runtime.select import select_backend
 
 pytest.importorskip("onnx")
@@ -103,6 +103,10 @@ def test_fp32_backends_give_torch_calibrated_logits(name: str, shared: Path, tin
     # mapping's numpy path: the same calibrated logits, and the softmax torch takes
     torch.testing.assert_close(torch.from_numpy(built.numpy_logits(x)), got)
     torch.testing.assert_close(torch.from_numpy(softmax(built.numpy_logits(x))), torch.softmax(got, dim=1))
+    # what a map blends: OpenVINO computes it in its graph, given the temperature and the class bias
+    rows = x.numpy()
+    assert hasattr(built.runner_for(rows), "probabilities") == (name == "openvino")
+    torch.testing.assert_close(torch.from_numpy(built.numpy_probabilities(x)), torch.softmax(want, dim=1))
     odd = torch.from_numpy(samples.windows[0][:, :48, :40].copy())[None]  # another size runs through torch
     torch.testing.assert_close(built.predict(odd), predictor.predict(odd))
 
@@ -124,7 +128,7 @@ def test_auto_batches_small_windows_on_a_cpu_into_the_one_at_a_time_map(
         pytest.importorskip(BACKENDS[name].package)
         predictor = build_exported(predictor, name, WINDOW)
     calls: list[tuple[int, bool]] = []
-    method = "predict" if name == "torch" else "numpy_logits"  # what mapping calls: an export's logits come as numpy
+    method = "predict" if name == "torch" else "numpy_probabilities"  # what mapping calls of an export: numpy
     predict = getattr(type(predictor), method)
 
     def counted(self, x):
@@ -394,13 +398,13 @@ def test_an_int8_raster_mapped_through_an_export_is_the_map_of_its_values(
     values[:, ~valid] = np.nan
     floats = write_raster(tmp_path / "values.tif", values, nodata=float("nan"))
     seen: list[torch.dtype] = []
-    logits = ExportedPredictor.numpy_logits
+    probabilities = ExportedPredictor.numpy_probabilities
 
     def recorded(self, x):
         seen.append(x.dtype)
-        return logits(self, x)
+        return probabilities(self, x)
 
-    monkeypatch.setattr(ExportedPredictor, "numpy_logits", recorded)
+    monkeypatch.setattr(ExportedPredictor, "numpy_probabilities", recorded)
     maps = {}
     for name, raster in (("codes", int8), ("values", floats)):
         seen.clear()
