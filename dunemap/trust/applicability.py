@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.spatial.distance import pdist
 
 from dunemap.errors import CheckpointError, InputError
 
@@ -207,6 +206,8 @@ def fit_applicability(
     components = vt[: min(dims, vt.shape[0])].T.astype(np.float32)  # (D, R)
     samples = (standard @ components).astype(np.float32)
     pair = samples if samples.shape[0] <= PAIR_SAMPLES else samples[rng.choice(samples.shape[0], PAIR_SAMPLES, replace=False)]
+    from scipy.spatial.distance import pdist  # here: the maps that only apply a fitted area spare its import
+
     mean_distance = float(pdist(pair).mean())
     if not mean_distance > 0:
         raise InputError("all training samples are identical: cannot describe the training data")
