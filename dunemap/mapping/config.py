@@ -68,7 +68,7 @@ class MapConfig:
     stage-1 attention). Stride 384 predicts each pixel ~1.8 times (the seed's 256 stride: ~4 times) with a
     128-px Gaussian-blended overlap: its seam index (``dunemap map --profile``) was below the seed design's
     (2.9 against 3.8), where stride 480's 32-px overlap left visible window edges (8.1); batches of 512-px
-    windows gain nothing on CPU, so auto runs them one at a time, which holds memory lowest. Smaller windows
+    windows gain nothing on CPU, so auto runs them one a stream (2 a call for OpenVINO's 2 streams). Smaller windows
     (a model trained on 128-px tiles) are batched on a CPU up to 256 x 256 pixels per forward pass
     (:data:`dunemap.mapping.predict.CPU_BATCH_PIXELS`): one at a time, the fixed cost of each call (the
     backend's dispatch, the predictor's wrapping, the softmax) outweighed their inference; larger batches
@@ -79,7 +79,7 @@ class MapConfig:
     # (FALLBACK_WINDOW for a checkpoint that records none); the model pads to a multiple of 32
     stride: int = 0  # step between windows, pixels (overlap = window - stride); 0 = default_stride(window)
     # windows per forward pass; 0 = auto: on a CPU enough for 256 x 256 pixels (4 of 128 px, 1 of 256 px or more)
-    # per stream of an OpenVINO export (2 streams for windows up to 128 x 256 px), on a GPU from its free memory
+    # per stream of an OpenVINO export (2 streams on 2 threads or more), on a GPU from its free memory
     batch_size: int = 0
     blend: str = "gaussian"  # weight of a window's pixels when blending overlaps: gaussian, cosine or uniform
     block_size: int = 0  # output pixels per block side (multiple of 16); 0 = from the input's bytes per pixel

@@ -185,7 +185,7 @@ class ExportedPredictor:
     def streams(self) -> int:
         """How many streams the runner runs a batch in, by the rule it was built with
         (:func:`dunemap.runtime.engines.stream_count`): a CPU map gives each the batch one call would get alone."""
-        return engines.stream_count(torch.get_num_threads(), self.window * self.window, self.engine)
+        return engines.stream_count(torch.get_num_threads(), self.engine)
 
     @property
     def takes_codes(self) -> bool:

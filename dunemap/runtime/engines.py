@@ -39,21 +39,19 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {INPUT_NAME: x})[0]
 
 
-# windows of up to this many pixels run as OpenVINO streams, a batch split between them: small windows leave
-# cores idle inside one inference (many small layers, each synchronising every thread), so each core running
-# its own share of the batch is faster (BENCHMARKS.md, "OpenVINO streams for small windows (issue 30)"). It is
-# half of dunemap.mapping.predict.CPU_BATCH_PIXELS: the windows a CPU map runs at least 2 a call. A larger
-# window comes one a call, and one window runs on one stream's threads only; a 512-px window keeps every core
-# busy on its own and gained nothing from streams.
-STREAM_MAX_PIXELS = 256 * 256 // 2
+# OpenVINO runs a map's windows as streams, a batch split between them: each core running its own share of the
+# batch beat every core on one window at a time, for small windows (many small layers, each synchronising every
+# thread: BENCHMARKS.md, "OpenVINO streams for small windows (issue 30)") and for 512-px ones alike (a MiT-b2
+# window 121-124 against 147 ms in bf16; "Seventh round of issue 30"). A map gives each stream the batch one call
+# would get alone (dunemap.mapping.predict.batch_size_for), so its automatic batch always holds a window a stream.
 MAX_STREAMS = 2  # the most streams measured (on 2 cores)
 
 
-def stream_count(threads: int, pixels: int, engine: str = "openvino") -> int:
-    """How many streams the runner of ``engine`` runs windows of ``pixels`` pixels in with ``threads`` threads: only
-    :class:`OpenVinoRunner` runs several. A map gives each stream the batch one call would get alone
-    (:func:`dunemap.mapping.predict.batch_size_for`)."""
-    if engine != "openvino" or pixels > STREAM_MAX_PIXELS:
+def stream_count(threads: int, engine: str = "openvino") -> int:
+    """How many streams the runner of ``engine`` runs its windows in with ``threads`` threads: only
+    :class:`OpenVinoRunner` runs several. A batch of one window (``--batch-size 1``, a block's last odd window) runs
+    on one stream's threads."""
+    if engine != "openvino":
         return 1
     return max(1, min(threads, MAX_STREAMS))
 
@@ -64,13 +62,13 @@ class OpenVinoRunner:
     natively, :func:`dunemap.runtime.device.bf16_supported`); the layers of an int8 (QDQ) export still run in int8.
 
     Calling it gives the export's logits. :meth:`probabilities` gives what a map blends: the softmax of the logits
-    divided by a temperature plus a per-class bias (the calibration, :meth:`dunemap.runtime.predictor.Predictor.calibrated`),
-    computed by the compiled model itself as a second output, in float32 whatever ``precision`` is, on its threads:
-    a map's own thread then only accumulates (the softmax in numpy cost about 1 ms of every 4 windows of 128 px,
-    BENCHMARKS.md, issue 30).
+    divided by a temperature plus a per-class bias (the calibration,
+    :meth:`dunemap.runtime.predictor.Predictor.calibrated`), computed by the compiled model itself as a second
+    output, in float32 whatever ``precision`` is, on its threads: a map's own thread then only accumulates (the
+    softmax in numpy cost about 1 ms of every 4 windows of 128 px, BENCHMARKS.md, issue 30).
 
-    Windows of up to :data:`STREAM_MAX_PIXELS` run in :func:`stream_count` streams that share the ``threads``:
-    a batch is split into that many contiguous parts, run at once, one infer request each, and their outputs
+    Windows run in :func:`stream_count` streams that share the ``threads``: a batch is split into that many
+    contiguous parts, run at once, one infer request each, and their outputs
     joined in order; each window's logits are those the whole batch gives (every window is computed on its own).
     A batch of one runs on one stream (its threads alone).
     """
@@ -82,7 +80,6 @@ class OpenVinoRunner:
 
         core = ov.Core()
         model = core.read_model(str(path))
-        height, width = (model.input(0).get_partial_shape()[axis].get_length() for axis in (2, 3))  # static
         if bf16_input:  # the float export fed bf16 values (their bits as uint16): no float32 input to convert
             steps = PrePostProcessor(model)
             steps.input().tensor().set_element_type(ov.Type.bf16)
@@ -94,7 +91,7 @@ class OpenVinoRunner:
         bias = ops.parameter([self.classes, 1, 1], ov.Type.f32, name="class_bias")
         probabilities = ops.softmax(ops.add(ops.divide(logits, temperature), bias), 1)
         model = ov.Model([logits, probabilities.output(0)], [*model.get_parameters(), temperature, bias], "dunemap")
-        streams = stream_count(threads, height * width)
+        streams = stream_count(threads)
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams}
         self.model = core.compile_model(model, "CPU", config)
@@ -163,7 +160,7 @@ def main(argv: list[str]) -> None:
         print(precision, best, flush=True)
 
 
-__all__ = ["INPUT_NAME", "MAX_STREAMS", "RUNNERS", "STREAM_MAX_PIXELS", "OnnxRuntimeRunner", "OpenVinoRunner",
+__all__ = ["INPUT_NAME", "MAX_STREAMS", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner",
            "best_time", "main", "stream_count"]
 
 if __name__ == "__main__":

@@ -155,14 +155,15 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
                 "values": lambda: x}[kind]()
 
     def inputs(engine: str, kind: str) -> torch.Tensor:  # timed as the map runs it: ``batch`` windows a stream
-        n = max(1, batch) * (stream_count(torch.get_num_threads(), window * window, engine) if batch_per_stream else 1)
+        n = max(1, batch) * (stream_count(torch.get_num_threads(), engine) if batch_per_stream else 1)
         return one(kind).expand(n, -1, -1, -1).contiguous()
 
     key = None
     if timings != "none":
         key = timing_key(checkpoint=predictor.checkpoint_sha256, window=window, torch=predictor.precision, batch=batch,
                          batch_per_stream=batch_per_stream, threads=torch.get_num_threads(), codes=codes,
-                         candidates=names)
+                         candidates=names,
+                         streams={n: stream_count(torch.get_num_threads(), BACKENDS[n].engine) for n in names})
     if timings == "reuse":
         recorded = recall(key)
         if recorded is not None:

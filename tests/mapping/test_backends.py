@@ -440,7 +440,7 @@ def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: str, shared: Path,
                                                                     tiny_checkpoint: Path, aef_raster) -> None:
-    """Small windows run in 2 streams: a batch of 3 is split 2 + 1 and run at once, and each window gets the logits
+    """Windows run in 2 streams: a batch of 3 is split 2 + 1 and run at once, and each window gets the logits
     it gets alone and in one unsplit request (fp32: to fp32 rounding; bf16: the class of nearly every pixel)."""
     pytest.importorskip("openvino")
     from dunemap.runtime.device import bf16_supported
@@ -453,7 +453,7 @@ def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: s
     path = export_onnx(predictor.model, WINDOW, export_path(predictor.checkpoint_sha256, WINDOW, "fp32"))
     x = np.stack(_samples(aef_raster(height=128, width=128, seed=5)).windows[:3])
     streamed, single = OpenVinoRunner(path, 2, precision), OpenVinoRunner(path, 1, precision)
-    assert len(streamed.requests) == stream_count(2, WINDOW * WINDOW) == 2 and len(single.requests) == 1
+    assert len(streamed.requests) == stream_count(2) == 2 and len(single.requests) == 1
     got = streamed(x)
     alone = np.concatenate([streamed(x[i : i + 1]) for i in range(len(x))])
     unsplit = single(x)
@@ -466,19 +466,20 @@ def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: s
     assert not np.allclose(got[0], got[1])  # different windows: a mix-up of the parts would show
 
 
-def test_openvino_streams_are_for_the_windows_a_cpu_map_runs_several_a_call() -> None:
-    """One window runs on one stream's threads only: streams are used exactly where a CPU map's automatic batch holds
-    at least 2 windows, so no window size that comes one a call (256 or 512 px) loses threads to them."""
+def test_a_cpu_maps_automatic_batch_gives_every_openvino_stream_a_window() -> None:
+    """OpenVINO runs every window size in min(threads, 2) streams, and a CPU map's automatic batch for its runner holds
+    at least a window a stream, so no stream idles while another works (only torch and ONNX Runtime run one)."""
     from types import SimpleNamespace
 
     from dunemap.mapping.predict import batch_size_for
     from dunemap.runtime.engines import stream_count
 
-    cpu = SimpleNamespace(device=torch.device("cpu"))
     for side in (64, 128, 160, 181, 182, 256, 512):
-        several = batch_size_for(cpu, MapConfig(window=side)) >= 2
-        assert (stream_count(2, side * side) == 2) == several, side
-        assert stream_count(1, side * side) == 1 and stream_count(8, side * side) <= 2
+        for threads in (1, 2, 8):
+            streams = stream_count(threads)
+            runner = SimpleNamespace(device=torch.device("cpu"), streams=streams)
+            assert streams == min(threads, 2) and stream_count(threads, "onnxruntime") == 1
+            assert batch_size_for(runner, MapConfig(window=side)) % streams == 0, (side, threads)
 
 
 def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_so(
@@ -495,7 +496,7 @@ def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_s
     reference = _fp32(tiny_checkpoint)
     runner = build_exported(reference, "openvino", WINDOW)
     config = MapConfig().for_model(WINDOW)
-    streams = stream_count(torch.get_num_threads(), WINDOW * WINDOW)
+    streams = stream_count(torch.get_num_threads())
     assert runner.streams == streams == len(runner.runners["values"].requests)
     assert streams == min(2, torch.get_num_threads())  # 64-px windows run in streams wherever there are 2 threads
     assert batch_size_for(runner, config) == batch_size_for(reference, config) * streams
