@@ -1,7 +1,7 @@
 """Where a map's time goes, and whether its window edges show: per-stage seconds and the seam index.
 
 Stages (``dunemap map --profile``): ``read`` (GDAL read of a block's extent), ``decode`` (int8 codes
-to the model's input), ``model`` (forward passes), ``blend`` (softmax and weighted accumulation),
+to the model's input), ``model`` (forward passes and the probabilities' softmax), ``blend`` (weighted accumulation),
 ``assemble`` (finishing blocks and writing them to the intermediates) and ``write`` (COG conversion
 with overviews). Reading and decoding run in background threads beside the model, so the stages
 can add up to more than the wall time.
