@@ -70,7 +70,7 @@ class MapConfig:
     (2.9 against 3.8), where stride 480's 32-px overlap left visible window edges (8.1); batches of 512-px
     windows gain nothing on CPU, so auto runs them one a stream (2 a call for OpenVINO's 2 streams). Smaller windows
     (a model trained on 128-px tiles) are batched on a CPU up to 256 x 256 pixels per forward pass
-    (:data:`dunemap.mapping.predict.CPU_BATCH_PIXELS`): one at a time, the fixed cost of each call (the
+    (:data:`dunemap.runtime.engines.CPU_BATCH_PIXELS`): one at a time, the fixed cost of each call (the
     backend's dispatch, the predictor's wrapping, the softmax) outweighed their inference; larger batches
     were no faster and held more memory (BENCHMARKS.md, "Inference backends (issue 30)").
     """

@@ -30,6 +30,7 @@ from dunemap.raster.geometry import Box
 from dunemap.raster.legend import NODATA_CLASS
 from dunemap.raster.reader import BlockData, EmbeddingReader, is_network
 from dunemap.runtime import gpu_batch_size
+from dunemap.runtime.engines import request_batch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,10 +40,6 @@ GDAL_READ_CACHE_MAX_BYTES = 512 * 1024 * 1024  # the most read_layout gives a wi
 # GDAL's own threads decompressing the tiles of one read (GDAL_NUM_THREADS; a value set in the environment wins)
 GDAL_READ_THREADS = "ALL_CPUS"
 GPU_BYTES_PER_WINDOW_PIXEL = 2048  # GPU memory per pixel of a window in one forward pass (input, activations, output)
-# window pixels per forward pass (per stream of an OpenVINO export) that auto batches on a CPU: 4 windows of 128 px,
-# 1 of 256 px or more (8 or 16 of 128 px in one stream were no faster on the CPU measured and held 0.1-0.4 GiB more;
-# 2 streams of 4 were 18 % faster a window than 2 of 2: BENCHMARKS.md, issue 30)
-CPU_BATCH_PIXELS = 256 * 256
 
 
 class SupportsPredict(Protocol):
@@ -95,14 +92,15 @@ class BlockPrediction:
 def batch_size_for(predictor: SupportsPredict, config: MapConfig) -> int:
     """Windows per forward pass: ``config.batch_size``, or for 0 (auto) as many as fit in the free memory of
     the predictor's GPU (:func:`dunemap.runtime.gpu_batch_size`), and on a CPU as many windows as make
-    :data:`CPU_BATCH_PIXELS` (at least 1) for each stream the predictor runs a batch in (an OpenVINO export's
-    ``streams``; 1 for others): small windows then share the fixed cost of a call (the backend's dispatch, the
-    predictor's wrapping, a softmax), which otherwise outweighs their inference."""
+    :data:`~dunemap.runtime.engines.CPU_BATCH_PIXELS` (at least 1: :func:`~dunemap.runtime.engines.request_batch`)
+    for each stream the predictor runs a batch in (an OpenVINO export's ``streams``; 1 for others): small windows
+    then share the fixed cost of a call (the backend's dispatch, the predictor's wrapping, a softmax), which
+    otherwise outweighs their inference."""
     if config.batch_size:
         return config.batch_size
     device = torch.device(getattr(predictor, "device", "cpu"))
     if device.type == "cpu":
-        return max(1, CPU_BATCH_PIXELS // (config.window * config.window)) * getattr(predictor, "streams", 1)
+        return request_batch(config.window * config.window) * getattr(predictor, "streams", 1)
     return gpu_batch_size(device, config.window * config.window * GPU_BYTES_PER_WINDOW_PIXEL)
 
 

@@ -39,12 +39,28 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {INPUT_NAME: x})[0]
 
 
+# window pixels per forward pass (per stream of an OpenVINO export) on a CPU: 4 windows of 128 px, 1 of 256 px or
+# more (8 or 16 of 128 px in one stream were no faster on the CPU measured and held 0.1-0.4 GiB more; 2 streams of
+# 4 were 18 % faster a window than 2 of 2: BENCHMARKS.md, issue 30). A CPU map batches so many a stream
+# (dunemap.mapping.predict.batch_size_for), and OpenVINO compiles its exports for exactly so many (OpenVinoRunner).
+CPU_BATCH_PIXELS = 256 * 256
+
+
+def request_batch(pixels: int) -> int:
+    """Windows of ``pixels`` pixels in one forward pass on a CPU: as many as make :data:`CPU_BATCH_PIXELS`, at least
+    one."""
+    return max(1, CPU_BATCH_PIXELS // pixels)
+
+
 # OpenVINO runs a map's windows as streams, a batch split between them: each core running its own share of the
 # batch beat every core on one window at a time, for small windows (many small layers, each synchronising every
 # thread: BENCHMARKS.md, "OpenVINO streams for small windows (issue 30)") and for 512-px ones alike (a MiT-b2
 # window 121-124 against 147 ms in bf16; "Seventh round of issue 30"). A map gives each stream the batch one call
 # would get alone (dunemap.mapping.predict.batch_size_for), so its automatic batch always holds a window a stream.
 MAX_STREAMS = 2  # the most streams measured (on 2 cores)
+# raised whenever how a runner runs an export changes (2: OpenVINO compiles a static batch, in streams for every
+# window size): part of auto's timing key (dunemap.runtime.timings), so what other runners measured is measured again
+RUNNERS_VERSION = 2
 
 
 def stream_count(threads: int, engine: str = "openvino") -> int:
@@ -67,10 +83,15 @@ class OpenVinoRunner:
     output, in float32 whatever ``precision`` is, on its threads: a map's own thread then only accumulates (the
     softmax in numpy cost about 1 ms of every 4 windows of 128 px, BENCHMARKS.md, issue 30).
 
-    Windows run in :func:`stream_count` streams that share the ``threads``: a batch is split into that many
-    contiguous parts, run at once, one infer request each, and their outputs
-    joined in order; each window's logits are those the whole batch gives (every window is computed on its own).
-    A batch of one runs on one stream (its threads alone).
+    The export is compiled for a static batch of :func:`request_batch` windows (its batch axis is dynamic): OpenVINO
+    ran a dynamic batch 1.6x slower on the CPU measured (MiT-b0 at 128 px, 4 a pass: 3.0 against 1.9 ms a window;
+    MiT-b2 at 512 px, 1 a pass: 113 against 68 ms; BENCHMARKS.md, "Eighth round of issue 30"). A call's batch is
+    run in consecutive chunks of that many windows, the last one padded with zeros (their outputs dropped). An int8
+    export keeps its dynamic batch.
+
+    Windows run in :func:`stream_count` streams that share the ``threads``: the chunks of a call are run at once,
+    one a stream, in rounds, and their outputs joined in order; each window's logits are those it gets on its own
+    (every window is computed on its own). A call of one chunk runs on one stream (its threads alone).
     """
 
     def __init__(self, path, threads: int, precision: str = "fp32", bf16_input: bool = False) -> None:
@@ -80,6 +101,12 @@ class OpenVinoRunner:
 
         core = ov.Core()
         model = core.read_model(str(path))
+        shape = model.input(0).get_partial_shape()  # (batch: dynamic, C, h, w)
+        self.batch = request_batch(shape[2].get_length() * shape[3].get_length())
+        # an int8 (QDQ) export keeps its dynamic batch: OpenVINO 2026.4's CPU plugin fails to compile it static
+        self.static = precision != "int8"
+        if self.static:
+            model.reshape({model.input(0).get_any_name(): [self.batch, *(shape[i].get_length() for i in (1, 2, 3))]})
         if bf16_input:  # the float export fed bf16 values (their bits as uint16): no float32 input to convert
             steps = PrePostProcessor(model)
             steps.input().tensor().set_element_type(ov.Type.bf16)
@@ -108,15 +135,26 @@ class OpenVinoRunner:
         return {0: x, 1: temperature, 2: bias}
 
     def _run(self, x: np.ndarray, output: int, temperature: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """Output ``output`` (0: logits, 1: probabilities) of batch ``x``, a copy, the batch split between streams."""
-        requests = self.requests[: max(1, min(len(x), len(self.requests)))]
-        parts = np.array_split(x, len(requests)) if len(requests) > 1 else [x]
-        for request, part in zip(requests, parts):
-            request.start_async(self._inputs(part, temperature, bias))
-        for request in requests:
-            request.wait()
-        results = [request.get_output_tensor(output).data for request in requests]
-        return results[0].copy() if len(results) == 1 else np.concatenate(results)
+        """Output ``output`` (0: logits, 1: probabilities) of batch ``x``: its chunks of :attr:`batch` windows, one a
+        stream at a time."""
+        out = None
+        starts = range(0, len(x), self.batch)
+        for first in range(0, len(starts), len(self.requests)):
+            running = []
+            for request, start in zip(self.requests, starts[first : first + len(self.requests)]):
+                chunk = x[start : start + self.batch]
+                n = len(chunk)
+                if n < self.batch and self.static:  # the compiled batch, filled with zeros
+                    chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
+                request.start_async(self._inputs(chunk, temperature, bias))
+                running.append((request, start, n))
+            for request, start, n in running:
+                request.wait()
+                data = request.get_output_tensor(output).data
+                if out is None:
+                    out = np.empty((len(x), *data.shape[1:]), dtype=data.dtype)
+                out[start : start + n] = data[:n]
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(x, 0, *self._plain)
@@ -160,8 +198,9 @@ def main(argv: list[str]) -> None:
         print(precision, best, flush=True)
 
 
-__all__ = ["INPUT_NAME", "MAX_STREAMS", "RUNNERS", "OnnxRuntimeRunner", "OpenVinoRunner",
-           "best_time", "main", "stream_count"]
+__all__ = ["CPU_BATCH_PIXELS", "INPUT_NAME", "MAX_STREAMS", "RUNNERS", "RUNNERS_VERSION", "OnnxRuntimeRunner",
+           "OpenVinoRunner", "best_time", "main", "request_batch", "stream_count"]
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dunemap.io.atomic import atomic_path
 from dunemap.runtime.device import cpu_info
+from dunemap.runtime.engines import RUNNERS_VERSION
 from dunemap.runtime.export import EXPORT_GRAPH, cache_root
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ def _version(package: str) -> str | None:
 
 
 def timing_key(**settings) -> dict:
-    """The key of a measurement: ``settings`` (checkpoint, window, batch, threads, input, candidates) with this
-    machine's CPU and the versions of the packages that run the backends."""
-    return {"format": TIMINGS_FORMAT, "graph": EXPORT_GRAPH, **settings, "cpu": cpu_info(),
+    """The key of a measurement: ``settings`` (checkpoint, window, batch, threads, input, candidates) with the
+    export's graph and the runners' versions, this machine's CPU and the versions of the packages that run the
+    backends."""
+    return {"format": TIMINGS_FORMAT, "graph": EXPORT_GRAPH, "runners": RUNNERS_VERSION, **settings, "cpu": cpu_info(),
             "packages": {p: _version(p) for p in PACKAGES}}
 
 

@@ -440,11 +440,12 @@ def test_auto_counts_the_time_preparing_each_candidates_input(shared: Path, tiny
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: str, shared: Path,
                                                                     tiny_checkpoint: Path, aef_raster) -> None:
-    """Windows run in 2 streams: a batch of 3 is split 2 + 1 and run at once, and each window gets the logits
-    it gets alone and in one unsplit request (fp32: to fp32 rounding; bf16: the class of nearly every pixel)."""
+    """Windows run in 2 streams, compiled for a static batch of 16 windows of 64 px: a batch of 3 runs as one chunk
+    padded with zeros, a batch of 35 as chunks of 16, 16 and 3, two at a time; each window gets the logits it gets
+    alone and in one unsplit request (fp32: to fp32 rounding; bf16: the class of nearly every pixel)."""
     pytest.importorskip("openvino")
     from dunemap.runtime.device import bf16_supported
-    from dunemap.runtime.engines import OpenVinoRunner, stream_count
+    from dunemap.runtime.engines import OpenVinoRunner, request_batch, stream_count
     from dunemap.runtime.export import export_onnx
 
     if precision == "bf16" and not bf16_supported(torch.device("cpu")):
@@ -454,16 +455,19 @@ def test_openvino_streams_split_a_batch_without_changing_its_logits(precision: s
     x = np.stack(_samples(aef_raster(height=128, width=128, seed=5)).windows[:3])
     streamed, single = OpenVinoRunner(path, 2, precision), OpenVinoRunner(path, 1, precision)
     assert len(streamed.requests) == stream_count(2) == 2 and len(single.requests) == 1
-    got = streamed(x)
-    alone = np.concatenate([streamed(x[i : i + 1]) for i in range(len(x))])
-    unsplit = single(x)
-    assert got.shape == (3, predictor.num_classes, WINDOW, WINDOW)
-    for want in (alone, unsplit):
-        if precision == "fp32":
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        else:
-            assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
-    assert not np.allclose(got[0], got[1])  # different windows: a mix-up of the parts would show
+    assert streamed.batch == single.batch == request_batch(WINDOW * WINDOW) == 16
+    many = np.concatenate([x * (1 + 0.01 * i) for i in range(12)])[:35]  # 35 windows, each its own
+    for batch in (x, many):
+        got = streamed(batch)
+        alone = np.concatenate([streamed(batch[i : i + 1]) for i in range(len(batch))])
+        unsplit = single(batch)
+        assert got.shape == (len(batch), predictor.num_classes, WINDOW, WINDOW)
+        for want in (alone, unsplit):
+            if precision == "fp32":
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+            else:
+                assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
+        assert not np.allclose(got[0], got[1]) and not np.allclose(got[-1], got[-2])  # a mix-up of chunks shows
 
 
 def test_a_cpu_maps_automatic_batch_gives_every_openvino_stream_a_window() -> None:
