@@ -137,6 +137,8 @@ class OpenVinoRunner:
     def _run(self, x: np.ndarray, output: int, temperature: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """Output ``output`` (0: logits, 1: probabilities) of batch ``x``: its chunks of :attr:`batch` windows, one a
         stream at a time."""
+        if not len(x):
+            raise ValueError("an empty batch: no window to run")
         out = None
         starts = range(0, len(x), self.batch)
         for first in range(0, len(starts), len(self.requests)):
