@@ -320,10 +320,11 @@ def exported_path(reference: Predictor, name: str, window: int, codes: bool = Fa
 
 
 def build_exported(reference: Predictor, name: str, window: int, samples: Samples | None = None,
-                   codes: bool = False) -> ExportedPredictor:
+                   codes: bool = False, request: int = 0) -> ExportedPredictor:
     """The exported backend ``name`` of the fp32 ``reference`` for ``window``-px windows (int8: calibrated on
     ``samples``), its runner built for the raster's input: AEF codes (``codes``) where the backend decodes them
-    itself (:func:`takes_codes`), else values. Exports are made once and cached
+    itself (:func:`takes_codes`), else values; OpenVINO's compiled for ``request`` windows a forward pass (0: the
+    automatic batch's, :func:`dunemap.runtime.engines.request_batch`). Exports are made once and cached
     (:func:`dunemap.runtime.export.export_path`)."""
     spec = choose(BACKENDS, name, "backend")
     if spec.precision == "bf16" and not bf16_supported(torch.device("cpu")):
@@ -342,7 +343,8 @@ def build_exported(reference: Predictor, name: str, window: int, samples: Sample
             return lambda x: values(bf16_values(x))
         path = exported_path(reference, name, window, kind == "codes", samples)
         bf16 = {"bf16_input": True} if kind == "bf16" else {}
-        return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision, **bf16)
+        batch = {"batch": request} if spec.engine == "openvino" else {}
+        return RUNNERS[spec.engine](path, torch.get_num_threads(), spec.precision, **bf16, **batch)
 
     kind = input_kind(name, codes)
     choice = BackendChoice(spec.engine, spec.precision, reason="asked for by name", calibration=calibration)

@@ -83,7 +83,9 @@ class OpenVinoRunner:
     output, in float32 whatever ``precision`` is, on its threads: a map's own thread then only accumulates (the
     softmax in numpy cost about 1 ms of every 4 windows of 128 px, BENCHMARKS.md, issue 30).
 
-    The export is compiled for a static batch of :func:`request_batch` windows (its batch axis is dynamic): OpenVINO
+    The export is compiled for a static batch of ``batch`` windows (0: :func:`request_batch`, what a CPU map's
+    automatic batch gives a stream; a map with ``--batch-size`` gives its share a stream), though its batch axis is
+    dynamic: OpenVINO
     ran a dynamic batch 1.6x slower on the CPU measured (MiT-b0 at 128 px, 4 a pass: 3.0 against 1.9 ms a window;
     MiT-b2 at 512 px, 1 a pass: 113 against 68 ms; BENCHMARKS.md, "Eighth round of issue 30"). A call's batch is
     run in consecutive chunks of that many windows, the last one padded with zeros (their outputs dropped). An int8
@@ -94,7 +96,7 @@ class OpenVinoRunner:
     (every window is computed on its own). A call of one chunk runs on one stream (its threads alone).
     """
 
-    def __init__(self, path, threads: int, precision: str = "fp32", bf16_input: bool = False) -> None:
+    def __init__(self, path, threads: int, precision: str = "fp32", bf16_input: bool = False, batch: int = 0) -> None:
         import openvino as ov
         import openvino.opset13 as ops
         from openvino.preprocess import PrePostProcessor
@@ -102,7 +104,7 @@ class OpenVinoRunner:
         core = ov.Core()
         model = core.read_model(str(path))
         shape = model.input(0).get_partial_shape()  # (batch: dynamic, C, h, w)
-        self.batch = request_batch(shape[2].get_length() * shape[3].get_length())
+        self.batch = batch or request_batch(shape[2].get_length() * shape[3].get_length())
         # an int8 (QDQ) export keeps its dynamic batch: OpenVINO 2026.4's CPU plugin fails to compile it static
         self.static = precision != "int8"
         if self.static:
@@ -189,9 +191,11 @@ def main(argv: list[str]) -> None:
     engine, path, folder, threads, repeats, precisions = argv
     x = np.load(Path(folder) / "x.npy")
     bf16 = {"bf16_input": True} if x.dtype == np.uint16 else {}  # bf16 values' bits (OpenVINO only)
+    # OpenVINO compiles the windows a stream gets of the batch timed, as the map's runner does
+    request = {"batch": -(-len(x) // stream_count(int(threads)))} if engine == "openvino" else {}
     for precision in precisions.split(","):
         try:
-            out, best = best_time(RUNNERS[engine](path, int(threads), precision, **bf16), x, int(repeats))
+            out, best = best_time(RUNNERS[engine](path, int(threads), precision, **bf16, **request), x, int(repeats))
         except Exception as exc:  # this precision is left out; the others are still timed
             lines = str(exc).strip().splitlines()
             print(precision, "error", f"{type(exc).__name__}: {lines[0] if lines else ''}", flush=True)

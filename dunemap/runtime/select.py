@@ -71,6 +71,8 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
     (:mod:`dunemap.runtime.timings`), checking agreement on this raster the fastest first, and keeps its own.
     """
     choose(dict.fromkeys(TIMINGS), timings, "timings")
+    # OpenVINO compiles the windows one stream gets a call: the automatic batch's (0), or its share of ``batch``
+    request = 0 if batch_per_stream else -(-batch // stream_count(torch.get_num_threads()))
     spec = choose(BACKENDS, name, "backend")
     torch_choice = BackendChoice("torch", predictor.precision, reason="asked for by name")
     if spec is not None and spec.engine == "torch":
@@ -84,14 +86,14 @@ def select_backend(predictor: Predictor, name: str, window: int, samples: Callab
         reference = fp32_reference(predictor, load_fp32)
         int8 = spec.precision == "int8"
         try:
-            return _as_chosen(build_exported(reference, name, window, samples() if int8 else None, codes))
+            return _as_chosen(build_exported(reference, name, window, samples() if int8 else None, codes, request))
         except DunemapError:
             raise
         except Exception as exc:  # the exporter or the backend failed on this model
             raise DunemapError(f"--backend {name}: the model could not be run by {spec.engine}: "
                                f"{_one_line(exc)}; use --backend torch") from None
     return _auto(predictor, window, samples, load_fp32, min_agreement, requested_precision, batch, codes,
-                 batch_per_stream, timings)
+                 batch_per_stream, timings, request)
 
 
 def _as_chosen(built) -> tuple[object, BackendChoice]:
@@ -125,7 +127,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], load_fp32: Callable[[], Predictor],
           min_agreement: float, requested_precision: str, batch: int = 1,
-          codes: bool = False, batch_per_stream: bool = True, timings: str = "none") -> tuple[object, BackendChoice]:
+          codes: bool = False, batch_per_stream: bool = True, timings: str = "none",
+          request: int = 0) -> tuple[object, BackendChoice]:
     names = [n for n in candidates(requested_precision) if require_package(n, asked=False)]
     wanted = {BACKENDS[n].package for n in candidates(requested_precision)}
     missing = sorted(wanted - {BACKENDS[n].package for n in names})
@@ -167,7 +170,8 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     if timings == "reuse":
         recorded = recall(key)
         if recorded is not None:
-            reused = _reuse(recorded, predictor, reference, one, truth, valid, min_agreement, window, taken, codes)
+            reused = _reuse(recorded, predictor, reference, one, truth, valid, min_agreement, window, taken, codes,
+                            request)
             if reused is not None:
                 return reused
 
@@ -215,14 +219,14 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
                            tuple((m.name, m.agreement, m.seconds) for m in measured))
     runner = runners.get(best.name)
     if best.engine != "torch":  # the one backend this process runs, from its cached export
-        runner = build_exported(reference, best.name, window, taken, codes)
+        runner = build_exported(reference, best.name, window, taken, codes, request)
         runner.choice = chosen
     return runner, chosen
 
 
 def _reuse(recorded: Recorded, predictor: Predictor, reference: Predictor, one: Callable[[str], torch.Tensor],
            truth: torch.Tensor, valid, min_agreement: float, window: int, taken: Samples,
-           codes: bool) -> tuple[object, BackendChoice] | None:
+           codes: bool, request: int = 0) -> tuple[object, BackendChoice] | None:
     """The fastest backend of ``recorded`` (an earlier run's timings on this machine) that classifies this raster's
     window as fp32 torch does on at least ``min_agreement`` of its pixels: each is built and run once on it, the
     fastest first, until one agrees (a faster one left behind is named in the log line). None where none agrees or
@@ -235,7 +239,7 @@ def _reuse(recorded: Recorded, predictor: Predictor, reference: Predictor, one: 
                 runner = predictor
                 logits = truth if predictor is reference else predictor.predict(one("values")).float()
             else:
-                runner = build_exported(reference, name, window, taken, codes)
+                runner = build_exported(reference, name, window, taken, codes, request)
                 logits = reference.calibrated(runner.raw_logits(one(input_kind(name, codes)))).float()
         except DunemapError:
             raise

@@ -495,7 +495,7 @@ def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_s
     pytest.importorskip("openvino")
     import dunemap.runtime.select as select
     from dunemap.mapping.predict import batch_size_for
-    from dunemap.runtime.engines import stream_count
+    from dunemap.runtime.engines import request_batch, stream_count
 
     reference = _fp32(tiny_checkpoint)
     runner = build_exported(reference, "openvino", WINDOW)
@@ -528,6 +528,11 @@ def test_openvino_streams_each_get_the_batch_one_call_gets_and_auto_times_them_s
                        batch_per_stream=per_stream, codes=True)
         ov = 2 * streams if per_stream else 2
         assert timed["torch"] == timed["onnxruntime-fp32"] == 2 and timed["openvino-fp32"] == ov, timed
+    # OpenVINO compiles the windows a stream gets a call: the automatic batch's, or its share of a batch asked for
+    for per_stream, want in ((True, request_batch(WINDOW * WINDOW)), (False, -(-3 // streams))):
+        built, _ = select_backend(reference, "openvino", WINDOW, lambda: samples, lambda: reference,
+                                  min_agreement=0.0, batch=3, batch_per_stream=per_stream, codes=True)
+        assert [r.batch for r in built.runners.values()] == [want], per_stream
 
 
 def test_one_child_times_each_precision_of_an_export_and_reports_each_failure_apart(
