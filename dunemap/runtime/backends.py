@@ -245,14 +245,14 @@ class ExportedPredictor:
         """The softmax of :meth:`numpy_logits` (B, K, h, w) float32: what a map blends. A runner that computes it
         itself (:meth:`dunemap.runtime.engines.OpenVinoRunner.probabilities`) is given the temperature and class
         bias; otherwise it is taken in numpy on this thread."""
-        if tuple(x.shape[-2:]) == (self.window, self.window):
-            rows = _row_major(x)
-            runner = self.runner_for(rows)
-            if hasattr(runner, "probabilities"):
-                bias = self.base.class_bias
-                return runner.probabilities(rows, self.base.temperature,
-                                            None if bias is None else bias.float().cpu().numpy())
-        return softmax(self.numpy_logits(x))
+        if tuple(x.shape[-2:]) != (self.window, self.window):
+            return softmax(self.predict(x).numpy())
+        rows = _row_major(x)
+        runner = self.runner_for(rows)
+        if not hasattr(runner, "probabilities"):
+            return softmax(self.base.calibrated(runner(rows)))
+        bias = self.base.class_bias
+        return runner.probabilities(rows, self.base.temperature, None if bias is None else bias.float().cpu().numpy())
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:

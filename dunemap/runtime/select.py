@@ -165,8 +165,7 @@ def _auto(predictor: Predictor, window: int, samples: Callable[[], Samples], loa
     if timings != "none":
         key = timing_key(checkpoint=predictor.checkpoint_sha256, window=window, torch=predictor.precision, batch=batch,
                          batch_per_stream=batch_per_stream, threads=torch.get_num_threads(), codes=codes,
-                         candidates=names,
-                         streams={n: stream_count(torch.get_num_threads(), BACKENDS[n].engine) for n in names})
+                         candidates=names)  # the streams follow from the threads and the runners' version
     if timings == "reuse":
         recorded = recall(key)
         if recorded is not None:
@@ -232,7 +231,7 @@ def _reuse(recorded: Recorded, predictor: Predictor, reference: Predictor, one: 
     fastest first, until one agrees (a faster one left behind is named in the log line). None where none agrees or
     one fails to run (logged): every candidate is then measured."""
     passed_over = []
-    for name in sorted(recorded.seconds, key=lambda n: (recorded.seconds[n], n)):
+    for name in recorded.ranked():
         spec = choose(BACKENDS, name, "backend")
         try:
             if spec.engine == "torch":

@@ -4,8 +4,9 @@ Measuring every candidate costs a map seconds: each exported backend is timed in
 export and runs a warm-up and two timed passes (MiT-b2 at 512 px on 2 cores: about 8 s, BENCHMARKS.md). A backend's
 speed belongs to the machine, the model and the settings, not to the raster being mapped, so :func:`remember` keeps
 what was measured in ``cache_root()/auto``, one small JSON file per :func:`timing_key`. The key holds everything the
-speed depends on: the checkpoint's SHA-256, the window, the batch and streams of a call, the torch threads, the
-input the exports are fed, the candidates, the CPU's model and speed flags, and the packages' versions.
+speed depends on: the checkpoint's SHA-256, the window, the batch of a call, the torch threads (and with them the
+streams), the runners' version, the input the exports are fed, the candidates, the CPU's model and speed flags, and
+the packages' versions.
 
 Agreement with fp32 torch is never kept: it belongs to the raster. A later run with the same key
 (:func:`dunemap.runtime.select.select_backend`) checks the fastest kept candidate on a window of its own raster, and
@@ -44,8 +45,12 @@ class Recorded:
     when: str
     path: Path
 
+    def ranked(self) -> list[str]:
+        """The backends measured, the fastest first (ties by name)."""
+        return sorted(self.seconds, key=lambda name: (self.seconds[name], name))
+
     def fastest(self) -> str:
-        return min(self.seconds, key=lambda name: (self.seconds[name], name))
+        return self.ranked()[0]
 
 
 def _version(package: str) -> str | None:
